@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * tcpreset kernel/user contract.
+ *
+ * Every struct that crosses the boundary between the XDP program and user
+ * space lives here, with fixed-width types, explicit padding and size
+ * asserts. src/contract.ts mirrors it; test/contract.test.ts checks that
+ * mirror against the BTF of the built object, so the two cannot drift.
+ *
+ * Byte order: addresses and MACs are in network order (as on the wire);
+ * every other integer is in host order (converted by the program), so user
+ * space reads them with little-endian DataView accessors.
+ */
+#ifndef TCPRESET_H
+#define TCPRESET_H
+
+#ifndef __KERNEL__
+#include <linux/types.h>
+#endif
+
+/* Names shared by the program and its loader. */
+#define TR_PROG_NAME      "tcpreset_xdp"
+#define TR_MAP_TARGETS    "targets"
+#define TR_MAP_FLOWS      "flows"
+#define TR_MAP_EVENTS     "events"
+#define TR_MAP_COUNTERS   "counters"
+
+/* Capacities. The targets map is a plain hash: at least 100,000 targets. */
+#define TR_MAX_TARGETS    131072
+#define TR_MAX_FLOWS      65536
+#define TR_RINGBUF_BYTES  (8u << 20)
+#define TR_MAX_VLANS      2
+
+/*
+ * An event that carries no new sequence information for its flow (same
+ * seq, ack and flags as the last one emitted) is emitted again at most
+ * once per this interval: enough to re-fire after a lost RST, cheap under
+ * a flood. Events whose seq, ack or flags moved are never suppressed.
+ */
+#define TR_DUP_INTERVAL_NS (10ull * 1000 * 1000)
+
+#define TR_FAMILY_V4      4
+#define TR_FAMILY_V6      6
+#define TR_PORT_ANY       0
+
+/* Which address of the packet matched the target (tr_event.match). */
+#define TR_MATCH_SRC      1
+#define TR_MATCH_DST      2
+
+/* TCP flag bits as in the TCP header (tr_event.tcp_flags). */
+#define TR_TCP_FIN        0x01
+#define TR_TCP_SYN        0x02
+#define TR_TCP_RST        0x04
+#define TR_TCP_PSH        0x08
+#define TR_TCP_ACK        0x10
+
+/*
+ * Targets map key. A packet matches when (ifindex, src, ANY),
+ * (ifindex, src, dport), (ifindex, dst, ANY) or (ifindex, dst, sport) is
+ * present: at most four hash lookups whatever the number of targets.
+ */
+struct tr_target_key {
+	__u32 ifindex;   /* sniff interface the packet arrived on */
+	__u16 port;      /* remote TCP port; TR_PORT_ANY for the whole host */
+	__u8  family;    /* TR_FAMILY_V4 or TR_FAMILY_V6 */
+	__u8  pad;       /* must be zero */
+	__u8  addr[16];  /* IPv4 in the first 4 bytes, the rest zero */
+};
+
+struct tr_target_value {
+	__u32 target_id;   /* user-space handle, copied into events */
+	__u32 pad;         /* must be zero */
+	__u64 expires_ns;  /* bpf_ktime_get_ns() deadline; 0 = none */
+};
+
+/* One matching TCP segment, as seen on the sniff interface. */
+struct tr_event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns() at match (CLOCK_MONOTONIC) */
+	__u32 target_id;      /* tr_target_value.target_id of the match */
+	__u32 ifindex;        /* sniff interface */
+	__u32 seq;
+	__u32 ack;
+	__u32 payload_len;    /* TCP payload bytes (GSO super-packets: all of it) */
+	__u32 flow_label;     /* IPv6 flow label (20 bits); 0 for IPv4 */
+	__u16 sport;
+	__u16 dport;
+	__u16 vlan_tpid[TR_MAX_VLANS]; /* outermost first */
+	__u16 vlan_tci[TR_MAX_VLANS];
+	__u8  family;         /* TR_FAMILY_V4 or TR_FAMILY_V6 */
+	__u8  vlan_count;     /* 0..TR_MAX_VLANS */
+	__u8  tcp_flags;      /* TR_TCP_* */
+	__u8  ttl;            /* IPv4 TTL or IPv6 hop limit */
+	__u8  tos;            /* IPv4 TOS or IPv6 traffic class */
+	__u8  match;          /* TR_MATCH_SRC or TR_MATCH_DST */
+	__u8  smac[6];
+	__u8  dmac[6];
+	__u8  pad[2];
+	__u8  saddr[16];      /* IPv4 in the first 4 bytes, the rest zero */
+	__u8  daddr[16];
+};
+
+/* Per-flow (directional) suppression state, LRU map. */
+struct tr_flow_key {
+	__u32 ifindex;
+	__u16 sport;
+	__u16 dport;
+	__u8  family;
+	__u8  pad[3];
+	__u8  saddr[16];
+	__u8  daddr[16];
+};
+
+struct tr_flow_state {
+	__u64 last_ns;   /* when the last event of this flow was emitted */
+	__u32 seq;
+	__u32 ack;
+	__u8  flags;
+	__u8  pad[7];
+};
+
+/* Per-CPU counters, one slot (key 0) of a PERCPU_ARRAY. */
+struct tr_counters {
+	__u64 packets;     /* frames seen */
+	__u64 tcp;         /* TCP segments parsed */
+	__u64 matched;     /* segments that matched a live target */
+	__u64 events;      /* events submitted to the ring */
+	__u64 lost;        /* events dropped: ring full */
+	__u64 suppressed;  /* events suppressed: no new sequence information */
+	__u64 rst_seen;    /* matched segments carrying RST: nothing to answer */
+	__u64 expired;     /* matched a target past its deadline: ignored */
+};
+
+_Static_assert(sizeof(struct tr_target_key) == 24, "tr_target_key layout");
+_Static_assert(sizeof(struct tr_target_value) == 16, "tr_target_value layout");
+_Static_assert(sizeof(struct tr_event) == 96, "tr_event layout");
+_Static_assert(sizeof(struct tr_flow_key) == 44, "tr_flow_key layout");
+_Static_assert(sizeof(struct tr_flow_state) == 24, "tr_flow_state layout");
+_Static_assert(sizeof(struct tr_counters) == 64, "tr_counters layout");
+
+#endif /* TCPRESET_H */

@@ -1,0 +1,112 @@
+/**
+ * Errors with stable codes and a `cause`. Codes are part of the control
+ * protocol and of the CLI's exit status, so they never change meaning.
+ * This module imports nothing: the CLI loads it.
+ */
+
+/** sysexits(3) values the CLI exits with. */
+export const EXIT = {
+  OK: 0,
+  USAGE: 64, // EX_USAGE: bad command line
+  DATAERR: 65, // EX_DATAERR: a value is wrong (address, port, interface state, protected host)
+  UNAVAILABLE: 69, // EX_UNAVAILABLE: daemon not reachable, resource exhausted
+  SOFTWARE: 70, // EX_SOFTWARE: internal error
+  TEMPFAIL: 75, // EX_TEMPFAIL: daemon busy or timed out, try again
+  NOPERM: 77, // EX_NOPERM: permission denied
+} as const;
+
+export type ErrorCode =
+  | 'E_USAGE' // malformed command or request
+  | 'E_INVALID' // a value is out of range or malformed
+  | 'E_IFACE' // interface missing, down, or lacking an address
+  | 'E_PROTECTED' // the host is protected and never reset
+  | 'E_LIMIT' // too many jobs / targets
+  | 'E_NOT_FOUND' // no such job
+  | 'E_PROTOCOL' // control-protocol violation (bad JSON, version, size)
+  | 'E_UNAVAILABLE' // daemon not reachable
+  | 'E_TIMEOUT' // no answer in time
+  | 'E_PERM' // permission denied
+  | 'E_NATIVE' // a system or libbpf call failed
+  | 'E_STATE' // state directory problem
+  | 'E_INTERNAL'; // a bug
+
+const EXIT_BY_CODE: Record<ErrorCode, number> = {
+  E_USAGE: EXIT.USAGE,
+  E_INVALID: EXIT.DATAERR,
+  E_IFACE: EXIT.DATAERR,
+  E_PROTECTED: EXIT.DATAERR,
+  E_LIMIT: EXIT.UNAVAILABLE,
+  E_NOT_FOUND: EXIT.DATAERR,
+  E_PROTOCOL: EXIT.SOFTWARE,
+  E_UNAVAILABLE: EXIT.UNAVAILABLE,
+  E_TIMEOUT: EXIT.TEMPFAIL,
+  E_PERM: EXIT.NOPERM,
+  E_NATIVE: EXIT.SOFTWARE,
+  E_STATE: EXIT.SOFTWARE,
+  E_INTERNAL: EXIT.SOFTWARE,
+};
+
+export function exitCodeFor(code: string): number {
+  return (EXIT_BY_CODE as Record<string, number>)[code] ?? EXIT.SOFTWARE;
+}
+
+export interface ErrorDetails {
+  [key: string]: unknown;
+}
+
+export class TcpresetError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+  get exitCode(): number {
+    return exitCodeFor(this.code);
+  }
+  toJSON(): { code: ErrorCode; message: string; details?: ErrorDetails } {
+    return Object.keys(this.details).length
+      ? { code: this.code, message: this.message, details: this.details }
+      : { code: this.code, message: this.message };
+  }
+}
+
+export class UsageError extends TcpresetError {
+  constructor(message: string, options: { cause?: unknown; details?: ErrorDetails } = {}) {
+    super('E_USAGE', message, options);
+  }
+}
+
+/** A value that is malformed or out of range; `field` names the argument. */
+export class ValidationError extends TcpresetError {
+  readonly field: string;
+  readonly value: unknown;
+  constructor(field: string, value: unknown, reason: string, code: ErrorCode = 'E_INVALID') {
+    super(code, `${field} ${JSON.stringify(value)}: ${reason}`, { details: { field, value } });
+    this.field = field;
+    this.value = value;
+  }
+}
+
+/**
+ * A native call failed: `step` says what we were doing (e.g. "attach XDP"),
+ * `target` what to (an interface, a map), `errno` the positive errno.
+ */
+export class NativeError extends TcpresetError {
+  readonly step: string;
+  readonly errno: number;
+  readonly target: string | undefined;
+  constructor(step: string, errno: number, errnoText: string, target?: string, options: { cause?: unknown } = {}) {
+    const where = target === undefined ? '' : ` on ${target}`;
+    super(
+      errno === 1 || errno === 13 ? 'E_PERM' : 'E_NATIVE',
+      `${step}${where} failed: ${errnoText} (errno ${errno})`,
+      { ...options, details: { step, errno, target } },
+    );
+    this.step = step;
+    this.errno = errno;
+    this.target = target;
+  }
+}

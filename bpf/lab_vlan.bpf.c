@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * Test-lab only: tag and untag frames with tc, because the lab kernel has
+ * neither 8021q VLAN devices nor the tc vlan action.
+ *
+ * iproute2 6.1 (Debian 12, libbpf backend) selects a program by its ELF
+ * SECTION name only (no program-name option; `sec vlan_push` or `sec tc`
+ * fail with "object file doesn't contain sec ..."), and a section may not
+ * share its name with the function, so each program has its own "tc/NAME"
+ * section. Working commands (checked on veths in a namespace):
+ *
+ *   ethtool -K DEV txvlan off tx-vlan-stag-hw-insert off   # tags go in-band on the wire
+ *   tc qdisc add dev DEV clsact
+ *   tc filter add dev DEV egress bpf da obj build/lab_vlan.bpf.o sec tc/vlan_push       # 802.1Q VID 100
+ *   tc filter add dev DEV egress bpf da obj build/lab_vlan.bpf.o sec tc/vlan_push_200   # 802.1Q VID 200
+ *   tc filter add dev DEV egress bpf da obj build/lab_vlan.bpf.o sec tc/qinq_push       # 802.1ad 200 outside 802.1Q 100
+ *   tc filter add dev DEV egress bpf da obj build/lab_vlan.bpf.o sec tc/vlan_pop        # strip the outer tag
+ *
+ * Without the ethtool line a pushed tag stays in skb metadata (hardware
+ * offload) on a veth and the peer's XDP program never sees it in the frame.
+ * On ingress the stack has already moved the outer tag to metadata before
+ * tc runs; vlan_pop removes it there too.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define LAB_VID_A 100
+#define LAB_VID_B 200
+
+/* A failed push leaves the frame untagged; the lab's assertions catch that. */
+SEC("tc/vlan_push")
+int vlan_push(struct __sk_buff *skb)
+{
+	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), LAB_VID_A);
+	return TC_ACT_OK;
+}
+
+SEC("tc/vlan_push_200")
+int vlan_push_200(struct __sk_buff *skb)
+{
+	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), LAB_VID_B);
+	return TC_ACT_OK;
+}
+
+/* The second push moves the first tag in-band: outer 802.1ad 200, inner 802.1Q 100. */
+SEC("tc/qinq_push")
+int qinq_push(struct __sk_buff *skb)
+{
+	if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), LAB_VID_A) == 0)
+		bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021AD), LAB_VID_B);
+	return TC_ACT_OK;
+}
+
+/* Pops the offloaded tag, or the outermost in-band one; untagged frames pass as they are. */
+SEC("tc/vlan_pop")
+int vlan_pop(struct __sk_buff *skb)
+{
+	if (skb->vlan_present || skb->protocol == bpf_htons(ETH_P_8021Q) ||
+	    skb->protocol == bpf_htons(ETH_P_8021AD))
+		bpf_skb_vlan_pop(skb);
+	return TC_ACT_OK;
+}

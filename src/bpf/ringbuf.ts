@@ -1,0 +1,242 @@
+/**
+ * Zero-copy reader of a BPF_MAP_TYPE_RINGBUF map.
+ *
+ * The map fd is mmapped the way libbpf does it: the consumer page read-write
+ * at offset 0, the producer page plus the data area read-only at offset
+ * pagesize. The kernel maps the data area twice in a row, so a record that
+ * starts near the end continues contiguously and never wraps. Records are
+ * parsed in place with a DataView: no copy, no native call per record
+ * (measured 43-71 ns/event, against ~390 ns for ring_buffer__poll with a koffi
+ * callback, see DESIGN.md).
+ *
+ * Waiting: the kernel wakes pollers (default adaptive BPF_RB_NO_WAKEUP off)
+ * only for a record committed while the consumer had caught up with it. So
+ * the loop is hybrid: drain; if anything was found drain again on the next
+ * turn of the event loop (the producer may have committed meanwhile without
+ * a wake-up); once a drain finds nothing, wait in epoll_wait on a libuv
+ * worker thread (koffi async call) with a short timeout so stop() is prompt.
+ */
+import {
+  EPOLL_CTL_ADD, EPOLLIN, EpollEvents, PROT_READ, PROT_WRITE, close as closeFd, epollCreate, epollCtl, epollWaitAsync, mmap,
+  munmap, pageSize, type Pointer,
+} from '../native/libc.js';
+import { TcpresetError } from '../errors.js';
+
+/** Header bits of a record's length word (include/uapi/linux/bpf.h). */
+export const BPF_RINGBUF_BUSY_BIT = 1 << 31;
+export const BPF_RINGBUF_DISCARD_BIT = 1 << 30;
+export const BPF_RINGBUF_HDR_SZ = 8;
+
+/** Called once per record: the record's data is `length` bytes at `offset` of `dv` (valid only during the call). */
+export type OnRecord = (dv: DataView, offset: number, length: number) => void;
+
+export interface RingStartOptions {
+  /** epoll_wait timeout (ms): the longest stop() waits for a pending wait. Default 100. */
+  waitMs?: number;
+  /** Most records per drain before the event loop gets a turn. Default 4096. */
+  batch?: number;
+  /** After every drain that delivered records (e.g. flush a send batch). */
+  onDrained?: (count: number) => void;
+  /**
+   * An exception from onRecord/onDrained. The record is consumed either way.
+   * Without it the exception is rethrown outside the loop (an uncaught
+   * exception: a bug must not pass silently), and the loop ends.
+   */
+  onError?: (err: unknown) => void;
+}
+
+export class RingReader {
+  readonly byteSize: number;
+  /** Records delivered to onRecord (discarded ones are not counted). */
+  records = 0;
+  /** epoll waits that returned readable (the kernel woke us). */
+  wakeups = 0;
+  /** Drains run by the loop (each is one pass over what was available). */
+  drains = 0;
+
+  private readonly mapFd: number;
+  private readonly page: number;
+  private readonly mask: number;
+  private consumerMap: { ptr: Pointer; buffer: ArrayBuffer } | null;
+  private producerMap: { ptr: Pointer; buffer: ArrayBuffer } | null;
+  /** consumer_pos as a 64-bit store (x86/arm64 aligned 64-bit stores are single-copy atomic). */
+  private readonly consPos: BigUint64Array;
+  /** producer_pos as two 32-bit words (positions fit a double for centuries of traffic). */
+  private readonly prodWords: Uint32Array;
+  /** The producer mapping as 32-bit words, for the atomic read of record headers. */
+  private readonly words: Int32Array;
+  private readonly dv: DataView;
+  /** Our consumer position (mirrors what we last stored). */
+  private consumer: number;
+
+  private epfd = -1;
+  private events: EpollEvents | null = null;
+  private running = false;
+  private loopDone: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(mapFd: number, byteSize: number) {
+    const page = pageSize();
+    if (!Number.isInteger(byteSize) || byteSize < page || (byteSize & (byteSize - 1)) !== 0) {
+      throw new TcpresetError('E_INTERNAL', `ring buffer size ${byteSize} is not a power of two of at least a page`);
+    }
+    this.mapFd = mapFd;
+    this.byteSize = byteSize;
+    this.page = page;
+    this.mask = byteSize - 1;
+    const target = `ring buffer fd ${mapFd}`;
+    this.consumerMap = mmap(page, PROT_READ | PROT_WRITE, mapFd, 0, target);
+    try {
+      this.producerMap = mmap(page + 2 * byteSize, PROT_READ, mapFd, page, target);
+    } catch (e) {
+      munmap(this.consumerMap.ptr, page);
+      throw e;
+    }
+    this.consPos = new BigUint64Array(this.consumerMap.buffer, 0, 1);
+    this.prodWords = new Uint32Array(this.producerMap.buffer, 0, 2);
+    this.words = new Int32Array(this.producerMap.buffer);
+    this.dv = new DataView(this.producerMap.buffer);
+    this.consumer = Number(Atomics.load(this.consPos, 0));
+  }
+
+  /** Records available but not yet consumed, in bytes (headers included). */
+  pendingBytes(): number {
+    return this.producerPos() - this.consumer;
+  }
+
+  private producerPos(): number {
+    // Read high, low, high: a carry into the high word between the two reads is seen and retried.
+    for (;;) {
+      const hi = Atomics.load(this.prodWords, 1);
+      const lo = Atomics.load(this.prodWords, 0);
+      if (Atomics.load(this.prodWords, 1) === hi) return hi * 0x1_0000_0000 + lo;
+    }
+  }
+
+  /**
+   * Deliver the committed records now in the ring (up to `max`) and release
+   * their space to the producer. Non-blocking; returns the records delivered.
+   * Stops at the first record still being written (busy bit): records are
+   * consumed strictly in order.
+   */
+  drain(onRecord: OnRecord, max = Infinity): number {
+    if (this.closed) throw new TcpresetError('E_INTERNAL', 'ring reader is closed');
+    const prod = this.producerPos();
+    let cons = this.consumer;
+    if (cons >= prod) return 0;
+    const words = this.words;
+    const base = this.page;
+    const mask = this.mask;
+    let count = 0;
+    try {
+      while (cons < prod && count < max) {
+        const off = base + (cons & mask);
+        // The header word is written last by the kernel (commit clears busy with an xchg).
+        const len = Atomics.load(words, off >> 2);
+        if (len & BPF_RINGBUF_BUSY_BIT) break;
+        const dataLen = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+        // Advance first: a throwing callback must not see its record again.
+        cons += (dataLen + BPF_RINGBUF_HDR_SZ + 7) & ~7;
+        if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
+          count++;
+          onRecord(this.dv, off + BPF_RINGBUF_HDR_SZ, dataLen);
+        }
+      }
+    } finally {
+      if (cons !== this.consumer) {
+        this.consumer = cons;
+        // One 64-bit release store per drain: a torn store could let the producer overwrite unread data.
+        Atomics.store(this.consPos, 0, BigInt(cons));
+      }
+      this.records += count;
+    }
+    return count;
+  }
+
+  /**
+   * Deliver records as they come, until stop(). The event loop is never
+   * blocked: waits happen on a worker thread.
+   */
+  start(onRecord: OnRecord, opts: RingStartOptions = {}): void {
+    if (this.closed) throw new TcpresetError('E_INTERNAL', 'ring reader is closed');
+    if (this.running) throw new TcpresetError('E_INTERNAL', 'ring reader already started');
+    if (this.epfd < 0) {
+      this.epfd = epollCreate(`ring buffer fd ${this.mapFd}`);
+      epollCtl(this.epfd, EPOLL_CTL_ADD, this.mapFd, EPOLLIN, this.mapFd, `ring buffer fd ${this.mapFd}`);
+      this.events = new EpollEvents(1);
+    }
+    this.running = true;
+    this.loopDone = this.loop(onRecord, opts);
+  }
+
+  private async loop(onRecord: OnRecord, opts: RingStartOptions): Promise<void> {
+    const waitMs = opts.waitMs ?? 100;
+    const batch = opts.batch ?? 4096;
+    const events = this.events!;
+    while (this.running) {
+      let n = 0;
+      try {
+        n = this.drain(onRecord, batch);
+        this.drains++;
+        if (n > 0) opts.onDrained?.(n);
+      } catch (err) {
+        if (!opts.onError) {
+          this.running = false;
+          this.fail(err, opts);
+          return;
+        }
+        opts.onError(err);
+        n = 1; // records may remain: look again before sleeping
+      }
+      if (!this.running) break;
+      if (n > 0) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
+      let ready: number;
+      try {
+        ready = await epollWaitAsync(this.epfd, events, waitMs, `ring buffer fd ${this.mapFd}`);
+      } catch (err) {
+        // A failing epoll fd does not heal: end the loop and report.
+        this.running = false;
+        this.fail(err, opts);
+        return;
+      }
+      if (ready > 0) this.wakeups++;
+    }
+  }
+
+  private fail(err: unknown, opts: RingStartOptions): void {
+    if (opts.onError) {
+      opts.onError(err);
+      return;
+    }
+    setImmediate(() => {
+      throw err;
+    });
+  }
+
+  /** End the loop; resolves once the pending epoll wait (at most waitMs) has returned. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loopDone;
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** Unmap the ring and close the epoll fd (not the map fd: its owner closes it). Call stop() first. */
+  close(): void {
+    if (this.closed) return;
+    if (this.running) throw new TcpresetError('E_INTERNAL', 'ring reader closed while running: await stop() first');
+    this.closed = true;
+    if (this.epfd >= 0) closeFd(this.epfd);
+    this.epfd = -1;
+    this.events?.free();
+    this.events = null;
+    if (this.consumerMap) munmap(this.consumerMap.ptr, this.page);
+    if (this.producerMap) munmap(this.producerMap.ptr, this.page + 2 * this.byteSize);
+    this.consumerMap = this.producerMap = null;
+  }
+}

@@ -99,9 +99,9 @@ export class RingReader {
     this.consumer = Number(Atomics.load(this.consPos, 0));
   }
 
-  /** Records available but not yet consumed, in bytes (headers included). */
+  /** Bytes (headers included) the producer sees as unconsumed: producer_pos - consumer_pos as stored in the ring. */
   pendingBytes(): number {
-    return this.producerPos() - this.consumer;
+    return this.producerPos() - Number(Atomics.load(this.consPos, 0));
   }
 
   private producerPos(): number {

@@ -1,0 +1,206 @@
+/**
+ * RST forging: from one observed TCP segment, the 0..2 resets that kill the
+ * connection at both ends (DESIGN.md, "RST forging rules"). Pure: builds
+ * bytes, sends nothing.
+ *
+ * Naming: the observed segment goes A -> B, A = (ev.saddr, ev.sport) = the
+ * 'src' endpoint, B = (ev.daddr, ev.dport) = the 'dst' endpoint. A RST
+ * `toward: 'src'` is addressed to A and spoofed from B; `toward: 'dst'` is
+ * addressed to B and spoofed from A. S = ev.seq, K = ev.ack, L = payload,
+ * N = S + L + SYN + FIN (mod 2^32): the sequence number B expects next
+ * once it has taken this segment.
+ *
+ * Linux (RFC 5961) resets a synchronized socket only for seq == RCV.NXT
+ * exactly and ignores the ACK field, so the seq values below are the
+ * receiver's exact RCV.NXT:
+ *
+ * | observed            | toward 'src' (A)        | toward 'dst' (B)         |
+ * |---------------------|-------------------------|--------------------------|
+ * | RST                 | none                    | none                     |
+ * | SYN (no ACK)        | RST|ACK seq=0 ack=S+1   | none (B has no state)    |
+ * | SYN-ACK             | RST|ACK seq=K ack=S+1   | RST|ACK seq=N ack=K      |
+ * | ACK set, no SYN     | RST|ACK seq=K ack=N     | RST|ACK seq=N ack=K      |
+ * | no ACK, no SYN      | none (no K to trust)    | RST seq=N ack=0          |
+ *
+ * SYN-ACK in the table's terms: the observed sender A here is the server
+ * (DESIGN's "B", seq Sb = S) and the receiver B here is the client (DESIGN's
+ * "A"). DESIGN's "RST to A: seq=Sb+1, ack=K" is our toward 'dst' (the
+ * client; in SYN-SENT it checks only that ack = its ISN+1 = K; once it took
+ * the SYN-ACK its RCV.NXT is Sb+1+L = N, equal to Sb+1 when the SYN-ACK
+ * carries no data). DESIGN's "RST to B: seq=K, ack=Sb+1" is our toward
+ * 'src' (the server: its SYN-RECV request expects seq K, and Linux's
+ * tcp_check_req drops any segment with ACK set whose ack is not exactly its
+ * ISN+1 = Sb+1, so that ack must not be N).
+ *
+ * RST|ACK, not bare RST, wherever a K is known: the ACK field is what a
+ * socket in SYN-SENT checks (it refuses a RST that does not ack its SYN),
+ * and a SYN-RECV request on Linux ignores a segment with a wrong ack, so
+ * carrying the exact value helps there and costs nothing in synchronized
+ * states, where stacks ignore it (this is also what Snort and Suricata send).
+ * Without an ACK flag on the observed segment (a bare FIN, a scan) its ack
+ * field is garbage, so nothing goes to A and the RST to B carries no ACK.
+ *
+ * A SYN with data (TCP Fast Open) is still answered with ack=S+1: the client
+ * accepts any ack in (ISN, SND.NXT], and S+1 is always inside it.
+ */
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type Family, type TcpEvent } from '../contract.js';
+import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from './checksum.js';
+
+export interface RstPacket {
+  family: Family;
+  /** Which endpoint of the observed segment receives this RST. */
+  toward: 'src' | 'dst';
+  seq: number;
+  ack: number;
+  flags: number;
+  /** The full IPv4 or IPv6 packet, checksums included. */
+  packet: Uint8Array;
+}
+
+export const IPV4_RST_LEN = 40;
+export const IPV6_RST_LEN = 60;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERTYPE_IPV6 = 0x86dd;
+
+/**
+ * TTL / hop limit for a RST spoofed from a host whose TTL we have not seen:
+ * the common initial value (Linux, macOS). Also used when the observed
+ * value is 0, which no router would forward.
+ */
+export const DEFAULT_TTL = 64;
+
+/** Random 16-bit IPv4 ID: V8's Math.random (xorshift128+) is fast and unpredictable enough for IDs. */
+export function randomIpId(): number {
+  return (Math.random() * 0x10000) | 0;
+}
+
+/**
+ * The RSTs answering one observed segment (see the table above).
+ * `ipId` supplies IPv4 IDs (default random). `ttlFromDst` is the TTL / hop
+ * limit last seen from the 'dst' endpoint, for RSTs spoofed from it; the
+ * RST spoofed from 'src' copies ev.ttl. TOS / traffic class: the observed
+ * DSCP is copied onto both, ECN bits cleared (a RST is not ECN-capable
+ * transport; Linux also strips them when it reflects a TOS into a RST).
+ * IPv6: the observed flow label is copied onto both (the 'dst' one is
+ * exactly A's label; the reflected one follows Linux's flowlabel_reflect).
+ */
+export function forgeResets(ev: TcpEvent, ipId: () => number = randomIpId, ttlFromDst?: number): RstPacket[] {
+  const f = ev.tcpFlags;
+  if (f & TCP_RST) return []; // the flow is dead, and this may be our own RST
+  const s = ev.seq >>> 0;
+  const k = ev.ack >>> 0;
+  const n = (s + ev.payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0)) >>> 0;
+  const rstAck = TCP_RST | TCP_ACK;
+  if (f & TCP_SYN) {
+    const s1 = (s + 1) >>> 0;
+    if (!(f & TCP_ACK)) return [build(ev, 'src', 0, s1, rstAck, ipId, ttlFromDst)];
+    return [build(ev, 'src', k, s1, rstAck, ipId, ttlFromDst), build(ev, 'dst', n, k, rstAck, ipId, ttlFromDst)];
+  }
+  if (!(f & TCP_ACK)) return [build(ev, 'dst', n, 0, TCP_RST, ipId, ttlFromDst)];
+  return [build(ev, 'src', k, n, rstAck, ipId, ttlFromDst), build(ev, 'dst', n, k, rstAck, ipId, ttlFromDst)];
+}
+
+function build(
+  ev: TcpEvent,
+  toward: 'src' | 'dst',
+  seq: number,
+  ack: number,
+  flags: number,
+  ipId: () => number,
+  ttlFromDst: number | undefined,
+): RstPacket {
+  const toDst = toward === 'dst';
+  // Spoofed from the other endpoint: toward 'dst' we speak as A (ev.s*).
+  const src = toDst ? ev.saddr : ev.daddr;
+  const dst = toDst ? ev.daddr : ev.saddr;
+  const sport = toDst ? ev.sport : ev.dport;
+  const dport = toDst ? ev.dport : ev.sport;
+  let ttl = toDst ? ev.ttl : (ttlFromDst ?? DEFAULT_TTL);
+  if (!(ttl > 0 && ttl <= 255)) ttl = DEFAULT_TTL;
+  const dscp = ev.tos & 0xfc;
+
+  let packet: Uint8Array;
+  let t: number; // offset of the TCP header
+  if (ev.family === 4) {
+    if (src.length !== 4 || dst.length !== 4) throw new RangeError('IPv4 event with addresses that are not 4 bytes');
+    packet = new Uint8Array(IPV4_RST_LEN);
+    const id = ipId() & 0xffff;
+    packet[0] = 0x45; // version 4, IHL 5
+    packet[1] = dscp;
+    packet[3] = IPV4_RST_LEN; // total length (high byte 0)
+    packet[4] = id >>> 8;
+    packet[5] = id & 0xff;
+    packet[6] = 0x40; // DF, fragment offset 0
+    packet[8] = ttl;
+    packet[9] = 6; // TCP
+    packet.set(src, 12);
+    packet.set(dst, 16);
+    const ipSum = ipv4HeaderChecksum(packet, 0);
+    packet[10] = ipSum >>> 8;
+    packet[11] = ipSum & 0xff;
+    t = 20;
+  } else {
+    if (src.length !== 16 || dst.length !== 16) throw new RangeError('IPv6 event with addresses that are not 16 bytes');
+    packet = new Uint8Array(IPV6_RST_LEN);
+    const fl = ev.flowLabel & 0xfffff;
+    packet[0] = 0x60 | (dscp >>> 4);
+    packet[1] = ((dscp & 0x0f) << 4) | (fl >>> 16);
+    packet[2] = (fl >>> 8) & 0xff;
+    packet[3] = fl & 0xff;
+    packet[5] = 20; // payload length (high byte 0)
+    packet[6] = 6; // next header TCP
+    packet[7] = ttl;
+    packet.set(src, 8);
+    packet.set(dst, 24);
+    t = 40;
+  }
+  packet[t] = sport >>> 8;
+  packet[t + 1] = sport & 0xff;
+  packet[t + 2] = dport >>> 8;
+  packet[t + 3] = dport & 0xff;
+  packet[t + 4] = seq >>> 24;
+  packet[t + 5] = (seq >>> 16) & 0xff;
+  packet[t + 6] = (seq >>> 8) & 0xff;
+  packet[t + 7] = seq & 0xff;
+  packet[t + 8] = ack >>> 24;
+  packet[t + 9] = (ack >>> 16) & 0xff;
+  packet[t + 10] = (ack >>> 8) & 0xff;
+  packet[t + 11] = ack & 0xff;
+  packet[t + 12] = 0x50; // data offset 5, no options (no timestamps: PAWS cannot drop it)
+  packet[t + 13] = flags;
+  // window 0, urgent pointer 0: already zero
+  const tcpSum = ev.family === 4 ? tcpChecksumV4(src, dst, packet, t, 20) : tcpChecksumV6(src, dst, packet, t, 20);
+  packet[t + 16] = tcpSum >>> 8;
+  packet[t + 17] = tcpSum & 0xff;
+  return { family: ev.family, toward, seq, ack, flags, packet };
+}
+
+/**
+ * Layer-2 frame for a RST: destination MAC = the victim's MAC as seen in the
+ * observed frame (toward 'src' -> ev.smac, toward 'dst' -> ev.dmac), source
+ * MAC = `srcMac`, the reset interface's own (spoofing the peer's MAC would
+ * teach the switch to send the peer's traffic to the sensor), then the
+ * observed VLAN tag stack, outermost first, then the packet.
+ */
+export function l2Frame(rst: RstPacket, ev: TcpEvent, srcMac: Uint8Array): Uint8Array {
+  if (srcMac.length !== 6) throw new RangeError(`source MAC has ${srcMac.length} bytes, not 6`);
+  const vlans = ev.vlans;
+  const hdr = 14 + 4 * vlans.length;
+  const frame = new Uint8Array(hdr + rst.packet.length);
+  frame.set(rst.toward === 'src' ? ev.smac : ev.dmac, 0);
+  frame.set(srcMac, 6);
+  let o = 12;
+  for (let i = 0; i < vlans.length; i++) {
+    const { tpid, tci } = vlans[i];
+    frame[o] = tpid >>> 8;
+    frame[o + 1] = tpid & 0xff;
+    frame[o + 2] = tci >>> 8;
+    frame[o + 3] = tci & 0xff;
+    o += 4;
+  }
+  const etype = rst.family === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6;
+  frame[o] = etype >>> 8;
+  frame[o + 1] = etype & 0xff;
+  frame.set(rst.packet, hdr);
+  return frame;
+}

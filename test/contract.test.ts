@@ -1,0 +1,316 @@
+/**
+ * src/contract.ts must mirror bpf/tcpreset.h and the built object exactly.
+ * Layouts are read from BTF (bpftool -j btf dump): of build/tcpreset.bpf.o
+ * (what the program was compiled with) and of the header alone (so structs
+ * the program does not keep in its BTF are still checked). Constants are
+ * read through the C compiler. Map shapes come from libbpf (root).
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as C from '../src/contract.js';
+import { ptest } from './helpers/privileged.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const objPath = join(root, 'build/tcpreset.bpf.o');
+const headerPath = join(root, 'bpf/tcpreset.h');
+
+interface BtfMember {
+  name: string;
+  type_id: number;
+  bits_offset: number;
+  bitfield_size?: number;
+}
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  members?: BtfMember[];
+  values?: { name: string; val: number }[];
+}
+
+function btfTypes(file: string): BtfType[] {
+  const out = execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return (JSON.parse(out) as { types: BtfType[] }).types;
+}
+
+function structsByName(types: BtfType[]): Map<string, BtfType> {
+  return new Map(types.filter((t) => t.kind === 'STRUCT').map((t) => [t.name, t]));
+}
+
+type LayoutName = keyof typeof C.LAYOUT;
+const layoutNames = Object.keys(C.LAYOUT) as LayoutName[];
+
+/** clang flags for compiling the header for the BPF target outside the Makefile (multiarch dir holds asm/types.h). */
+function bpfIncludeFlags(): string[] {
+  const multiarch = execFileSync('clang', ['-print-multiarch'], { encoding: 'utf8' }).trim();
+  return ['-I', join(root, 'bpf'), ...(multiarch ? ['-idirafter', `/usr/include/${multiarch}`] : [])];
+}
+
+/** BTF and preprocessed constants of the header on its own. */
+const headerInfo = (() => {
+  let cached: { structs: Map<string, BtfType>; numbers: Map<string, number>; strings: Map<string, string> } | undefined;
+  return () => {
+    if (cached) return cached;
+    const dir = mkdtempSync(join(tmpdir(), 'tr-contract-'));
+    try {
+      const src = readFileSync(headerPath, 'utf8');
+      const defines = [...src.matchAll(/^#define\s+(TR_\w+)\s+(.+)$/gm)].map((m) => ({ name: m[1], value: m[2].trim() }));
+      const numeric = defines.filter((d) => !d.value.startsWith('"'));
+      const textual = defines.filter((d) => d.value.startsWith('"'));
+      const c = [
+        '#include "tcpreset.h"',
+        // Globals keep every struct in BTF; an enum lets the compiler evaluate each numeric define.
+        ...layoutNames.map((n) => `struct ${n} anchor_${n};`),
+        `enum tr_consts_check { ${numeric.map((d) => `K_${d.name} = ${d.name}`).join(', ')} } anchor_consts;`,
+      ].join('\n');
+      writeFileSync(join(dir, 'h.c'), c);
+      execFileSync('clang', ['-g', '-O0', '-target', 'bpf', ...bpfIncludeFlags(), '-c', join(dir, 'h.c'), '-o', join(dir, 'h.o')]);
+      const types = btfTypes(join(dir, 'h.o'));
+      const numbers = new Map<string, number>();
+      for (const v of types.find((t) => t.kind.startsWith('ENUM') && t.name === 'tr_consts_check')?.values ?? []) {
+        numbers.set(v.name.slice(2), v.val);
+      }
+      writeFileSync(join(dir, 's.c'), ['#include "tcpreset.h"', ...textual.map((d) => `key_${d.name} ${d.name}`)].join('\n'));
+      const pre = execFileSync('clang', ['-E', '-P', ...bpfIncludeFlags(), join(dir, 's.c')], { encoding: 'utf8' });
+      const strings = new Map<string, string>();
+      for (const m of pre.matchAll(/^key_(\w+) "(.*)"$/gm)) strings.set(m[1], m[2]);
+      cached = { structs: structsByName(types), numbers, strings };
+      return cached;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+})();
+
+/** Every assertion about one struct: size, each LAYOUT field's offset, no BTF member missing from LAYOUT. */
+function checkStruct(t: import('ava').ExecutionContext, where: string, name: LayoutName, btf: BtfType | undefined): void {
+  const layout = C.LAYOUT[name];
+  if (!btf) {
+    // A struct reached only through local pointers leaves no BTF; a global anchor keeps it.
+    t.fail(`struct ${name} is not in the BTF of ${where} (anchor it, e.g. \`const struct ${name} *${name}_btf __attribute__((unused));\`)`);
+    return;
+  }
+  t.is(btf.size, layout.size, `sizeof(struct ${name}) in ${where}`);
+  const fields = layout.fields as Record<string, number>;
+  const members = new Map((btf.members ?? []).map((m) => [m.name, m]));
+  for (const [field, off] of Object.entries(fields)) {
+    const m = members.get(field);
+    if (!m) {
+      t.fail(`${name}.${field} is in src/contract.ts but not in ${where}`);
+      continue;
+    }
+    t.falsy(m.bitfield_size, `${name}.${field} must not be a bitfield`);
+    t.is(m.bits_offset % 8, 0, `${name}.${field} is byte aligned`);
+    t.is(m.bits_offset / 8, off, `offsetof(${name}, ${field}) in ${where}`);
+  }
+  for (const m of members.keys()) {
+    t.true(m in fields, `${name}.${m} is in ${where} but missing from LAYOUT in src/contract.ts`);
+  }
+}
+
+for (const name of layoutNames) {
+  test(`object BTF: struct ${name} has the size and offsets of LAYOUT`, (t) => {
+    checkStruct(t, 'build/tcpreset.bpf.o', name, structsByName(btfTypes(objPath)).get(name));
+  });
+  test(`header BTF: struct ${name} has the size and offsets of LAYOUT`, (t) => {
+    checkStruct(t, 'bpf/tcpreset.h', name, headerInfo().structs.get(name));
+  });
+}
+
+test('header: every tr_* struct is mirrored in LAYOUT', (t) => {
+  const declared = [...readFileSync(headerPath, 'utf8').matchAll(/^struct\s+(tr_\w+)\s*\{/gm)].map((m) => m[1]);
+  t.true(declared.length >= layoutNames.length);
+  t.deepEqual([...declared].sort(), [...layoutNames].sort());
+});
+
+test('header: names and constants equal those of src/contract.ts', (t) => {
+  const { numbers, strings } = headerInfo();
+  t.deepEqual(
+    Object.fromEntries(strings),
+    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS },
+  );
+  const expected: Record<string, number | bigint> = {
+    TR_MAX_TARGETS: C.MAX_TARGETS,
+    TR_MAX_FLOWS: C.MAX_FLOWS,
+    TR_RINGBUF_BYTES: C.RINGBUF_BYTES,
+    TR_MAX_VLANS: C.MAX_VLANS,
+    TR_DUP_INTERVAL_NS: C.DUP_INTERVAL_NS,
+    TR_FAMILY_V4: C.FAMILY_V4,
+    TR_FAMILY_V6: C.FAMILY_V6,
+    TR_PORT_ANY: C.PORT_ANY,
+    TR_MATCH_SRC: C.MATCH_SRC,
+    TR_MATCH_DST: C.MATCH_DST,
+    TR_TCP_FIN: C.TCP_FIN,
+    TR_TCP_SYN: C.TCP_SYN,
+    TR_TCP_RST: C.TCP_RST,
+    TR_TCP_PSH: C.TCP_PSH,
+    TR_TCP_ACK: C.TCP_ACK,
+  };
+  // Every numeric define of the header is mirrored, and equal.
+  t.deepEqual([...numbers.keys()].sort(), Object.keys(expected).sort());
+  for (const [k, v] of Object.entries(expected)) t.is(BigInt(numbers.get(k) ?? -1), BigInt(v), k);
+});
+
+test('object BTF: the program and the four maps carry the contract names', (t) => {
+  const types = btfTypes(objPath);
+  t.truthy(types.find((x) => x.kind === 'FUNC' && x.name === C.PROG_NAME), `program ${C.PROG_NAME}`);
+  const vars = new Set(types.filter((x) => x.kind === 'VAR').map((x) => x.name));
+  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS]) t.true(vars.has(m), `map ${m}`);
+});
+
+/** Offsets straight from the header's BTF, so the encoders are checked against C, not against LAYOUT. */
+function btfOffsets(name: LayoutName): Record<string, number> {
+  const s = headerInfo().structs.get(name);
+  if (!s?.members) throw new Error(`struct ${name} missing from header BTF`);
+  return Object.fromEntries(s.members.map((m) => [m.name, m.bits_offset / 8]));
+}
+
+test('encodeTargetKey writes each field at its C offset (IPv4 and IPv6)', (t) => {
+  const o = btfOffsets('tr_target_key');
+  const v4 = C.encodeTargetKey({ ifindex: 0x01020304, family: 4, addr: Uint8Array.of(192, 0, 2, 7), port: 0xbeef });
+  t.is(v4.length, headerInfo().structs.get('tr_target_key')?.size ?? -1);
+  const dv = new DataView(v4.buffer, v4.byteOffset);
+  t.is(dv.getUint32(o.ifindex, true), 0x01020304);
+  t.is(dv.getUint16(o.port, true), 0xbeef);
+  t.is(v4[o.family], 4);
+  t.is(v4[o.pad], 0);
+  t.deepEqual([...v4.subarray(o.addr, o.addr + 16)], [192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  t.deepEqual(C.decodeTargetKey(v4), { ifindex: 0x01020304, family: 4, addr: Uint8Array.of(192, 0, 2, 7), port: 0xbeef });
+
+  const a6 = Uint8Array.from({ length: 16 }, (_, i) => 0x20 + i);
+  // A reused buffer full of junk must come out clean (padding zero, as the hash compares all bytes).
+  const reused = new Uint8Array(24).fill(0xff);
+  const v6 = C.encodeTargetKey({ ifindex: 9, family: 6, addr: a6, port: 0 }, reused);
+  t.is(v6, reused);
+  t.is(v6[o.family], 6);
+  t.is(v6[o.pad], 0);
+  t.is(new DataView(v6.buffer).getUint16(o.port, true), 0);
+  t.deepEqual([...v6.subarray(o.addr, o.addr + 16)], [...a6]);
+  t.throws(() => C.encodeTargetKey({ ifindex: 1, family: 4, addr: a6, port: 0 }), { instanceOf: RangeError });
+});
+
+test('encodeTargetValue writes each field at its C offset', (t) => {
+  const o = btfOffsets('tr_target_value');
+  const v = C.encodeTargetValue({ targetId: 0xdeadbeef, expiresNs: 0x0102030405060708n }, new Uint8Array(16).fill(0xaa));
+  t.is(v.length, headerInfo().structs.get('tr_target_value')?.size ?? -1);
+  const dv = new DataView(v.buffer, v.byteOffset);
+  t.is(dv.getUint32(o.target_id, true), 0xdeadbeef);
+  t.is(dv.getUint32(o.pad, true), 0);
+  t.is(dv.getBigUint64(o.expires_ns, true), 0x0102030405060708n);
+});
+
+test('decodeEvent reads each field from its C offset', (t) => {
+  const o = btfOffsets('tr_event');
+  const size = headerInfo().structs.get('tr_event')?.size ?? 0;
+  // The event sits at an odd offset inside a larger buffer, as in the ring.
+  const base = 8;
+  const buf = new Uint8Array(base + size + 8);
+  const dv = new DataView(buf.buffer, base);
+  dv.setBigUint64(o.ts_ns, 123456789012345n, true);
+  dv.setUint32(o.target_id, 77, true);
+  dv.setUint32(o.ifindex, 5, true);
+  dv.setUint32(o.seq, 0xfffffff0, true);
+  dv.setUint32(o.ack, 0x11223344, true);
+  dv.setUint32(o.payload_len, 1448, true);
+  dv.setUint32(o.flow_label, 0xabcde, true);
+  dv.setUint16(o.sport, 443, true);
+  dv.setUint16(o.dport, 51000, true);
+  dv.setUint16(o.vlan_tpid, 0x88a8, true);
+  dv.setUint16(o.vlan_tpid + 2, 0x8100, true);
+  dv.setUint16(o.vlan_tci, 100, true);
+  dv.setUint16(o.vlan_tci + 2, 200, true);
+  dv.setUint8(o.family, 6);
+  dv.setUint8(o.vlan_count, 2);
+  dv.setUint8(o.tcp_flags, C.TCP_ACK | C.TCP_PSH);
+  dv.setUint8(o.ttl, 63);
+  dv.setUint8(o.tos, 0x28);
+  dv.setUint8(o.match, C.MATCH_DST);
+  for (let i = 0; i < 6; i++) {
+    dv.setUint8(o.smac + i, 0x10 + i);
+    dv.setUint8(o.dmac + i, 0x20 + i);
+  }
+  for (let i = 0; i < 16; i++) {
+    dv.setUint8(o.saddr + i, 0x30 + i);
+    dv.setUint8(o.daddr + i, 0x40 + i);
+  }
+  const ev = C.decodeEvent(new DataView(buf.buffer), base);
+  t.deepEqual(ev, {
+    tsNs: 123456789012345n,
+    targetId: 77,
+    ifindex: 5,
+    seq: 0xfffffff0,
+    ack: 0x11223344,
+    payloadLen: 1448,
+    flowLabel: 0xabcde,
+    sport: 443,
+    dport: 51000,
+    vlans: [
+      { tpid: 0x88a8, tci: 100 },
+      { tpid: 0x8100, tci: 200 },
+    ],
+    family: 6,
+    tcpFlags: C.TCP_ACK | C.TCP_PSH,
+    ttl: 63,
+    tos: 0x28,
+    match: C.MATCH_DST,
+    smac: Uint8Array.from({ length: 6 }, (_, i) => 0x10 + i),
+    dmac: Uint8Array.from({ length: 6 }, (_, i) => 0x20 + i),
+    saddr: Uint8Array.from({ length: 16 }, (_, i) => 0x30 + i),
+    daddr: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i),
+  });
+  // Copies, not views: the ring slot can be reused after decoding.
+  buf.fill(0);
+  t.is(ev.saddr[0], 0x30);
+});
+
+test('sumCounters adds each counter at its C offset across CPU slots', (t) => {
+  const o = btfOffsets('tr_counters');
+  const size = headerInfo().structs.get('tr_counters')?.size ?? 0;
+  const ncpu = 3;
+  const buf = new Uint8Array(ncpu * size);
+  const dv = new DataView(buf.buffer);
+  const names = ['packets', 'tcp', 'matched', 'events', 'lost', 'suppressed', 'rst_seen', 'expired'];
+  for (let c = 0; c < ncpu; c++) names.forEach((n, i) => dv.setBigUint64(c * size + o[n], BigInt((i + 1) * 10 + c), true));
+  const sums = C.sumCounters(buf, ncpu);
+  t.deepEqual(
+    names.map((n) => sums[(n === 'rst_seen' ? 'rstSeen' : n) as keyof C.Counters]),
+    names.map((_, i) => BigInt(3 * (i + 1) * 10 + 3)),
+  );
+});
+
+ptest('object maps (as libbpf sees them) have the contract names, types, key/value sizes and capacities', async (t) => {
+  const { BpfObject } = await import('../src/bpf/object.js');
+  const obj = BpfObject.load(objPath);
+  t.teardown(() => obj.close());
+  const L = C.LAYOUT;
+  const want = [
+    { name: C.MAP_TARGETS, type: 1 /* HASH */, keySize: L.tr_target_key.size, valueSize: L.tr_target_value.size, maxEntries: C.MAX_TARGETS },
+    { name: C.MAP_FLOWS, type: 9 /* LRU_HASH */, keySize: L.tr_flow_key.size, valueSize: L.tr_flow_state.size, maxEntries: C.MAX_FLOWS },
+    { name: C.MAP_EVENTS, type: 27 /* RINGBUF */, keySize: 0, valueSize: 0, maxEntries: C.RINGBUF_BYTES },
+    { name: C.MAP_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_counters.size, maxEntries: 1 },
+  ];
+  for (const w of want) {
+    const m = obj.map(w.name);
+    t.deepEqual({ name: m.name, type: m.type, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries }, w);
+  }
+  t.true(obj.progFd > 0);
+  t.is(obj.progName, C.PROG_NAME);
+});
+
+ptest('maxTargets resizes the targets map and an encoded key/value round-trips through it', async (t) => {
+  const { BpfObject } = await import('../src/bpf/object.js');
+  const obj = BpfObject.load(objPath, { maxTargets: 200_000 });
+  t.teardown(() => obj.close());
+  const m = obj.map(C.MAP_TARGETS);
+  t.is(m.maxEntries, 200_000);
+  const key = C.encodeTargetKey({ ifindex: 3, family: 6, addr: Uint8Array.from({ length: 16 }, (_, i) => i + 1), port: 22 });
+  const value = C.encodeTargetValue({ targetId: 42, expiresNs: 99n });
+  m.update(key, value);
+  t.deepEqual(m.lookup(key), value);
+  t.deepEqual(m.keys().map((k) => C.decodeTargetKey(k)), [C.decodeTargetKey(key)]);
+});

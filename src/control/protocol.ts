@@ -1,0 +1,395 @@
+/**
+ * The control protocol between `tcpreset` and `tcpresetd`: one JSON object
+ * per '\n'-terminated UTF-8 line on a Unix stream socket, one response line
+ * per request line (COMMON.md). Pure: no I/O, imports only errors and
+ * validate, so both the light CLI and the daemon use it.
+ *
+ * Error codes of parse failures:
+ *  - E_PROTOCOL: the line is not a protocol message at all (too long, not
+ *    JSON, not an object, wrong or missing "v").
+ *  - E_USAGE: a well-formed message asks for something malformed (unknown
+ *    op, missing or unknown field, a field of the wrong JSON type).
+ *  - E_INVALID: a field has the right type but a bad value (validate.ts).
+ * Every message names the field.
+ */
+import { TcpresetError, UsageError, ValidationError, type ErrorCode, type ErrorDetails } from '../errors.js';
+import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
+
+export const PROTOCOL_VERSION = 1 as const;
+/** Longest request line, '\n' excluded. */
+export const MAX_LINE_BYTES = 65536;
+/**
+ * Longest response line a client accepts: a list of many jobs outgrows
+ * 64 KiB (a job is ~400 bytes), and the client trusts its daemon.
+ */
+export const MAX_RESPONSE_LINE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_SOCKET_PATH = '/run/tcpreset.sock';
+
+export const OPS = ['create', 'cancel', 'list', 'status', 'version'] as const;
+export type Op = (typeof OPS)[number];
+export type RequestId = string | number;
+export type InjectMode = 'l3' | 'l2';
+
+/** Job ids are made by the daemon; this is the syntax it promises. */
+export const JOB_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** Longest request id (string form) echoed back. */
+export const MAX_REQUEST_ID_CHARS = 128;
+
+interface Base {
+  v: typeof PROTOCOL_VERSION;
+  id?: RequestId;
+}
+
+export interface CreateArgs {
+  engid: string;
+  sniffIf: string;
+  resetIf: string;
+  /** After parseRequest: canonical text (RFC 5952 / dotted quad; IPv4-mapped unmapped). */
+  host: string;
+  port?: number;
+  /** Seconds. parseRequest checks syntax (positive integer); the daemon checks its maximum. */
+  duration: number;
+  mode?: InjectMode;
+}
+export interface CreateRequest extends Base, CreateArgs {
+  op: 'create';
+}
+export interface CancelByIdRequest extends Base {
+  op: 'cancel';
+  jobId: string;
+}
+export interface CancelByKeyRequest extends Base {
+  op: 'cancel';
+  engid: string;
+  sniffIf: string;
+  host: string;
+  port?: number;
+}
+export type CancelRequest = CancelByIdRequest | CancelByKeyRequest;
+export interface ListRequest extends Base {
+  op: 'list';
+}
+export interface StatusRequest extends Base {
+  op: 'status';
+}
+export interface VersionRequest extends Base {
+  op: 'version';
+}
+export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest;
+
+/** What a client sends: "v" is added by the client. */
+export type RequestBody =
+  | (Omit<CreateRequest, 'v'>)
+  | (Omit<CancelByIdRequest, 'v'>)
+  | (Omit<CancelByKeyRequest, 'v'>)
+  | (Omit<ListRequest, 'v'>)
+  | (Omit<StatusRequest, 'v'>)
+  | (Omit<VersionRequest, 'v'>);
+
+export interface JobCounters {
+  matched: number;
+  rstsSent: number;
+  flows: number;
+  firstHitAt: string | null;
+  lastHitAt: string | null;
+}
+
+export interface Job {
+  id: string;
+  engid: string;
+  sniffIf: string;
+  resetIf: string;
+  host: string;
+  port: number | null;
+  mode: InjectMode;
+  createdAt: string;
+  expiresAt: string;
+  remainingMs: number;
+  counters: JobCounters;
+}
+
+export interface CreateResult {
+  action: 'created' | 'extended';
+  job: Job;
+}
+export interface CancelResult {
+  job: Job;
+}
+export interface ListResult {
+  jobs: Job[];
+}
+export interface InterfaceStatus {
+  ifname: string;
+  role: 'sniff' | 'reset';
+  mode: string;
+  up: boolean;
+  fault?: string;
+}
+export interface StatusResult {
+  version: string;
+  pid: number;
+  uptimeMs: number;
+  interfaces: InterfaceStatus[];
+  counters: Record<string, number>;
+  ring: Record<string, number>;
+  jobs: number;
+}
+export interface VersionResult {
+  version: string;
+}
+export interface ResultByOp {
+  create: CreateResult;
+  cancel: CancelResult;
+  list: ListResult;
+  status: StatusResult;
+  version: VersionResult;
+}
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: ErrorDetails;
+}
+export interface OkResponse<R = unknown> {
+  v: typeof PROTOCOL_VERSION;
+  id?: RequestId;
+  ok: true;
+  result: R;
+}
+export interface ErrorResponse {
+  v: typeof PROTOCOL_VERSION;
+  id?: RequestId;
+  ok: false;
+  error: ErrorBody;
+}
+export type Response<R = unknown> = OkResponse<R> | ErrorResponse;
+
+// ---------------------------------------------------------------- parsing
+
+const FIELDS: Record<string, readonly string[]> = {
+  create: ['engid', 'sniffIf', 'resetIf', 'host', 'port', 'duration', 'mode'],
+  cancelById: ['jobId'],
+  cancelByKey: ['engid', 'sniffIf', 'host', 'port'],
+  list: [],
+  status: [],
+  version: [],
+};
+const ENVELOPE = ['v', 'id', 'op'];
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function protocolError(message: string, details?: ErrorDetails): TcpresetError {
+  return new TcpresetError('E_PROTOCOL', message, details ? { details } : {});
+}
+
+function parseJsonObject(line: string, what: string, limit: number): Record<string, unknown> {
+  if (typeof line !== 'string') throw protocolError(`${what} is not text`);
+  const text = line.endsWith('\n') ? line.slice(0, -1) : line;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limit) throw protocolError(`${what} is ${bytes} bytes; the limit is ${limit}`);
+  if (text.includes('\n')) throw protocolError(`${what} holds more than one line`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new TcpresetError('E_PROTOCOL', `${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isPlainObject(parsed)) throw protocolError(`${what} must be a JSON object`);
+  if (!('v' in parsed)) throw protocolError(`${what} lacks the protocol version field "v"`);
+  if (parsed.v !== PROTOCOL_VERSION) {
+    throw protocolError(`${what} has protocol version ${JSON.stringify(parsed.v)}; this side speaks ${PROTOCOL_VERSION}`, {
+      field: 'v',
+      value: parsed.v,
+    });
+  }
+  return parsed;
+}
+
+function checkId(id: unknown): RequestId | undefined {
+  if (id === undefined) return undefined;
+  if (typeof id === 'string') {
+    if (id.length > MAX_REQUEST_ID_CHARS) throw new UsageError(`field "id" is longer than ${MAX_REQUEST_ID_CHARS} characters`, { details: { field: 'id' } });
+    return id;
+  }
+  if (typeof id === 'number' && Number.isFinite(id)) return id;
+  throw new UsageError('field "id" must be a string or a finite number', { details: { field: 'id' } });
+}
+
+/** The request id in `line`, if it has a usable one: lets the server echo it on parse errors. */
+export function extractId(line: string): RequestId | undefined {
+  try {
+    const o: unknown = JSON.parse(line);
+    if (!isPlainObject(o)) return undefined;
+    return checkId(o.id);
+  } catch {
+    return undefined;
+  }
+}
+
+function requireType(o: Record<string, unknown>, field: string, type: 'string' | 'number', op: string): void {
+  if (!(field in o) || o[field] === undefined) {
+    throw new UsageError(`${op} request lacks the required field "${field}"`, { details: { field } });
+  }
+  if (typeof o[field] !== type) {
+    throw new UsageError(`field "${field}" must be a ${type}, not ${jsonType(o[field])}`, { details: { field, value: o[field] } });
+  }
+}
+
+function jsonType(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'an array';
+  if (typeof x === 'object') return 'an object';
+  return `a ${typeof x}`;
+}
+
+function rejectUnknown(o: Record<string, unknown>, allowed: readonly string[], op: string): void {
+  for (const k of Object.keys(o)) {
+    if (!ENVELOPE.includes(k) && !allowed.includes(k)) {
+      throw new UsageError(`unknown field "${k}" in a ${op} request`, { details: { field: k } });
+    }
+  }
+}
+
+/** port: absent, null (whole host) or an integer 1..65535. */
+function optionalPort(o: Record<string, unknown>): number | undefined {
+  const p = o.port;
+  if (p === undefined || p === null) return undefined;
+  if (typeof p !== 'number') throw new UsageError(`field "port" must be a number, not ${jsonType(p)}`, { details: { field: 'port', value: p } });
+  return validatePort(p, 'port');
+}
+
+/**
+ * Parse and strictly check one request line (with or without its '\n').
+ * Returns a normalized request: host in canonical form, port omitted when
+ * absent or null. Duration is checked for syntax only (positive integer);
+ * the daemon applies its configured maximum.
+ */
+export function parseRequest(line: string): Request {
+  const o = parseJsonObject(line, 'request', MAX_LINE_BYTES);
+  const id = checkId(o.id);
+  if (!('op' in o)) throw new UsageError('request lacks the field "op"', { details: { field: 'op' } });
+  if (typeof o.op !== 'string' || !(OPS as readonly string[]).includes(o.op)) {
+    throw new UsageError(`unknown op ${JSON.stringify(o.op)}; expected one of ${OPS.join(', ')}`, { details: { field: 'op', value: o.op } });
+  }
+  const op = o.op as Op;
+  const base: Base = id === undefined ? { v: PROTOCOL_VERSION } : { v: PROTOCOL_VERSION, id };
+  switch (op) {
+    case 'create': {
+      rejectUnknown(o, FIELDS.create, op);
+      for (const f of ['engid', 'sniffIf', 'resetIf', 'host'] as const) requireType(o, f, 'string', op);
+      requireType(o, 'duration', 'number', op);
+      const req: CreateRequest = {
+        ...base,
+        op,
+        engid: validateEngid(o.engid, 'engid'),
+        sniffIf: validateIfname(o.sniffIf, 'sniffIf'),
+        resetIf: validateIfname(o.resetIf, 'resetIf'),
+        host: validateHost(o.host, 'host').canonical,
+        duration: validateDuration(o.duration, Number.MAX_SAFE_INTEGER, 'duration'),
+      };
+      const port = optionalPort(o);
+      if (port !== undefined) req.port = port;
+      if (o.mode !== undefined) {
+        if (o.mode !== 'l3' && o.mode !== 'l2') {
+          throw new ValidationError('mode', o.mode, 'must be "l3" or "l2"');
+        }
+        req.mode = o.mode;
+      }
+      return req;
+    }
+    case 'cancel': {
+      if ('jobId' in o) {
+        rejectUnknown(o, FIELDS.cancelById, 'cancel-by-id');
+        requireType(o, 'jobId', 'string', op);
+        if (!JOB_ID_RE.test(o.jobId as string)) {
+          throw new ValidationError('jobId', o.jobId, 'is not a job id (1..64 of A-Z a-z 0-9 _ -)');
+        }
+        return { ...base, op, jobId: o.jobId as string };
+      }
+      rejectUnknown(o, FIELDS.cancelByKey, op);
+      if (!('engid' in o) && !('sniffIf' in o) && !('host' in o)) {
+        throw new UsageError('cancel request needs either "jobId" or "engid", "sniffIf" and "host"', { details: { field: 'jobId' } });
+      }
+      for (const f of ['engid', 'sniffIf', 'host'] as const) requireType(o, f, 'string', op);
+      const req: CancelByKeyRequest = {
+        ...base,
+        op,
+        engid: validateEngid(o.engid, 'engid'),
+        sniffIf: validateIfname(o.sniffIf, 'sniffIf'),
+        host: validateHost(o.host, 'host').canonical,
+      };
+      const port = optionalPort(o);
+      if (port !== undefined) req.port = port;
+      return req;
+    }
+    case 'list':
+    case 'status':
+    case 'version':
+      rejectUnknown(o, FIELDS[op], op);
+      return { ...base, op };
+  }
+}
+
+/**
+ * Parse and check the shape of one response line (client side). Only the
+ * envelope is checked strictly; the result's shape is the daemon's promise.
+ */
+export function parseResponse(line: string): Response {
+  const o = parseJsonObject(line, 'response', MAX_RESPONSE_LINE_BYTES);
+  const id = o.id === undefined ? undefined : checkIdLoose(o.id);
+  if (o.ok === true) {
+    if (!('result' in o)) throw protocolError('response has ok=true but no "result"');
+    return id === undefined ? { v: PROTOCOL_VERSION, ok: true, result: o.result } : { v: PROTOCOL_VERSION, id, ok: true, result: o.result };
+  }
+  if (o.ok === false) {
+    const e = o.error;
+    if (!isPlainObject(e) || typeof e.code !== 'string' || typeof e.message !== 'string') {
+      throw protocolError('response has ok=false but no {"code","message"} error');
+    }
+    const error: ErrorBody = { code: e.code as ErrorCode, message: e.message };
+    if (isPlainObject(e.details)) error.details = e.details;
+    return id === undefined ? { v: PROTOCOL_VERSION, ok: false, error } : { v: PROTOCOL_VERSION, id, ok: false, error };
+  }
+  throw protocolError('response lacks a boolean "ok"');
+}
+
+function checkIdLoose(id: unknown): RequestId {
+  if (typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id))) return id;
+  throw protocolError('response "id" must be a string or a number');
+}
+
+// ---------------------------------------------------------------- building
+
+export function okResponse<R>(result: R, id?: RequestId): OkResponse<R> {
+  return id === undefined ? { v: PROTOCOL_VERSION, ok: true, result } : { v: PROTOCOL_VERSION, id, ok: true, result };
+}
+
+/**
+ * Error response from anything thrown. TcpresetErrors keep their code,
+ * message and details; anything else is a bug (E_INTERNAL) and its message
+ * is passed on so the operator sees something actionable.
+ */
+export function errorResponse(err: unknown, id?: RequestId): ErrorResponse {
+  let error: ErrorBody;
+  if (err instanceof TcpresetError) {
+    error = err.toJSON();
+  } else {
+    const message = err instanceof Error ? err.message : String(err);
+    error = { code: 'E_INTERNAL', message: `internal error: ${message}` };
+  }
+  return id === undefined ? { v: PROTOCOL_VERSION, ok: false, error } : { v: PROTOCOL_VERSION, id, ok: false, error };
+}
+
+/**
+ * One protocol line: compact JSON and '\n'. Throws E_PROTOCOL when the JSON
+ * is above `limit` bytes (requests: MAX_LINE_BYTES; responses: pass
+ * MAX_RESPONSE_LINE_BYTES).
+ */
+export function encodeLine(msg: object, limit: number = MAX_LINE_BYTES): string {
+  const text = JSON.stringify(msg);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limit) throw protocolError(`message is ${bytes} bytes; the limit is ${limit}`);
+  return `${text}\n`;
+}

@@ -33,6 +33,11 @@ export function numPossibleCpus(): number {
 }
 
 const IFNAMSIZ = 16;
+const EPERM = 1;
+const EACCES = 13;
+const EBUSY = 16;
+const EEXIST = 17;
+const NO_FALLBACK_ERRNOS = new Set([EPERM, EACCES, EBUSY, EEXIST]);
 
 /** ifindex of an interface in this process's network namespace, 0 if absent. */
 function ifNameToIndex(ifname: string): number {
@@ -283,7 +288,9 @@ export class BpfObject {
       });
     let used: XdpMode = mode === 'generic' ? 'generic' : 'native';
     let fd = tryMode(used);
-    if (fd < 0 && mode === 'auto') {
+    // Fall back only when native mode itself is the problem (driver lacks XDP, MTU, ...):
+    // a busy hook or missing privilege fails the same way in generic mode.
+    if (fd < 0 && mode === 'auto' && !NO_FALLBACK_ERRNOS.has(-fd)) {
       const nativeErr = L.failure('attach XDP in native mode', fd, ifname);
       used = 'generic';
       fd = tryMode(used);
@@ -297,8 +304,10 @@ export class BpfObject {
           { cause: nativeErr },
         );
       }
-    } else if (fd < 0) {
-      throw L.failure(`attach XDP in ${used} mode`, fd, ifname);
+    }
+    if (fd < 0) {
+      const busy = -fd === EBUSY || -fd === EEXIST ? ' (the interface already has an XDP program)' : '';
+      throw L.failure(`attach XDP in ${used} mode${busy}`, fd, ifname);
     }
     const link = new XdpLink(ifname, ifindex, used, fd, (l) => this.links.delete(l));
     this.links.add(link);

@@ -94,21 +94,9 @@ export const TestRunOpts = koffi.struct('bpf_test_run_opts', {
 });
 export const TEST_RUN_OPTS_SIZE = 80;
 
-/* struct bpf_xdp_query_opts (libbpf.h, libbpf 1.1.2): 32 bytes. */
-export const XdpQueryOpts = koffi.struct('bpf_xdp_query_opts', {
-  sz: 'size_t',
-  prog_id: 'uint32_t',
-  drv_prog_id: 'uint32_t',
-  hw_prog_id: 'uint32_t',
-  skb_prog_id: 'uint32_t',
-  attach_mode: 'uint8_t',
-});
-export const XDP_QUERY_OPTS_SIZE = 32;
-
 for (const [t, size] of [
   [LinkCreateOpts, LINK_CREATE_OPTS_SIZE],
   [TestRunOpts, TEST_RUN_OPTS_SIZE],
-  [XdpQueryOpts, XDP_QUERY_OPTS_SIZE],
 ] as const) {
   // A mismatch would make libbpf read garbage or reject opts (E2BIG): fail at import instead.
   if (koffi.sizeof(t) !== size) throw new Error(`koffi layout of ${koffi.introspect(t).name} is ${koffi.sizeof(t)} bytes, C has ${size}`);
@@ -125,15 +113,6 @@ export interface TestRunOptsValue {
   duration?: number;
   flags?: number;
   cpu?: number;
-}
-
-export interface XdpQueryOptsValue {
-  sz: number;
-  prog_id?: number;
-  drv_prog_id?: number;
-  hw_prog_id?: number;
-  skb_prog_id?: number;
-  attach_mode?: number;
 }
 
 /* Object lifecycle. */
@@ -185,18 +164,13 @@ export const bpf_map_get_next_key = lib.func('int bpf_map_get_next_key(int fd, c
   nextKey: Uint8Array,
 ) => number;
 
-/* Links, test runs, XDP query. */
+/* Links and test runs. */
 export const bpf_link_create = lib.func(
   'int bpf_link_create(int prog_fd, int target_fd, int attach_type, const bpf_link_create_opts *opts)',
 ) as (progFd: number, targetFd: number, attachType: number, opts: { sz: number; flags: number }) => number;
 export const bpf_prog_test_run_opts = lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)') as (
   progFd: number,
   opts: TestRunOptsValue,
-) => number;
-export const bpf_xdp_query = lib.func('int bpf_xdp_query(int ifindex, int flags, _Inout_ bpf_xdp_query_opts *opts)') as (
-  ifindex: number,
-  flags: number,
-  opts: XdpQueryOptsValue,
 ) => number;
 
 export const libbpf_num_possible_cpus = lib.func('int libbpf_num_possible_cpus(void)') as () => number;

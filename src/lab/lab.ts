@@ -1,0 +1,304 @@
+/**
+ * The namespace lab: a small switched LAN with a mirror port, built from
+ * network namespaces, veth pairs and a Linux bridge, for the end-to-end
+ * tests, `make demo` and `make bench`.
+ *
+ *   client ─eth0──p-client─┐                ┌─p-mirror──sniff0─ sensor
+ *   server ─eth0──p-server─┤  br0 (ns "sw") │  (not on the bridge:
+ *   bystander ─eth0──p-bys─┤                │   mirror copies only)
+ *   sensor ─reset0──p-reset┘                │
+ *        p-client, p-bystander: tc mirred ingress+egress ─┘
+ *
+ * The sensor sees both directions of the client's and the bystander's
+ * traffic on sniff0 (the bystander's too, so a test that its sessions
+ * survive means something) and sends RSTs from reset0, which has an IPv4
+ * and an IPv6 address on the LAN. Optionally the mirror copies carry an
+ * 802.1Q tag (tc BPF vlan_push on p-mirror), and the reset port can act as
+ * an access port of that VLAN (strips the tag of frames from reset0, drops
+ * untagged ones) for layer-2 injection that must re-tag.
+ *
+ * Every interface lives in namespaces this lab created; destroy() (or process
+ * exit, or a failure half-way through createLab) removes them all.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ValidationError } from '../errors.js';
+import { Resources, assertIfName, nsArgv, run, sweepStale, uniqueStem, type RunOptions, type RunResult } from './netns.js';
+
+/** VIDs the lab's tc programs (bpf/lab_vlan.bpf.c) can push, by section name. */
+export const VLAN_PUSH_SECTIONS: Readonly<Record<number, string>> = { 100: 'vlan_push', 200: 'vlan_push_200' };
+/** The access-port program: pops an 802.1Q tag of VID 100, drops everything else. */
+export const VLAN_POP_STRICT_SECTION = 'vlan_pop_strict';
+export const VLAN_POP_STRICT_VID = 100;
+
+export type HostRole = 'client' | 'server' | 'bystander';
+export type NsRole = HostRole | 'sensor' | 'sw';
+
+export interface LabOptions {
+  /** Tag the mirror copies with this 802.1Q VID (100 or 200). */
+  vlanMirror?: number;
+  /**
+   * Make the sensor's reset port an access port of the mirror VLAN: frames
+   * from reset0 must carry that tag (it is stripped before the bridge);
+   * untagged ones are dropped. For layer-2 injection. Needs vlanMirror 100.
+   */
+  resetAccessVlan?: boolean;
+  /** Third octet of 10.77.N.0/24 and the N of fd77:N::/64; default: per-lab sequence. */
+  subnet?: number;
+  /** The tc BPF object; default build/lab_vlan.bpf.o (env TCPRESET_LAB_VLAN_OBJ overrides). */
+  vlanObjectPath?: string;
+  /** Turn off checksum/segmentation offloads on every veth (default true; see below). */
+  disableOffloads?: boolean;
+}
+
+export interface LabHost {
+  role: HostRole;
+  ns: string;
+  ifname: string;
+  v4: string;
+  v6: string;
+  /** MAC of the host's interface, lower-case colon form. */
+  mac: string;
+}
+
+export interface LabSensor {
+  ns: string;
+  /** Receives the mirror copies; no address. */
+  sniffIf: string;
+  /** On the LAN, with addresses (layer-3 injection needs them). */
+  resetIf: string;
+  v4: string;
+  v6: string;
+  mac: string;
+}
+
+export interface LabSwitch {
+  ns: string;
+  bridge: string;
+  ports: Record<HostRole | 'reset' | 'mirror', string>;
+}
+
+export interface Lab {
+  /** Unique stem of every namespace name of this lab. */
+  readonly name: string;
+  readonly ns: Readonly<Record<NsRole, string>>;
+  readonly hosts: Readonly<Record<HostRole, LabHost>>;
+  readonly sensor: LabSensor;
+  readonly sw: LabSwitch;
+  readonly prefix: { v4: string; v6: string };
+  readonly vlanMirror: number | undefined;
+  readonly resetAccessVlan: boolean;
+  /** Runs argv inside namespace `ns` (no shell); rejects on a non-zero exit. */
+  exec(ns: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** Starts a long-running process inside `ns`; it is killed by destroy(). */
+  spawn(ns: string, argv: readonly string[], opts?: SpawnOptions): ChildProcess;
+  /** Kills every process the lab started and deletes every namespace it made. Idempotent. */
+  destroy(): Promise<void>;
+  readonly destroyed: boolean;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/src/lab/
+
+export function defaultVlanObjectPath(): string {
+  return process.env.TCPRESET_LAB_VLAN_OBJ ?? `${REPO_ROOT}build/lab_vlan.bpf.o`;
+}
+
+let subnetSeq = 0;
+let swept = false;
+
+/**
+ * Builds a lab. On any failure everything created so far is removed and the
+ * error is rethrown.
+ */
+export async function createLab(opts: LabOptions = {}): Promise<Lab> {
+  const vid = opts.vlanMirror;
+  if (vid !== undefined && VLAN_PUSH_SECTIONS[vid] === undefined) {
+    throw new ValidationError('vlanMirror', vid, `the lab can tag with VID ${Object.keys(VLAN_PUSH_SECTIONS).join(' or ')}`);
+  }
+  if (opts.resetAccessVlan && vid !== VLAN_POP_STRICT_VID) {
+    throw new ValidationError('resetAccessVlan', true, `needs vlanMirror ${VLAN_POP_STRICT_VID}`);
+  }
+  const subnet = opts.subnet ?? (subnetSeq++ % 250) + 1;
+  if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255) throw new ValidationError('subnet', subnet, 'must be 0..255');
+  const vlanObj = opts.vlanObjectPath ?? defaultVlanObjectPath();
+
+  if (!swept) {
+    swept = true;
+    await sweepStale();
+  }
+
+  const stem = uniqueStem();
+  const res = new Resources();
+  const ns: Record<NsRole, string> = {
+    client: `${stem}-client`,
+    server: `${stem}-server`,
+    bystander: `${stem}-bystander`,
+    sensor: `${stem}-sensor`,
+    sw: `${stem}-sw`,
+  };
+  const sw: LabSwitch = {
+    ns: ns.sw,
+    bridge: 'br0',
+    ports: { client: 'p-client', server: 'p-server', bystander: 'p-bystander', reset: 'p-reset', mirror: 'p-mirror' },
+  };
+  const v4 = (host: number): string => `10.77.${subnet}.${host}`;
+  const v6 = (host: number): string => `fd77:${subnet.toString(16)}::${host}`;
+  const hostNums: Record<HostRole, number> = { client: 10, server: 20, bystander: 30 };
+  const hosts = {} as Record<HostRole, LabHost>;
+  for (const role of ['client', 'server', 'bystander'] as const) {
+    hosts[role] = { role, ns: ns[role], ifname: 'eth0', v4: v4(hostNums[role]), v6: v6(hostNums[role]), mac: '' };
+  }
+  const sensor: LabSensor = { ns: ns.sensor, sniffIf: 'sniff0', resetIf: 'reset0', v4: v4(40), v6: v6(40), mac: '' };
+  for (const name of [...Object.values(sw.ports), sw.bridge, sensor.sniffIf, sensor.resetIf, 'eth0']) assertIfName(name);
+
+  try {
+    for (const name of Object.values(ns)) await res.addNetns(name);
+
+    // No DAD in the hosts (addresses usable at once, link-local too); no IPv6
+    // at all in the switch, so the mirror carries only the hosts' traffic.
+    await Promise.all([
+      ...(['client', 'server', 'bystander', 'sensor'] as const).map((r) =>
+        run(nsArgv(ns[r], ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'])),
+      ),
+      run(nsArgv(ns.sw, ['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'])),
+    ]);
+
+    // The switch: veth pairs made from inside it, the far end placed straight
+    // into its namespace, so no name ever exists in the root namespace.
+    // STP off, no forward delay, no multicast snooping: ports forward at once
+    // and ND multicast is flooded.
+    const swBatch = [
+      `link add ${sw.bridge} type bridge stp_state 0 forward_delay 0 mcast_snooping 0`,
+      ...(['client', 'server', 'bystander'] as const).map(
+        (r) => `link add ${sw.ports[r]} type veth peer name ${hosts[r].ifname} netns ${ns[r]}`,
+      ),
+      `link add ${sw.ports.mirror} type veth peer name ${sensor.sniffIf} netns ${ns.sensor}`,
+      `link add ${sw.ports.reset} type veth peer name ${sensor.resetIf} netns ${ns.sensor}`,
+      ...(['client', 'server', 'bystander', 'reset'] as const).map((p) => `link set ${sw.ports[p]} master ${sw.bridge}`),
+      ...Object.values(sw.ports).map((p) => `link set ${p} up`),
+      `link set ${sw.bridge} up`,
+    ];
+    await ipBatch(ns.sw, swBatch);
+
+    await Promise.all([
+      ...(['client', 'server', 'bystander'] as const).map((r) =>
+        ipBatch(ns[r], [
+          `addr add ${hosts[r].v4}/24 dev ${hosts[r].ifname}`,
+          `addr add ${hosts[r].v6}/64 dev ${hosts[r].ifname} nodad`,
+          `link set ${hosts[r].ifname} up`,
+        ]),
+      ),
+      ipBatch(ns.sensor, [
+        `addr add ${sensor.v4}/24 dev ${sensor.resetIf}`,
+        `addr add ${sensor.v6}/64 dev ${sensor.resetIf} nodad`,
+        `link set ${sensor.resetIf} up`,
+        `link set ${sensor.sniffIf} up`,
+      ]),
+    ]);
+
+    // Mirrored frames of a veth carry partial checksums (left to an "offload"
+    // that never happens) and GSO super-frames; with offloads off the hosts
+    // compute checksums in software and send MTU-sized segments, so the
+    // sensor and tcpdump see frames as a real mirror port would deliver them.
+    if (opts.disableOffloads !== false) {
+      const offload = ['tx', 'off', 'rx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off'];
+      await Promise.all([
+        ...(['client', 'server', 'bystander'] as const).map((r) => ethtoolK(ns[r], hosts[r].ifname, offload)),
+        ethtoolK(ns.sensor, sensor.sniffIf, offload),
+        ethtoolK(ns.sensor, sensor.resetIf, offload),
+        ...Object.values(sw.ports).map((p) => ethtoolK(ns.sw, p, offload)),
+      ]);
+    }
+
+    // The mirror: both directions of the client's and the bystander's ports.
+    const tcBatch: string[] = [];
+    for (const port of [sw.ports.client, sw.ports.bystander]) {
+      tcBatch.push(`qdisc add dev ${port} clsact`);
+      for (const dir of ['ingress', 'egress']) {
+        tcBatch.push(`filter add dev ${port} ${dir} protocol all u32 match u32 0 0 action mirred egress mirror dev ${sw.ports.mirror}`);
+      }
+    }
+    await run(['tc', '-n', ns.sw, '-batch', '-'], { input: tcBatch.join('\n') + '\n' });
+
+    if (vid !== undefined) {
+      if (!existsSync(vlanObj)) throw new ValidationError('vlanObjectPath', vlanObj, 'does not exist (run make)');
+      // Tags must be in-band in the frame, not in skb metadata, or XDP on sniff0 never sees them.
+      await ethtoolK(ns.sw, sw.ports.mirror, ['txvlan', 'off', 'tx-vlan-stag-hw-insert', 'off']);
+      await tc(ns.sw, ['qdisc', 'add', 'dev', sw.ports.mirror, 'clsact']);
+      await tc(ns.sw, ['filter', 'add', 'dev', sw.ports.mirror, 'egress', 'bpf', 'da', 'obj', vlanObj, 'sec', VLAN_PUSH_SECTIONS[vid]!]);
+      if (opts.resetAccessVlan) {
+        await tc(ns.sw, ['qdisc', 'add', 'dev', sw.ports.reset, 'clsact']);
+        await tc(ns.sw, ['filter', 'add', 'dev', sw.ports.reset, 'ingress', 'bpf', 'da', 'obj', vlanObj, 'sec', VLAN_POP_STRICT_SECTION]);
+      }
+    }
+
+    const macs = await Promise.all([
+      ...(['client', 'server', 'bystander'] as const).map((r) => readMac(ns[r], hosts[r].ifname)),
+      readMac(ns.sensor, sensor.resetIf),
+    ]);
+    hosts.client.mac = macs[0]!;
+    hosts.server.mac = macs[1]!;
+    hosts.bystander.mac = macs[2]!;
+    sensor.mac = macs[3]!;
+
+    await waitIpv6Ready([ns.client, ns.server, ns.bystander, ns.sensor]);
+  } catch (err) {
+    await res.destroy();
+    throw err;
+  }
+
+  const lab: Lab = {
+    name: stem,
+    ns,
+    hosts,
+    sensor,
+    sw,
+    prefix: { v4: `10.77.${subnet}.0/24`, v6: `fd77:${subnet.toString(16)}::/64` },
+    vlanMirror: vid,
+    resetAccessVlan: opts.resetAccessVlan === true,
+    exec: (inNs, argv, runOpts) => run(nsArgv(inNs, argv), runOpts),
+    spawn: (inNs, argv, spawnOpts) => {
+      const [file, ...args] = nsArgv(inNs, argv);
+      const child = spawn(file!, args, { stdio: ['pipe', 'pipe', 'pipe'], ...spawnOpts });
+      res.trackChild(child);
+      return child;
+    },
+    destroy: () => res.destroy(),
+    get destroyed() {
+      return res.isDestroyed;
+    },
+  };
+  return lab;
+}
+
+function ipBatch(ns: string, lines: string[]): Promise<RunResult> {
+  return run(['ip', '-n', ns, '-batch', '-'], { input: lines.join('\n') + '\n' });
+}
+
+function tc(ns: string, args: string[]): Promise<RunResult> {
+  return run(['tc', '-n', ns, ...args]);
+}
+
+function ethtoolK(ns: string, ifname: string, features: string[]): Promise<RunResult> {
+  return run(nsArgv(ns, ['ethtool', '-K', ifname, ...features]));
+}
+
+async function readMac(ns: string, ifname: string): Promise<string> {
+  const { stdout } = await run(['ip', '-n', ns, '-j', 'link', 'show', 'dev', ifname]);
+  const info = JSON.parse(stdout) as { address?: string }[];
+  const mac = info[0]?.address;
+  if (!mac) throw new Error(`no MAC for ${ifname} in ${ns}`);
+  return mac;
+}
+
+/** IPv6 is usable once no address is tentative (DAD is off, so this is quick). */
+async function waitIpv6Ready(namespaces: string[], timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const outs = await Promise.all(namespaces.map((n) => run(['ip', '-n', n, '-6', 'addr', 'show', 'tentative'])));
+    if (outs.every((o) => o.stdout.trim() === '')) return;
+    if (Date.now() > deadline) throw new Error(`IPv6 addresses still tentative after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

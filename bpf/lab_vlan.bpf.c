@@ -65,3 +65,19 @@ int vlan_pop(struct __sk_buff *skb)
 		bpf_skb_vlan_pop(skb);
 	return TC_ACT_OK;
 }
+
+/*
+ * [lab] Access port of VLAN 100 (the lab's layer-2 reset port): pops an
+ * 802.1Q tag of VID 100 and drops every other frame, untagged ones included,
+ * so a frame reaches the bridge only if its sender pushed the right tag.
+ * On ingress the stack has already moved the outer tag into skb metadata.
+ */
+SEC("tc/vlan_pop_strict")
+int vlan_pop_strict(struct __sk_buff *skb)
+{
+	if (!skb->vlan_present || skb->vlan_proto != bpf_htons(ETH_P_8021Q) ||
+	    (skb->vlan_tci & 0x0fff) != LAB_VID_A)
+		return TC_ACT_SHOT;
+	bpf_skb_vlan_pop(skb);
+	return TC_ACT_OK;
+}

@@ -6,11 +6,11 @@
  * with a bpf_link, so the kernel detaches it when the last fd closes, which
  * includes the process dying: a crashed daemon never leaves a filter behind.
  */
-import { closeSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MAP_TARGETS, PROG_NAME } from '../contract.js';
 import { NativeError, TcpresetError, ValidationError } from '../errors.js';
 import * as L from '../native/libbpf.js';
+import { close as closeFd, ifNameToIndex } from '../native/libc.js';
 
 /**
  * <root>/build/tcpreset.bpf.o, where root is the repo or install root (the
@@ -32,27 +32,11 @@ export function numPossibleCpus(): number {
   return (ncpuCache = n);
 }
 
-const IFNAMSIZ = 16;
 const EPERM = 1;
 const EACCES = 13;
 const EBUSY = 16;
 const EEXIST = 17;
 const NO_FALLBACK_ERRNOS = new Set([EPERM, EACCES, EBUSY, EEXIST]);
-
-/** ifindex of an interface in this process's network namespace, 0 if absent. */
-function ifNameToIndex(ifname: string): number {
-  // sysfs shows the namespace the process lives in (it never switches netns).
-  if (ifname.length === 0 || ifname.length >= IFNAMSIZ || /[/\s:]/.test(ifname) || ifname === '.' || ifname === '..') return 0;
-  try {
-    return Number.parseInt(readFileSync(`/sys/class/net/${ifname}/ifindex`, 'utf8'), 10) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-function closeFd(fd: number): void {
-  closeSync(fd);
-}
 
 export type XdpMode = 'native' | 'generic';
 
@@ -84,7 +68,7 @@ export class XdpLink {
     const fd = this.fd;
     this.fd = -1;
     this.onClose(this);
-    closeFd(fd);
+    closeFd(fd, `XDP link on ${this.ifname}`);
   }
 }
 

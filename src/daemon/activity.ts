@@ -1,0 +1,117 @@
+/**
+ * What the log says about enforcement. Each reset flow is logged once (the
+ * Enforcer emits 'flow-reset' once per new flow per target) with engid, job
+ * id and 4-tuple. Per-packet activity is never logged line by line: a
+ * periodic summary per job reports the counters when they moved. A flood
+ * of new flows (a scan through a target, a SYN flood) is capped at
+ * `flowLogLimit` flow lines per job per period; the summary then says how
+ * many flows were not logged individually, so the log cannot be used to
+ * drown the journal.
+ */
+import type { FlowResetInfo } from '../dataplane/enforcer.js';
+import type { Clock, TimerHandle } from './clock.js';
+import type { JobCounters, JobRecord, LogSink } from './jobs.js';
+
+export interface JobSource {
+  jobOfTarget(targetId: number): JobRecord | undefined;
+  snapshot(): JobRecord[];
+}
+
+export interface ActivityOptions {
+  log: LogSink;
+  clock: Clock;
+  jobs: JobSource;
+  intervalMs: number;
+  flowLogLimit: number;
+}
+
+interface PerJob {
+  logged: number;
+  notLogged: number;
+  last: JobCounters;
+}
+
+export class ActivityLog {
+  private readonly o: ActivityOptions;
+  private readonly perJob = new Map<string, PerJob>();
+  private timer: TimerHandle | undefined;
+
+  constructor(opts: ActivityOptions) {
+    this.o = opts;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = this.o.clock.setTimer(() => {
+      this.timer = undefined;
+      this.summarize();
+      this.start();
+    }, this.o.intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) this.o.clock.clearTimer(this.timer);
+    this.timer = undefined;
+  }
+
+  private entry(jobId: string): PerJob {
+    let e = this.perJob.get(jobId);
+    if (!e) {
+      e = { logged: 0, notLogged: 0, last: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null } };
+      this.perJob.set(jobId, e);
+    }
+    return e;
+  }
+
+  onFlowReset(f: FlowResetInfo): void {
+    const job = this.o.jobs.jobOfTarget(f.targetId);
+    if (!job) {
+      this.o.log.debug({ label: f.label, src: f.src, sport: f.sport, dst: f.dst, dport: f.dport }, 'flow reset for a target that has ended');
+      return;
+    }
+    const e = this.entry(job.id);
+    if (e.logged >= this.o.flowLogLimit) {
+      e.notLogged++;
+      return;
+    }
+    e.logged++;
+    this.o.log.info(
+      {
+        engid: job.engid, jobId: job.id, host: job.host, port: job.port,
+        flow: { src: f.src, sport: f.sport, dst: f.dst, dport: f.dport, family: f.family },
+        firstLatencyUs: Math.round(f.firstLatencyUs),
+      },
+      'flow reset',
+    );
+  }
+
+  /** One line per job whose counters moved (or whose flows were not all logged) since the last summary. */
+  summarize(): number {
+    let lines = 0;
+    const seen = new Set<string>();
+    for (const job of this.o.jobs.snapshot()) {
+      seen.add(job.id);
+      const e = this.entry(job.id);
+      const c = job.counters;
+      const moved = c.matched !== e.last.matched || c.rstsSent !== e.last.rstsSent || c.flows !== e.last.flows;
+      if (moved || e.notLogged > 0) {
+        lines++;
+        this.o.log.info(
+          {
+            engid: job.engid, jobId: job.id, host: job.host, port: job.port,
+            counters: { matched: c.matched, rstsSent: c.rstsSent, flows: c.flows },
+            since: { matched: c.matched - e.last.matched, rstsSent: c.rstsSent - e.last.rstsSent, flows: c.flows - e.last.flows },
+            ...(e.notLogged > 0 ? { flowsNotLogged: e.notLogged } : {}),
+            remainingMs: Math.max(0, job.expiresAt - this.o.clock.now()),
+          },
+          'job activity',
+        );
+      }
+      e.last = { ...c };
+      e.logged = 0;
+      e.notLogged = 0;
+    }
+    for (const id of this.perJob.keys()) if (!seen.has(id)) this.perJob.delete(id);
+    return lines;
+  }
+}

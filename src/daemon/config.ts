@@ -1,0 +1,122 @@
+/**
+ * The daemon's configuration file (default /etc/tcpreset/config.json).
+ * Absent: defaults. Present but unreadable or invalid: the daemon refuses
+ * to start with a message naming the file and the key, because a typo in
+ * "protected" silently ignored would let the sensor reset a host it must not.
+ * Unknown keys are errors for the same reason.
+ */
+import { readFileSync } from 'node:fs';
+import { TcpresetError, ValidationError } from '../errors.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
+import { parseProtected, type ProtectedEntry } from './protect.js';
+
+export interface DaemonConfig {
+  /** Jobs that may exist at once; creating one more is refused with E_LIMIT. */
+  maxJobs: number;
+  /** Longest accepted duration in seconds. */
+  maxDurationSec: number;
+  /** Addresses and networks never reset (besides the sensor's own addresses). */
+  protected: string[];
+  /** Injection mode of jobs that do not name one. */
+  defaultMode: 'l3' | 'l2';
+  /** A control client idle this long (e.g. half a line, then silence) is disconnected. */
+  clientIdleTimeoutMs: number;
+  /** Control connections open at once; more are closed at accept. */
+  maxClients: number;
+  /** Period of the per-job activity summary in the log (only jobs whose counters moved). */
+  summaryIntervalMs: number;
+  /** Reset flows logged one by one per job per summary period; the rest are counted in the summary. */
+  flowLogLimit: number;
+  logLevel: LogLevel;
+}
+
+export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
+  maxJobs: 1024,
+  maxDurationSec: 86400,
+  protected: [],
+  defaultMode: 'l3',
+  clientIdleTimeoutMs: 10_000,
+  maxClients: 1024,
+  summaryIntervalMs: 10_000,
+  flowLogLimit: 100,
+  logLevel: 'info',
+});
+
+export interface LoadedConfig {
+  config: DaemonConfig;
+  protectedEntries: ProtectedEntry[];
+  /** The file read, or null when it was absent and defaults apply. */
+  source: string | null;
+}
+
+function intIn(o: Record<string, unknown>, key: keyof DaemonConfig, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ValidationError(key, v, `must be an integer ${min}..${max}`);
+  }
+  return v;
+}
+
+/** Validate a parsed configuration object (missing keys take defaults). */
+export function validateConfig(raw: unknown): { config: DaemonConfig; protectedEntries: ProtectedEntry[] } {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ValidationError('config', raw, 'must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!(k in DEFAULT_CONFIG) && !k.startsWith('//')) {
+      throw new ValidationError(k, o[k], `unknown key (known: ${Object.keys(DEFAULT_CONFIG).join(', ')}; keys starting with "//" are comments)`);
+    }
+  }
+  const c: DaemonConfig = { ...DEFAULT_CONFIG, protected: [...DEFAULT_CONFIG.protected] };
+  if ('maxJobs' in o) c.maxJobs = intIn(o, 'maxJobs', 1, 131072);
+  // 30 days: a longer "temporary" block is a firewall rule, not a reset job.
+  if ('maxDurationSec' in o) c.maxDurationSec = intIn(o, 'maxDurationSec', 1, 30 * 86400);
+  if ('clientIdleTimeoutMs' in o) c.clientIdleTimeoutMs = intIn(o, 'clientIdleTimeoutMs', 100, 3_600_000);
+  if ('maxClients' in o) c.maxClients = intIn(o, 'maxClients', 1, 65536);
+  if ('summaryIntervalMs' in o) c.summaryIntervalMs = intIn(o, 'summaryIntervalMs', 100, 3_600_000);
+  if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);
+  if ('defaultMode' in o) {
+    if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');
+    c.defaultMode = o.defaultMode;
+  }
+  if ('logLevel' in o) {
+    if (typeof o.logLevel !== 'string' || !(LOG_LEVELS as readonly string[]).includes(o.logLevel)) {
+      throw new ValidationError('logLevel', o.logLevel, `must be one of ${LOG_LEVELS.join(', ')}`);
+    }
+    c.logLevel = o.logLevel as LogLevel;
+  }
+  if ('protected' in o) {
+    if (!Array.isArray(o.protected) || o.protected.some((e) => typeof e !== 'string')) {
+      throw new ValidationError('protected', o.protected, 'must be an array of address or network strings');
+    }
+    c.protected = [...(o.protected as string[])];
+  }
+  const protectedEntries = parseProtected(c.protected);
+  return { config: c, protectedEntries };
+}
+
+/**
+ * Read and validate the configuration. `required` (the path was given
+ * explicitly) makes an absent file an error too.
+ */
+export function loadConfig(path: string, required = false): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !required) {
+      return { ...validateConfig({}), source: null };
+    }
+    throw new TcpresetError('E_INVALID', `config ${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { path } });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new TcpresetError('E_INVALID', `config ${path}: not valid JSON: ${(err as Error).message}`, { cause: err, details: { path } });
+  }
+  try {
+    return { ...validateConfig(raw), source: path };
+  } catch (err) {
+    throw new TcpresetError('E_INVALID', `config ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
+  }
+}

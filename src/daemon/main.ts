@@ -1,0 +1,164 @@
+/**
+ * tcpresetd: the long-running service behind `tcpreset`. Parses its flags,
+ * loads the configuration (refusing to start on a bad one), starts the
+ * Daemon and turns SIGTERM/SIGINT into an orderly stop with exit status 0.
+ */
+import { Command, Option } from 'commander';
+import { TcpresetError } from '../errors.js';
+import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
+import { loadConfig, DEFAULT_CONFIG } from './config.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
+import { Daemon, packageVersion } from './service.js';
+
+/** sysexits(3): EX_CONFIG, for a configuration the daemon will not run with (systemd does not restart on it). */
+export const EXIT_CONFIG = 78;
+const EXIT_UNAVAILABLE = 69;
+const EXIT_SOFTWARE = 70;
+const DEFAULT_STATE_DIR = '/var/lib/tcpreset';
+const DEFAULT_CONFIG_PATH = '/etc/tcpreset/config.json';
+/** A shutdown that has not finished by then is cut short (systemd would SIGKILL later anyway). */
+const SHUTDOWN_LIMIT_MS = 15_000;
+
+function configHelp(): string {
+  const d = DEFAULT_CONFIG;
+  const rows: [string, string][] = [
+    [`maxJobs (${d.maxJobs})`, 'jobs at once; more are refused (E_LIMIT)'],
+    [`maxDurationSec (${d.maxDurationSec})`, 'longest accepted -d, seconds'],
+    ['protected ([])', 'addresses/CIDRs never reset, e.g. ["10.0.0.0/8", "2001:db8::1"];'],
+    ['', "the sensor's own addresses are always protected"],
+    [`defaultMode ("${d.defaultMode}")`, 'injection mode of jobs that do not name one: l3 | l2'],
+    [`clientIdleTimeoutMs (${d.clientIdleTimeoutMs})`, 'idle or stalled control clients are dropped after this'],
+    [`maxClients (${d.maxClients})`, 'control connections at once'],
+    [`summaryIntervalMs (${d.summaryIntervalMs})`, 'period of the per-job activity lines in the log'],
+    [`flowLogLimit (${d.flowLogLimit})`, 'reset flows logged one by one per job per period'],
+    [`logLevel ("${d.logLevel}")`, 'overridden by --log-level'],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return rows.map(([k, v]) => `  ${k.padEnd(w)}${v}`).join('\n');
+}
+
+const HELP_AFTER = `
+What it does:
+  Keeps the reset jobs that \`tcpreset\` creates: for each job, every TCP
+  packet of HOST[:PORT] seen on the sniff interface (XDP) is answered with
+  exact-sequence RSTs to both endpoints out of the reset interface, until
+  the job ends. Jobs survive restarts (STATE_DIR/jobs.json).
+
+Control socket:
+  Newline-delimited JSON (protocol v1), one response per request. Created
+  with mode 0660 and group "tcpreset" when that group exists; a stale socket
+  file is removed only if nothing answers on it. Under systemd socket
+  activation (LISTEN_FDS/LISTEN_PID) the passed socket is used and --socket
+  only names it in logs.
+
+Configuration (JSON; every key optional, unknown keys refused):
+${configHelp()}
+  An absent file at the default path means defaults; a file given with
+  --config must exist. An invalid file stops the daemon (exit ${EXIT_CONFIG}).
+
+Logs:
+  pino JSON lines on stdout; under journald each line carries its syslog
+  priority, so \`journalctl -u tcpreset -p warning\` works.
+
+systemd:
+  Type=notify: READY=1 once listening, STATUS=<n jobs active>, WATCHDOG=1 at
+  half of WatchdogSec, STOPPING=1 on shutdown.
+
+Signals:
+  SIGTERM, SIGINT  stop accepting, save jobs, detach XDP, exit 0
+  SIGHUP           ignored (logged); restart to apply a new configuration
+
+Exit status:
+  0 stopped on a signal; 64 bad flags; ${EXIT_UNAVAILABLE} control socket in use or unusable;
+  ${EXIT_SOFTWARE} internal error; ${EXIT_CONFIG} invalid configuration.
+
+Environment:
+  TCPRESET_SOCKET   default for --socket
+  TCPRESET_BPF_OBJ  path of the BPF object (default: build/tcpreset.bpf.o of the install)
+`;
+
+interface Flags {
+  socket: string;
+  stateDir: string;
+  config: string;
+  logLevel?: LogLevel;
+}
+
+export async function main(argv: string[] = process.argv): Promise<void> {
+  const program = new Command('tcpresetd')
+    .description('tcpreset daemon: keeps timed TCP reset jobs, enforced with XDP and forged RSTs')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
+    .addOption(new Option('--socket <path>', 'control socket path').env('TCPRESET_SOCKET').default(DEFAULT_SOCKET_PATH))
+    .addOption(new Option('--state-dir <dir>', 'directory of the saved jobs (jobs.json)').default(DEFAULT_STATE_DIR))
+    .addOption(new Option('--config <file>', 'configuration file (JSON)').default(DEFAULT_CONFIG_PATH))
+    .addOption(new Option('--log-level <level>', 'log level (overrides the configuration)').choices(LOG_LEVELS as string[]))
+    .helpOption('-h, --help', 'show this help')
+    .addHelpText('after', HELP_AFTER)
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      process.exit(err.exitCode === 0 ? 0 : 64);
+    })
+    .allowExcessArguments(false);
+  program.parse(argv);
+  const flags = program.opts<Flags>();
+  const configGiven = program.getOptionValueSource('config') === 'cli';
+
+  const { logger, flush } = createLogger({ level: flags.logLevel ?? 'info' });
+  const die = (code: number, msg: string, err?: unknown): never => {
+    logger.fatal({ err }, msg);
+    flush();
+    process.stderr.write(`tcpresetd: ${msg}\n`);
+    process.exit(code);
+  };
+
+  let loaded;
+  try {
+    loaded = loadConfig(flags.config, configGiven);
+  } catch (err) {
+    return die(EXIT_CONFIG, `refusing to start: ${(err as Error).message}`, err);
+  }
+  if (!flags.logLevel) logger.level = loaded.config.logLevel;
+  logger.info({ config: loaded.source ?? '(defaults: no file)', settings: loaded.config }, 'configuration loaded');
+
+  const daemon = new Daemon({
+    socketPath: flags.socket,
+    stateDir: flags.stateDir,
+    config: loaded.config,
+    protectedEntries: loaded.protectedEntries,
+    log: logger,
+  });
+
+  const stop = (reason: string, code: number): void => {
+    const limit = setTimeout(() => die(EXIT_SOFTWARE, `shutdown did not finish within ${SHUTDOWN_LIMIT_MS} ms`), SHUTDOWN_LIMIT_MS);
+    void daemon.shutdown(reason).then(
+      () => {
+        clearTimeout(limit);
+        flush();
+        process.exit(code);
+      },
+      (err: unknown) => die(EXIT_SOFTWARE, 'shutdown failed', err),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM', 0));
+  process.on('SIGINT', () => stop('SIGINT', 0));
+  process.on('SIGHUP', () => logger.warn({}, 'SIGHUP ignored: restart the daemon to apply a new configuration'));
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled promise rejection (daemon continues)'));
+  process.on('uncaughtException', (err) => {
+    // State is saved on every change, so a restart by systemd loses nothing.
+    logger.fatal({ err }, 'uncaught exception: exiting');
+    flush();
+    process.exit(EXIT_SOFTWARE);
+  });
+
+  try {
+    await daemon.start();
+  } catch (err) {
+    const code = err instanceof TcpresetError && (err.code === 'E_UNAVAILABLE' || err.code === 'E_USAGE') ? EXIT_UNAVAILABLE : EXIT_SOFTWARE;
+    const e = err as NodeJS.ErrnoException;
+    const unusable = e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'ENOENT' || e.code === 'EPERM';
+    await daemon.shutdown('start failed').catch(() => {});
+    die(unusable ? EXIT_UNAVAILABLE : code, `cannot start: ${(err as Error).message}`, err);
+  }
+}
+
+await main();

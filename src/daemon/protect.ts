@@ -1,0 +1,61 @@
+/**
+ * Addresses that are never reset: networks from the configuration plus
+ * every address of the sensor itself (resetting our own sessions would cut
+ * the management path the reset order came in on). Both sides go through
+ * the strict parser and IPv4-mapped unmapping of src/packet/addr.ts, so
+ * "::ffff:10.0.0.1" cannot dodge a protected 10.0.0.0/8.
+ */
+import { cidrContains, parseCidr, parseIp, type ParsedCidr } from '../packet/addr.js';
+import { allLocalAddresses } from '../net/ifaces.js';
+import type { ProtectHit } from './jobs.js';
+
+export interface ProtectedEntry {
+  /** As written in the configuration. */
+  text: string;
+  cidr: ParsedCidr;
+}
+
+/** Parse the configuration's protected list; throws ValidationError naming the bad entry. */
+export function parseProtected(entries: readonly string[], field = 'protected'): ProtectedEntry[] {
+  return entries.map((text, i) => ({ text, cidr: parseCidr(text, `${field}[${i}]`) }));
+}
+
+export interface LocalAddress {
+  /** null when the source does not say (an address from the local routing table). */
+  ifname: string | null;
+  address: string;
+}
+
+/** Every address of this host in the daemon's network namespace, read afresh. */
+export function localAddresses(): LocalAddress[] {
+  return allLocalAddresses().map((a) => ({ ifname: a.ifname, address: a.address }));
+}
+
+export class ProtectList {
+  readonly entries: readonly ProtectedEntry[];
+  private readonly locals: () => LocalAddress[];
+
+  constructor(entries: readonly ProtectedEntry[], locals: () => LocalAddress[] = localAddresses) {
+    this.entries = entries;
+    this.locals = locals;
+  }
+
+  /** The entry protecting `host` (any spelling of one address), or null. */
+  check(host: string): ProtectHit | null {
+    const ip = parseIp(host, 'host');
+    for (const e of this.entries) {
+      if (cidrContains(e.cidr, ip)) return { address: host, entry: e.text === e.cidr.canonical ? e.text : `${e.text} (${e.cidr.canonical})`, source: 'config' };
+    }
+    // Local addresses are re-read on every check: they change (DHCP, operators).
+    for (const l of this.locals()) {
+      let local;
+      try {
+        local = parseCidr(l.address);
+      } catch {
+        continue; // an address the strict parser refuses cannot equal a strictly parsed host
+      }
+      if (cidrContains(local, ip)) return { address: host, entry: l.ifname ? `${l.address} on ${l.ifname}` : l.address, source: 'local' };
+    }
+    return null;
+  }
+}

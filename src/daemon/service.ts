@@ -1,0 +1,250 @@
+/**
+ * The daemon put together: configuration, job manager, state file, the
+ * Enforcer (opened on first need: loading BPF needs privileges that
+ * read-only requests do not), activity log, control server and systemd
+ * notification; the request handler; start-up and orderly shutdown.
+ */
+import { readFileSync } from 'node:fs';
+import { TcpresetError } from '../errors.js';
+import type { Request } from '../control/protocol.js';
+import type { Enforcer, FlowResetInfo, TargetInfo } from '../dataplane/enforcer.js';
+import { checkResetInterface, checkSniffInterface, interfaceFault } from '../net/ifaces.js';
+import { COUNTER_NAMES } from '../contract.js';
+import { ActivityLog } from './activity.js';
+import { systemClock, type Clock } from './clock.js';
+import type { DaemonConfig } from './config.js';
+import { JobManager, type JobView, type LogSink } from './jobs.js';
+import { ProtectList } from './protect.js';
+import type { ProtectedEntry } from './protect.js';
+import { Notifier } from './sd-notify.js';
+import { ControlServer, socketActivationFd, type Peer } from './server.js';
+import { StateStore } from './state.js';
+
+export function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export interface DaemonOptions {
+  socketPath: string;
+  stateDir: string;
+  config: DaemonConfig;
+  protectedEntries: ProtectedEntry[];
+  log: LogSink;
+  clock?: Clock;
+  /** Opens the data plane; default: Enforcer.open (loaded lazily). */
+  openEnforcer?: (log: LogSink) => Enforcer;
+}
+
+type EnforcerModule = typeof import('../dataplane/enforcer.js');
+
+export class Daemon {
+  readonly version = packageVersion();
+  readonly startedAt = Date.now();
+  private readonly o: DaemonOptions;
+  private readonly log: LogSink;
+  readonly jobs: JobManager;
+  readonly store: StateStore;
+  private readonly activity: ActivityLog;
+  private enforcer: Enforcer | undefined;
+  private enforcerModule: EnforcerModule | undefined;
+  private enforcerLoadError: unknown;
+  private server: ControlServer | undefined;
+  private notifier: Notifier | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(opts: DaemonOptions) {
+    this.o = opts;
+    this.log = opts.log;
+    const clock = opts.clock ?? systemClock;
+    const protect = new ProtectList(opts.protectedEntries);
+    this.jobs = new JobManager({
+      clock,
+      log: opts.log,
+      maxJobs: opts.config.maxJobs,
+      maxDurationSec: opts.config.maxDurationSec,
+      defaultMode: opts.config.defaultMode,
+      backend: () => this.openEnforcer(),
+      checks: {
+        protectedBy: (host) => protect.check(host),
+        interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
+          checkSniffInterface(sniffIf);
+          checkResetInterface(resetIf, family, { mode, host });
+        },
+      },
+      onChange: () => this.onJobsChanged(),
+    });
+    this.store = new StateStore(opts.stateDir, opts.log, () => this.jobs.snapshot());
+    this.activity = new ActivityLog({
+      log: opts.log, clock, jobs: this.jobs, intervalMs: opts.config.summaryIntervalMs, flowLogLimit: opts.config.flowLogLimit,
+    });
+  }
+
+  /** Load saved jobs, listen, tell systemd. Throws when the socket cannot be had. */
+  async start(): Promise<void> {
+    try {
+      this.enforcerModule = await import('../dataplane/enforcer.js');
+    } catch (err) {
+      // Read-only requests still work; creating a job will say why it cannot.
+      this.enforcerLoadError = err;
+      this.log.error({ err }, 'data plane module failed to load');
+    }
+    this.store.ensureDir();
+    const loaded = this.store.load();
+    if (loaded.jobs.length) {
+      const r = this.jobs.restore(loaded.jobs);
+      this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');
+    }
+    // Persist what was restored (drops expired ones from the file; writes a fresh file after a corrupt one).
+    if (loaded.jobs.length || loaded.corruptCopy) await this.store.save();
+    this.activity.start();
+
+    const listenFd = socketActivationFd();
+    this.server = await ControlServer.listen({
+      path: this.o.socketPath,
+      listenFd,
+      handler: (req, peer) => this.handle(req, peer),
+      log: this.log,
+      idleTimeoutMs: this.o.config.clientIdleTimeoutMs,
+      maxClients: this.o.config.maxClients,
+      group: 'tcpreset',
+    });
+    this.notifier = await Notifier.create({ log: this.log });
+    this.notifier.ready(this.statusLine());
+    this.log.info({ version: this.version, socket: this.o.socketPath, stateDir: this.o.stateDir, jobs: this.jobs.size }, 'tcpresetd ready');
+  }
+
+  private openEnforcer(): Enforcer {
+    if (this.enforcer) return this.enforcer;
+    const open = this.o.openEnforcer ?? ((log: LogSink) => {
+      if (!this.enforcerModule) {
+        throw new TcpresetError('E_INTERNAL', `the data plane is unavailable: ${(this.enforcerLoadError as Error)?.message ?? 'not loaded'}`, {
+          cause: this.enforcerLoadError,
+        });
+      }
+      return this.enforcerModule.Enforcer.open({ logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1) });
+    });
+    const e = open(this.log);
+    e.on('flow-reset', (f: FlowResetInfo) => this.activity.onFlowReset(f));
+    e.on('expired', (t: TargetInfo) => this.jobs.targetExpired(t.id));
+    this.enforcer = e;
+    this.log.info({}, 'data plane opened');
+    return e;
+  }
+
+  private statusLine(): string {
+    const n = this.jobs.size;
+    return `${n} job${n === 1 ? '' : 's'} active`;
+  }
+
+  private onJobsChanged(): void {
+    this.notifier?.status(this.statusLine());
+    // Every change is written; failures are reported by the caller that awaits it.
+    void this.store.save();
+  }
+
+  /** Wait for the state file to hold the current jobs; a warning when it cannot. */
+  private async persisted(): Promise<string[]> {
+    const r = await this.store.save();
+    return r.ok ? [] : [`the job change is in force but could not be saved to ${this.store.path} (${r.error.message}); it will not survive a daemon restart`];
+  }
+
+  async handle(req: Request, _peer: Peer): Promise<unknown> {
+    switch (req.op) {
+      case 'version':
+        return { version: this.version };
+      case 'status':
+        return this.status();
+      case 'list':
+        return { jobs: this.jobs.list() };
+      case 'create': {
+        const r = this.jobs.create({
+          engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
+          duration: req.duration, mode: req.mode,
+        });
+        const warnings = await this.persisted();
+        return warnings.length ? { ...r, warnings } : r;
+      }
+      case 'cancel': {
+        const job: JobView = 'jobId' in req
+          ? this.jobs.cancelById(req.jobId)
+          : this.jobs.cancelByIdentity({ engid: req.engid, sniffIf: req.sniffIf, host: req.host, port: req.port ?? null });
+        const warnings = await this.persisted();
+        return warnings.length ? { job, warnings } : { job };
+      }
+      default:
+        throw new TcpresetError('E_USAGE', `unknown op ${JSON.stringify((req as { op: unknown }).op)}`);
+    }
+  }
+
+  status(): object {
+    const e = this.enforcer?.status();
+    const jobs = this.jobs.list();
+    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string }[] = [];
+    const seen = new Set<string>();
+    const addIf = (ifname: string, role: 'sniff' | 'reset', mode: string, family?: 4 | 6): void => {
+      const key = `${role}/${ifname}/${mode}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      let fault: string | null;
+      try {
+        fault = interfaceFault(ifname, role, family, role === 'reset' && (mode === 'l2' || mode === 'l3') ? { mode } : {});
+      } catch (err) {
+        fault = (err as Error).message;
+      }
+      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}) });
+    };
+    for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode);
+    for (const s of e?.senders ?? []) addIf(s.ifname, 'reset', s.mode);
+    for (const j of jobs) {
+      if (!(e?.attached ?? []).some((a) => a.ifname === j.sniffIf)) addIf(j.sniffIf, 'sniff', 'detached');
+      addIf(j.resetIf, 'reset', j.mode, j.host.includes(':') ? 6 : 4);
+    }
+    const counters: Record<string, number> = {};
+    for (const n of COUNTER_NAMES) counters[n] = e ? Number(e.counters[n]) : 0;
+    return {
+      version: this.version,
+      pid: process.pid,
+      uptimeMs: Date.now() - this.startedAt,
+      interfaces,
+      counters,
+      ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
+      senders: e?.senders ?? [],
+      jobs: jobs.length,
+      faultyJobs: jobs.filter((j) => j.fault !== undefined).length,
+      dataPlane: this.enforcer ? 'open' : 'idle',
+      connections: this.server?.connections ?? 0,
+      requests: this.server?.requests ?? 0,
+    };
+  }
+
+  /**
+   * Orderly stop: tell systemd, stop accepting (requests in progress are
+   * answered), stop the timers, save the jobs with their current counters
+   * (before the data plane goes: counters live there), detach XDP and close
+   * the data plane. Idempotent.
+   */
+  shutdown(reason: string): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ reason, jobs: this.jobs.size }, 'shutting down');
+      this.notifier?.stopping();
+      await this.server?.close().catch((err: unknown) => this.log.error({ err }, 'closing the control socket failed'));
+      this.activity.summarize();
+      this.activity.stop();
+      this.jobs.close();
+      const saved = await this.store.save();
+      if (saved.ok) this.log.info({ path: this.store.path, jobs: this.jobs.size }, 'jobs saved');
+      try {
+        await this.enforcer?.close();
+      } catch (err) {
+        this.log.error({ err }, 'closing the data plane failed');
+      }
+      this.log.info({}, 'stopped');
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,79 @@
+/** Human-readable output of the CLI: one line per result, aligned tables. Pure. */
+import type { CancelResult, CreateResult, Job, ListResult, StatusResult } from '../control/protocol.js';
+
+/** ISO time without milliseconds: "2026-11-24T12:00:00Z". */
+export function shortIso(iso: string): string {
+  return iso.replace(/\.\d+Z$/, 'Z');
+}
+
+/** 185000 -> "3m05s"; 3 h and more -> "3h02m"; under a minute -> "42s". */
+export function humanDuration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, '0')}h`;
+}
+
+function target(job: Job): string {
+  const port = job.port === null ? '' : ` port ${job.port}`;
+  return `ENGID=${job.engid} host ${job.host}${port} on ${job.sniffIf} -> ${job.resetIf}${job.mode === 'l2' ? ' (l2)' : ''}`;
+}
+
+export function formatCreate(r: CreateResult): string {
+  const secs = Math.round(r.job.remainingMs / 1000);
+  return `${r.action} job ${r.job.id} ${target(r.job)} until ${shortIso(r.job.expiresAt)} (${secs} s)\n`;
+}
+
+export function formatCancel(r: CancelResult): string {
+  const c = r.job.counters;
+  return `cancelled job ${r.job.id} ${target(r.job)} (${c.rstsSent} RSTs sent, ${c.flows} flows reset)\n`;
+}
+
+export function table(header: string[], rows: string[][], rightAligned: Set<number> = new Set()): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]) : i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [header, ...rows].map(line).join('\n') + '\n';
+}
+
+export function formatList(r: ListResult): string {
+  if (r.jobs.length === 0) return 'no jobs\n';
+  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS'];
+  const rows = r.jobs.map((j) => [
+    j.id,
+    j.engid,
+    j.host,
+    j.port === null ? 'any' : String(j.port),
+    j.sniffIf,
+    j.resetIf,
+    j.mode,
+    humanDuration(j.remainingMs),
+    String(j.counters.matched),
+    String(j.counters.rstsSent),
+    String(j.counters.flows),
+  ]);
+  return table(header, rows, new Set([7, 8, 9, 10]));
+}
+
+export function formatStatus(r: StatusResult): string {
+  const out: string[] = [];
+  out.push(`tcpresetd ${r.version}  pid ${r.pid}  up ${humanDuration(r.uptimeMs)}  jobs ${r.jobs}`);
+  if (r.interfaces.length === 0) {
+    out.push('interfaces: none in use');
+  } else {
+    out.push('interfaces:');
+    const rows = r.interfaces.map((i) => [i.ifname, i.role, i.mode, i.up ? 'up' : 'DOWN', i.fault ?? '']);
+    for (const l of table(['IFNAME', 'ROLE', 'MODE', 'STATE', 'FAULT'], rows).trimEnd().split('\n')) out.push(`  ${l}`);
+  }
+  const kv = (o: Record<string, unknown> | undefined): string =>
+    Object.entries(o ?? {})
+      .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
+      .join(' ');
+  out.push(`counters: ${kv(r.counters) || '-'}`);
+  out.push(`ring: ${kv(r.ring) || '-'}`);
+  return out.join('\n') + '\n';
+}

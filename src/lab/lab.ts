@@ -24,7 +24,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ValidationError } from '../errors.js';
-import { Resources, assertIfName, nsArgv, run, sweepStale, uniqueStem, type RunOptions, type RunResult } from './netns.js';
+import { LabCommandError, Resources, assertIfName, nsArgv, run, sweepStale, uniqueStem, type RunOptions, type RunResult } from './netns.js';
 
 /** VIDs the lab's tc programs (bpf/lab_vlan.bpf.c) can push, by section name. */
 export const VLAN_PUSH_SECTIONS: Readonly<Record<number, string>> = { 100: 'vlan_push', 200: 'vlan_push_200' };
@@ -226,10 +226,10 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       // Tags must be in-band in the frame, not in skb metadata, or XDP on sniff0 never sees them.
       await ethtoolK(ns.sw, sw.ports.mirror, ['txvlan', 'off', 'tx-vlan-stag-hw-insert', 'off']);
       await tc(ns.sw, ['qdisc', 'add', 'dev', sw.ports.mirror, 'clsact']);
-      await tc(ns.sw, ['filter', 'add', 'dev', sw.ports.mirror, 'egress', 'bpf', 'da', 'obj', vlanObj, 'sec', VLAN_PUSH_SECTIONS[vid]!]);
+      await tcBpf(ns.sw, sw.ports.mirror, 'egress', vlanObj, VLAN_PUSH_SECTIONS[vid]!);
       if (opts.resetAccessVlan) {
         await tc(ns.sw, ['qdisc', 'add', 'dev', sw.ports.reset, 'clsact']);
-        await tc(ns.sw, ['filter', 'add', 'dev', sw.ports.reset, 'ingress', 'bpf', 'da', 'obj', vlanObj, 'sec', VLAN_POP_STRICT_SECTION]);
+        await tcBpf(ns.sw, sw.ports.reset, 'ingress', vlanObj, VLAN_POP_STRICT_SECTION);
       }
     }
 
@@ -278,6 +278,21 @@ function ipBatch(ns: string, lines: string[]): Promise<RunResult> {
 
 function tc(ns: string, args: string[]): Promise<RunResult> {
   return run(['tc', '-n', ns, ...args]);
+}
+
+/**
+ * Attaches program `name` of the lab object in direct-action mode. iproute2
+ * 6.1 selects by ELF section only; the object names them "tc/<name>" (libbpf
+ * convention) — a plain "<name>" section is accepted too.
+ */
+async function tcBpf(ns: string, dev: string, dir: 'ingress' | 'egress', obj: string, name: string): Promise<void> {
+  const attach = (sec: string): Promise<RunResult> => tc(ns, ['filter', 'add', 'dev', dev, dir, 'bpf', 'da', 'obj', obj, 'sec', sec]);
+  try {
+    await attach(`tc/${name}`);
+  } catch (err) {
+    if (!(err instanceof LabCommandError) || !/doesn't contain sec/.test(err.stderr)) throw err;
+    await attach(name);
+  }
 }
 
 function ethtoolK(ns: string, ifname: string, features: string[]): Promise<RunResult> {

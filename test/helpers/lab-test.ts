@@ -187,7 +187,9 @@ export class Capture {
 
   private constructor(lab: Lab, ns: string, args: string[]) {
     this.child = lab.spawn(ns, ['tcpdump', '-l', '-U', '-nn', '-e', '-tt', ...args]);
-    createInterface({ input: this.child.stdout! }).on('line', (l) => this.lines.push(l));
+    createInterface({ input: this.child.stdout! }).on('line', (l) => {
+      if (l.trim() !== '') this.lines.push(l);
+    });
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (d: string) => {
       this.stderr += d;

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/contract.js';
 import { DEFAULT_TTL, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
+import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from './helpers/tshark.js';
 
 const V4A = Uint8Array.from([192, 0, 2, 10]);
@@ -298,16 +299,66 @@ test('TOS / traffic class: DSCP copied, ECN bits cleared', (t) => {
     const [r4] = forgeResets(ev(4, TCP_ACK, 1, 2, 0, { tos }));
     t.is(r4.packet[1], tos & 0xfc);
     const [r6] = forgeResets(ev(6, TCP_ACK, 1, 2, 0, { tos, flowLabel: 0xfffff }));
-    const w = new DataView(r6.packet.buffer).getUint32(0);
+    const w = new DataView(r6.packet.buffer, r6.packet.byteOffset, r6.packet.byteLength).getUint32(0);
     t.is((w >>> 20) & 0xff, tos & 0xfc);
     t.is(w & 0xfffff, 0xfffff);
     t.is(w >>> 28, 6);
   }
 });
 
-test('each RST gets its own buffer', (t) => {
+test('packets never share bytes, and stay intact while later ones are forged (slab rollover)', (t) => {
+  const kept: Array<{ r: RstPacket; e: TcpEvent; copy: Uint8Array }> = [];
+  // 64 KiB slabs hold ~500 v6 pairs: 3000 events cross several.
+  for (let i = 0; i < 3000; i++) {
+    const family = i % 3 === 0 ? 4 : 6;
+    const e = ev(family, TCP_ACK | TCP_PSH, (i * 7919) >>> 0, (i * 104729) >>> 0, i % 1500, { sport: 1024 + i });
+    for (const r of forgeResets(e)) {
+      const frame = l2Frame(r, e, MAC_SENSOR);
+      kept.push({ r, e, copy: r.packet.slice() });
+      frame.fill(0xee); // scribbling on a frame must not touch any packet
+    }
+  }
+  for (const { r, copy } of kept) t.deepEqual(r.packet, copy);
   const [a, b] = forgeResets(ev(6, TCP_ACK, 1, 2, 0));
-  t.not(a.packet.buffer, b.packet.buffer);
+  a.packet.fill(0xff);
+  t.not(b.packet[0], 0xff);
+  t.is(b.packet[0] >>> 4, 6);
+});
+
+test('header and TCP checksums equal checksum.ts over the bytes, for random events', (t) => {
+  let x = 0x9e3779b9;
+  const rnd = () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>>= 0);
+  };
+  const flagSets = [TCP_ACK, TCP_ACK | TCP_PSH, TCP_SYN, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK, TCP_FIN, 0];
+  for (let i = 0; i < 5000; i++) {
+    const family = i & 1 ? 6 : 4;
+    const alen = family === 4 ? 4 : 16;
+    const saddr = Uint8Array.from({ length: alen }, () => rnd() & 0xff);
+    const daddr = Uint8Array.from({ length: alen }, () => rnd() & 0xff);
+    const e = ev(family, flagSets[rnd() % flagSets.length], rnd(), rnd(), rnd() % 70000, {
+      saddr,
+      daddr,
+      sport: rnd() & 0xffff,
+      dport: rnd() & 0xffff,
+      ttl: rnd() & 0xff,
+      tos: rnd() & 0xff,
+      flowLabel: rnd() & 0xfffff,
+    });
+    for (const r of forgeResets(e, () => rnd() & 0xffff, rnd() & 0xff)) {
+      const p = r.packet;
+      if (family === 4) {
+        t.is((p[10] << 8) | p[11], ipv4HeaderChecksum(p), 'IPv4 header checksum');
+        t.is((p[36] << 8) | p[37], tcpChecksumV4(p.subarray(12, 16), p.subarray(16, 20), p, 20), 'TCP/IPv4 checksum');
+      } else {
+        t.is((p[56] << 8) | p[57], tcpChecksumV6(p.subarray(8, 24), p.subarray(24, 40), p, 40), 'TCP/IPv6 checksum');
+      }
+    }
+  }
 });
 
 test('addresses of the wrong length for the family are refused', (t) => {

@@ -44,7 +44,7 @@
  * accepts any ack in (ISN, SND.NXT], and S+1 is always inside it.
  */
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type Family, type TcpEvent } from '../contract.js';
-import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from './checksum.js';
+import { fold, onesSum } from './checksum.js';
 
 export interface RstPacket {
   family: Family;
@@ -53,7 +53,7 @@ export interface RstPacket {
   seq: number;
   ack: number;
   flags: number;
-  /** The full IPv4 or IPv6 packet, checksums included. */
+  /** The full IPv4 or IPv6 packet, checksums included; a view (mind byteOffset), not shared with any other packet. */
   packet: Uint8Array;
 }
 
@@ -68,6 +68,28 @@ export const ETHERTYPE_IPV6 = 0x86dd;
  * value is 0, which no router would forward.
  */
 export const DEFAULT_TTL = 64;
+
+/*
+ * Packets and frames are views carved from 64 KiB slabs instead of one
+ * ArrayBuffer each: V8 allocates a typed array over 64 bytes off-heap at
+ * ~350 ns apiece (a 78-byte IPv6 frame), a view on a slab costs ~45 ns
+ * (bench/forge.bench.ts). Regions are never reused, so each starts zeroed
+ * and stays owned by the one packet it was given to; a slab is freed when
+ * its last view is. Consumers must honour byteOffset (Uint8Array.set does).
+ */
+const SLAB_BYTES = 64 * 1024;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabOff = 0;
+
+function alloc(len: number): Uint8Array {
+  if (slabOff + len > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES);
+    slabOff = 0;
+  }
+  const view = new Uint8Array(slab, slabOff, len);
+  slabOff += (len + 7) & ~7;
+  return view;
+}
 
 /** Random 16-bit IPv4 ID: V8's Math.random (xorshift128+) is fast and unpredictable enough for IDs. */
 export function randomIpId(): number {
@@ -87,29 +109,41 @@ export function randomIpId(): number {
 export function forgeResets(ev: TcpEvent, ipId: () => number = randomIpId, ttlFromDst?: number): RstPacket[] {
   const f = ev.tcpFlags;
   if (f & TCP_RST) return []; // the flow is dead, and this may be our own RST
+  const alen = ev.family === 4 ? 4 : 16;
+  if (ev.saddr.length !== alen || ev.daddr.length !== alen) {
+    throw new RangeError(`IPv${ev.family} event with ${ev.saddr.length}- and ${ev.daddr.length}-byte addresses`);
+  }
+  // One's-complement sums are commutative, so the part of both checksums
+  // that covers addresses and ports is the same for either direction.
+  const common = onesSum(ev.saddr, 0, alen) + onesSum(ev.daddr, 0, alen) + ev.sport + ev.dport;
   const s = ev.seq >>> 0;
   const k = ev.ack >>> 0;
   const n = (s + ev.payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0)) >>> 0;
   const rstAck = TCP_RST | TCP_ACK;
   if (f & TCP_SYN) {
     const s1 = (s + 1) >>> 0;
-    if (!(f & TCP_ACK)) return [build(ev, 'src', 0, s1, rstAck, ipId, ttlFromDst)];
-    return [build(ev, 'src', k, s1, rstAck, ipId, ttlFromDst), build(ev, 'dst', n, k, rstAck, ipId, ttlFromDst)];
+    if (!(f & TCP_ACK)) return [build(ev, common, false, 0, s1, rstAck, ipId, ttlFromDst)];
+    return [build(ev, common, false, k, s1, rstAck, ipId, ttlFromDst), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst)];
   }
-  if (!(f & TCP_ACK)) return [build(ev, 'dst', n, 0, TCP_RST, ipId, ttlFromDst)];
-  return [build(ev, 'src', k, n, rstAck, ipId, ttlFromDst), build(ev, 'dst', n, k, rstAck, ipId, ttlFromDst)];
+  if (!(f & TCP_ACK)) return [build(ev, common, true, n, 0, TCP_RST, ipId, ttlFromDst)];
+  return [build(ev, common, false, k, n, rstAck, ipId, ttlFromDst), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst)];
 }
 
+/**
+ * One RST. Checksums are summed from the field values rather than re-read
+ * from the bytes (the hot path); the tests check them against checksum.ts
+ * and tshark. `common` = addresses + ports, see forgeResets.
+ */
 function build(
   ev: TcpEvent,
-  toward: 'src' | 'dst',
+  common: number,
+  toDst: boolean,
   seq: number,
   ack: number,
   flags: number,
   ipId: () => number,
   ttlFromDst: number | undefined,
 ): RstPacket {
-  const toDst = toward === 'dst';
   // Spoofed from the other endpoint: toward 'dst' we speak as A (ev.s*).
   const src = toDst ? ev.saddr : ev.daddr;
   const dst = toDst ? ev.daddr : ev.saddr;
@@ -122,8 +156,7 @@ function build(
   let packet: Uint8Array;
   let t: number; // offset of the TCP header
   if (ev.family === 4) {
-    if (src.length !== 4 || dst.length !== 4) throw new RangeError('IPv4 event with addresses that are not 4 bytes');
-    packet = new Uint8Array(IPV4_RST_LEN);
+    packet = alloc(IPV4_RST_LEN);
     const id = ipId() & 0xffff;
     packet[0] = 0x45; // version 4, IHL 5
     packet[1] = dscp;
@@ -133,15 +166,17 @@ function build(
     packet[6] = 0x40; // DF, fragment offset 0
     packet[8] = ttl;
     packet[9] = 6; // TCP
-    packet.set(src, 12);
-    packet.set(dst, 16);
-    const ipSum = ipv4HeaderChecksum(packet, 0);
+    for (let i = 0; i < 4; i++) {
+      packet[12 + i] = src[i];
+      packet[16 + i] = dst[i];
+    }
+    // Header words: 45|dscp, length, id, DF, ttl|proto, (checksum), addresses.
+    const ipSum = ~fold(0x4500 + dscp + IPV4_RST_LEN + id + 0x4000 + (ttl << 8) + 6 + common - ev.sport - ev.dport) & 0xffff;
     packet[10] = ipSum >>> 8;
     packet[11] = ipSum & 0xff;
     t = 20;
   } else {
-    if (src.length !== 16 || dst.length !== 16) throw new RangeError('IPv6 event with addresses that are not 16 bytes');
-    packet = new Uint8Array(IPV6_RST_LEN);
+    packet = alloc(IPV6_RST_LEN);
     const fl = ev.flowLabel & 0xfffff;
     packet[0] = 0x60 | (dscp >>> 4);
     packet[1] = ((dscp & 0x0f) << 4) | (fl >>> 16);
@@ -150,8 +185,10 @@ function build(
     packet[5] = 20; // payload length (high byte 0)
     packet[6] = 6; // next header TCP
     packet[7] = ttl;
-    packet.set(src, 8);
-    packet.set(dst, 24);
+    for (let i = 0; i < 16; i++) {
+      packet[8 + i] = src[i];
+      packet[24 + i] = dst[i];
+    }
     t = 40;
   }
   packet[t] = sport >>> 8;
@@ -168,11 +205,13 @@ function build(
   packet[t + 11] = ack & 0xff;
   packet[t + 12] = 0x50; // data offset 5, no options (no timestamps: PAWS cannot drop it)
   packet[t + 13] = flags;
-  // window 0, urgent pointer 0: already zero
-  const tcpSum = ev.family === 4 ? tcpChecksumV4(src, dst, packet, t, 20) : tcpChecksumV6(src, dst, packet, t, 20);
+  // window 0, urgent pointer 0: already zero.
+  // Pseudo-header (addresses, protocol 6, TCP length 20; the IPv6 one sums
+  // the same) + ports + seq + ack + offset|flags.
+  const tcpSum = ~fold(common + 6 + 20 + (seq >>> 16) + (seq & 0xffff) + (ack >>> 16) + (ack & 0xffff) + (0x5000 | flags)) & 0xffff;
   packet[t + 16] = tcpSum >>> 8;
   packet[t + 17] = tcpSum & 0xff;
-  return { family: ev.family, toward, seq, ack, flags, packet };
+  return { family: ev.family, toward: toDst ? 'dst' : 'src', seq, ack, flags, packet };
 }
 
 /**
@@ -186,7 +225,7 @@ export function l2Frame(rst: RstPacket, ev: TcpEvent, srcMac: Uint8Array): Uint8
   if (srcMac.length !== 6) throw new RangeError(`source MAC has ${srcMac.length} bytes, not 6`);
   const vlans = ev.vlans;
   const hdr = 14 + 4 * vlans.length;
-  const frame = new Uint8Array(hdr + rst.packet.length);
+  const frame = alloc(hdr + rst.packet.length);
   frame.set(rst.toward === 'src' ? ev.smac : ev.dmac, 0);
   frame.set(srcMac, 6);
   let o = 12;

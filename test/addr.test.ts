@@ -191,7 +191,10 @@ test('classify / isUnicastHost', (t) => {
   for (const [h, why] of HOSTS_BAD) {
     t.regex(classify(parseIp(h)) ?? '', why, h);
     t.false(isUnicastHost(parseIp(h)), h);
+    t.false(isUnicastHost(parseIp(h).bytes), `${h} as bytes`);
   }
+  t.true(isUnicastHost(Uint8Array.of(10, 0, 0, 1)));
+  t.true(isUnicastHost(parseIp('2001:db8::1').bytes));
 });
 
 test('unmapV4: mapped IPv6 becomes IPv4, everything else is unchanged', (t) => {

@@ -149,7 +149,8 @@ test('TCP pseudo-header checksums equal the reference over pseudo-header + segme
   t.is(internetChecksum(Uint8Array.from([...pseudo6, ...seg6, 0])), 0);
 });
 
-test('TCP checksum refuses a segment shorter than a header', (t) => {
+test('checksums refuse headers shorter than their minimum', (t) => {
+  t.throws(() => ipv4HeaderChecksum(hex('4400 0028 0000 4000 4006 0000 0a000001 0a000002')), { instanceOf: RangeError });
   const a = new Uint8Array(4);
   t.throws(() => tcpChecksumV4(a, a, new Uint8Array(19)), { instanceOf: RangeError });
   t.throws(() => tcpChecksumV6(new Uint8Array(16), new Uint8Array(16), new Uint8Array(10)), { instanceOf: RangeError });

@@ -163,6 +163,10 @@ export function formatIp(bytes: Uint8Array): string {
   throw new RangeError(`an address has 4 or 16 bytes, not ${bytes.length}`);
 }
 
+function fromBytes(bytes: Uint8Array): ParsedIp {
+  return { family: bytes.length === 4 ? 4 : 6, bytes, canonical: formatIp(bytes) };
+}
+
 function isV4Mapped(b: Uint8Array): boolean {
   if (b.length !== 16) return false;
   for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
@@ -189,8 +193,8 @@ export function unmapV4(ip: ParsedIp): ParsedIp {
  * is meaningless there). IPv4-mapped addresses are judged as their IPv4
  * address. Link-local and private ranges are ordinary hosts on a mirror.
  */
-export function classify(ip: ParsedIp): string | null {
-  const u = unmapV4(ip);
+export function classify(ip: ParsedIp | Uint8Array): string | null {
+  const u = unmapV4(ip instanceof Uint8Array ? fromBytes(ip) : ip);
   const b = u.bytes;
   if (u.family === 4) {
     if (b[0] === 0) return b[1] === 0 && b[2] === 0 && b[3] === 0 ? 'the unspecified address is not a host' : '0.0.0.0/8 ("this network") is not a destination';
@@ -207,7 +211,8 @@ export function classify(ip: ParsedIp): string | null {
   return null;
 }
 
-export function isUnicastHost(ip: ParsedIp): boolean {
+/** Accepts parsed addresses or raw 4/16 bytes (as in events and map keys). */
+export function isUnicastHost(ip: ParsedIp | Uint8Array): boolean {
   return classify(ip) === null;
 }
 

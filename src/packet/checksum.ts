@@ -37,6 +37,7 @@ export function internetChecksum(buf: Uint8Array, off = 0, len = buf.length - of
  */
 export function ipv4HeaderChecksum(pkt: Uint8Array, off = 0): number {
   const hlen = (pkt[off] & 0x0f) * 4;
+  if (hlen < 20) throw new RangeError(`IPv4 header length ${hlen} is below 20`);
   const sum = onesSum(pkt, off, 10) + onesSum(pkt, off + 12, hlen - 12);
   return ~fold(sum) & 0xffff;
 }

@@ -1,0 +1,417 @@
+/**
+ * The daemon's logic without I/O: the job manager with a stepped clock and
+ * an in-memory target table standing in for the Enforcer's bookkeeping
+ * (the real Enforcer is exercised by test/e2e-service.test.ts), the
+ * configuration, the protected list, the activity log, the journald
+ * priority prefix and the sd_notify watchdog period.
+ */
+import test from 'ava';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../src/daemon/clock.js';
+import { JobManager, type JobChecks, type LogSink, type TargetBackend } from '../src/daemon/jobs.js';
+import { DEFAULT_CONFIG, loadConfig, validateConfig } from '../src/daemon/config.js';
+import { ProtectList, parseProtected } from '../src/daemon/protect.js';
+import { ActivityLog } from '../src/daemon/activity.js';
+import { prefixPriority, syslogPriority, stdoutIsJournal } from '../src/daemon/log.js';
+import { watchdogIntervalMs, Notifier } from '../src/daemon/sd-notify.js';
+import { TcpresetError } from '../src/errors.js';
+import type { TargetInfo, TargetSpec } from '../src/dataplane/enforcer.js';
+
+interface Line { level: string; obj: Record<string, unknown>; msg?: string }
+
+function memLog(): LogSink & { lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, obj: obj as Record<string, unknown>, msg });
+  return { lines, info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+}
+
+/** Target bookkeeping as the Enforcer exposes it (ids, expiresAt, counters); no packets. */
+class TargetTable implements TargetBackend {
+  readonly targets = new Map<number, TargetInfo>();
+  private next = 1;
+  adds = 0;
+  failAdd: Error | null = null;
+  add(spec: TargetSpec): TargetInfo {
+    if (this.failAdd) throw this.failAdd;
+    this.adds++;
+    const info: TargetInfo = {
+      id: this.next++, sniffIf: spec.sniffIf, resetIf: spec.resetIf, host: spec.host, port: spec.port ?? 0,
+      mode: spec.mode ?? 'l3', expiresAt: spec.expiresAt, label: spec.label ?? '', family: spec.host.includes(':') ? 6 : 4,
+      counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
+    };
+    this.targets.set(info.id, info);
+    return { ...info };
+  }
+  extend(id: number, expiresAt: number): TargetInfo {
+    const t = this.targets.get(id);
+    if (!t) throw new TcpresetError('E_NOT_FOUND', `no target ${id}`);
+    t.expiresAt = expiresAt;
+    return { ...t };
+  }
+  remove(id: number): boolean {
+    return this.targets.delete(id);
+  }
+  get(id: number): TargetInfo | undefined {
+    const t = this.targets.get(id);
+    return t ? { ...t, counters: { ...t.counters } } : undefined;
+  }
+  hit(id: number, at: number, packets = 1, rsts = 2): void {
+    const c = this.targets.get(id)!.counters;
+    c.matched += packets;
+    c.rstsSent += rsts;
+    c.flows += 1;
+    c.firstHitAt ??= at;
+    c.lastHitAt = at;
+  }
+}
+
+const okChecks: JobChecks = { protectedBy: () => null, interfaces: () => {} };
+
+function setup(over: Partial<ConstructorParameters<typeof JobManager>[0]> = {}) {
+  const clock = new ManualClock();
+  const table = new TargetTable();
+  const log = memLog();
+  let changes = 0;
+  const jobs = new JobManager({
+    clock, backend: () => table, checks: okChecks, log, maxJobs: 4, maxDurationSec: 86400,
+    onChange: () => void changes++, ...over,
+  });
+  return { clock, table, log, jobs, changes: () => changes };
+}
+
+const base = { engid: 'ENG1', sniffIf: 'sniff0', resetIf: 'reset0', host: '198.51.100.7', duration: 60 };
+
+test('create makes one target; re-create with the same identity extends to the later end', (t) => {
+  const { clock, table, jobs } = setup();
+  const a = jobs.create(base);
+  t.is(a.action, 'created');
+  t.regex(a.job.id, /^[0-9a-f]{12}$/);
+  t.is(table.targets.size, 1);
+  t.is(Date.parse(a.job.expiresAt), clock.now() + 60_000);
+  t.is(a.job.port, null);
+  t.is(a.job.remainingMs, 60_000);
+
+  clock.advance(10_000);
+  const b = jobs.create({ ...base, duration: 120 });
+  t.is(b.action, 'extended');
+  t.is(b.job.id, a.job.id);
+  t.is(Date.parse(b.job.expiresAt), clock.now() + 120_000);
+  t.is(table.targets.size, 1, 'still one target');
+  t.is([...table.targets.values()][0].expiresAt, clock.now() + 120_000, 'target extended too');
+
+  // A shorter re-create keeps the later end time.
+  const c = jobs.create({ ...base, duration: 5 });
+  t.is(c.action, 'extended');
+  t.is(c.job.expiresAt, b.job.expiresAt);
+});
+
+test('identity is (engid, sniffIf, host canonical, port): spellings of one host are one job', (t) => {
+  const { jobs } = setup({ maxJobs: 10 });
+  const a = jobs.create({ ...base, host: '2001:db8::7' });
+  t.is(jobs.create({ ...base, host: '2001:DB8:0:0::7' }).job.id, a.job.id);
+  const v4 = jobs.create(base);
+  t.is(jobs.create({ ...base, host: '::ffff:198.51.100.7' }).job.id, v4.job.id, 'IPv4-mapped is the IPv4 host');
+  t.is(jobs.create({ ...base, host: '::ffff:198.51.100.7' }).job.host, '198.51.100.7');
+  t.not(jobs.create({ ...base, port: 443 }).job.id, v4.job.id, 'a port makes another job');
+  t.not(jobs.create({ ...base, engid: 'ENG2' }).job.id, v4.job.id, 'another engine makes another job');
+  t.not(jobs.create({ ...base, sniffIf: 'sniff1' }).job.id, v4.job.id, 'another sniff interface makes another job');
+  t.is(jobs.create({ ...base, port: 0 }).job.id, v4.job.id, 'port 0 means the whole host');
+  t.is(jobs.size, 5);
+});
+
+test('a re-create naming another reset interface swaps the target without a gap and keeps counters', (t) => {
+  const { clock, table, jobs } = setup();
+  const a = jobs.create(base);
+  const firstTarget = [...table.targets.keys()][0];
+  table.hit(firstTarget, clock.now(), 3, 6);
+  const b = jobs.create({ ...base, resetIf: 'reset1' });
+  t.is(b.action, 'extended');
+  t.is(b.job.id, a.job.id);
+  t.is(b.job.resetIf, 'reset1');
+  t.is(table.targets.size, 1);
+  t.false(table.targets.has(firstTarget), 'old target removed');
+  t.is(b.job.counters.matched, 3, 'counters carried over');
+  t.is(b.job.counters.rstsSent, 6);
+});
+
+test('expiry removes the job and its target exactly at the end time', (t) => {
+  const { clock, table, jobs, log } = setup();
+  jobs.create({ ...base, duration: 10 });
+  jobs.create({ ...base, host: '198.51.100.8', duration: 20 });
+  clock.advance(9_999);
+  t.is(jobs.size, 2);
+  t.is(table.targets.size, 2);
+  clock.advance(1);
+  t.is(jobs.size, 1, 'gone at exactly 10 s');
+  t.is(table.targets.size, 1);
+  t.true(log.lines.some((l) => l.msg === 'job expired'));
+  clock.advance(10_000);
+  t.is(jobs.size, 0);
+  t.is(table.targets.size, 0);
+});
+
+test('an extension moves the expiry', (t) => {
+  const { clock, jobs } = setup();
+  jobs.create({ ...base, duration: 10 });
+  clock.advance(5_000);
+  jobs.create({ ...base, duration: 10 });
+  clock.advance(9_999);
+  t.is(jobs.size, 1, 'not expired at the old end time');
+  clock.advance(1);
+  t.is(jobs.size, 0);
+});
+
+test('cancel by id and by identity stops the target at once; unknown ones are E_NOT_FOUND', (t) => {
+  const { table, jobs } = setup();
+  const a = jobs.create(base);
+  const b = jobs.create({ ...base, port: 22 });
+  t.is(jobs.cancelById(a.job.id).id, a.job.id);
+  t.is(table.targets.size, 1);
+  t.is(jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7', port: 22 }).id, b.job.id);
+  t.is(table.targets.size, 0);
+  t.is(jobs.size, 0);
+  const e1 = t.throws(() => jobs.cancelById(a.job.id), { instanceOf: TcpresetError });
+  t.is(e1?.code, 'E_NOT_FOUND');
+  const e2 = t.throws(() => jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7' }), { instanceOf: TcpresetError });
+  t.is(e2?.code, 'E_NOT_FOUND');
+  t.regex(e2!.message, /ENG1.*sniff0.*198\.51\.100\.7/);
+});
+
+test('limits: max jobs (E_LIMIT, extension still allowed) and max duration (E_INVALID)', (t) => {
+  const { jobs, table } = setup({ maxJobs: 2, maxDurationSec: 100 });
+  jobs.create(base);
+  jobs.create({ ...base, port: 1 });
+  const e = t.throws(() => jobs.create({ ...base, port: 2 }), { instanceOf: TcpresetError });
+  t.is(e?.code, 'E_LIMIT');
+  t.is(table.targets.size, 2, 'nothing added for a refused job');
+  t.is(jobs.create({ ...base, duration: 100 }).action, 'extended', 'extending at the limit is fine');
+  const d = t.throws(() => jobs.create({ ...base, duration: 101 }), { instanceOf: TcpresetError });
+  t.is(d?.code, 'E_INVALID');
+  t.regex(d!.message, /maximum of 100/);
+  t.is(t.throws(() => jobs.create({ ...base, duration: 0 }))?.message.includes('duration'), true);
+});
+
+test('protected hosts are refused with E_PROTECTED naming address and entry; checks run before anything is added', (t) => {
+  const entries = parseProtected(['10.0.0.0/8', '2001:db8:1::/48', '192.0.2.5']);
+  const protect = new ProtectList(entries, () => [{ ifname: 'eth0', address: '203.0.113.9' }]);
+  const { jobs, table } = setup({ checks: { protectedBy: (h) => protect.check(h), interfaces: () => {} } });
+  for (const [host, entry] of [
+    ['10.1.2.3', '10.0.0.0/8'],
+    ['::ffff:10.1.2.3', '10.0.0.0/8'],
+    ['::ffff:a01:203', '10.0.0.0/8'],
+    ['2001:db8:1:ffff::1', '2001:db8:1::/48'],
+    ['192.0.2.5', '192.0.2.5'],
+    ['203.0.113.9', '203.0.113.9 on eth0'],
+  ] as const) {
+    const e = t.throws(() => jobs.create({ ...base, host }), { instanceOf: TcpresetError }, host);
+    t.is(e?.code, 'E_PROTECTED', host);
+    t.true(e!.message.includes(entry), `${host}: ${e!.message}`);
+    t.is((e!.details as { entry: string }).entry.startsWith(entry.split(' ')[0]), true);
+  }
+  t.is(table.adds, 0);
+  t.is(jobs.create({ ...base, host: '11.0.0.1' }).action, 'created', 'outside the networks is fine');
+});
+
+test('interface check failures (E_IFACE) refuse the job and add nothing', (t) => {
+  let asked: unknown;
+  const { jobs, table } = setup({
+    checks: {
+      protectedBy: () => null,
+      interfaces: (q) => {
+        asked = q;
+        throw new TcpresetError('E_IFACE', `reset interface "${q.resetIf}" has no IPv${q.family} address`);
+      },
+    },
+  });
+  const e = t.throws(() => jobs.create({ ...base, host: '2001:db8::9', mode: 'l3' }), { instanceOf: TcpresetError });
+  t.is(e?.code, 'E_IFACE');
+  t.deepEqual(asked, { sniffIf: 'sniff0', resetIf: 'reset0', host: '2001:db8::9', family: 6, mode: 'l3' });
+  t.is(table.adds, 0);
+  t.is(jobs.size, 0);
+});
+
+test('a failing Enforcer.add leaves no job', (t) => {
+  const { jobs, table } = setup();
+  table.failAdd = new TcpresetError('E_PERM', 'bpf: Operation not permitted');
+  t.is(t.throws(() => jobs.create(base))?.message, 'bpf: Operation not permitted');
+  t.is(jobs.size, 0);
+  table.failAdd = null;
+  t.is(jobs.create(base).action, 'created');
+});
+
+test('list reports remaining time and counters (ISO hit times)', (t) => {
+  const { clock, table, jobs } = setup();
+  const a = jobs.create(base);
+  clock.advance(1500);
+  table.hit([...table.targets.keys()][0], clock.now(), 4, 8);
+  const [j] = jobs.list();
+  t.is(j.id, a.job.id);
+  t.is(j.remainingMs, 58_500);
+  t.deepEqual(j.counters, { matched: 4, rstsSent: 8, flows: 1, firstHitAt: new Date(clock.now()).toISOString(), lastHitAt: new Date(clock.now()).toISOString() });
+});
+
+test('restore keeps original end times, drops expired and newly protected jobs, retries faulty ones', (t) => {
+  const first = setup();
+  const keep = first.jobs.create({ ...base, duration: 100 });
+  first.jobs.create({ ...base, host: '198.51.100.8', duration: 10 });
+  first.jobs.create({ ...base, host: '10.9.9.9', duration: 100 });
+  first.table.hit([...first.table.targets.keys()][0], first.clock.now(), 2, 4);
+  const saved = first.jobs.snapshot();
+  t.is(saved[0].counters.matched, 2);
+
+  // "Restart" 30 s later with a config that now protects 10.0.0.0/8.
+  const clock = new ManualClock(first.clock.now() + 30_000);
+  const table = new TargetTable();
+  const log = memLog();
+  const protect = new ProtectList(parseProtected(['10.0.0.0/8']), () => []);
+  const jobs = new JobManager({ clock, backend: () => table, checks: { protectedBy: (h) => protect.check(h), interfaces: () => {} }, log, maxJobs: 10, maxDurationSec: 86400 });
+  const r = jobs.restore(saved);
+  t.deepEqual(r, { restored: 1, expired: 1, dropped: 1, faulty: 0 });
+  const [j] = jobs.list();
+  t.is(j.id, keep.job.id);
+  t.is(j.expiresAt, keep.job.expiresAt, 'original end time');
+  t.is(j.remainingMs, 70_000);
+  t.is([...table.targets.values()][0].expiresAt, Date.parse(keep.job.expiresAt), 're-enforced until the original end');
+  t.is(j.counters.matched, 2, 'counters survive');
+  clock.advance(70_000);
+  t.is(jobs.size, 0, 'expires at the original time');
+
+  // A target that cannot be added now: kept with a fault, retried until it works.
+  const clock2 = new ManualClock(first.clock.now());
+  const table2 = new TargetTable();
+  table2.failAdd = new TcpresetError('E_NATIVE', 'attach XDP on sniff0 failed: No such device');
+  const jobs2 = new JobManager({ clock: clock2, backend: () => table2, checks: okChecks, log, maxJobs: 10, maxDurationSec: 86400, retryMs: 1000 });
+  t.deepEqual(jobs2.restore([saved[0]]), { restored: 0, expired: 0, dropped: 0, faulty: 1 });
+  t.regex(jobs2.list()[0].fault ?? '', /No such device/);
+  clock2.advance(1000);
+  t.is(table2.targets.size, 0);
+  table2.failAdd = null;
+  clock2.advance(1000);
+  t.is(table2.targets.size, 1, 'enforced once the interface is back');
+  t.is(jobs2.list()[0].fault, undefined);
+});
+
+test('the Enforcer dropping a due target by itself ends the job; an early drop is re-enforced', (t) => {
+  const { clock, table, jobs } = setup();
+  const a = jobs.create({ ...base, duration: 10 });
+  const tid = [...table.targets.keys()][0];
+  table.remove(tid);
+  jobs.targetExpired(tid); // early (should not happen): not silently lost
+  t.is(jobs.size, 1);
+  t.is(table.targets.size, 1, 're-added');
+  t.is(jobs.get(a.job.id)?.fault, undefined);
+  clock.advance(10_000);
+  t.is(jobs.size, 0);
+});
+
+test('every change notifies (persistence hook)', (t) => {
+  const s = setup();
+  s.jobs.create(base);
+  s.jobs.create(base);
+  const id = s.jobs.list()[0].id;
+  s.jobs.cancelById(id);
+  t.is(s.changes(), 3);
+  s.jobs.create({ ...base, duration: 1 });
+  s.clock.advance(1000);
+  t.is(s.changes(), 5, 'expiry too');
+});
+
+// ---- configuration --------------------------------------------------------
+
+test('config: absent default file = defaults; explicit absent file, bad JSON, bad values, unknown keys are refused', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-cfg-'));
+  t.deepEqual(loadConfig(join(dir, 'none.json')).config, DEFAULT_CONFIG);
+  t.is(loadConfig(join(dir, 'none.json')).source, null);
+  t.is(t.throws(() => loadConfig(join(dir, 'none.json'), true))?.message.includes('cannot read'), true);
+  const write = (name: string, text: string): string => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+  t.regex(t.throws(() => loadConfig(write('a.json', '{"maxJobs": 5,}')))!.message, /a\.json: not valid JSON/);
+  t.regex(t.throws(() => loadConfig(write('b.json', '{"maxJobs": 0}')))!.message, /maxJobs.*1\.\.131072/);
+  t.regex(t.throws(() => loadConfig(write('c.json', '{"protect": ["10.0.0.0/8"]}')))!.message, /unknown key/);
+  t.regex(t.throws(() => loadConfig(write('d.json', '{"protected": ["10.0.0.1/8"]}')))!.message, /protected\[0\].*host bits/);
+  t.regex(t.throws(() => loadConfig(write('e.json', '{"protected": "10.0.0.0/8"}')))!.message, /array/);
+  t.regex(t.throws(() => loadConfig(write('f.json', '{"defaultMode": "l4"}')))!.message, /defaultMode/);
+  t.regex(t.throws(() => loadConfig(write('g.json', '[]')))!.message, /JSON object/);
+  const ok = loadConfig(write('h.json', '{"// note": "x", "maxJobs": 7, "protected": ["::ffff:10.0.0.0/104"], "logLevel": "debug"}'));
+  t.is(ok.config.maxJobs, 7);
+  t.is(ok.config.logLevel, 'debug');
+  t.is(ok.protectedEntries[0].cidr.canonical, '10.0.0.0/8');
+  t.is(ok.source, join(dir, 'h.json'));
+});
+
+test('config: the shipped example is valid', (t) => {
+  const example = new URL('../../systemd/config.example.json', import.meta.url).pathname;
+  const c = loadConfig(example, true);
+  t.true(c.protectedEntries.length > 0);
+  t.deepEqual(validateConfig({}).config, DEFAULT_CONFIG);
+});
+
+// ---- activity log -----------------------------------------------------------
+
+test('activity: each flow logged once up to the per-period limit; summaries only when counters moved', (t) => {
+  const { clock, table, jobs } = setup();
+  const log = memLog();
+  const act = new ActivityLog({ log, clock, jobs, intervalMs: 10_000, flowLogLimit: 3 });
+  act.start();
+  const a = jobs.create(base);
+  const tid = [...table.targets.keys()][0];
+  for (let i = 0; i < 10; i++) {
+    table.hit(tid, clock.now());
+    act.onFlowReset({ targetId: tid, label: `ENG1/${a.job.id}`, family: 4, src: '198.51.100.7', sport: 40000 + i, dst: '192.0.2.80', dport: 22, firstLatencyUs: 50 });
+  }
+  const flows = log.lines.filter((l) => l.msg === 'flow reset');
+  t.is(flows.length, 3, 'capped');
+  t.is(flows[0].obj.engid, 'ENG1');
+  t.is(flows[0].obj.jobId, a.job.id);
+  t.deepEqual(flows[0].obj.flow, { src: '198.51.100.7', sport: 40000, dst: '192.0.2.80', dport: 22, family: 4 });
+  clock.advance(10_000);
+  const sums = log.lines.filter((l) => l.msg === 'job activity');
+  t.is(sums.length, 1);
+  t.is(sums[0].obj.flowsNotLogged, 7);
+  t.deepEqual(sums[0].obj.counters, { matched: 10, rstsSent: 20, flows: 10 });
+  clock.advance(10_000);
+  t.is(log.lines.filter((l) => l.msg === 'job activity').length, 1, 'nothing moved: no line');
+  act.onFlowReset({ targetId: tid, label: '', family: 4, src: '198.51.100.7', sport: 1, dst: '192.0.2.80', dport: 22, firstLatencyUs: 1 });
+  t.is(log.lines.filter((l) => l.msg === 'flow reset').length, 4, 'budget renewed each period');
+  act.stop();
+});
+
+// ---- logs and systemd -------------------------------------------------------
+
+test('journald priority prefix follows the pino level', (t) => {
+  t.is(syslogPriority(60), 2);
+  t.is(syslogPriority(50), 3);
+  t.is(syslogPriority(40), 4);
+  t.is(syslogPriority(30), 6);
+  t.is(syslogPriority(20), 7);
+  t.is(syslogPriority(10), 7);
+  t.is(prefixPriority('{"level":40,"msg":"x"}\n'), '<4>{"level":40,"msg":"x"}\n');
+  t.is(prefixPriority('{"level":50,"time":1}\n').slice(0, 3), '<3>');
+  t.false(stdoutIsJournal({}));
+  t.false(stdoutIsJournal({ JOURNAL_STREAM: '1:1' }), 'a stale JOURNAL_STREAM (another stream) is not ours');
+});
+
+test('watchdog period: half of WATCHDOG_USEC is used by the notifier; WATCHDOG_PID of another process disables it', async (t) => {
+  t.is(watchdogIntervalMs({ WATCHDOG_USEC: '30000000' }), 30_000);
+  t.is(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '1' }, 2), null);
+  t.is(watchdogIntervalMs({}), null);
+  const sent: string[] = [];
+  const n = await Notifier.create({ env: { NOTIFY_SOCKET: '/x', WATCHDOG_USEC: '40000' }, log: memLog(), send: (_p, d) => void sent.push(d.toString()) });
+  n.ready('0 jobs active');
+  await new Promise((r) => setTimeout(r, 75));
+  n.status('0 jobs active'); // unchanged: not sent
+  n.status('1 job active');
+  n.stopping();
+  t.is(sent[0], 'WATCHDOG=1');
+  t.true(sent.filter((s) => s === 'WATCHDOG=1').length >= 3, `pings every 20 ms: ${sent.join('|')}`);
+  t.true(sent.some((s) => s.startsWith('READY=1\nSTATUS=0 jobs active')));
+  t.is(sent.filter((s) => s.startsWith('STATUS=')).length, 1);
+  t.is(sent.at(-1), 'STOPPING=1\nSTATUS=stopping');
+  const none = await Notifier.create({ env: {}, log: memLog() });
+  t.false(none.notify('READY=1'));
+});

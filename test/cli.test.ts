@@ -1,0 +1,545 @@
+import test, { type ExecutionContext } from 'ava';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../src/cli/main.js';
+import type { Job } from '../src/control/protocol.js';
+import { ptest } from './helpers/privileged.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const bin = join(root, 'bin/tcpreset');
+const pkgVersion = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+// ---------------------------------------------------------------- helpers
+
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(argv: string[], env: Record<string, string | undefined> = {}): Promise<Outcome> {
+  let stdout = '';
+  let stderr = '';
+  const code = await run(argv, {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => (stderr += s) },
+    env: { TCPRESET_SOCKET: '/nonexistent/tcpreset-test.sock', ...env },
+  });
+  return { code, stdout, stderr };
+}
+
+function child(argv: string[], env: Record<string, string> = {}, opts: { uid?: number; gid?: number } = {}): Promise<Outcome> {
+  return new Promise((res) => {
+    execFile(
+      process.execPath,
+      [bin, ...argv],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TCPRESET_SOCKET: '/nonexistent/tcpreset-test.sock', ...env }, ...opts },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        res({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** A failure: nothing on stdout, exactly one "tcpreset: ..." line on stderr, no stack trace. */
+function oneLineError(t: ExecutionContext, o: Outcome, code: number, msg: RegExp): void {
+  t.is(o.code, code, `stderr: ${o.stderr}`);
+  t.is(o.stdout, '');
+  t.regex(o.stderr, /^tcpreset: [^\n]+\n$/);
+  t.notRegex(o.stderr, /\n\s+at /);
+  t.regex(o.stderr.slice('tcpreset: '.length, -1), msg);
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'tcpreset-cli-'));
+test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
+let sockN = 0;
+
+type Reply = object | string | 'hang' | 'close';
+
+/**
+ * A protocol peer on a Unix socket: records each request line and answers
+ * with `reply(request)` (an object is sent as one JSON line, a string raw).
+ * Stands in for the daemon only in client-side tests.
+ */
+async function peer(reply: (req: Record<string, unknown>) => Reply) {
+  const path = join(tmp, `p${++sockN}.sock`);
+  const requests: Record<string, unknown>[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const req = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+      requests.push(req);
+      const r = reply(req);
+      if (r === 'hang') return;
+      if (r === 'close') return void s.end();
+      s.write(typeof r === 'string' ? r : `${JSON.stringify(r)}\n`);
+    });
+  });
+  await new Promise<void>((ok) => server.listen(path, ok));
+  return {
+    path,
+    requests,
+    close: () =>
+      new Promise<void>((ok) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => ok());
+      }),
+  };
+}
+
+const ok = (result: unknown) => ({ v: 1, ok: true, result });
+
+const job: Job = {
+  id: '3f2a9c01bd4e',
+  engid: 'ids-1',
+  sniffIf: 'eth1',
+  resetIf: 'eth0',
+  host: '10.1.2.3',
+  port: null,
+  mode: 'l3',
+  createdAt: '2026-11-24T11:57:00.000Z',
+  expiresAt: '2026-11-24T12:00:00.000Z',
+  remainingMs: 180000,
+  counters: { matched: 12, rstsSent: 24, flows: 3, firstHitAt: '2026-11-24T11:57:01.000Z', lastHitAt: '2026-11-24T11:58:00.000Z' },
+};
+
+const CREATE = ['ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '180'];
+
+// ---------------------------------------------------------------- help and usage
+
+test('--help prints the seed syntax on stdout and exits 0; -h is HOST, not help', async (t) => {
+  const h = await cli(['--help']);
+  t.is(h.code, 0);
+  t.is(h.stderr, '');
+  t.regex(h.stdout, /^Usage: tcpreset ENGID -i SNIFF_IF -o RESET_IF -h HOST \[-p DSTPORT\] -d SECONDS/);
+  t.regex(h.stdout, /-h, --host HOST/);
+  t.regex(h.stdout, /tcpreset create ENGID/);
+  const c = await cli(['create', '--help']);
+  t.is(c.code, 0);
+  t.regex(c.stdout, /-h, --host <HOST>/);
+  t.regex(c.stdout, /--help\s+show help/);
+  // "-h" alone is HOST without a value: a usage error, not help.
+  oneLineError(t, await cli(['ids-1', '-h']), 64, /option '-h, --host <HOST>' argument missing/);
+  oneLineError(t, await cli(['list', '-h']), 64, /unknown option '-h'/);
+});
+
+test('usage errors: exit 64, one line, no request sent', async (t) => {
+  const p = await peer(() => ok({}));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  const cases: Array<[string[], RegExp]> = [
+    [[], /missing ENGID or subcommand/],
+    [['ids-1'], /missing required options -i SNIFF_IF, -o RESET_IF, -h HOST, -d SECONDS/],
+    [['ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], /missing required option -d SECONDS$/],
+    [['-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '9'], /missing ENGID/],
+    [[...CREATE, '--jsn'], /unknown option '--jsn' \(Did you mean --json\?\)/],
+    [[...CREATE, 'extra'], /too many arguments/],
+    [[...CREATE, '-h', '10.9.9.9'], /'-h, --host <HOST>' argument '10.9.9.9' is invalid. the option is given more than once/],
+    [[...CREATE, '-d', '60'], /more than once/],
+    [['ids-1', '-i'], /'-i, --sniff <SNIFF_IF>' argument missing/],
+    [['list', 'x'], /too many arguments/],
+    [['list', '-i', 'eth1'], /unknown option '-i'/],
+    [['status', '--l2'], /unknown option '--l2'/],
+    [['cancel'], /missing JOBID or ENGID/],
+    [['cancel', 'ids-1', '-i', 'eth1'], /cancel by ENGID needs -h HOST/],
+    [['cancel', 'ids-1', '-h', '10.1.2.3', '-p', '80'], /cancel by ENGID needs -i SNIFF_IF/],
+    [['cancel', 'ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], /unknown option '-o'/],
+    // A subcommand name not in first position is refused rather than guessed.
+    [['-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '9', 'list'], /"list" is a subcommand name: .*tcpreset create list -i/],
+    [['--json', 'status'], /"status" is a subcommand name/],
+  ];
+  for (const [argv, msg] of cases) oneLineError(t, await cli(argv, env), 64, msg);
+  t.is(p.requests.length, 0);
+});
+
+test('invalid values: exit 65, one line naming the value and why, no request sent', async (t) => {
+  const p = await peer(() => ok({}));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  const set = (i: number, v: string): string[] => CREATE.map((x, j) => (j === i ? v : x));
+  const cases: Array<[string[], RegExp]> = [
+    [set(0, 'ids 1'), /^ENGID "ids 1": contains whitespace/],
+    [set(0, 'x'.repeat(65)), /^ENGID "x{65}": is 65 characters long/],
+    [set(0, 'a\u0007'), /^ENGID "a\\u0007": contains a non-printable character U\+0007/],
+    [set(2, 'eth1/../x'), /^sniff interface \(-i\) "eth1\/..\/x": must not contain "\/"/],
+    [set(2, 'averyveryverylongname'), /at most 15/],
+    [set(4, 'eth0:1'), /^reset interface \(-o\) "eth0:1": must not contain ":"/],
+    [set(6, '010.1.2.3'), /^host \(-h\) "010.1.2.3": part 1 "010" has a leading zero/],
+    [set(6, 'fe80::1%eth0'), /zone ids/],
+    [set(6, '10.0.0.0/8'), /prefix/],
+    [set(6, '127.0.0.1'), /loopback/],
+    [set(6, '224.0.0.5'), /multicast/],
+    [set(6, '255.255.255.255'), /broadcast/],
+    [set(6, '0.0.0.0'), /unspecified/],
+    [set(6, 'evil.example'), /^host \(-h\) "evil.example": /],
+    [set(8, '0'), /^duration \(-d\) "0": must be at least 1 second/],
+    [set(8, '180s'), /no unit or sign/],
+    [set(8, '-5'), /.+/], // commander takes "-5" as the value; validation refuses it
+    [set(8, '1.5'), /digits only/],
+    [set(8, '0180'), /leading zeros/],
+    [[...CREATE, '-p', '0'], /^port \(-p\) "0": must be at least 1/],
+    [[...CREATE, '-p', '65536'], /above 65535/],
+    [[...CREATE, '-p', '+80'], /digits only/],
+    [[...CREATE, '-p', '0x50'], /digits only/],
+    [[...CREATE, '-p', '080'], /leading zeros/],
+    [[...CREATE, '--timeout', 'soon'], /^timeout \(--timeout\) "soon": must be a positive number of seconds/],
+    [[...CREATE, '--timeout', '0'], /positive/],
+    [[...CREATE, '--socket', ''], /^socket \(--socket\) "": must not be empty/],
+    [['cancel', 'a b'], /^job id "a b": is not a job id/],
+    [['cancel', 'ids-1', '-i', 'eth1', '-h', '::1'], /loopback/],
+  ];
+  for (const [argv, msg] of cases) oneLineError(t, await cli(argv, env), 65, msg);
+  t.is(p.requests.length, 0);
+});
+
+test('no upper bound on -d in the CLI: the daemon owns the maximum', async (t) => {
+  const p = await peer(() => ok({ action: 'created', job }));
+  t.teardown(p.close);
+  const r = await cli([...CREATE.slice(0, 8), '31536000'], { TCPRESET_SOCKET: p.path });
+  t.is(r.code, 0);
+  t.is(p.requests[0].duration, 31536000);
+});
+
+// ---------------------------------------------------------------- requests and output
+
+test('create: the request carries exactly the validated, canonical values', async (t) => {
+  const p = await peer(() => ok({ action: 'created', job }));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  t.is((await cli(CREATE, env)).code, 0);
+  t.is((await cli(['ids-1', '-d180', '-ieth1', '-oeth0', '-h', '2001:DB8:0::7', '-p', '443', '--l2'], env)).code, 0);
+  t.is((await cli(['create', 'list', '--sniff', 'eth1', '--reset', 'eth0', '--host=::ffff:10.1.2.3', '--duration', '5'], env)).code, 0);
+  t.is((await cli(['create', 'create', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5'], env)).code, 0);
+  t.is((await cli(['help', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5'], env)).code, 0); // "help" is no subcommand
+  t.deepEqual(p.requests, [
+    { v: 1, op: 'create', engid: 'ids-1', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 180 },
+    { v: 1, op: 'create', engid: 'ids-1', sniffIf: 'eth1', resetIf: 'eth0', host: '2001:db8::7', duration: 180, port: 443, mode: 'l2' },
+    { v: 1, op: 'create', engid: 'list', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 5 },
+    { v: 1, op: 'create', engid: 'create', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 5 },
+    { v: 1, op: 'create', engid: 'help', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 5 },
+  ]);
+});
+
+test('other subcommands send their ops; --socket beats $TCPRESET_SOCKET', async (t) => {
+  const p = await peer((req) => ok(req.op === 'cancel' ? { job } : req.op === 'list' ? { jobs: [] } : { version: '9.9.9' }));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  t.is((await cli(['cancel', '3f2a9c01bd4e'], env)).code, 0);
+  t.is((await cli(['cancel', 'ids-1', '-i', 'eth1', '-h', '2001:db8::0:1', '-p', '22'], env)).code, 0);
+  t.is((await cli(['list'], env)).code, 0);
+  t.is((await cli(['version', '--socket', p.path], { TCPRESET_SOCKET: '/nonexistent/x.sock' })).code, 0);
+  t.deepEqual(p.requests, [
+    { v: 1, op: 'cancel', jobId: '3f2a9c01bd4e' },
+    { v: 1, op: 'cancel', engid: 'ids-1', sniffIf: 'eth1', host: '2001:db8::1', port: 22 },
+    { v: 1, op: 'list' },
+    { v: 1, op: 'version' },
+  ]);
+});
+
+test('human output: one line per result, aligned list, status summary', async (t) => {
+  const job2: Job = { ...job, id: 'b1', engid: 'ml-beacon-7', host: '2001:db8::1', port: 443, mode: 'l2', remainingMs: 3_725_000, counters: { ...job.counters, matched: 1234567, rstsSent: 5, flows: 1 } };
+  const status = {
+    version: '1.2.3',
+    pid: 4242,
+    uptimeMs: 3_723_000,
+    interfaces: [
+      { ifname: 'eth1', role: 'sniff', mode: 'native', up: true },
+      { ifname: 'eth0', role: 'reset', mode: 'l3', up: false, fault: 'reset interface "eth0" is administratively down' },
+    ],
+    counters: { packets: 10, matched: 2 },
+    ring: { records: 2, wakeups: 1 },
+    jobs: 2,
+  };
+  const p = await peer((req) => {
+    if (req.op === 'create') return ok({ action: req.duration === 1 ? 'extended' : 'created', job });
+    if (req.op === 'cancel') return ok({ job });
+    if (req.op === 'list') return ok({ jobs: req.id === undefined ? [job, job2] : [] });
+    if (req.op === 'status') return ok(status);
+    return ok({ version: '1.2.3' });
+  });
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  const created = await cli(CREATE, env);
+  t.deepEqual(created, {
+    code: 0,
+    stderr: '',
+    stdout: 'created job 3f2a9c01bd4e ENGID=ids-1 host 10.1.2.3 on eth1 -> eth0 until 2026-11-24T12:00:00Z (180 s)\n',
+  });
+  t.regex((await cli(['ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '1'], env)).stdout, /^extended job 3f2a9c01bd4e /);
+  t.is((await cli(['cancel', job.id], env)).stdout, 'cancelled job 3f2a9c01bd4e ENGID=ids-1 host 10.1.2.3 on eth1 -> eth0 (24 RSTs sent, 3 flows reset)\n');
+  const list = (await cli(['list'], env)).stdout.split('\n');
+  t.is(list.length, 4); // header, 2 rows, trailing ''
+  t.regex(list[0], /^ID\s+ENGID\s+HOST\s+PORT\s+SNIFF\s+RESET\s+MODE\s+REMAINING\s+MATCHED\s+RSTS\s+FLOWS$/);
+  t.regex(list[1], /^3f2a9c01bd4e\s+ids-1\s+10\.1\.2\.3\s+any\s+eth1\s+eth0\s+l3\s+3m00s\s+12\s+24\s+3$/);
+  t.regex(list[2], /^b1\s+ml-beacon-7\s+2001:db8::1\s+443\s+eth1\s+eth0\s+l2\s+1h02m\s+1234567\s+5\s+1$/);
+  // Columns line up: each header starts where its cells start (left) or ends where they end (right-aligned numbers).
+  for (const col of ['ENGID', 'HOST', 'PORT', 'SNIFF']) {
+    const at = list[0].indexOf(col);
+    t.not(list[1][at - 1], undefined);
+    t.is(list[1][at - 2], ' ');
+    t.not(list[1][at], ' ');
+    t.not(list[2][at], ' ');
+  }
+  const end = list[0].indexOf('MATCHED') + 'MATCHED'.length;
+  t.is(list[1].slice(end - 2, end), '12');
+  t.is(list[2].slice(end - 7, end), '1234567');
+  const st = (await cli(['status'], env)).stdout;
+  t.regex(st, /^tcpresetd 1\.2\.3 {2}pid 4242 {2}up 1h02m {2}jobs 2\n/);
+  t.regex(st, /\n {2}eth1\s+sniff\s+native\s+up\n/);
+  t.regex(st, /\n {2}eth0\s+reset\s+l3\s+DOWN\s+reset interface "eth0" is administratively down\n/);
+  t.regex(st, /\ncounters: packets=10 matched=2\nring: records=2 wakeups=1\n$/);
+  t.deepEqual(await cli(['version'], env), { code: 0, stderr: '', stdout: `tcpreset ${pkgVersion}\ntcpresetd 1.2.3\n` });
+});
+
+test('--json prints the response result as one JSON line', async (t) => {
+  const p = await peer((req) => ok(req.op === 'list' ? { jobs: [job] } : req.op === 'version' ? { version: '1.2.3' } : { action: 'created', job }));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  const c = await cli([...CREATE, '--json'], env);
+  t.is(c.code, 0);
+  t.is(c.stdout, `${JSON.stringify({ action: 'created', job })}\n`);
+  t.deepEqual(JSON.parse((await cli(['list', '--json'], env)).stdout), { jobs: [job] });
+  t.deepEqual(JSON.parse((await cli(['version', '--json'], env)).stdout), { version: '1.2.3', client: pkgVersion });
+});
+
+// ---------------------------------------------------------------- daemon errors and transport failures
+
+test('a structured error response becomes its exit code and one line', async (t) => {
+  const table: Array<[string, number]> = [
+    ['E_USAGE', 64],
+    ['E_INVALID', 65],
+    ['E_IFACE', 65],
+    ['E_PROTECTED', 65],
+    ['E_NOT_FOUND', 65],
+    ['E_LIMIT', 69],
+    ['E_UNAVAILABLE', 69],
+    ['E_PROTOCOL', 70],
+    ['E_NATIVE', 70],
+    ['E_INTERNAL', 70],
+    ['E_SOMETHING_NEW', 70],
+    ['E_TIMEOUT', 75],
+    ['E_PERM', 77],
+  ];
+  let i = 0;
+  const p = await peer(() => ({ v: 1, ok: false, error: { code: table[i][0], message: `problem ${table[i][0]}\nsecond line`, details: { x: 1 } } }));
+  t.teardown(p.close);
+  for (; i < table.length; i++) {
+    oneLineError(t, await cli(CREATE, { TCPRESET_SOCKET: p.path }), table[i][1], new RegExp(`^problem ${table[i][0]} second line$`));
+  }
+});
+
+test('daemon not reachable: no socket (ENOENT) and nobody listening (ECONNREFUSED) -> 69', async (t) => {
+  oneLineError(t, await cli(['list']), 69, /^daemon not reachable at \/nonexistent\/tcpreset-test\.sock: connect ENOENT — is tcpresetd running\?$/);
+  const stale = join(tmp, 'stale.sock');
+  execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.exit(0))`]);
+  t.true(existsSync(stale));
+  oneLineError(t, await cli(['status', '--socket', stale]), 69, /connect ECONNREFUSED — is tcpresetd running\?/);
+  // version still says which client it is before failing.
+  const v = await cli(['version']);
+  t.is(v.code, 69);
+  t.is(v.stdout, `tcpreset ${pkgVersion}\n`);
+  t.regex(v.stderr, /^tcpreset: daemon not reachable .*\n$/);
+});
+
+test('no answer in time -> 75, promptly', async (t) => {
+  const p = await peer(() => 'hang');
+  t.teardown(p.close);
+  const t0 = Date.now();
+  oneLineError(t, await cli(['list', '--timeout', '0.3'], { TCPRESET_SOCKET: p.path }), 75, /^no answer from the daemon at .* within 0\.3 s$/);
+  const ms = Date.now() - t0;
+  t.true(ms >= 290 && ms < 3000, `${ms} ms`);
+  t.is(p.requests.length, 1);
+});
+
+test('daemon hangs up without answering -> 69; a garbled answer -> 70', async (t) => {
+  const closer = await peer(() => 'close');
+  t.teardown(closer.close);
+  oneLineError(t, await cli(['list'], { TCPRESET_SOCKET: closer.path }), 69, /closed the connection without answering/);
+  const garbler = await peer(() => 'this is not json\n');
+  t.teardown(garbler.close);
+  oneLineError(t, await cli(['list'], { TCPRESET_SOCKET: garbler.path }), 70, /^response is not valid JSON/);
+  const wrongV = await peer(() => ({ v: 2, ok: true, result: {} }));
+  t.teardown(wrongV.close);
+  oneLineError(t, await cli(['list'], { TCPRESET_SOCKET: wrongV.path }), 70, /protocol version 2/);
+});
+
+test('an unexpected exception is one line and exit 70, never a stack trace', async (t) => {
+  const p = await peer(() => ok({ jobs: [] }));
+  t.teardown(p.close);
+  let stderr = '';
+  const code = await run(['list'], {
+    stdout: {
+      write: () => {
+        throw new TypeError('stdout exploded');
+      },
+    },
+    stderr: { write: (s: string) => (stderr += s) },
+    env: { TCPRESET_SOCKET: p.path },
+  });
+  t.is(code, 70);
+  t.is(stderr, 'tcpreset: internal error: stdout exploded\n');
+});
+
+// ---------------------------------------------------------------- as a real process
+
+test('bin/tcpreset as a child process: exit codes and stderr', async (t) => {
+  const usage = await child(['ids-1', '-i', 'eth1']);
+  oneLineError(t, usage, 64, /^missing required options -o RESET_IF, -h HOST, -d SECONDS$/);
+  oneLineError(t, await child([...CREATE.slice(0, 8), 'soon']), 65, /^duration \(-d\) "soon"/);
+  oneLineError(t, await child(CREATE), 69, /daemon not reachable at \/nonexistent\/tcpreset-test\.sock: connect ENOENT/);
+  const help = await child(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /^Usage: tcpreset ENGID/);
+  const p = await peer(() => ok({ action: 'created', job }));
+  t.teardown(p.close);
+  const good = await child(CREATE, { TCPRESET_SOCKET: p.path });
+  t.deepEqual(good, { code: 0, stderr: '', stdout: 'created job 3f2a9c01bd4e ENGID=ids-1 host 10.1.2.3 on eth1 -> eth0 until 2026-11-24T12:00:00Z (180 s)\n' });
+  const err = await peer(() => ({ v: 1, ok: false, error: { code: 'E_PROTECTED', message: 'host 10.1.2.3 is protected' } }));
+  t.teardown(err.close);
+  oneLineError(t, await child(CREATE, { TCPRESET_SOCKET: err.path }), 65, /^host 10\.1\.2\.3 is protected$/);
+});
+
+ptest('permission denied on the socket -> 77 (run as nobody)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpreset-perm-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 's.sock');
+  const server = net.createServer((s) => s.end()).listen(path);
+  t.teardown(() => server.close());
+  await new Promise((ok) => server.once('listening', ok));
+  chmodSync(path, 0o600);
+  chmodSync(dir, 0o755);
+  // The repo must be readable by nobody for the child to load at all.
+  const r = await child(['list', '--socket', path], {}, { uid: 65534, gid: 65534 });
+  if (/cannot load/.test(r.stderr)) return t.fail(`checkout not readable by nobody: ${r.stderr}`);
+  oneLineError(t, r, 77, /^permission denied on .*s\.sock: connect EACCES/);
+});
+
+// ---------------------------------------------------------------- lightness
+
+/** Static import specifiers of an ES module (import/export from, dynamic import with a literal). */
+function specifiers(source: string): string[] {
+  const out: string[] = [];
+  const re = /\b(?:import|export)\s[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/g;
+  for (const m of source.matchAll(re)) out.push(m[1] ?? m[2] ?? m[3]);
+  return out;
+}
+
+test('the CLI import graph reaches neither koffi nor pino (nor native/daemon code)', (t) => {
+  const start = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const seen = new Set<string>();
+  const bare = new Set<string>();
+  const todo = [start];
+  while (todo.length) {
+    const file = todo.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const src = readFileSync(file, 'utf8');
+    t.notRegex(src, /\brequire\(/, `${file} uses require()`);
+    for (const s of specifiers(src)) {
+      if (s.startsWith('.')) todo.push(resolve(dirname(file), s));
+      else bare.add(s.startsWith('node:') ? 'node:' : s.split('/')[0]);
+    }
+  }
+  // The walker sees the modules main.js loads (proves it works), incl. lazy ones.
+  const rel = [...seen].map((f) => f.slice(fileURLToPath(new URL('../', import.meta.url)).length)).sort();
+  t.true(rel.includes('src/control/client.js') && rel.includes('src/cli/format.js') && rel.includes('src/packet/addr.js'), rel.join(' '));
+  t.deepEqual([...bare].sort(), ['commander', 'node:']);
+  for (const f of rel) t.false(/^src\/(native|daemon|bpf|dataplane)\//.test(f), f);
+  // commander itself has no dependencies.
+  const cpkg = JSON.parse(readFileSync(join(root, 'node_modules/commander/package.json'), 'utf8')) as { dependencies?: object };
+  t.deepEqual(Object.keys(cpkg.dependencies ?? {}), []);
+});
+
+// ---------------------------------------------------------------- against the real daemon
+
+ptest('the real daemon: create, extend, list, status, version, cancel, and its refusals with exit codes', async (t) => {
+  const ns = `tcpr-cli-${process.pid}`;
+  const dir = mkdtempSync(join(tmpdir(), 'tcpreset-cli-d-'));
+  const sh = (...a: string[]): string => execFileSync(a[0], a.slice(1), { encoding: 'utf8' });
+  let daemon: ChildProcess | undefined;
+  t.teardown(async () => {
+    if (daemon && daemon.exitCode === null) {
+      const gone = new Promise((ok) => daemon!.once('exit', ok));
+      daemon.kill('SIGTERM');
+      await Promise.race([gone, new Promise((ok) => setTimeout(ok, 5000))]);
+      if (daemon.exitCode === null) daemon.kill('SIGKILL');
+    }
+    try {
+      sh('ip', 'netns', 'del', ns);
+    } catch {
+      /* gone */
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  sh('ip', 'netns', 'add', ns);
+  const ip = (...a: string[]): string => sh('ip', '-n', ns, ...a);
+  ip('link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1');
+  ip('link', 'add', 'rs0', 'type', 'veth', 'peer', 'name', 'rs1');
+  ip('link', 'add', 'dn0', 'type', 'veth', 'peer', 'name', 'dn1'); // stays down
+  for (const i of ['lo', 'sn0', 'sn1', 'rs0', 'rs1']) ip('link', 'set', i, 'up');
+  ip('addr', 'add', '10.77.0.1/24', 'dev', 'rs0');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ maxDurationSec: 300, protected: ['10.77.0.200'] }));
+  const sock = join(dir, 'tcpreset.sock');
+  let log = '';
+  daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, join(root, 'bin/tcpresetd'), '--socket', sock, '--state-dir', join(dir, 'state'), '--config', join(dir, 'config.json')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  daemon.stdout!.on('data', (d) => (log += d));
+  daemon.stderr!.on('data', (d) => (log += d));
+  const env = { TCPRESET_SOCKET: sock };
+  for (let i = 0; ; i++) {
+    if ((await cli(['version'], env)).code === 0) break;
+    if (i > 100 || daemon.exitCode !== null) return t.fail(`daemon did not come up: ${log}`);
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+
+  const c1 = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '180'], env);
+  t.is(c1.code, 0, c1.stderr);
+  const m = /^created job (\S+) ENGID=ids-1 host 10\.77\.0\.9 on sn0 -> rs0 until \S+Z \((1[78]\d) s\)\n$/.exec(c1.stdout);
+  t.truthy(m, c1.stdout);
+  const id = m![1];
+  const c2 = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '240'], env);
+  t.regex(c2.stdout, new RegExp(`^extended job ${id} .*\\(2[34]\\d s\\)\\n$`));
+  const c3 = await cli(['create', 'list', '-i', 'sn0', '-o', 'rs0', '-h', '2001:db8::5', '-p', '443', '-d', '60', '--l2', '--json'], env);
+  t.is(c3.code, 0, c3.stderr);
+  const j3 = JSON.parse(c3.stdout) as { action: string; job: Job };
+  t.like(j3, { action: 'created', job: { engid: 'list', host: '2001:db8::5', port: 443, mode: 'l2', sniffIf: 'sn0', resetIf: 'rs0' } });
+
+  const list = JSON.parse((await cli(['list', '--json'], env)).stdout) as { jobs: Job[] };
+  t.deepEqual(list.jobs.map((j) => j.engid).sort(), ['ids-1', 'list']);
+  t.regex((await cli(['list'], env)).stdout, new RegExp(`^ID .*\\n${id}\\s+ids-1\\s+10\\.77\\.0\\.9\\s+any\\s+sn0\\s+rs0\\s+l3\\s+[34]m\\d\\ds\\s+\\d+`, 'm'));
+  const st = await cli(['status'], env);
+  t.regex(st.stdout, new RegExp(`^tcpresetd ${pkgVersion.replace(/\./g, '\\.')} {2}pid \\d+ {2}up \\S+ {2}jobs 2\\n`));
+  t.regex(st.stdout, /\n {2}sn0\s+sniff\s+(native|generic)\s+up/);
+  t.deepEqual(await cli(['version', '--json'], env), { code: 0, stderr: '', stdout: `${JSON.stringify({ version: pkgVersion, client: pkgVersion })}\n` });
+
+  // The daemon's refusals, each with its exit status and one line.
+  const base = ['x', '-o', 'rs0', '-d', '30'];
+  oneLineError(t, await child([...base, '-i', 'nope0', '-h', '10.77.0.9'], env), 65, /^sniff interface "nope0" does not exist/);
+  oneLineError(t, await child([...base, '-i', 'dn0', '-h', '10.77.0.9'], env), 65, /^sniff interface "dn0" is administratively down/);
+  oneLineError(t, await child(['x', '-i', 'sn0', '-o', 'dn0', '-h', '10.77.0.9', '-d', '30'], env), 65, /^reset interface "dn0" is administratively down/);
+  oneLineError(t, await child(['x', '-i', 'sn0', '-o', 'rs0', '-h', '2001:db8::9', '-d', '30'], env), 65, /^reset interface "rs0" needs a global IPv6 address/);
+  oneLineError(t, await child([...base, '-i', 'sn0', '-h', '10.77.0.1'], env), 65, /protected/); // the sensor's own address
+  oneLineError(t, await child([...base, '-i', 'sn0', '-h', '10.77.0.200'], env), 65, /protected/); // configured
+  oneLineError(t, await child(['x', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '301'], env), 65, /301.*300/);
+  oneLineError(t, await child(['cancel', 'nosuchjob'], env), 65, /nosuchjob/);
+
+  const cx = await child(['cancel', 'ids-1', '-i', 'sn0', '-h', '10.77.0.9'], env);
+  t.is(cx.code, 0, cx.stderr);
+  t.regex(cx.stdout, new RegExp(`^cancelled job ${id} ENGID=ids-1 `));
+  const cy = await cli(['cancel', j3.job.id, '--json'], env);
+  t.is(cy.code, 0, cy.stderr);
+  t.is((JSON.parse(cy.stdout) as { job: Job }).job.id, j3.job.id);
+  t.is((await cli(['list'], env)).stdout, 'no jobs\n');
+});

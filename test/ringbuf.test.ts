@@ -4,8 +4,8 @@
  * arrive on ifindex 1). Every frame has its own seq so the program's
  * duplicate suppression never hides one.
  */
-import type { ExecutionContext } from 'ava';
-import { ptest } from './helpers/privileged.js';
+import test, { type ExecutionContext } from 'ava';
+import { isRoot, ptest } from './helpers/privileged.js';
 import { BpfObject } from '../src/bpf/object.js';
 import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
 import {
@@ -78,6 +78,13 @@ function setup(t: ExecutionContext): Fixture {
     },
   };
 }
+
+/**
+ * Tests that watch the event loop run serially (AVA runs serial tests before
+ * the concurrent ones), so no other test's synchronous work blocks the loop
+ * they measure. Same root rule as ptest.
+ */
+const pserial: typeof test.serial = isRoot || process.env.CI ? test.serial : (test.serial.skip as unknown as typeof test.serial);
 
 function range(from: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => from + i);
@@ -175,61 +182,89 @@ ptest('wrap-around: three ring sizes of events through the ring, none lost or co
   t.true(reader.records * RECORD_BYTES > 2 * reader.byteSize, 'positions went past the end of the data area twice');
 });
 
-ptest('start() delivers events produced later without blocking the event loop; stop() resolves', async (t) => {
-  const { reader, produce } = setup(t);
-  let ticks = 0;
-  const timer = setInterval(() => ticks++, 5);
-  t.teardown(() => clearInterval(timer));
-  const got: number[] = [];
-  let drained = 0;
-  let resolveAll!: () => void;
-  const all = new Promise<void>((r) => (resolveAll = r));
-  reader.start(
-    (dv, off) => {
-      got.push(decodeEvent(dv, off).seq);
-      if (got.length === 50) resolveAll();
-    },
-    { onDrained: (n) => (drained += n) },
-  );
-  // Idle: the reader waits in epoll on a worker thread while timers keep firing.
-  await new Promise((r) => setTimeout(r, 200));
-  t.true(ticks >= 20, `event loop ticked ${ticks} times in 200 ms while the reader waited`);
-  t.is(got.length, 0);
-  // Produce in two bursts from the event loop, as the kernel would at any time.
-  setTimeout(() => produce(range(1, 25)), 10);
-  setTimeout(() => produce(range(26, 25)), 60);
-  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 1000).unref());
-  t.not(await Promise.race([all.then(() => 'ok' as const), timeout]), 'timeout', 'all events delivered within 1 s');
-  t.deepEqual(got, range(1, 50));
-  t.is(drained, 50);
-  t.true(reader.wakeups >= 1, 'woken by the kernel at least once');
-  const t0 = Date.now();
-  await reader.stop();
-  t.true(Date.now() - t0 < 1000, 'stop() resolves within the wait timeout');
-  t.false(reader.isRunning);
-  // Stopped: a new event stays in the ring until someone drains.
-  produce([51]);
-  await new Promise((r) => setTimeout(r, 50));
-  t.is(got.length, 50);
-  t.is(reader.drain(() => {}), 1);
-});
+for (const wait of ['poll', 'epoll'] as const) {
+  pserial(`start(${wait}) delivers events produced later without blocking the event loop; stop() resolves`, async (t) => {
+    const { reader, produce } = setup(t);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    t.teardown(() => clearInterval(timer));
+    const got: number[] = [];
+    let drained = 0;
+    let resolveAll!: () => void;
+    const all = new Promise<void>((r) => (resolveAll = r));
+    reader.start(
+      (dv, off) => {
+        got.push(decodeEvent(dv, off).seq);
+        if (got.length === 50) resolveAll();
+      },
+      { wait, onDrained: (n) => (drained += n) },
+    );
+    t.true(reader.isRunning);
+    // Idle: the reader waits while timers keep firing.
+    await new Promise((r) => setTimeout(r, 200));
+    // 40 at most; a blocking wait would allow 0-2.
+    t.true(ticks >= 20, `event loop ticked ${ticks} times in 200 ms while the reader waited`);
+    t.is(got.length, 0);
+    // Produce in two bursts from the event loop, as the kernel would at any time.
+    setTimeout(() => produce(range(1, 25)), 10);
+    setTimeout(() => produce(range(26, 25)), 60);
+    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 1000).unref());
+    t.not(await Promise.race([all.then(() => 'ok' as const), timeout]), 'timeout', 'all events delivered within 1 s');
+    t.deepEqual(got, range(1, 50));
+    t.is(drained, 50);
+    t.true(reader.wakeups >= 1, 'woken at least once');
+    const t0 = Date.now();
+    await reader.stop();
+    t.true(Date.now() - t0 < 1000, 'stop() resolves within the wait timeout');
+    t.false(reader.isRunning);
+    // Stopped: a new event stays in the ring until someone drains.
+    produce([51]);
+    await new Promise((r) => setTimeout(r, 50));
+    t.is(got.length, 50);
+    t.is(reader.drain(() => {}), 1);
+  });
 
-ptest('start(): onError gets a callback exception and the loop keeps going', async (t) => {
-  const { reader, produce } = setup(t);
-  const errors: unknown[] = [];
-  const got: number[] = [];
-  reader.start(
-    (dv, off) => {
-      const s = decodeEvent(dv, off).seq;
-      got.push(s);
-      if (s === 2) throw new Error('bad record');
-    },
-    { onError: (e) => errors.push(e) },
-  );
-  produce(range(1, 4));
-  for (let i = 0; i < 100 && got.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+  ptest(`start(${wait}): a burst larger than the batch and records present before start all arrive`, async (t) => {
+    const { reader, produce } = setup(t);
+    produce(range(1, 7)); // before start: committed with no waiter
+    const got: number[] = [];
+    const drains: number[] = [];
+    reader.start((dv, off) => got.push(decodeEvent(dv, off).seq), { wait, batch: 5, onDrained: (n) => drains.push(n) });
+    await new Promise((r) => setTimeout(r, 20));
+    produce(range(8, 43)); // one synchronous burst: only the first record can wake the reader
+    for (let i = 0; i < 100 && got.length < 50; i++) await new Promise((r) => setTimeout(r, 10));
+    await reader.stop();
+    t.deepEqual(got, range(1, 50));
+    t.true(drains.every((n) => n <= 5), `no drain above the batch: ${drains.join(',')}`);
+  });
+
+  ptest(`start(${wait}): onError gets a callback exception and the loop keeps going`, async (t) => {
+    const { reader, produce } = setup(t);
+    const errors: unknown[] = [];
+    const got: number[] = [];
+    reader.start(
+      (dv, off) => {
+        const s = decodeEvent(dv, off).seq;
+        got.push(s);
+        if (s === 2) throw new Error('bad record');
+      },
+      { wait, onError: (e) => errors.push(e) },
+    );
+    produce(range(1, 4));
+    for (let i = 0; i < 100 && got.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+    await reader.stop();
+    t.deepEqual(got, [1, 2, 3, 4]);
+    t.is(errors.length, 1);
+    t.is((errors[0] as Error).message, 'bad record');
+  });
+}
+
+ptest('start() twice is refused; close() while running is refused', async (t) => {
+  const { reader } = setup(t);
+  reader.start(() => {});
+  t.throws(() => reader.start(() => {}), { message: /already started/ });
+  t.throws(() => reader.close(), { message: /await stop\(\) first/ });
   await reader.stop();
-  t.deepEqual(got, [1, 2, 3, 4]);
-  t.is(errors.length, 1);
-  t.is((errors[0] as Error).message, 'bad record');
+  reader.close();
+  t.throws(() => reader.drain(() => {}), { message: /closed/ });
 });

@@ -6,21 +6,22 @@
  * pagesize. The kernel maps the data area twice in a row, so a record that
  * starts near the end continues contiguously and never wraps. Records are
  * parsed in place with a DataView: no copy, no native call per record
- * (measured 43-71 ns/event, against ~390 ns for ring_buffer__poll with a koffi
- * callback, see DESIGN.md).
+ * (bench/ringbuf: ~20-30 ns/event to drain, against ~200 ns for libbpf's
+ * ring_buffer__consume calling a koffi callback).
  *
- * Waiting: the kernel wakes pollers (default adaptive BPF_RB_NO_WAKEUP off)
- * only for a record committed while the consumer had caught up with it. So
- * the loop is hybrid: drain; if anything was found drain again on the next
- * turn of the event loop (the producer may have committed meanwhile without
- * a wake-up); once a drain finds nothing, wait in epoll_wait on a libuv
- * worker thread (koffi async call) with a short timeout so stop() is prompt.
+ * Waiting: the kernel wakes pollers (default adaptive wake-up) only for a
+ * record committed while the consumer had caught up with it; the fd polls
+ * readable whenever producer_pos != consumer_pos. Two waiters (start()):
+ * libuv's level-triggered poll of the ring fd on the event loop (default),
+ * or the hybrid loop of DESIGN.md with epoll_wait on a worker thread.
+ *
+ * One consumer per ring: the reader keeps its consumer position in JS.
  */
 import {
-  EPOLL_CTL_ADD, EPOLLIN, EpollEvents, PROT_READ, PROT_WRITE, close as closeFd, epollCreate, epollCtl, epollWaitAsync, mmap,
-  munmap, pageSize, type Pointer,
+  EPOLL_CTL_ADD, EPOLLIN, EpollEvents, PROT_READ, PROT_WRITE, canWatchFds, close as closeFd, epollCreate, epollCtl, epollWaitAsync,
+  mmap, munmap, pageSize, strerror, watchReadable, type Pointer,
 } from '../native/libc.js';
-import { TcpresetError } from '../errors.js';
+import { NativeError, TcpresetError } from '../errors.js';
 
 /** Header bits of a record's length word (include/uapi/linux/bpf.h). */
 export const BPF_RINGBUF_BUSY_BIT = 1 << 31;
@@ -31,7 +32,14 @@ export const BPF_RINGBUF_HDR_SZ = 8;
 export type OnRecord = (dv: DataView, offset: number, length: number) => void;
 
 export interface RingStartOptions {
-  /** epoll_wait timeout (ms): the longest stop() waits for a pending wait. Default 100. */
+  /**
+   * How to wait for records. 'poll' (default where koffi has it): libuv
+   * watches the ring fd on the event loop, no extra thread. 'epoll':
+   * epoll_wait on a libuv worker thread. Measured on 2 vCPUs (bench/ringbuf):
+   * wake-up p50 ~11 us (poll) vs ~30-55 us (epoll).
+   */
+  wait?: 'poll' | 'epoll';
+  /** 'epoll' only: wait timeout (ms), the longest stop() waits for a pending wait. Default 100. */
   waitMs?: number;
   /** Most records per drain before the event loop gets a turn. Default 4096. */
   batch?: number;
@@ -49,7 +57,7 @@ export class RingReader {
   readonly byteSize: number;
   /** Records delivered to onRecord (discarded ones are not counted). */
   records = 0;
-  /** epoll waits that returned readable (the kernel woke us). */
+  /** Times the waiter reported the ring readable. */
   wakeups = 0;
   /** Drains run by the loop (each is one pass over what was available). */
   drains = 0;
@@ -73,6 +81,7 @@ export class RingReader {
   private events: EpollEvents | null = null;
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
+  private stopWaiting: (() => void) | null = null;
   private closed = false;
 
   constructor(mapFd: number, byteSize: number) {
@@ -155,40 +164,91 @@ export class RingReader {
 
   /**
    * Deliver records as they come, until stop(). The event loop is never
-   * blocked: waits happen on a worker thread.
+   * blocked: waits happen in libuv's own poll phase ('poll') or on a worker
+   * thread ('epoll').
    */
   start(onRecord: OnRecord, opts: RingStartOptions = {}): void {
     if (this.closed) throw new TcpresetError('E_INTERNAL', 'ring reader is closed');
     if (this.running) throw new TcpresetError('E_INTERNAL', 'ring reader already started');
+    const wait = opts.wait ?? (canWatchFds ? 'poll' : 'epoll');
+    this.running = true;
+    if (wait === 'poll') this.startPoll(onRecord, opts);
+    else this.startEpoll(onRecord, opts);
+  }
+
+  /** One drain for the loop: the count, or null when the loop must end (an exception and no onError). */
+  private loopDrain(onRecord: OnRecord, opts: RingStartOptions, batch: number): number | null {
+    try {
+      const n = this.drain(onRecord, batch);
+      this.drains++;
+      if (n > 0) opts.onDrained?.(n);
+      return n;
+    } catch (err) {
+      if (!opts.onError) {
+        this.running = false;
+        this.fail(err, opts);
+        return null;
+      }
+      opts.onError(err);
+      return 1; // records may remain: look again before sleeping
+    }
+  }
+
+  /**
+   * libuv watches the ring fd (level-triggered) on the event loop: a drain
+   * per readiness report. A drain that stopped at `batch`, at a record
+   * still being written, or raced a commit that sent no wake-up leaves the
+   * fd readable, so libuv reports it again on its next turn.
+   */
+  private startPoll(onRecord: OnRecord, opts: RingStartOptions): void {
+    const batch = opts.batch ?? 4096;
+    let finish!: () => void;
+    this.loopDone = new Promise<void>((resolve) => (finish = resolve));
+    const watch = watchReadable(this.mapFd, (status) => {
+      if (!this.running) return;
+      if (status < 0) {
+        this.running = false;
+        watch.close();
+        this.fail(new NativeError('poll ring buffer', -status, strerror(-status), `ring buffer fd ${this.mapFd}`), opts);
+        finish();
+        return;
+      }
+      this.wakeups++;
+      if (this.loopDrain(onRecord, opts, batch) === null) {
+        watch.close();
+        finish();
+      }
+    });
+    this.stopWaiting = () => {
+      watch.close();
+      finish();
+    };
+  }
+
+  /**
+   * epoll_wait on a libuv worker thread (koffi async call), hybrid: after a
+   * drain that found records, drain again on the next turn of the event
+   * loop (the producer may have committed meanwhile without a wake-up);
+   * wait only once a drain finds nothing. The wait times out every waitMs
+   * so stop() is prompt.
+   */
+  private startEpoll(onRecord: OnRecord, opts: RingStartOptions): void {
     if (this.epfd < 0) {
       this.epfd = epollCreate(`ring buffer fd ${this.mapFd}`);
       epollCtl(this.epfd, EPOLL_CTL_ADD, this.mapFd, EPOLLIN, this.mapFd, `ring buffer fd ${this.mapFd}`);
       this.events = new EpollEvents(1);
     }
-    this.running = true;
-    this.loopDone = this.loop(onRecord, opts);
+    this.stopWaiting = null;
+    this.loopDone = this.epollLoop(onRecord, opts);
   }
 
-  private async loop(onRecord: OnRecord, opts: RingStartOptions): Promise<void> {
+  private async epollLoop(onRecord: OnRecord, opts: RingStartOptions): Promise<void> {
     const waitMs = opts.waitMs ?? 100;
     const batch = opts.batch ?? 4096;
     const events = this.events!;
     while (this.running) {
-      let n = 0;
-      try {
-        n = this.drain(onRecord, batch);
-        this.drains++;
-        if (n > 0) opts.onDrained?.(n);
-      } catch (err) {
-        if (!opts.onError) {
-          this.running = false;
-          this.fail(err, opts);
-          return;
-        }
-        opts.onError(err);
-        n = 1; // records may remain: look again before sleeping
-      }
-      if (!this.running) break;
+      const n = this.loopDrain(onRecord, opts, batch);
+      if (n === null || !this.running) return;
       if (n > 0) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         continue;
@@ -216,9 +276,11 @@ export class RingReader {
     });
   }
 
-  /** End the loop; resolves once the pending epoll wait (at most waitMs) has returned. */
+  /** End the loop. 'poll': at once; 'epoll': once the pending wait (at most waitMs) has returned. */
   async stop(): Promise<void> {
     this.running = false;
+    this.stopWaiting?.();
+    this.stopWaiting = null;
     await this.loopDone;
   }
 

@@ -343,6 +343,43 @@ export function epollWaitAsync(epfd: number, events: EpollEvents, timeoutMs: num
   });
 }
 
+// ---- readiness on the event loop --------------------------------------------
+
+/** What watchReadable returns: stop watching (idempotent). */
+export interface FdWatch {
+  close(): void;
+}
+
+interface KoffiPollHandle {
+  close(): void;
+}
+type KoffiPoll = (fd: number, opts: { readable: boolean }, cb: (status: number) => void) => KoffiPollHandle;
+
+const koffiPoll: KoffiPoll | undefined = (koffi as unknown as { node?: { poll?: KoffiPoll } }).node?.poll;
+
+/** Whether watchReadable is available (koffi's libuv poll integration, koffi >= 2.13). */
+export const canWatchFds = typeof koffiPoll === 'function';
+
+/**
+ * Call `onReadable` from the event loop whenever `fd` is readable (libuv
+ * uv_poll: level-triggered, no extra thread). koffi marks this API as not
+ * yet documented; callers keep the epoll path as a fallback (canWatchFds).
+ * `status` < 0 is a libuv error (e.g. the fd went bad). libuv puts the fd in
+ * non-blocking mode. Close the watch before closing the fd.
+ */
+export function watchReadable(fd: number, onReadable: (status: number) => void): FdWatch {
+  if (!koffiPoll) throw new NativeError('watch fd (koffi.node.poll missing)', E.EINVAL, strerror(E.EINVAL), `fd ${fd}`);
+  const h = koffiPoll(fd, { readable: true }, (status) => onReadable(status));
+  let open = true;
+  return {
+    close() {
+      if (!open) return;
+      open = false;
+      h.close();
+    },
+  };
+}
+
 // ---- Unix sockets ---------------------------------------------------------
 
 export interface PeerCred {

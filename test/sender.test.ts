@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { Sender } from '../src/net/sender.js';
-import { NativeError } from '../src/errors.js';
+import { NativeError, ValidationError } from '../src/errors.js';
 
 let seqNo = 0;
 
@@ -372,6 +372,11 @@ ptest('a link that refuses packets is counted, never thrown, and the sender reco
   s2.enqueue({ family: 4, packet: new Uint8Array(0), frame: ethFrame(l.macB, s2.mac, [], rst4(l.v4A, l.v4B, 99), 4) });
   t.is(s2.flush(), 1);
   t.is((await cap.frames()).map(seqOf)[0], 99);
+});
+
+ptest('an unknown mode is a ValidationError', (t) => {
+  const err = t.throws(() => Sender.open('lo', 'l4' as 'l3'), { instanceOf: ValidationError });
+  t.is(err!.field, 'mode');
 });
 
 ptest('enqueue refuses what the mode cannot send (a bug, not a network condition)', (t) => {

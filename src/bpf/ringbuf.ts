@@ -288,7 +288,10 @@ export class RingReader {
     return this.running;
   }
 
-  /** Unmap the ring and close the epoll fd (not the map fd: its owner closes it). Call stop() first. */
+  /**
+   * Unmap the ring and close the epoll fd. Not the map fd: its owner closes
+   * it, after stop() (a watched fd must not be closed under the watcher).
+   */
   close(): void {
     if (this.closed) return;
     if (this.running) throw new TcpresetError('E_INTERNAL', 'ring reader closed while running: await stop() first');

@@ -14,7 +14,7 @@
  * it never stalls the event loop or throws from flush(). Only open() throws.
  */
 import { readFileSync } from 'node:fs';
-import { NativeError, TcpresetError } from '../errors.js';
+import { NativeError, TcpresetError, ValidationError } from '../errors.js';
 import {
   AF_INET, AF_INET6, AF_PACKET, E, IPPROTO_IPV6, IPPROTO_RAW, IPV6_HDRINCL, MSG_DONTWAIT, MsgBatch, SOCK_CLOEXEC, SOCK_RAW,
   bindPacket, bindToDevice, close as closeFd, getsockoptInt, ifNameToIndex, setSendBuffer, setsockoptInt, socket, strerror,
@@ -119,7 +119,7 @@ export class Sender {
         trySendBuffer(fd, opts.sndbuf, ifname);
         lane(fd);
       } else {
-        throw new TcpresetError('E_INVALID', `injection mode ${JSON.stringify(mode)} is neither l3 nor l2`);
+        throw new ValidationError('mode', mode, 'injection mode must be l3 or l2');
       }
       return new Sender(ifname, ifindex, mode, mac, lanes, batch);
     } catch (err) {

@@ -12,7 +12,7 @@ import type { Lab } from './lab.js';
 /** One line a peer printed. `t` is wall-clock epoch ms with a sub-ms fraction. */
 export interface PeerEvent {
   t: number;
-  ev: 'listening' | 'ready' | 'accept' | 'connected' | 'echoed' | 'progress' | 'error' | 'close' | 'result';
+  ev: 'listening' | 'ready' | 'accept' | 'connected' | 'echoed' | 'progress' | 'eof' | 'error' | 'close' | 'result';
   /** Connection id: "c" for a client, "PORT#N" for a server's Nth accepted connection. */
   conn?: string;
   /** err.code from Node, e.g. ECONNRESET, ECONNREFUSED, ETIMEDOUT, EPIPE. */
@@ -28,6 +28,9 @@ export interface PeerEvent {
   mbps?: number;
   hadError?: boolean;
   ok?: boolean;
+  /** connect result: the handshake completed / the ping came back before the end. */
+  connected?: boolean;
+  echoed?: boolean;
 }
 
 export type PeerArgs = string[];

@@ -9,7 +9,9 @@
  * peer-control.ts) with a wall-clock timestamp `t` in epoch milliseconds with
  * a sub-millisecond fraction, comparable across processes on one machine.
  * What matters is what the kernel says: errors carry Node's err.code
- * (ECONNRESET, ECONNREFUSED, ETIMEDOUT, EPIPE).
+ * (ECONNRESET, ECONNREFUSED, ETIMEDOUT, EPIPE); an end of stream is
+ * reported as "eof" and probed with a write, so a reset that libuv shows as
+ * EOF still surfaces as ECONNRESET (see Conn.probeAfterEof).
  *
  * server: listens dual-stack on every port given; "echo" sends back what
  *   it reads (interactive sessions), "bulk" writes as fast as the socket
@@ -19,8 +21,8 @@
  *   counts echoes. client bulk: reads a download at full speed.
  * connect: one connection attempt with a timeout; on success sends "ping",
  *   waits for the echo and keeps the connection --hold ms (default 0), then
- *   reports {ev:"result", ok, code?}: a connection that was reset while held
- *   counts as failed.
+ *   reports {ev:"result", ok, connected, echoed, code?}: a connection that was
+ *   reset while held counts as failed.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -103,6 +105,22 @@ class Conn {
       this.ended = true;
       emit({ ev: 'close', conn: id, hadError, rx: this.rx, tx: this.tx });
     });
+    sock.on('end', () => this.probeAfterEof());
+  }
+
+  /**
+   * libuv turns a reset that arrives while data is still queued into a
+   * plain EOF (it sees POLLHUP after a partial read and never reads the
+   * error). The kernel still holds the error: a write now fails with it
+   * (ECONNRESET), while after a real FIN it succeeds. Sockets are half-open
+   * (allowHalfOpen) so this write is possible; then we end our side.
+   */
+  private probeAfterEof(): void {
+    emit({ ev: 'eof', conn: this.id, rx: this.rx, tx: this.tx });
+    if (this.sock.destroyed) return;
+    this.sock.write(Buffer.alloc(1), (err) => {
+      if (!err) this.sock.end();
+    });
   }
 }
 
@@ -148,7 +166,7 @@ function server(a: Args): void {
     const [portText, mode = 'echo'] = spec.split(':');
     const port = Number(portText);
     if (!Number.isInteger(port) || port < 1 || port > 65535 || (mode !== 'echo' && mode !== 'bulk')) fail(`bad --listen ${spec}`);
-    const srv = net.createServer({ noDelay: true }, (sock) => {
+    const srv = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => {
       seq += 1;
       const conn = new Conn(`${port}#${seq}`, sock);
       conns.add(conn);
@@ -179,7 +197,7 @@ function client(a: Args): void {
   const mode = opt(a, 'mode', 'interactive');
   if (mode !== 'interactive' && mode !== 'bulk') fail(`bad --mode ${mode}`);
   const interval = intOpt(a, 'interval', 20);
-  const sock = net.connect({ host, port, noDelay: true });
+  const sock = net.connect({ host, port, noDelay: true, allowHalfOpen: true });
   const conn = new Conn('c', sock);
   const conns = new Set([conn]);
   sock.on('connect', () => {
@@ -204,27 +222,27 @@ function connectOnce(a: Args): void {
   const timeout = intOpt(a, 'timeout', 1000);
   const hold = intOpt(a, 'hold', 0);
   let done = false;
+  let connected = false;
+  let echoed = false;
   const result = (ok: boolean, code?: string): void => {
     if (done) return;
     done = true;
-    emit({ ev: 'result', ok, ...(code ? { code } : {}) });
+    emit({ ev: 'result', ok, connected, echoed, ...(code ? { code } : {}) });
     sock.destroy();
     setImmediate(() => process.exit(0));
   };
-  const sock = net.connect({ host, port, noDelay: true });
+  const sock = net.connect({ host, port, noDelay: true, allowHalfOpen: true });
+  new Conn('c', sock); // reports error/eof/close, and probes an EOF for a hidden reset
   // Until the echo is back: a handshake that goes unanswered, or a half-dead one.
   const connectTimer = setTimeout(() => result(false, 'ETIMEDOUT'), timeout);
-  sock.on('error', (err: NodeJS.ErrnoException) => {
-    emit({ ev: 'error', conn: 'c', code: err.code ?? 'UNKNOWN', message: err.message });
-    result(false, err.code ?? 'UNKNOWN');
-  });
+  sock.on('error', (err: NodeJS.ErrnoException) => result(false, err.code ?? 'UNKNOWN'));
   sock.on('close', () => result(false, 'CLOSED'));
   sock.on('connect', () => {
+    connected = true;
     emit({ ev: 'connected', conn: 'c', ...endpoints(sock) });
     sock.write('ping\n');
   });
   let got = '';
-  let echoed = false;
   sock.on('data', (d: Buffer) => {
     got += d.toString('latin1');
     if (got.includes('ping\n') && !echoed) {

@@ -226,11 +226,18 @@ export class ControlServer {
     let busy = false;
     let chain: Promise<void> = Promise.resolve();
 
+    let lastActivity = performance.now();
     s.setTimeout(this.o.idleTimeoutMs, () => {
-      // A request in progress is the daemon's delay, not the client's.
-      if (busy || queued > 0) return;
-      log.warn({ peer, partialBytes: buffered, idleMs: this.o.idleTimeoutMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
-      s.destroy();
+      // Timers run before pending input is read: after a stall of the daemon
+      // itself, data may be waiting. Read it first (setImmediate runs after
+      // the poll phase), then judge.
+      setImmediate(() => {
+        // A request in progress is the daemon's delay, not the client's.
+        if (s.destroyed || busy || queued > 0) return;
+        if (performance.now() - lastActivity < this.o.idleTimeoutMs) return;
+        log.warn({ peer, partialBytes: buffered, idleMs: this.o.idleTimeoutMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
+        s.destroy();
+      });
     });
 
     const send = (obj: object): void => {
@@ -241,6 +248,7 @@ export class ControlServer {
       } catch (err) {
         line = encodeLine(errorResponse(err, (obj as { id?: RequestId }).id));
       }
+      lastActivity = performance.now();
       s.write(line);
     };
 
@@ -260,6 +268,7 @@ export class ControlServer {
     };
 
     s.on('data', (data: Buffer) => {
+      lastActivity = performance.now();
       if (discarding) return;
       let start = 0;
       for (;;) {

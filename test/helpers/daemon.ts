@@ -1,0 +1,222 @@
+/**
+ * Runs the REAL daemon (`node bin/tcpresetd ...`) as a child process for the
+ * service tests, optionally inside a network namespace, and talks to its
+ * control socket with plain net sockets (newline-delimited JSON).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/test/helpers/
+export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
+export const CLI_BIN = join(REPO_ROOT, 'bin/tcpreset');
+
+export interface LogLine {
+  level: number;
+  msg?: string;
+  [k: string]: unknown;
+}
+
+export interface StartOptions {
+  /** Directory for socket, state and config; a fresh temp dir by default. */
+  dir?: string;
+  socket?: string;
+  stateDir?: string;
+  /** Written to DIR/config.json and passed with --config ({} when absent). */
+  config?: object;
+  /** Extra flags. */
+  args?: string[];
+  /** Run inside this network namespace (ip netns exec). */
+  netns?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Wait for the "tcpresetd ready" line (default true). */
+  waitReady?: boolean;
+  /** Prefix argv (e.g. a setpriv or systemd-socket-activate wrapper). */
+  wrapper?: string[];
+}
+
+export class DaemonProc {
+  readonly child: ChildProcess;
+  readonly dir: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  readonly logs: LogLine[] = [];
+  /** Raw stdout lines, as written (with any journald prefix). */
+  readonly rawLines: string[] = [];
+  stderr = '';
+  exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+
+  constructor(opts: StartOptions) {
+    this.dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'tcpresetd-'));
+    this.socket = opts.socket ?? join(this.dir, 'ctl.sock');
+    this.stateDir = opts.stateDir ?? join(this.dir, 'state');
+    const argv = [DAEMON_BIN, '--socket', this.socket, '--state-dir', this.stateDir, ...(opts.args ?? [])];
+    if (!(opts.args ?? []).includes('--config')) {
+      // Always explicit: the machine's /etc/tcpreset/config.json must not leak into a test.
+      const cfg = join(this.dir, 'config.json');
+      writeFileSync(cfg, JSON.stringify(opts.config ?? {}));
+      argv.push('--config', cfg);
+    }
+    let cmd: string[] = [process.execPath, ...argv];
+    if (opts.wrapper) cmd = [...opts.wrapper, ...cmd];
+    if (opts.netns) cmd = ['ip', 'netns', 'exec', opts.netns, ...cmd];
+    const env = { ...process.env, ...opts.env };
+    delete env.JOURNAL_STREAM;
+    delete env.NOTIFY_SOCKET;
+    if (opts.env?.JOURNAL_STREAM) env.JOURNAL_STREAM = opts.env.JOURNAL_STREAM;
+    if (opts.env?.NOTIFY_SOCKET) env.NOTIFY_SOCKET = opts.env.NOTIFY_SOCKET;
+    this.child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
+    createInterface({ input: this.child.stdout! }).on('line', (raw) => {
+      this.rawLines.push(raw);
+      const text = raw.replace(/^<\d>/, '');
+      let line: LogLine;
+      try {
+        line = JSON.parse(text) as LogLine;
+      } catch {
+        return;
+      }
+      this.logs.push(line);
+      for (const w of [...this.waiters]) {
+        if (w.pred(line)) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    });
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (d: string) => (this.stderr += d));
+    this.exited = new Promise((resolve) => {
+      this.child.once('close', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** The first log line (already seen or future) matching `pred`. */
+  waitLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000, what = 'log line'): Promise<LogLine> {
+    const seen = this.logs.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms; exit=${JSON.stringify(this.exit)}\nstderr: ${this.stderr}\nlogs:\n${this.rawLines.slice(-15).join('\n')}`)), timeoutMs);
+      const w = { pred, resolve: (l: LogLine) => (clearTimeout(timer), resolve(l)) };
+      this.waiters.push(w);
+      void this.exited.then(() => {
+        if (this.waiters.includes(w)) {
+          clearTimeout(timer);
+          reject(new Error(`daemon exited (${JSON.stringify(this.exit)}) before ${what}\nstderr: ${this.stderr}\nlogs:\n${this.rawLines.slice(-15).join('\n')}`));
+        }
+      });
+    });
+  }
+
+  ready(timeoutMs = 15_000): Promise<LogLine> {
+    return this.waitLog((l) => l.msg === 'tcpresetd ready', timeoutMs, 'ready line');
+  }
+
+  /** One request (object or raw line), one response. */
+  async request(req: object | string, timeoutMs = 10_000): Promise<Resp> {
+    const [r] = await sendLines(this.socket, [typeof req === 'string' ? req : JSON.stringify(req)], timeoutMs);
+    return r as Resp;
+  }
+
+  wait(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.exited;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (!this.exit) {
+      this.child.kill(signal);
+      const hard = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+      await this.exited;
+      clearTimeout(hard);
+    }
+    return this.exit!;
+  }
+}
+
+export interface Resp {
+  v: 1;
+  id?: string | number;
+  ok: boolean;
+  result?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  error?: { code: string; message: string; details?: Record<string, unknown> };
+}
+
+export async function startDaemon(opts: StartOptions = {}): Promise<DaemonProc> {
+  const d = new DaemonProc(opts);
+  if (opts.waitReady !== false) await d.ready();
+  return d;
+}
+
+/** Connect, write `lines` (each + '\n'), read as many response lines, close. */
+export function sendLines(path: string, lines: string[], timeoutMs = 10_000): Promise<Resp[]> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ path });
+    const out: Resp[] = [];
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`${out.length}/${lines.length} responses within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(lines.map((l) => `${l}\n`).join('')));
+    s.on('data', (d: string) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        out.push(JSON.parse(buf.slice(0, nl)) as Resp);
+        buf = buf.slice(nl + 1);
+      }
+      if (out.length >= lines.length) {
+        clearTimeout(timer);
+        s.end();
+        resolve(out);
+      }
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      if (out.length < lines.length) reject(new Error(`connection closed after ${out.length}/${lines.length} responses`));
+    });
+  });
+}
+
+/** A raw connection for tests that need to misbehave. */
+export function connect(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ path });
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Lines received on `s` until it closes (or `timeoutMs`), and when it closed (performance.now()). */
+export function readUntilClose(s: net.Socket, timeoutMs = 30_000): Promise<{ lines: string[]; closedAt: number | null }> {
+  return new Promise((resolve) => {
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (buf += d));
+    s.on('error', () => {});
+    const timer = setTimeout(() => resolve({ lines: buf.split('\n').filter(Boolean), closedAt: null }), timeoutMs);
+    s.once('close', () => {
+      clearTimeout(timer);
+      resolve({ lines: buf.split('\n').filter(Boolean), closedAt: performance.now() });
+    });
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

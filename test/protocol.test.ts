@@ -1,0 +1,311 @@
+/**
+ * The control protocol against the REAL daemon (node bin/tcpresetd as a
+ * child process): malformed input, unknown verbs, wrong types, oversized
+ * lines, stalled and concurrent clients, the socket's life cycle, flags
+ * and configuration errors, journald priorities. Nothing here creates a
+ * job (that needs BPF, see e2e-service), so it runs without root; create
+ * requests refused before the data plane (interfaces, protected hosts,
+ * limits) are covered.
+ */
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ControlServer } from '../src/daemon/server.js';
+import { MAX_LINE_BYTES } from '../src/control/protocol.js';
+import { TcpresetError } from '../src/errors.js';
+import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
+
+const IDLE_MS = 3000;
+const PROTECTED_NET = '203.0.113.0/24';
+let shared: DaemonProc;
+
+test.before(async () => {
+  shared = await startDaemon({ config: { clientIdleTimeoutMs: IDLE_MS, protected: [PROTECTED_NET], maxDurationSec: 3600 } });
+});
+test.after.always(async () => {
+  await shared?.stop();
+  if (process.env.TCPRESETD_TEST_LOG) writeFileSync(process.env.TCPRESETD_TEST_LOG, shared.rawLines.join("\n") + "\n" + shared.stderr);
+});
+
+const pkgVersion = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+test('version, status and list answer with the agreed shapes', async (t) => {
+  const [v, s, l] = await sendLines(shared.socket, [
+    '{"v":1,"op":"version","id":"a"}', '{"v":1,"op":"status","id":2}', '{"v":1,"op":"list"}',
+  ]);
+  t.deepEqual(v, { v: 1, id: 'a', ok: true, result: { version: pkgVersion } });
+  t.is(s.id, 2);
+  t.true(s.ok);
+  t.is(s.result.pid, shared.pid);
+  t.is(s.result.version, pkgVersion);
+  t.true(s.result.uptimeMs >= 0);
+  t.deepEqual(s.result.interfaces, []);
+  t.is(s.result.jobs, 0);
+  t.is(typeof s.result.counters.packets, 'number');
+  t.is(typeof s.result.ring.records, 'number');
+  t.deepEqual(l, { v: 1, ok: true, result: { jobs: [] } });
+});
+
+test('every malformed request gets exactly one error response, in order, and the connection stays usable', async (t) => {
+  const cases: [string, string, RegExp][] = [
+    ['{not json', 'E_PROTOCOL', /not valid JSON/],
+    ['', 'E_PROTOCOL', /not valid JSON/],
+    ['[1,2]', 'E_PROTOCOL', /JSON object/],
+    ['{"op":"list"}', 'E_PROTOCOL', /version field "v"/],
+    ['{"v":2,"op":"list","id":7}', 'E_PROTOCOL', /protocol version 2/],
+    ['{"v":1,"op":"reboot","id":"x"}', 'E_USAGE', /unknown op "reboot"/],
+    ['{"v":1}', 'E_USAGE', /lacks the field "op"/],
+    ['{"v":1,"op":"list","extra":1}', 'E_USAGE', /unknown field "extra"/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"198.51.100.1","duration":"60"}', 'E_USAGE', /"duration" must be a number/],
+    ['{"v":1,"op":"create","engid":5,"sniffIf":"eth1","resetIf":"eth0","host":"198.51.100.1","duration":60}', 'E_USAGE', /"engid" must be a string/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"198.51.100.1"}', 'E_USAGE', /lacks the required field "duration"/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"198.51.100.1","duration":60,"port":70000}', 'E_INVALID', /port/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"010.1.1.1","duration":60}', 'E_INVALID', /leading zero/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"127.0.0.1","duration":60}', 'E_INVALID', /loopback/],
+    ['{"v":1,"op":"cancel","jobId":"../x"}', 'E_INVALID', /job id/],
+    ['{"v":1,"op":"cancel","jobId":"0123456789ab"}', 'E_NOT_FOUND', /no job/],
+    ['{"v":1,"op":"cancel","engid":"E","sniffIf":"eth1","host":"198.51.100.1"}', 'E_NOT_FOUND', /no job for engid "E"/],
+    ['{"v":1,"op":"create","engid":"E","sniffIf":"eth1","resetIf":"eth0","host":"198.51.100.1","duration":3601}', 'E_INVALID', /maximum of 3600/],
+  ];
+  const lines = [...cases.map((c) => c[0]), '{"v":1,"op":"version","id":"last"}'];
+  const resps = await sendLines(shared.socket, lines);
+  t.is(resps.length, lines.length);
+  cases.forEach(([line, code, re], i) => {
+    t.false(resps[i].ok, line);
+    t.is(resps[i].error?.code, code, `${line}: ${resps[i].error?.message}`);
+    t.regex(resps[i].error?.message ?? '', re, line);
+  });
+  t.is(resps[4].id, 7, 'id echoed even when the request is refused');
+  t.is(resps[5].id, 'x');
+  t.deepEqual(resps.at(-1), { v: 1, id: 'last', ok: true, result: { version: pkgVersion } });
+});
+
+test('create is checked at receipt: missing or down interfaces (E_IFACE) and protected hosts (E_PROTECTED)', async (t) => {
+  const create = (over: object) => ({ v: 1, op: 'create', engid: 'ENG', sniffIf: 'nosuch0', resetIf: 'lo', host: '198.51.100.9', duration: 60, ...over });
+  const r1 = await shared.request(create({}));
+  t.is(r1.error?.code, 'E_IFACE');
+  t.regex(r1.error!.message, /sniff interface "nosuch0" does not exist/);
+  const r2 = await shared.request(create({ sniffIf: 'lo', resetIf: 'nosuch1' }));
+  t.is(r2.error?.code, 'E_IFACE');
+  t.regex(r2.error!.message, /reset interface "nosuch1"/);
+  for (const host of ['203.0.113.50', '::ffff:203.0.113.50']) {
+    const r = await shared.request(create({ host }));
+    t.is(r.error?.code, 'E_PROTECTED', host);
+    t.true(r.error!.message.includes('203.0.113.50') && r.error!.message.includes(PROTECTED_NET), r.error!.message);
+  }
+  const list = await shared.request({ v: 1, op: 'list' });
+  t.deepEqual(list.result.jobs, []);
+});
+
+test('a line over MAX_LINE_BYTES gets one E_PROTOCOL response and the connection is closed; others unaffected', async (t) => {
+  const s = await connect(shared.socket);
+  const got = readUntilClose(s, 10_000);
+  const big = Buffer.alloc(1024 * 1024, 0x61); // 1 MiB of "a", no newline yet
+  s.write(big);
+  s.write('\n{"v":1,"op":"version"}\n');
+  const { lines, closedAt } = await got;
+  t.not(closedAt, null, 'closed by the daemon');
+  t.is(lines.length, 1, 'exactly one response');
+  const r = JSON.parse(lines[0]);
+  t.is(r.error.code, 'E_PROTOCOL');
+  t.regex(r.error.message, new RegExp(`exceeds ${MAX_LINE_BYTES} bytes`));
+  // A line of exactly the limit is still read as a request (and refused for what it is, not its size).
+  const exact = `{"v":1,"op":"list","id":"${'x'.repeat(MAX_LINE_BYTES - 30)}"}`.slice(0, MAX_LINE_BYTES);
+  const [r2] = await sendLines(shared.socket, [exact]);
+  t.not(r2.error?.message ?? '', /exceeds/);
+  const [v] = await sendLines(shared.socket, ['{"v":1,"op":"version"}']);
+  t.true(v.ok);
+});
+
+test('a client that sends half a line and stalls is dropped after the idle timeout; others are served meanwhile', async (t) => {
+  const staller = await connect(shared.socket);
+  const t0 = performance.now();
+  const done = readUntilClose(staller, 20_000);
+  staller.write('{"v":1,"op":"ver');
+  for (let i = 0; i < 5; i++) {
+    const [r] = await sendLines(shared.socket, [`{"v":1,"op":"version","id":${i}}`], 2000);
+    t.true(r.ok);
+    t.is(r.id, i);
+    await sleep(100);
+  }
+  const { lines, closedAt } = await done;
+  t.deepEqual(lines, [], 'no response to half a line');
+  t.not(closedAt, null);
+  const after = closedAt! - t0;
+  t.true(after >= IDLE_MS - 50 && after < IDLE_MS + 3000, `dropped after ${after} ms`);
+  const warn = await shared.waitLog((l) => l.msg === 'client sent part of a line and stalled: dropped');
+  t.is(warn.level, 40);
+  t.is(warn.partialBytes, 16);
+});
+
+test('200 concurrent clients are all answered, each with its own id', async (t) => {
+  const n = 200;
+  const socks = await Promise.all(Array.from({ length: n }, () => connect(shared.socket)));
+  const answers = socks.map((s, i) => {
+    const p = readUntilClose(s, 20_000);
+    s.end(`{"v":1,"op":"${i % 2 ? 'status' : 'list'}","id":${i}}\n`);
+    return p;
+  });
+  const results = await Promise.all(answers);
+  results.forEach(({ lines }, i) => {
+    t.is(lines.length, 1, `client ${i}`);
+    const r = JSON.parse(lines[0]);
+    t.true(r.ok, `client ${i}`);
+    t.is(r.id, i);
+  });
+});
+
+test('pipelined requests in one write are answered in order', async (t) => {
+  const lines = Array.from({ length: 150 }, (_, i) => `{"v":1,"op":"${['version', 'list', 'status'][i % 3]}","id":${i}}`);
+  const resps = await sendLines(shared.socket, lines);
+  t.deepEqual(resps.map((r) => r.id), lines.map((_, i) => i));
+  t.true(resps.every((r) => r.ok));
+});
+
+test('each request is logged with the peer uid and pid (SO_PEERCRED)', async (t) => {
+  await sendLines(shared.socket, ['{"v":1,"op":"version","id":"who"}']);
+  const l = await shared.waitLog((x) => x.msg === 'request' && x.reqId === 'who');
+  t.deepEqual(l.peer, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+});
+
+test('connections beyond maxClients get an E_LIMIT line; the slot frees when a client leaves', async (t) => {
+  const d = await startDaemon({ config: { maxClients: 3 } });
+  t.teardown(() => d.stop());
+  const held = await Promise.all([1, 2, 3].map(() => connect(d.socket)));
+  await sleep(100);
+  const extra = await connect(d.socket);
+  const { lines } = await readUntilClose(extra, 5000);
+  t.is(JSON.parse(lines[0]).error.code, 'E_LIMIT');
+  held[0].destroy();
+  await sleep(100);
+  const [r] = await sendLines(d.socket, ['{"v":1,"op":"version"}']);
+  t.true(r.ok);
+  for (const s of held) s.destroy();
+});
+
+test('a handler that throws becomes an E_INTERNAL response; the server keeps serving', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-srv-'));
+  const errors: unknown[] = [];
+  const log = { info() {}, debug() {}, warn() {}, error: (o: object) => void errors.push(o) };
+  let calls = 0;
+  const server = await ControlServer.listen({
+    path: join(dir, 's.sock'), log, idleTimeoutMs: 5000, maxClients: 10,
+    handler: (req) => {
+      calls++;
+      if (req.op === 'status') throw new TypeError("Cannot read properties of undefined (reading 'x')");
+      if (req.op === 'list') return Promise.reject(new TcpresetError('E_STATE', 'state dir gone'));
+      return { version: 'test' };
+    },
+  });
+  t.teardown(() => server.close());
+  const [a, b, c] = await sendLines(join(dir, 's.sock'), ['{"v":1,"op":"status","id":1}', '{"v":1,"op":"list","id":2}', '{"v":1,"op":"version","id":3}']);
+  t.is(a.error?.code, 'E_INTERNAL');
+  t.regex(a.error!.message, /internal error: Cannot read properties/);
+  t.is(a.id, 1);
+  t.is(b.error?.code, 'E_STATE', 'a TcpresetError keeps its code');
+  t.deepEqual(c.result, { version: 'test' });
+  t.is(calls, 3);
+  t.is(errors.length, 1, 'the bug is logged as an error');
+});
+
+test('socket life cycle: mode 0660, a stale file is replaced, a live one or a non-socket refuses start (69), SIGTERM exits 0 and removes it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-sock-'));
+  const sock = join(dir, 'ctl.sock');
+  // A stale socket file: bound by a process that died without unlinking it.
+  t.is(spawnSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', sock]).status, 0);
+  t.true(statSync(sock).isSocket());
+  const d = await startDaemon({ dir, socket: sock });
+  t.is(statSync(sock).mode & 0o777, 0o660);
+  t.truthy(d.logs.find((l) => l.msg === 'removed stale control socket'));
+  t.true((await d.request({ v: 1, op: 'version' })).ok);
+
+  const second = await startDaemon({ dir, socket: sock, stateDir: join(dir, 'state2'), waitReady: false });
+  const ex = await second.wait();
+  t.is(ex.code, 69);
+  t.regex(second.stderr, /another daemon is answering/);
+  t.true((await d.request({ v: 1, op: 'version' })).ok, 'the first one still serves');
+
+  const res = await d.stop('SIGTERM');
+  t.deepEqual(res, { code: 0, signal: null });
+  t.truthy(d.logs.find((l) => l.msg === 'stopped'));
+  t.false(existsSync(sock), 'socket file removed');
+
+  const plain = join(dir, 'plain');
+  writeFileSync(plain, 'keep me');
+  const third = await startDaemon({ dir, socket: plain, waitReady: false });
+  t.is((await third.wait()).code, 69);
+  t.regex(third.stderr, /not a socket; refusing to remove it/);
+  t.is(readFileSync(plain, 'utf8'), 'keep me');
+});
+
+test('SIGINT also stops cleanly with exit 0', async (t) => {
+  const d = await startDaemon();
+  t.deepEqual(await d.stop('SIGINT'), { code: 0, signal: null });
+});
+
+test('flags: --help documents every flag; a bad flag exits 64; an invalid config refuses to start with 78 naming the key', async (t) => {
+  const help = spawnSync(process.execPath, [DAEMON_BIN, '--help'], { encoding: 'utf8' });
+  t.is(help.status, 0);
+  for (const f of ['--socket', '--state-dir', '--config', '--log-level', 'TCPRESET_SOCKET', 'maxJobs', 'protected', 'SIGTERM', 'Exit status']) {
+    t.true(help.stdout.includes(f), f);
+  }
+  const bad = spawnSync(process.execPath, [DAEMON_BIN, '--no-such-flag'], { encoding: 'utf8' });
+  t.is(bad.status, 64);
+  t.regex(bad.stderr, /unknown option/);
+  const lvl = spawnSync(process.execPath, [DAEMON_BIN, '--log-level', 'loud'], { encoding: 'utf8' });
+  t.is(lvl.status, 64);
+
+  const d = await startDaemon({ config: { maxJobs: 5, protected: ['10.0.0.0/33'] }, waitReady: false });
+  t.is((await d.wait()).code, 78);
+  t.regex(d.stderr, /config .*config\.json: protected\[0\].*prefix length 33/);
+  const fatal = d.logs.find((l) => l.level === 60);
+  t.truthy(fatal);
+  t.false(existsSync(d.socket), 'never listened');
+
+  const missing = await startDaemon({ args: ['--config', '/nonexistent/tcpreset.json'], waitReady: false });
+  t.is((await missing.wait()).code, 78, 'an explicitly named config must exist');
+});
+
+test('TCPRESET_SOCKET names the socket when --socket is absent', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-env-'));
+  const sock = join(dir, 'env.sock');
+  writeFileSync(join(dir, 'c.json'), '{}');
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [DAEMON_BIN, '--state-dir', join(dir, 'st'), '--config', join(dir, 'c.json')], {
+    env: { ...process.env, TCPRESET_SOCKET: sock }, stdio: 'ignore',
+  });
+  t.teardown(() => void child.kill('SIGKILL'));
+  for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
+  const [r] = await sendLines(sock, ['{"v":1,"op":"version"}']);
+  t.true(r.ok);
+  child.kill('SIGTERM');
+});
+
+test('under journald (JOURNAL_STREAM = stdout) every line carries its syslog priority', async (t) => {
+  // The daemon's stdout is a pipe; JOURNAL_STREAM must name that very pipe, so a shell reads it first.
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-j-'));
+  writeFileSync(join(dir, 'c.json'), JSON.stringify({ clientIdleTimeoutMs: 200 }));
+  const { spawn } = await import('node:child_process');
+  const sock = join(dir, 's.sock');
+  const child = spawn('sh', ['-c', `JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec "$0" "$@"`, process.execPath, DAEMON_BIN,
+    '--socket', sock, '--state-dir', join(dir, 'st'), '--config', join(dir, 'c.json')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => (out += d));
+  for (let i = 0; i < 100 && !out.includes('tcpresetd ready'); i++) await sleep(50);
+  const idle = await connect(sock); // dropped after 200 ms: a warning
+  await readUntilClose(idle, 5000);
+  await sleep(100);
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('close', r));
+  const lines = out.split('\n').filter(Boolean);
+  t.true(lines.length >= 3);
+  t.true(lines.every((l) => /^<[2-7]>\{"level":/.test(l)), lines.join('\n'));
+  t.true(lines.some((l) => l.startsWith('<6>') && l.includes('tcpresetd ready')));
+  t.true(lines.some((l) => l.startsWith('<4>') && l.includes('idle client dropped')));
+  // Without JOURNAL_STREAM: plain JSON.
+  t.true(shared.rawLines.every((l) => l.startsWith('{')));
+});

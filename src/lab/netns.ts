@@ -150,8 +150,17 @@ export class Resources {
     // Whatever else still runs inside our namespaces was started by us (e.g.
     // through Lab.exec); a namespace stays alive as long as a process is in it.
     for (const ns of this.namespaces) await killNetnsPids(ns);
-    for (const ns of [...this.namespaces].reverse()) await deleteNetns(ns);
+    // Try every namespace even if one fails, then report what is left.
+    const failures: unknown[] = [];
+    for (const ns of [...this.namespaces].reverse()) {
+      try {
+        await deleteNetns(ns);
+      } catch (err) {
+        failures.push(err);
+      }
+    }
     this.namespaces.length = 0;
+    if (failures.length > 0) throw new AggregateError(failures, `lab cleanup: ${failures.length} namespace(s) could not be deleted`);
   }
 
   /** For process exit: no event loop, so everything is synchronous. */

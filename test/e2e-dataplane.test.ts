@@ -12,7 +12,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { ptest } from './helpers/privileged.js';
-import { Capture, EnforcerAgent, sleep, type AddResult } from './helpers/lab-test.js';
+import { Capture, EnforcerAgent, type AddResult } from './helpers/lab-test.js';
 import { createLab, type HostRole, type Lab, type LabOptions } from '../src/lab/lab.js';
 import { connectOnce, startClient, startServer, type Peer, type PeerEvent } from '../src/lab/peer-control.js';
 import type { InjectMode } from '../src/net/sender.js';
@@ -253,6 +253,5 @@ ptest.serial("sessions of other hosts survive while the target's die", async (t)
     await expectAlive(ctx, bysInteractive, after);
     await expectAlive(ctx, bysBulk, after);
     t.true((await connectOnce(ctx.lab, ctx.lab.ns.bystander, ctx.lab.hosts.server.v4, ECHO_PORT, { holdMs: 300 })).ok);
-    await sleep(0);
-  });
+    });
 });

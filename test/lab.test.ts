@@ -9,7 +9,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
-import { Capture, sleep } from './helpers/lab-test.js';
+import { Capture } from './helpers/lab-test.js';
 import { createLab, type Lab } from '../src/lab/lab.js';
 import { LabCommandError, listNetns, ownNetns, sweepStale } from '../src/lab/netns.js';
 import { connectOnce, spawnPeer, startClient, startServer } from '../src/lab/peer-control.js';
@@ -178,5 +178,4 @@ ptest('a peer that cannot listen reports the error and exits', async (t) => {
   t.is(b.exit?.code, 1);
   await a.kill();
   t.not(a.exit, null);
-  await sleep(0);
 });

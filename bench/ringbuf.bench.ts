@@ -74,10 +74,13 @@ async function main(): Promise<void> {
   const ROUNDS = 11;
   const results: Record<string, unknown> = {};
 
+  // BENCH_ONLY=latency skips part 1.
+  const only = process.env.BENCH_ONLY;
   // ---- 1. drain cost ----
   const { obj, fd, size } = setup();
   const reader = new RingReader(fd, size);
   let sink = 0;
+  if (only !== 'latency') {
   const variants: [string, OnRecord][] = [
     ['noop', () => {}],
     ['two fields', (dv, off) => (sink += dv.getUint32(off + 16, true) + dv.getUint32(off + 8, true))],
@@ -129,6 +132,8 @@ async function main(): Promise<void> {
     other.obj.close();
     results.libbpfConsumeNsPerEvent = median(per);
     console.log(`libbpf ring_buffer__consume + koffi callback (noop): median ${median(per).toFixed(1)} ns/event`);
+  }
+
   }
 
   // ---- 2. wake-up latency ----

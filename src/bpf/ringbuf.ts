@@ -82,6 +82,8 @@ export class RingReader {
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
   private stopWaiting: (() => void) | null = null;
+  /** Bytes the last drain consumed (discarded records included). */
+  private lastAdvance = 0;
   private closed = false;
 
   constructor(mapFd: number, byteSize: number) {
@@ -132,7 +134,10 @@ export class RingReader {
     if (this.closed) throw new TcpresetError('E_INTERNAL', 'ring reader is closed');
     const prod = this.producerPos();
     let cons = this.consumer;
-    if (cons >= prod) return 0;
+    if (cons >= prod) {
+      this.lastAdvance = 0;
+      return 0;
+    }
     const words = this.words;
     const base = this.page;
     const mask = this.mask;
@@ -152,6 +157,7 @@ export class RingReader {
         }
       }
     } finally {
+      this.lastAdvance = cons - this.consumer;
       if (cons !== this.consumer) {
         this.consumer = cons;
         // One 64-bit release store per drain: a torn store could let the producer overwrite unread data.
@@ -249,7 +255,9 @@ export class RingReader {
     while (this.running) {
       const n = this.loopDrain(onRecord, opts, batch);
       if (n === null || !this.running) return;
-      if (n > 0) {
+      // Any progress, even over discarded records only, moved consumer_pos: a record committed
+      // meanwhile saw an older position and sent no wake-up, so look again before sleeping.
+      if (n > 0 || this.lastAdvance > 0) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         continue;
       }

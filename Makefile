@@ -7,7 +7,9 @@ SHELL := /bin/bash
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 CLANG      ?= clang
-BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function -I bpf
+# -target bpf does not search the multiarch include dir where Debian keeps asm/types.h.
+BPF_CFLAGS = -O2 -g -target bpf -Wall -Werror -Wno-unused-function -I bpf \
+             -idirafter /usr/include/$(shell $(CLANG) -print-multiarch 2>/dev/null)
 # Debian packages the build, the tests and the lab need (command:package).
 APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtool \
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
@@ -16,7 +18,10 @@ DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: build all deps test bench demo stress install clean distclean
+.PHONY: build all deps test bench demo stress install uninstall clean distclean
+LIBDIR     := $(PREFIX)/lib/tcpreset
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
 build all: $(DEPS_STAMP) node_modules/.stamp $(BPF_OBJS) dist/.stamp
 
@@ -52,6 +57,26 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 # line "N passed, N failed, N skipped" (also in build/test-summary.txt).
 test: build
 	@set -o pipefail; npx ava --tap $(AVA_ARGS) | node test/tap-summary.mjs build/test-summary.txt
+
+# Code, the shipped BPF object and production node_modules under
+# $(PREFIX)/lib/tcpreset; the two commands linked into $(PREFIX)/bin.
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/build $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)/etc/tcpreset
+	rm -rf $(DESTDIR)$(LIBDIR)/dist && mkdir -p $(DESTDIR)$(LIBDIR)/dist && cp -r dist/src $(DESTDIR)$(LIBDIR)/dist/src
+	install -m 0644 build/tcpreset.bpf.o $(DESTDIR)$(LIBDIR)/build/tcpreset.bpf.o
+	install -m 0644 package.json package-lock.json $(DESTDIR)$(LIBDIR)/
+	cd $(DESTDIR)$(LIBDIR) && npm ci --omit=dev --no-audit --no-fund --loglevel=error
+	install -m 0755 bin/tcpreset bin/tcpresetd $(DESTDIR)$(LIBDIR)/bin/
+	ln -sf ../lib/tcpreset/bin/tcpreset $(DESTDIR)$(PREFIX)/bin/tcpreset
+	ln -sf ../lib/tcpreset/bin/tcpresetd $(DESTDIR)$(PREFIX)/bin/tcpresetd
+	install -m 0644 systemd/tcpreset.service systemd/tcpreset.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/tcpreset.sysusers $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
+	[ -e $(DESTDIR)/etc/tcpreset/config.json ] || install -m 0644 systemd/config.example.json $(DESTDIR)/etc/tcpreset/config.example.json
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin/tcpreset $(DESTDIR)$(PREFIX)/bin/tcpresetd \
+	  $(DESTDIR)$(UNITDIR)/tcpreset.service $(DESTDIR)$(UNITDIR)/tcpreset.socket $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
 
 clean:
 	rm -rf dist build/*.o

@@ -1,0 +1,469 @@
+/**
+ * The Enforcer: the data plane's one owner. It keeps the BPF targets map in
+ * step with a set of timed targets, attaches the XDP program to each sniff
+ * interface while some target needs it, reads matching segments from the
+ * ring buffer, forges the RSTs and sends them out of each target's reset
+ * interface.
+ *
+ * Several targets may share one map key (same sniff interface, host and
+ * port: e.g. two detection engines raising the same alert). The map holds
+ * one entry per key, a "slot", whose deadline is the latest of its targets;
+ * an event is charged to every live target of its slot, and each distinct
+ * reset sender fires once.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  MAP_COUNTERS, MAP_EVENTS, MAP_TARGETS, RINGBUF_BYTES, LAYOUT,
+  decodeEvent, encodeTargetKey, encodeTargetValue, sumCounters,
+  type Counters, type Family, type TcpEvent,
+} from '../contract.js';
+import { TcpresetError, ValidationError } from '../errors.js';
+import { BpfObject, numPossibleCpus, type BpfMap, type XdpLink } from '../bpf/object.js';
+import { RingReader } from '../bpf/ringbuf.js';
+import { Sender, type InjectMode } from '../net/sender.js';
+import { forgeResets, l2Frame } from '../packet/forge.js';
+import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
+
+export interface LoggerLike {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface TargetSpec {
+  sniffIf: string;
+  resetIf: string;
+  /** IPv4 or IPv6 text, parsed strictly; an IPv4-mapped IPv6 address becomes its IPv4 form. */
+  host: string;
+  /** Remote TCP port; absent or 0 = the whole host. */
+  port?: number;
+  mode?: InjectMode;
+  /** Wall-clock end, epoch ms. */
+  expiresAt: number;
+  /** Free text for logs, e.g. "ENGID/jobid". */
+  label?: string;
+}
+
+export interface TargetCounters {
+  matched: number;
+  rstsSent: number;
+  flows: number;
+  firstHitAt: number | null;
+  lastHitAt: number | null;
+}
+
+export interface TargetInfo {
+  id: number;
+  sniffIf: string;
+  resetIf: string;
+  host: string;
+  port: number;
+  mode: InjectMode;
+  expiresAt: number;
+  label: string;
+  family: Family;
+  counters: TargetCounters;
+}
+
+export interface FlowResetInfo {
+  targetId: number;
+  label: string;
+  family: Family;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** From the segment's arrival in XDP to its RSTs being handed to the kernel. */
+  firstLatencyUs: number;
+}
+
+export interface EnforcerStatus {
+  attached: { ifname: string; ifindex: number; mode: 'native' | 'generic' }[];
+  senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
+  counters: Counters;
+  ring: { records: number; wakeups: number; stale: number; errors: number };
+  targets: number;
+}
+
+export interface EnforcerOptions {
+  objectPath?: string;
+  logger?: LoggerLike;
+  maxTargets?: number;
+}
+
+/** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
+const MAX_FLOWS_PER_TARGET = 65536;
+/** TTLs remembered per direction, so RSTs spoofed from B carry B's TTL. */
+const MAX_TTL_ENTRIES = 65536;
+/** setTimeout's limit; longer deadlines re-arm. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+interface Attachment { link: XdpLink; refs: number }
+interface SenderRef { sender: Sender; refs: number; pending: boolean }
+
+interface Target {
+  info: TargetInfo;
+  slot: Slot;
+  senderKey: string;
+  flows: Set<string>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+interface Slot {
+  id: number;
+  key: Uint8Array;
+  keyText: string;
+  targets: Set<Target>;
+  expiresAt: number;
+}
+
+const noopLogger: LoggerLike = { info() {}, warn() {}, error() {}, debug() {} };
+
+export class Enforcer extends EventEmitter {
+  private readonly obj: BpfObject;
+  private readonly targetsMap: BpfMap;
+  private readonly countersMap: BpfMap;
+  private readonly ring: RingReader;
+  private readonly log: LoggerLike;
+  private readonly ncpu: number;
+  private readonly attachments = new Map<string, Attachment>();
+  private readonly senders = new Map<string, SenderRef>();
+  private readonly targets = new Map<number, Target>();
+  private readonly slots = new Map<number, Slot>();
+  private readonly slotByKey = new Map<string, Slot>();
+  private readonly ttlSeen = new Map<string, number>();
+  private nextTargetId = 1;
+  private nextSlotId = 1;
+  private staleEvents = 0;
+  private recordErrors = 0;
+  private closed = false;
+
+  private constructor(obj: BpfObject, log: LoggerLike) {
+    super();
+    this.obj = obj;
+    this.log = log;
+    this.targetsMap = obj.map(MAP_TARGETS);
+    this.countersMap = obj.map(MAP_COUNTERS);
+    this.ncpu = numPossibleCpus();
+    this.ring = new RingReader(obj.map(MAP_EVENTS).fd, RINGBUF_BYTES);
+    this.ring.start((dv, off) => this.onRecord(dv, off), {
+      // One sendmmsg per sender per drained batch.
+      onDrained: () => this.flushAll(),
+      // A bad record must never take the data plane down: count it and go on.
+      onError: (err) => {
+        this.recordErrors++;
+        if (this.recordErrors <= 10 || this.recordErrors % 10000 === 0) {
+          this.log.error({ err, recordErrors: this.recordErrors }, 'event handling failed');
+        }
+      },
+    });
+  }
+
+  static open(opts: EnforcerOptions = {}): Enforcer {
+    const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets });
+    try {
+      return new Enforcer(obj, opts.logger ?? noopLogger);
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+  }
+
+  add(spec: TargetSpec): TargetInfo {
+    this.assertOpen();
+    const host = parseTargetHost(spec.host);
+    const port = spec.port ?? 0;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError('port', spec.port, 'must be an integer 0..65535');
+    if (!Number.isFinite(spec.expiresAt)) throw new ValidationError('expiresAt', spec.expiresAt, 'must be epoch milliseconds');
+    const mode: InjectMode = spec.mode ?? 'l3';
+    if (mode !== 'l3' && mode !== 'l2') throw new ValidationError('mode', spec.mode, 'must be "l3" or "l2"');
+
+    // Acquire in order (XDP on the sniff side, then the sender), undo in reverse on failure.
+    const link = this.acquireAttachment(spec.sniffIf);
+    let senderKey: string;
+    try {
+      senderKey = this.acquireSender(spec.resetIf, mode);
+    } catch (err) {
+      this.releaseAttachment(spec.sniffIf);
+      throw err;
+    }
+
+    const id = this.nextTargetId++;
+    const info: TargetInfo = {
+      id, sniffIf: spec.sniffIf, resetIf: spec.resetIf, host: host.canonical, port, mode,
+      expiresAt: spec.expiresAt, label: spec.label ?? `target-${id}`, family: host.family,
+      counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
+    };
+    const keyBytes = encodeTargetKey({ ifindex: link.ifindex, family: host.family, addr: host.bytes, port });
+    let slot: Slot | undefined;
+    try {
+      slot = this.joinSlot(keyBytes);
+      const target: Target = { info, slot, senderKey, flows: new Set(), timer: undefined };
+      slot.targets.add(target);
+      this.syncSlot(slot);
+      this.targets.set(id, target);
+      this.armTimer(target);
+    } catch (err) {
+      if (slot) this.leaveSlotById(slot, id);
+      this.releaseSender(senderKey);
+      this.releaseAttachment(spec.sniffIf);
+      throw err;
+    }
+    this.log.info({ target: publicInfo(info), xdpMode: link.mode }, 'target added');
+    return publicInfo(info);
+  }
+
+  extend(id: number, expiresAt: number): TargetInfo {
+    this.assertOpen();
+    const target = this.targets.get(id);
+    if (!target) throw new TcpresetError('E_NOT_FOUND', `no target with id ${id}`, { details: { id } });
+    if (!Number.isFinite(expiresAt)) throw new ValidationError('expiresAt', expiresAt, 'must be epoch milliseconds');
+    target.info.expiresAt = expiresAt;
+    this.syncSlot(target.slot);
+    this.armTimer(target);
+    return publicInfo(target.info);
+  }
+
+  remove(id: number): boolean {
+    const target = this.targets.get(id);
+    if (!target) return false;
+    this.targets.delete(id);
+    if (target.timer) clearTimeout(target.timer);
+    // The map first: enforcement stops the moment the caller is told it did.
+    this.leaveSlot(target);
+    this.releaseSender(target.senderKey);
+    this.releaseAttachment(target.info.sniffIf);
+    this.log.info({ targetId: id, label: target.info.label }, 'target removed');
+    return true;
+  }
+
+  get(id: number): TargetInfo | undefined {
+    const t = this.targets.get(id);
+    return t ? publicInfo(t.info) : undefined;
+  }
+
+  list(): TargetInfo[] {
+    return [...this.targets.values()].map((t) => publicInfo(t.info));
+  }
+
+  counters(): Counters {
+    const value = this.countersMap.lookup(new Uint8Array(4));
+    if (!value) throw new TcpresetError('E_INTERNAL', 'counters map has no slot 0');
+    return sumCounters(value, this.ncpu);
+  }
+
+  status(): EnforcerStatus {
+    return {
+      attached: [...this.attachments.values()].map(({ link }) => ({ ifname: link.ifname, ifindex: link.ifindex, mode: link.mode })),
+      senders: [...this.senders.values()].map(({ sender }) => ({
+        ifname: sender.ifname, mode: sender.mode, sent: sender.stats.sent, errors: sender.stats.errors,
+        ...(sender.stats.lastError ? { lastError: sender.stats.lastError } : {}),
+      })),
+      counters: this.counters(),
+      ring: { records: this.ring.records, wakeups: this.ring.wakeups, stale: this.staleEvents, errors: this.recordErrors },
+      targets: this.targets.size,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const id of [...this.targets.keys()]) this.remove(id);
+    await this.ring.stop();
+    this.ring.close();
+    for (const ref of this.senders.values()) ref.sender.close();
+    this.senders.clear();
+    for (const { link } of this.attachments.values()) link.close();
+    this.attachments.clear();
+    this.obj.close();
+  }
+
+  // ---- events -------------------------------------------------------------
+
+  private onRecord(dv: DataView, off: number): void {
+    const slot = this.slots.get(dv.getUint32(off + LAYOUT.tr_event.fields.target_id, true));
+    if (!slot) {
+      // Raced with a removal: the segment was in the ring when the target went away.
+      this.staleEvents++;
+      return;
+    }
+    const ev = decodeEvent(dv, off);
+    const now = Date.now();
+    const ttlFromDst = this.noteTtl(ev);
+    const rsts = forgeResets(ev, undefined, ttlFromDst);
+    const fired = new Set<string>();
+    let flowKey: string | undefined;
+    for (const target of slot.targets) {
+      if (target.info.expiresAt <= now) continue; // its timer is about to remove it
+      const c = target.info.counters;
+      c.matched++;
+      c.firstHitAt ??= now;
+      c.lastHitAt = now;
+      if (rsts.length === 0) continue;
+      if (!fired.has(target.senderKey)) {
+        fired.add(target.senderKey);
+        this.send(target.senderKey, rsts, ev);
+      }
+      c.rstsSent += rsts.length;
+      flowKey ??= flowKeyOf(ev);
+      if (!target.flows.has(flowKey) && target.flows.size < MAX_FLOWS_PER_TARGET) {
+        target.flows.add(flowKey);
+        c.flows++;
+        const info: FlowResetInfo = {
+          targetId: target.info.id, label: target.info.label, family: ev.family,
+          src: formatIp(ev.saddr), sport: ev.sport, dst: formatIp(ev.daddr), dport: ev.dport,
+          firstLatencyUs: Number(process.hrtime.bigint() - ev.tsNs) / 1000,
+        };
+        this.emit('flow-reset', info);
+      }
+    }
+  }
+
+  private send(senderKey: string, rsts: ReturnType<typeof forgeResets>, ev: TcpEvent): void {
+    const ref = this.senders.get(senderKey);
+    if (!ref) return;
+    const { sender } = ref;
+    for (const rst of rsts) {
+      if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
+      else sender.enqueue({ family: rst.family, packet: rst.packet });
+    }
+    ref.pending = true;
+  }
+
+  private flushAll(): void {
+    for (const ref of this.senders.values()) {
+      if (!ref.pending) continue;
+      ref.pending = false;
+      ref.sender.flush();
+    }
+  }
+
+  /** Remember the TTL each host sends with; return the one last seen from the packet's destination. */
+  private noteTtl(ev: TcpEvent): number | undefined {
+    const from = `${ev.family}|${formatIp(ev.saddr)}`;
+    const to = `${ev.family}|${formatIp(ev.daddr)}`;
+    if (this.ttlSeen.get(from) !== ev.ttl) {
+      if (this.ttlSeen.size >= MAX_TTL_ENTRIES) this.ttlSeen.clear();
+      this.ttlSeen.set(from, ev.ttl);
+    }
+    return this.ttlSeen.get(to);
+  }
+
+  // ---- slots (one BPF map entry per key) ----------------------------------
+
+  private joinSlot(key: Uint8Array): Slot {
+    const keyText = Buffer.from(key).toString('hex');
+    let slot = this.slotByKey.get(keyText);
+    if (!slot) {
+      slot = { id: this.nextSlotId++, key, keyText, targets: new Set(), expiresAt: 0 };
+      this.slotByKey.set(keyText, slot);
+      this.slots.set(slot.id, slot);
+    }
+    return slot;
+  }
+
+  private leaveSlot(target: Target): void {
+    this.leaveSlotById(target.slot, target.info.id);
+  }
+
+  private leaveSlotById(slot: Slot, id: number): void {
+    for (const t of slot.targets) if (t.info.id === id) slot.targets.delete(t);
+    if (slot.targets.size === 0) {
+      this.targetsMap.delete(slot.key);
+      this.slotByKey.delete(slot.keyText);
+      this.slots.delete(slot.id);
+    } else {
+      this.syncSlot(slot);
+    }
+  }
+
+  /** Write the slot's entry with the latest deadline of its targets. */
+  private syncSlot(slot: Slot): void {
+    let expiresAt = 0;
+    for (const t of slot.targets) expiresAt = Math.max(expiresAt, t.info.expiresAt);
+    slot.expiresAt = expiresAt;
+    this.targetsMap.update(slot.key, encodeTargetValue({ targetId: slot.id, expiresNs: wallToMonotonicNs(expiresAt) }));
+  }
+
+  private armTimer(target: Target): void {
+    if (target.timer) clearTimeout(target.timer);
+    const delay = Math.max(0, target.info.expiresAt - Date.now());
+    target.timer = setTimeout(() => {
+      target.timer = undefined;
+      if (!this.targets.has(target.info.id)) return;
+      if (target.info.expiresAt > Date.now()) return this.armTimer(target); // long deadline, re-armed
+      const info = publicInfo(target.info);
+      this.remove(target.info.id);
+      this.emit('expired', info);
+    }, Math.min(delay, MAX_TIMER_MS));
+    target.timer.unref?.();
+  }
+
+  // ---- shared resources ----------------------------------------------------
+
+  private acquireAttachment(ifname: string): XdpLink {
+    const have = this.attachments.get(ifname);
+    if (have) {
+      have.refs++;
+      return have.link;
+    }
+    const link = this.obj.attachXdp(ifname, 'auto');
+    this.attachments.set(ifname, { link, refs: 1 });
+    this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode }, 'XDP attached');
+    return link;
+  }
+
+  private releaseAttachment(ifname: string): void {
+    const have = this.attachments.get(ifname);
+    if (!have || --have.refs > 0) return;
+    this.attachments.delete(ifname);
+    have.link.close();
+    this.log.info({ ifname }, 'XDP detached');
+  }
+
+  private acquireSender(ifname: string, mode: InjectMode): string {
+    const key = `${ifname}/${mode}`;
+    const have = this.senders.get(key);
+    if (have) {
+      have.refs++;
+      return key;
+    }
+    this.senders.set(key, { sender: Sender.open(ifname, mode), refs: 1, pending: false });
+    return key;
+  }
+
+  private releaseSender(key: string): void {
+    const have = this.senders.get(key);
+    if (!have || --have.refs > 0) return;
+    this.senders.delete(key);
+    if (have.pending) have.sender.flush();
+    have.sender.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new TcpresetError('E_INTERNAL', 'enforcer is closed');
+  }
+}
+
+function parseTargetHost(text: string): { family: Family; bytes: Uint8Array; canonical: string } {
+  const parsed = parseIp(text, 'host');
+  return unmapV4(parsed) ?? parsed;
+}
+
+function publicInfo(info: TargetInfo): TargetInfo {
+  return { ...info, counters: { ...info.counters } };
+}
+
+/** Direction-free flow identity: both directions of a connection are one flow. */
+function flowKeyOf(ev: TcpEvent): string {
+  const a = `${formatIp(ev.saddr)}|${ev.sport}`;
+  const b = `${formatIp(ev.daddr)}|${ev.dport}`;
+  return a < b ? `${a}|${b}` : `${b}|${a}`;
+}
+
+/** bpf_ktime_get_ns() and process.hrtime() both read CLOCK_MONOTONIC. */
+function wallToMonotonicNs(epochMs: number): bigint {
+  const remainingMs = Math.max(0, epochMs - Date.now());
+  return process.hrtime.bigint() + BigInt(Math.round(remainingMs)) * 1_000_000n;
+}

@@ -58,6 +58,10 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 test: build
 	@set -o pipefail; npx ava --tap $(AVA_ARGS) | node test/tap-summary.mjs build/test-summary.txt
 
+# The stress suite at full scale (make test runs it in its short form).
+stress: build
+	@set -o pipefail; STRESS_SCALE=full npx ava --tap --timeout=30m 'dist/test/stress/**/*.stress.js' | node test/tap-summary.mjs build/stress-summary.txt
+
 # Code, the shipped BPF object and production node_modules under
 # $(PREFIX)/lib/tcpreset; the two commands linked into $(PREFIX)/bin.
 install: build

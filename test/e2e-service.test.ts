@@ -1,0 +1,243 @@
+/**
+ * The whole product as an operator uses it: the REAL daemon runs inside the
+ * lab's sensor namespace (`ip netns exec SENSOR node bin/tcpresetd ...`) and
+ * the REAL CLI is run there too (`ip netns exec SENSOR node bin/tcpreset
+ * ...`). Verdicts come from the endpoints' kernels (lab TCP peers):
+ * ECONNRESET on both ends of a live session, refused handshakes while a job
+ * holds, and working connections once it is cancelled or has expired.
+ *
+ * Serial: each test builds its own lab; timing bounds would only measure
+ * each other on two cores.
+ */
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { ptest } from './helpers/privileged.js';
+import { CLI_BIN, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
+import { createLab, type Lab } from '../src/lab/lab.js';
+import { connectOnce, startClient, startServer, type Peer } from '../src/lab/peer-control.js';
+
+const ECHO_PORT = 5001;
+const OTHER_PORT = 5003;
+/** Both ends of a live session reset within this long after the CLI is started. */
+const KILL_BOUND_MS = 1000;
+
+interface Ctx {
+  t: ExecutionContext;
+  lab: Lab;
+  daemon: DaemonProc;
+  server: Peer;
+}
+
+async function setup(t: ExecutionContext, config: (lab: Lab) => object = () => ({})): Promise<Ctx> {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000, ...config(lab) } });
+  t.teardown(async () => {
+    await daemon.stop();
+  });
+  const server = await startServer(lab, lab.ns.server, [
+    { port: ECHO_PORT, mode: 'echo' },
+    { port: OTHER_PORT, mode: 'echo' },
+  ]);
+  return { t, lab, daemon, server };
+}
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** performance.timeOrigin-based wall clock (comparable with peer event times). */
+  startedAt: number;
+  endedAt: number;
+}
+
+const wall = (): number => performance.timeOrigin + performance.now();
+
+/** `ip netns exec SENSOR node bin/tcpreset ARGS --socket S`. */
+function cli(ctx: Ctx, args: string[]): Promise<CliResult> {
+  const startedAt = wall();
+  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt, endedAt: wall() })));
+}
+
+function createArgs(ctx: Ctx, engid: string, host: string, seconds: number, extra: string[] = []): string[] {
+  return [engid, '-i', ctx.lab.sensor.sniffIf, '-o', ctx.lab.sensor.resetIf, '-h', host, '-d', String(seconds), ...extra];
+}
+
+async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await cli(ctx, [...args, '--json']);
+  if (r.code !== 0) throw new Error(`tcpreset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** An interactive session client -> server with echoes flowing; returns the client and the server's id for it. */
+async function session(ctx: Ctx, fam: 'v4' | 'v6', port = ECHO_PORT): Promise<{ client: Peer; serverConn: string }> {
+  const { lab, server } = ctx;
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server[fam], port, 'interactive', { reportMs: 50 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
+  await client.waitFor((e) => e.ev === 'progress' && (e.rx ?? 0) >= 32, 5000, 'echoes');
+  return { client, serverConn: acc.conn! };
+}
+
+async function expectKilled(ctx: Ctx, s: { client: Peer; serverConn: string }, after: number, what: string): Promise<void> {
+  const { t, server } = ctx;
+  const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 5000, `client reset (${what})`);
+  const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 5000, `server reset (${what})`);
+  t.is(c.code, 'ECONNRESET', `${what}: client end`);
+  t.is(sv.code, 'ECONNRESET', `${what}: server end`);
+  const first = Math.min(c.t, sv.t) - after;
+  const worst = Math.max(c.t, sv.t) - after;
+  t.true(first > 0, `${what}: no reset before the command ran`);
+  t.true(worst < KILL_BOUND_MS, `${what}: both ends reset ${worst.toFixed(1)} ms after the CLI started`);
+  t.log(`${what}: client reset +${(c.t - after).toFixed(1)} ms, server +${(sv.t - after).toFixed(1)} ms after the CLI started`);
+}
+
+/** A fresh connection from the client: ok, or the kernel's refusal. */
+async function tryConnect(ctx: Ctx, fam: 'v4' | 'v6' = 'v4', holdMs = 200): Promise<{ ok: boolean; code?: string }> {
+  const r = await connectOnce(ctx.lab, ctx.lab.ns.client, ctx.lab.hosts.server[fam], ECHO_PORT, { timeoutMs: 1500, holdMs });
+  return { ok: r.ok === true, code: r.code };
+}
+
+ptest.serial('the seed command kills an interactive session (IPv4 and IPv6); re-running extends; -p makes another job; counters and flow logs', async (t) => {
+  const ctx = await setup(t);
+  const { lab, daemon } = ctx;
+  for (const fam of ['v4', 'v6'] as const) {
+    const s = await session(ctx, fam);
+    const host = lab.hosts.client[fam];
+    const r = await cli(ctx, createArgs(ctx, 'ENG-SSH', host, 30));
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, new RegExp(`^created job [0-9a-f]{12} ENGID=ENG-SSH host ${host.replace(/[.:]/g, '\\$&')}`));
+    await expectKilled(ctx, s, r.startedAt, `${fam} session`);
+  }
+  const v4 = lab.hosts.client.v4;
+  const before = (await jsonCli(ctx, ['list'])).jobs.find((j: { host: string }) => j.host === v4);
+  await sleep(1100);
+  const again = await jsonCli(ctx, createArgs(ctx, 'ENG-SSH', v4, 30));
+  t.is(again.action, 'extended');
+  t.is(again.job.id, before.id);
+  t.true(Date.parse(again.job.expiresAt) > Date.parse(before.expiresAt), 'later end time');
+  const port = await jsonCli(ctx, createArgs(ctx, 'ENG-SSH', v4, 30, ['-p', String(OTHER_PORT)]));
+  t.is(port.action, 'created');
+  t.not(port.job.id, before.id);
+
+  const list = await jsonCli(ctx, ['list']);
+  t.is(list.jobs.length, 3);
+  const job = list.jobs.find((j: { id: string }) => j.id === before.id);
+  t.true(job.counters.matched > 0 && job.counters.rstsSent >= 2 && job.counters.flows >= 1, JSON.stringify(job.counters));
+  t.truthy(job.counters.firstHitAt);
+  t.true(job.remainingMs > 25_000);
+  // One log line per reset flow, with engid, job id and the 4-tuple.
+  const flow = await daemon.waitLog((l) => l.msg === 'flow reset' && l.jobId === before.id, 3000, 'flow reset line');
+  t.is(flow.engid, 'ENG-SSH');
+  const tuple = flow.flow as { src: string; dst: string; sport: number; dport: number };
+  t.deepEqual([tuple.src, tuple.dst].sort(), [v4, lab.hosts.server.v4].sort());
+  t.true([tuple.sport, tuple.dport].includes(ECHO_PORT));
+  await daemon.waitLog((l) => l.msg === 'job activity' && l.jobId === before.id, 3000, 'activity summary');
+  const flowLines = daemon.logs.filter((l) => l.msg === 'flow reset' && l.jobId === before.id);
+  const tuples = flowLines.map((l) => JSON.stringify(l.flow));
+  t.is(new Set(tuples).size, tuples.length, 'each flow logged once, not per packet');
+  const settled = (await jsonCli(ctx, ['list'])).jobs.find((j: { id: string }) => j.id === before.id);
+  t.is(flowLines.length, settled.counters.flows, 'one line per flow counted');
+  t.true(settled.counters.matched > flowLines.length, 'more packets than lines');
+
+  const status = await jsonCli(ctx, ['status']);
+  t.is(status.jobs, 3);
+  t.truthy(status.interfaces.find((i: { ifname: string; role: string }) => i.ifname === lab.sensor.sniffIf && i.role === 'sniff'));
+  t.true(status.counters.matched > 0);
+});
+
+ptest.serial('cancel stops the resets at once: a new connection succeeds right after cancel', async (t) => {
+  const ctx = await setup(t);
+  const host = ctx.lab.hosts.client.v4;
+  t.is((await cli(ctx, createArgs(ctx, 'ENG', host, 60))).code, 0);
+  const blocked = await tryConnect(ctx);
+  t.false(blocked.ok, 'handshakes are refused while the job holds');
+  t.true(['ECONNREFUSED', 'ECONNRESET'].includes(blocked.code ?? ''), String(blocked.code));
+  const c = await cli(ctx, ['cancel', 'ENG', '-i', ctx.lab.sensor.sniffIf, '-h', host]);
+  t.is(c.code, 0, c.stderr);
+  t.regex(c.stdout, /^cancelled job/);
+  const after = await tryConnect(ctx, 'v4', 500);
+  t.true(after.ok, `connection right after cancel: ${JSON.stringify(after)}`);
+  t.deepEqual((await jsonCli(ctx, ['list'])).jobs, []);
+  // Cancel by id works the same; an unknown one is exit 65.
+  const j = await jsonCli(ctx, createArgs(ctx, 'ENG', host, 60));
+  t.is((await cli(ctx, ['cancel', j.job.id])).code, 0);
+  t.true((await tryConnect(ctx)).ok);
+  t.is((await cli(ctx, ['cancel', j.job.id])).code, 65);
+});
+
+ptest.serial('expiry ends the job on time and restores connectivity', async (t) => {
+  const ctx = await setup(t);
+  const j = await jsonCli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 3));
+  t.false((await tryConnect(ctx, 'v4', 0)).ok, 'refused during the job');
+  const end = Date.parse(j.job.expiresAt);
+  const expired = await ctx.daemon.waitLog((l) => l.msg === 'job expired', 6000, 'expiry');
+  const late = Date.parse(String(expired.time)) - end;
+  t.true(late >= 0 && late < 250, `expired ${late} ms after its end time`);
+  t.true((await tryConnect(ctx)).ok, 'connections work again');
+  t.deepEqual((await jsonCli(ctx, ['list'])).jobs, []);
+  const st = await jsonCli(ctx, ['status']);
+  t.deepEqual(st.interfaces, [], 'XDP detached when no job needs the interface');
+});
+
+ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its original end', async (t) => {
+  const ctx = await setup(t);
+  const j = await jsonCli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60));
+  t.false((await tryConnect(ctx, 'v4', 0)).ok);
+  await ctx.daemon.stop('SIGKILL');
+  // The XDP link died with the process: nothing is enforced now.
+  t.true((await tryConnect(ctx)).ok, 'no daemon, no enforcement (the link went with the process)');
+  const d2 = await startDaemon({ dir: ctx.daemon.dir, socket: ctx.daemon.socket, stateDir: ctx.daemon.stateDir, netns: ctx.lab.ns.sensor, args: ['--config', `${ctx.daemon.dir}/config.json`] });
+  t.teardown(async () => {
+    await d2.stop();
+  });
+  ctx.daemon = d2;
+  const jobs = (await jsonCli(ctx, ['list'])).jobs;
+  t.is(jobs.length, 1);
+  t.is(jobs[0].id, j.job.id);
+  t.is(jobs[0].expiresAt, j.job.expiresAt);
+  const again = await tryConnect(ctx, 'v4', 0);
+  t.false(again.ok, `enforced again after restart: ${JSON.stringify(again)}`);
+  const s = await session(ctx, 'v6'); // other family: not targeted
+  await sleep(300);
+  t.is(s.client.errorOf('c'), undefined, 'untargeted traffic untouched');
+});
+
+ptest.serial('a protected address is refused (config entry and the sensor\'s own address), exit 65', async (t) => {
+  const ctx = await setup(t, (lab) => ({ protected: [`${lab.hosts.bystander.v4}/32`] }));
+  const { lab } = ctx;
+  const byConfig = await cli(ctx, createArgs(ctx, 'ENG', lab.hosts.bystander.v4, 60));
+  t.is(byConfig.code, 65);
+  t.regex(byConfig.stderr, new RegExp(`${lab.hosts.bystander.v4.replace(/\./g, '\\.')}.*protected`));
+  const own = await cli(ctx, createArgs(ctx, 'ENG', lab.sensor.v6, 60));
+  t.is(own.code, 65);
+  t.regex(own.stderr, /protected/);
+  t.true(own.stderr.includes(lab.sensor.resetIf), own.stderr);
+  t.deepEqual((await jsonCli(ctx, ['list'])).jobs, []);
+  t.true((await connectOnce(lab, lab.ns.bystander, lab.hosts.server.v4, ECHO_PORT)).ok, 'bystander untouched');
+});
+
+ptest.serial('a wrong interface is refused with exit 65 naming it', async (t) => {
+  const ctx = await setup(t);
+  const host = ctx.lab.hosts.client.v4;
+  const missing = await cli(ctx, [...createArgs(ctx, 'ENG', host, 60).map((a) => (a === ctx.lab.sensor.sniffIf ? 'nosuch0' : a))]);
+  t.is(missing.code, 65);
+  t.regex(missing.stderr, /sniff interface "nosuch0" does not exist/);
+  // The sniff port has no address: it cannot be the reset interface in layer-3 mode.
+  const noAddr = await cli(ctx, ['ENG', '-i', ctx.lab.sensor.sniffIf, '-o', ctx.lab.sensor.sniffIf, '-h', host, '-d', '60']);
+  t.is(noAddr.code, 65);
+  t.regex(noAddr.stderr, new RegExp(`reset interface "${ctx.lab.sensor.sniffIf}"`));
+  // A reset interface that is down.
+  await ctx.lab.exec(ctx.lab.ns.sensor, ['ip', 'link', 'set', ctx.lab.sensor.resetIf, 'down']);
+  const down = await cli(ctx, createArgs(ctx, 'ENG', host, 60));
+  t.is(down.code, 65);
+  t.regex(down.stderr, /administratively down/);
+  t.deepEqual((await jsonCli(ctx, ['list'])).jobs, []);
+});

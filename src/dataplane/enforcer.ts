@@ -23,6 +23,7 @@ import { RingReader } from '../bpf/ringbuf.js';
 import { Sender, type InjectMode } from '../net/sender.js';
 import { forgeResets, l2Frame } from '../packet/forge.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
+import { readInterface } from '../net/ifaces.js';
 
 export interface LoggerLike {
   info(obj: object, msg?: string): void;
@@ -78,18 +79,32 @@ export interface FlowResetInfo {
   firstLatencyUs: number;
 }
 
+export type IfaceRole = 'sniff' | 'reset';
+
+/** An interface the data plane needs that is missing or down. */
+export interface InterfaceFault {
+  ifname: string;
+  role: IfaceRole;
+  fault: string;
+  /** Epoch ms when the fault was first seen. */
+  since: number;
+}
+
 export interface EnforcerStatus {
   attached: { ifname: string; ifindex: number; mode: 'native' | 'generic' }[];
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
   ring: { records: number; wakeups: number; stale: number; errors: number };
   targets: number;
+  faults: InterfaceFault[];
 }
 
 export interface EnforcerOptions {
   objectPath?: string;
   logger?: LoggerLike;
   maxTargets?: number;
+  /** How often interfaces are checked for going down, away and back (ms). */
+  healthIntervalMs?: number;
 }
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
@@ -99,8 +114,18 @@ const MAX_TTL_ENTRIES = 65536;
 /** setTimeout's limit; longer deadlines re-arm. */
 const MAX_TIMER_MS = 0x7fffffff;
 
-interface Attachment { link: XdpLink; refs: number }
-interface SenderRef { sender: Sender; refs: number; pending: boolean }
+/** link is null while the interface is away: the kernel detached it with the device. */
+interface Attachment { ifname: string; link: XdpLink | null; ifindex: number; mode: 'native' | 'generic'; refs: number }
+interface SenderRef {
+  ifname: string;
+  mode: InjectMode;
+  sender: Sender | null;
+  refs: number;
+  pending: boolean;
+  /** Totals of senders retired when their interface went away. */
+  sent: number;
+  errors: number;
+}
 
 interface Target {
   info: TargetInfo;
@@ -112,6 +137,7 @@ interface Target {
 
 interface Slot {
   id: number;
+  sniffIf: string;
   key: Uint8Array;
   keyText: string;
   targets: Set<Target>;
@@ -133,13 +159,15 @@ export class Enforcer extends EventEmitter {
   private readonly slots = new Map<number, Slot>();
   private readonly slotByKey = new Map<string, Slot>();
   private readonly ttlSeen = new Map<string, number>();
+  private readonly faults = new Map<string, InterfaceFault>();
+  private readonly healthTimer: NodeJS.Timeout;
   private nextTargetId = 1;
   private nextSlotId = 1;
   private staleEvents = 0;
   private recordErrors = 0;
   private closed = false;
 
-  private constructor(obj: BpfObject, log: LoggerLike) {
+  private constructor(obj: BpfObject, log: LoggerLike, healthIntervalMs: number) {
     super();
     this.obj = obj;
     this.log = log;
@@ -158,12 +186,14 @@ export class Enforcer extends EventEmitter {
         }
       },
     });
+    this.healthTimer = setInterval(() => this.checkInterfaces(), healthIntervalMs);
+    this.healthTimer.unref();
   }
 
   static open(opts: EnforcerOptions = {}): Enforcer {
     const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets });
     try {
-      return new Enforcer(obj, opts.logger ?? noopLogger);
+      return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500);
     } catch (err) {
       obj.close();
       throw err;
@@ -180,7 +210,7 @@ export class Enforcer extends EventEmitter {
     if (mode !== 'l3' && mode !== 'l2') throw new ValidationError('mode', spec.mode, 'must be "l3" or "l2"');
 
     // Acquire in order (XDP on the sniff side, then the sender), undo in reverse on failure.
-    const link = this.acquireAttachment(spec.sniffIf);
+    const att = this.acquireAttachment(spec.sniffIf);
     let senderKey: string;
     try {
       senderKey = this.acquireSender(spec.resetIf, mode);
@@ -195,10 +225,10 @@ export class Enforcer extends EventEmitter {
       expiresAt: spec.expiresAt, label: spec.label ?? `target-${id}`, family: host.family,
       counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
     };
-    const keyBytes = encodeTargetKey({ ifindex: link.ifindex, family: host.family, addr: host.bytes, port });
+    const keyBytes = encodeTargetKey({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port });
     let slot: Slot | undefined;
     try {
-      slot = this.joinSlot(keyBytes);
+      slot = this.joinSlot(keyBytes, spec.sniffIf);
       const target: Target = { info, slot, senderKey, flows: new Set(), timer: undefined };
       slot.targets.add(target);
       this.syncSlot(slot);
@@ -210,7 +240,7 @@ export class Enforcer extends EventEmitter {
       this.releaseAttachment(spec.sniffIf);
       throw err;
     }
-    this.log.info({ target: publicInfo(info), xdpMode: link.mode }, 'target added');
+    this.log.info({ target: publicInfo(info), xdpMode: att.mode }, 'target added');
     return publicInfo(info);
   }
 
@@ -255,26 +285,29 @@ export class Enforcer extends EventEmitter {
 
   status(): EnforcerStatus {
     return {
-      attached: [...this.attachments.values()].map(({ link }) => ({ ifname: link.ifname, ifindex: link.ifindex, mode: link.mode })),
-      senders: [...this.senders.values()].map(({ sender }) => ({
-        ifname: sender.ifname, mode: sender.mode, sent: sender.stats.sent, errors: sender.stats.errors,
-        ...(sender.stats.lastError ? { lastError: sender.stats.lastError } : {}),
+      attached: [...this.attachments.values()].filter((a) => a.link).map((a) => ({ ifname: a.ifname, ifindex: a.ifindex, mode: a.mode })),
+      senders: [...this.senders.values()].map((ref) => ({
+        ifname: ref.ifname, mode: ref.mode, sent: ref.sent + (ref.sender?.stats.sent ?? 0),
+        errors: ref.errors + (ref.sender?.stats.errors ?? 0),
+        ...(ref.sender?.stats.lastError ? { lastError: ref.sender.stats.lastError } : {}),
       })),
       counters: this.counters(),
       ring: { records: this.ring.records, wakeups: this.ring.wakeups, stale: this.staleEvents, errors: this.recordErrors },
       targets: this.targets.size,
+      faults: [...this.faults.values()].map((f) => ({ ...f })),
     };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.healthTimer);
     for (const id of [...this.targets.keys()]) this.remove(id);
     await this.ring.stop();
     this.ring.close();
-    for (const ref of this.senders.values()) ref.sender.close();
+    for (const ref of this.senders.values()) ref.sender?.close();
     this.senders.clear();
-    for (const { link } of this.attachments.values()) link.close();
+    for (const { link } of this.attachments.values()) link?.close();
     this.attachments.clear();
     this.obj.close();
   }
@@ -322,8 +355,8 @@ export class Enforcer extends EventEmitter {
 
   private send(senderKey: string, rsts: ReturnType<typeof forgeResets>, ev: TcpEvent): void {
     const ref = this.senders.get(senderKey);
-    if (!ref) return;
-    const { sender } = ref;
+    const sender = ref?.sender;
+    if (!ref || !sender) return; // reset interface away: counted as a fault, not per packet
     for (const rst of rsts) {
       if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
       else sender.enqueue({ family: rst.family, packet: rst.packet });
@@ -335,7 +368,7 @@ export class Enforcer extends EventEmitter {
     for (const ref of this.senders.values()) {
       if (!ref.pending) continue;
       ref.pending = false;
-      ref.sender.flush();
+      ref.sender?.flush();
     }
   }
 
@@ -352,11 +385,11 @@ export class Enforcer extends EventEmitter {
 
   // ---- slots (one BPF map entry per key) ----------------------------------
 
-  private joinSlot(key: Uint8Array): Slot {
+  private joinSlot(key: Uint8Array, sniffIf: string): Slot {
     const keyText = Buffer.from(key).toString('hex');
     let slot = this.slotByKey.get(keyText);
     if (!slot) {
-      slot = { id: this.nextSlotId++, key, keyText, targets: new Set(), expiresAt: 0 };
+      slot = { id: this.nextSlotId++, sniffIf, key, keyText, targets: new Set(), expiresAt: 0 };
       this.slotByKey.set(keyText, slot);
       this.slots.set(slot.id, slot);
     }
@@ -402,23 +435,25 @@ export class Enforcer extends EventEmitter {
 
   // ---- shared resources ----------------------------------------------------
 
-  private acquireAttachment(ifname: string): XdpLink {
+  private acquireAttachment(ifname: string): Attachment {
     const have = this.attachments.get(ifname);
     if (have) {
       have.refs++;
-      return have.link;
+      return have;
     }
     const link = this.obj.attachXdp(ifname, 'auto');
-    this.attachments.set(ifname, { link, refs: 1 });
+    const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 1 };
+    this.attachments.set(ifname, att);
     this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode }, 'XDP attached');
-    return link;
+    return att;
   }
 
   private releaseAttachment(ifname: string): void {
     const have = this.attachments.get(ifname);
     if (!have || --have.refs > 0) return;
     this.attachments.delete(ifname);
-    have.link.close();
+    this.faults.delete(`sniff/${ifname}`);
+    have.link?.close();
     this.log.info({ ifname }, 'XDP detached');
   }
 
@@ -429,7 +464,7 @@ export class Enforcer extends EventEmitter {
       have.refs++;
       return key;
     }
-    this.senders.set(key, { sender: Sender.open(ifname, mode), refs: 1, pending: false });
+    this.senders.set(key, { ifname, mode, sender: Sender.open(ifname, mode), refs: 1, pending: false, sent: 0, errors: 0 });
     return key;
   }
 
@@ -437,8 +472,124 @@ export class Enforcer extends EventEmitter {
     const have = this.senders.get(key);
     if (!have || --have.refs > 0) return;
     this.senders.delete(key);
-    if (have.pending) have.sender.flush();
-    have.sender.close();
+    if (!this.hasSenderOn(have.ifname)) this.faults.delete(`reset/${have.ifname}`);
+    if (have.sender) {
+      if (have.pending) have.sender.flush();
+      have.sender.close();
+    }
+  }
+
+  private hasSenderOn(ifname: string): boolean {
+    for (const ref of this.senders.values()) if (ref.ifname === ifname) return true;
+    return false;
+  }
+
+  // ---- interfaces going down, away and back ---------------------------------
+
+  /**
+   * A deleted device takes its XDP link with it, and a raw or packet socket
+   * stays bound to the old ifindex; a re-created device has a new ifindex,
+   * which is part of every target key. So: on each tick, compare what we hold
+   * with what the kernel has, report the difference as a fault, and rebuild
+   * (re-attach, re-key, reopen) as soon as the interface is back.
+   */
+  private checkInterfaces(): void {
+    for (const att of this.attachments.values()) {
+      try {
+        this.checkAttachment(att);
+      } catch (err) {
+        this.setFault(att.ifname, 'sniff', `recovery failed: ${(err as Error).message}`);
+      }
+    }
+    for (const ref of this.senders.values()) {
+      try {
+        this.checkSender(ref);
+      } catch (err) {
+        this.setFault(ref.ifname, 'reset', `recovery failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private checkAttachment(att: Attachment): void {
+    const state = readInterface(att.ifname);
+    if (!state) {
+      if (att.link) {
+        att.link.close();
+        att.link = null;
+      }
+      return this.setFault(att.ifname, 'sniff', 'interface is gone');
+    }
+    if (!att.link || state.ifindex !== att.ifindex) {
+      att.link?.close();
+      att.link = null;
+      const link = this.obj.attachXdp(att.ifname, 'auto');
+      const old = att.ifindex;
+      att.link = link;
+      att.ifindex = link.ifindex;
+      att.mode = link.mode;
+      this.rekeySlots(att.ifname, link.ifindex);
+      this.log.warn({ ifname: att.ifname, oldIfindex: old, ifindex: link.ifindex, mode: link.mode }, 'XDP re-attached to re-created interface');
+    }
+    if (!state.up) return this.setFault(att.ifname, 'sniff', 'interface is down');
+    this.clearFault(att.ifname, 'sniff');
+  }
+
+  private checkSender(ref: SenderRef): void {
+    const state = readInterface(ref.ifname);
+    if (!state) {
+      if (ref.sender) this.retireSender(ref);
+      return this.setFault(ref.ifname, 'reset', 'interface is gone');
+    }
+    if (!ref.sender || ref.sender.ifindex !== state.ifindex) {
+      if (ref.sender) this.retireSender(ref);
+      ref.sender = Sender.open(ref.ifname, ref.mode);
+      this.log.warn({ ifname: ref.ifname, mode: ref.mode, ifindex: state.ifindex }, 'reset sender reopened on re-created interface');
+    }
+    if (!state.up) return this.setFault(ref.ifname, 'reset', 'interface is down');
+    this.clearFault(ref.ifname, 'reset');
+  }
+
+  private retireSender(ref: SenderRef): void {
+    if (!ref.sender) return;
+    ref.sent += ref.sender.stats.sent;
+    ref.errors += ref.sender.stats.errors;
+    ref.sender.close();
+    ref.sender = null;
+    ref.pending = false;
+  }
+
+  /** Move every slot of `ifname` to its new ifindex (the key's first field). */
+  private rekeySlots(ifname: string, ifindex: number): void {
+    for (const slot of this.slots.values()) {
+      if (slot.sniffIf !== ifname) continue;
+      this.targetsMap.delete(slot.key);
+      this.slotByKey.delete(slot.keyText);
+      const key = new Uint8Array(slot.key);
+      new DataView(key.buffer).setUint32(LAYOUT.tr_target_key.fields.ifindex, ifindex, true);
+      slot.key = key;
+      slot.keyText = Buffer.from(key).toString('hex');
+      this.slotByKey.set(slot.keyText, slot);
+      this.syncSlot(slot);
+    }
+  }
+
+  private setFault(ifname: string, role: IfaceRole, fault: string): void {
+    const id = `${role}/${ifname}`;
+    const have = this.faults.get(id);
+    if (have?.fault === fault) return;
+    const f: InterfaceFault = { ifname, role, fault, since: have?.since ?? Date.now() };
+    this.faults.set(id, f);
+    this.log.warn({ ifname, role, fault }, 'interface fault: enforcement on it is suspended');
+    this.emit('fault', { ...f });
+  }
+
+  private clearFault(ifname: string, role: IfaceRole): void {
+    const id = `${role}/${ifname}`;
+    const have = this.faults.get(id);
+    if (!have) return;
+    this.faults.delete(id);
+    this.log.info({ ifname, role, downMs: Date.now() - have.since }, 'interface recovered: enforcement resumed');
+    this.emit('recovered', { ifname, role, since: have.since });
   }
 
   private assertOpen(): void {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
-import { BpfObject, defaultObjectPath, numPossibleCpus } from '../src/bpf/object.js';
+import { BpfObject, defaultObjectPath, kernelKnowsXdpFrags, numPossibleCpus } from '../src/bpf/object.js';
 import { encodeTargetKey, encodeTargetValue, LAYOUT, MAP_COUNTERS, MAP_TARGETS, sumCounters } from '../src/contract.js';
 import { NativeError, TcpresetError } from '../src/errors.js';
 import * as L from '../src/native/libbpf.js';
@@ -381,4 +381,12 @@ ptest('a SIGKILLed process leaves no XDP program behind (bpf_link dies with it)'
   const deadline = Date.now() + 2000;
   while (xdpOf(a) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   t.is(xdpOf(a), undefined);
+});
+
+test('xdp.frags is cleared before load only on kernels older than 5.18', (t) => {
+  t.false(kernelKnowsXdpFrags('5.8.0-63-generic'));
+  t.false(kernelKnowsXdpFrags('5.17.15'));
+  t.true(kernelKnowsXdpFrags('5.18.0'));
+  t.true(kernelKnowsXdpFrags('6.18.44-fc-v769'));
+  t.true(kernelKnowsXdpFrags('10.1.0'));
 });

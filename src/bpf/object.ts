@@ -7,6 +7,7 @@
  * includes the process dying: a crashed daemon never leaves a filter behind.
  */
 import { fileURLToPath } from 'node:url';
+import { release } from 'node:os';
 import { MAP_TARGETS, PROG_NAME } from '../contract.js';
 import { NativeError, TcpresetError, ValidationError } from '../errors.js';
 import * as L from '../native/libbpf.js';
@@ -150,6 +151,14 @@ export class BpfMap {
   }
 }
 
+/** Multi-buffer XDP (BPF_F_XDP_HAS_FRAGS) arrived in Linux 5.18. */
+export function kernelKnowsXdpFrags(kernelRelease: string = release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m) return true;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 5 || (major === 5 && minor >= 18);
+}
+
 export interface LoadOptions {
   /** Capacity of the targets map (bpf_map__set_max_entries before load). */
   maxTargets?: number;
@@ -200,6 +209,12 @@ export class BpfObject {
         if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no map "${MAP_TARGETS}" to size`);
         const ret = L.bpf_map__set_max_entries(m, maxTargets);
         if (ret < 0) throw L.failure(`set max_entries of map "${MAP_TARGETS}" to ${maxTargets}`, ret);
+      }
+      if (!kernelKnowsXdpFrags()) {
+        // The object is built "xdp.frags" (needed for native XDP behind a 9000-byte MTU peer);
+        // 5.8-5.17 kernels refuse the flag, and without it the program is what they expect.
+        const p = L.bpf_object__find_program_by_name(obj, program);
+        if (p !== null) L.bpf_program__set_flags(p, L.bpf_program__flags(p) & ~L.BPF_F_XDP_HAS_FRAGS);
       }
       const ret = L.bpf_object__load(obj);
       if (ret < 0) throw L.failure(`load BPF object ${path}`, ret);

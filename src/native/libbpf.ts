@@ -125,6 +125,13 @@ export const bpf_object__close = lib.func('void bpf_object__close(bpf_object *ob
 export const bpf_object__find_program_by_name = lib.func(
   'bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)',
 ) as (obj: BpfObjectPtr, name: string) => BpfProgramPtr | null;
+export const bpf_program__flags = lib.func('uint32_t bpf_program__flags(const bpf_program *prog)') as (prog: BpfProgramPtr) => number;
+export const bpf_program__set_flags = lib.func('int bpf_program__set_flags(bpf_program *prog, uint32_t flags)') as (
+  prog: BpfProgramPtr,
+  flags: number,
+) => number;
+/** BPF_F_XDP_HAS_FRAGS (linux/bpf.h): the program is multi-buffer aware; kernels before 5.18 reject it. */
+export const BPF_F_XDP_HAS_FRAGS = 1 << 5;
 export const bpf_object__find_map_by_name = lib.func(
   'bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)',
 ) as (obj: BpfObjectPtr, name: string) => BpfMapPtr | null;

@@ -85,17 +85,26 @@ export class Daemon {
   }
 
   /** Load saved jobs, listen, tell systemd. Throws when the socket cannot be had. */
-  async start(): Promise<void> {
+  /**
+   * Load the data plane code (koffi, libbpf) on first need: an idle daemon
+   * does without it (~6 MB less resident). A failure is remembered and
+   * reported by the create that needed it.
+   */
+  private async loadDataPlane(): Promise<void> {
+    if (this.enforcerModule || this.enforcerLoadError) return;
     try {
       this.enforcerModule = await import('../dataplane/enforcer.js');
     } catch (err) {
-      // Read-only requests still work; creating a job will say why it cannot.
       this.enforcerLoadError = err;
       this.log.error({ err }, 'data plane module failed to load');
     }
+  }
+
+  async start(): Promise<void> {
     this.store.ensureDir();
     const loaded = this.store.load();
     if (loaded.jobs.length) {
+      await this.loadDataPlane();
       const r = this.jobs.restore(loaded.jobs);
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');
     }
@@ -162,6 +171,7 @@ export class Daemon {
       case 'list':
         return { jobs: this.jobs.list() };
       case 'create': {
+        await this.loadDataPlane();
         const r = this.jobs.create({
           engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
           duration: req.duration, mode: req.mode,

@@ -329,7 +329,14 @@ export class ControlServer {
     }
     try {
       const result = await this.o.handler(req, peer);
-      this.o.log.info({ peer, op: req.op, ...(req.id !== undefined ? { reqId: req.id } : {}), ms: msSince(t0) }, 'request');
+      const r = result as { action?: string; job?: { id?: string } } | null;
+      this.o.log.info(
+        {
+          peer, op: req.op, ...(req.id !== undefined ? { reqId: req.id } : {}),
+          ...(r?.job?.id ? { jobId: r.job.id } : {}), ...(r?.action ? { action: r.action } : {}), ms: msSince(t0),
+        },
+        'request',
+      );
       return okResponse(result, req.id);
     } catch (err) {
       const resp = errorResponse(err, req.id);

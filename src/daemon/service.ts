@@ -138,11 +138,21 @@ export class Daemon {
       return this.enforcerModule.Enforcer.open({ logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1) });
     });
     const e = open(this.log);
-    e.on('flow-reset', (f: FlowResetInfo) => this.activity.onFlowReset(f));
-    e.on('expired', (t: TargetInfo) => this.jobs.targetExpired(t.id));
+    // Listeners run inside the Enforcer's ring-buffer and timer callbacks: a
+    // bug here must be logged, never thrown into the data plane.
+    e.on('flow-reset', (f: FlowResetInfo) => this.guard('flow-reset', () => this.activity.onFlowReset(f)));
+    e.on('expired', (t: TargetInfo) => this.guard('expired', () => this.jobs.targetExpired(t.id)));
     this.enforcer = e;
     this.log.info({}, 'data plane opened');
     return e;
+  }
+
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err, event: what }, 'data plane event handler failed');
+    }
   }
 
   private statusLine(): string {

@@ -543,3 +543,19 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
   t.is((JSON.parse(cy.stdout) as { job: Job }).job.id, j3.job.id);
   t.is((await cli(['list'], env)).stdout, 'no jobs\n');
 });
+
+test('warnings of an accepted job go to stderr (the job stands: exit 0); a faulty job shows a FAULT column', async (t) => {
+  const warning = 'state not saved: EROFS: read-only file system';
+  const faulty = { ...job, fault: 'target not enforced: interface "eth1" does not exist' };
+  const p = await peer((req) => ok(req.op === 'list' ? { jobs: [job, faulty] } : { action: 'created', job, warnings: [warning] }));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: p.path };
+  const created = await cli(CREATE, env);
+  t.is(created.code, 0);
+  t.regex(created.stdout, /^created job /);
+  t.is(created.stderr, `tcpreset: warning: ${warning}\n`);
+  const list = (await cli(['list'], env)).stdout.split('\n');
+  t.regex(list[0], /\sFLOWS\s+FAULT$/);
+  t.regex(list[2], /\starget not enforced: interface "eth1" does not exist$/);
+  t.notRegex(list[1], /not enforced/);
+});

@@ -42,7 +42,9 @@ export function table(header: string[], rows: string[][], rightAligned: Set<numb
 
 export function formatList(r: ListResult): string {
   if (r.jobs.length === 0) return 'no jobs\n';
-  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS'];
+  // The FAULT column appears only when some job is not being enforced.
+  const faulty = r.jobs.some((j) => j.fault);
+  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS', ...(faulty ? ['FAULT'] : [])];
   const rows = r.jobs.map((j) => [
     j.id,
     j.engid,
@@ -55,6 +57,7 @@ export function formatList(r: ListResult): string {
     String(j.counters.matched),
     String(j.counters.rstsSent),
     String(j.counters.flows),
+    ...(faulty ? [j.fault ?? ''] : []),
   ]);
   return table(header, rows, new Set([7, 8, 9, 10]));
 }

@@ -144,6 +144,9 @@ export async function run(argv: string[], io: RunIo = {}): Promise<number> {
       throw new TcpresetError(res.error.code as ErrorCode, res.error.message, { details: res.error.details ?? {} });
     }
     const result = res.result as R;
+    // Accepted with a caveat (e.g. not persisted): the job stands, the operator must know.
+    const warnings = (result as { warnings?: unknown }).warnings;
+    if (!opts.json && Array.isArray(warnings)) for (const w of warnings) stderr.write(`tcpreset: warning: ${String(w)}\n`);
     stdout.write(opts.json ? `${JSON.stringify(json(result))}\n` : human(result));
   };
 

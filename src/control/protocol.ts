@@ -106,14 +106,19 @@ export interface Job {
   expiresAt: string;
   remainingMs: number;
   counters: JobCounters;
+  /** Set while the job cannot be enforced (e.g. its target could not be re-added after a restart). */
+  fault?: string;
 }
 
 export interface CreateResult {
   action: 'created' | 'extended';
   job: Job;
+  /** Accepted and enforced, but something is wrong (e.g. the state file could not be saved). */
+  warnings?: string[];
 }
 export interface CancelResult {
   job: Job;
+  warnings?: string[];
 }
 export interface ListResult {
   jobs: Job[];

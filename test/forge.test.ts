@@ -366,6 +366,22 @@ test('addresses of the wrong length for the family are refused', (t) => {
   t.throws(() => forgeResets(ev(6, TCP_ACK, 1, 2, 0, { daddr: V4B })), { instanceOf: RangeError });
 });
 
+test('a corrupt event (family not 4/6, VLAN TPID not 802.1Q/802.1ad) yields no RST and no frame', (t) => {
+  // decodeEvent of a garbage record: family 0 used to give two IPv6-shaped RSTs labelled family 0.
+  for (const family of [0, 5, 7, 41, 255]) {
+    const e = { ...ev(6, TCP_ACK, 1, 2, 0), family } as unknown as TcpEvent;
+    t.throws(() => forgeResets(e), { instanceOf: RangeError, message: new RegExp(`family ${family} `) });
+    t.throws(() => forgeResets({ ...e, tcpFlags: TCP_RST | TCP_ACK }), { instanceOf: RangeError }, 'refused even when it would be a no-op');
+  }
+  const good = ev(4, TCP_ACK, 1, 2, 0, { vlans: [{ tpid: 0x88a8, tci: 5 }, { tpid: 0x8100, tci: 100 }] });
+  const [rst] = forgeResets(good);
+  t.is(l2Frame(rst, good, MAC_SENSOR).byteLength, 14 + 8 + 40);
+  for (const tpid of [0x0800, 0x9100, 0, 0xffff]) {
+    const bad = { ...good, vlans: [{ tpid: 0x8100, tci: 1 }, { tpid, tci: 2 }] };
+    t.throws(() => l2Frame(rst, bad, MAC_SENSOR), { instanceOf: RangeError, message: /TPID/ });
+  }
+});
+
 function requireTshark(t: { fail: (m: string) => void }): boolean {
   if (hasTshark()) return true;
   t.fail('tshark is missing: `make` installs it (apt-get install tshark)');

@@ -107,6 +107,9 @@ export function randomIpId(): number {
  * exactly A's label; the reflected one follows Linux's flowlabel_reflect).
  */
 export function forgeResets(ev: TcpEvent, ipId: () => number = randomIpId, ttlFromDst?: number): RstPacket[] {
+  // The kernel writes only 4 or 6; anything else is a corrupt record, and
+  // forging from it would send IPv6-shaped packets built from garbage.
+  if (ev.family !== 4 && ev.family !== 6) throw new RangeError(`event family ${ev.family} is neither 4 nor 6: malformed event, no RST forged`);
   const f = ev.tcpFlags;
   if (f & TCP_RST) return []; // the flow is dead, and this may be our own RST
   const alen = ev.family === 4 ? 4 : 16;
@@ -224,6 +227,10 @@ function build(
 export function l2Frame(rst: RstPacket, ev: TcpEvent, srcMac: Uint8Array): Uint8Array {
   if (srcMac.length !== 6) throw new RangeError(`source MAC has ${srcMac.length} bytes, not 6`);
   const vlans = ev.vlans;
+  // The program records only 802.1Q/802.1ad tags; another TPID means a corrupt event.
+  for (const v of vlans) {
+    if (v.tpid !== 0x8100 && v.tpid !== 0x88a8) throw new RangeError(`VLAN TPID 0x${v.tpid.toString(16)} is neither 802.1Q nor 802.1ad: malformed event, no frame built`);
+  }
   const hdr = 14 + 4 * vlans.length;
   const frame = alloc(hdr + rst.packet.length);
   frame.set(rst.toward === 'src' ? ev.smac : ev.dmac, 0);

@@ -1,0 +1,157 @@
+/**
+ * Small shared tools of the fuzz/access stress files: a seeded PRNG (a
+ * failure is replayable with STRESS_SEED), latency figures, and a prober
+ * that keeps asking the daemon valid questions while something else abuses
+ * it.
+ */
+import net from 'node:net';
+
+/** mulberry32: tiny, fast, good enough to drive fuzzing; same seed, same run. */
+export class Rng {
+  private s: number;
+  constructor(readonly seed: number) {
+    this.s = seed >>> 0;
+  }
+
+  /** Uniform 32-bit unsigned. */
+  u32(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+
+  /** Integer in [0, n). */
+  int(n: number): number {
+    return n <= 0 ? 0 : Math.floor((this.u32() / 0x1_0000_0000) * n);
+  }
+
+  /** Integer in [lo, hi]. */
+  range(lo: number, hi: number): number {
+    return lo + this.int(hi - lo + 1);
+  }
+
+  chance(p: number): boolean {
+    return this.u32() / 0x1_0000_0000 < p;
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)];
+  }
+
+  bytes(n: number): Uint8Array {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
+    return b;
+  }
+}
+
+/** STRESS_SEED (decimal) when given, else a fresh one; log it so a failure can be replayed. */
+export function seedFromEnv(): number {
+  const env = process.env.STRESS_SEED;
+  if (env !== undefined && /^\d+$/.test(env)) return Number(env) >>> 0;
+  return (Math.random() * 0x1_0000_0000) >>> 0;
+}
+
+export interface LatencySummary {
+  n: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function summarize(ms: readonly number[]): LatencySummary {
+  if (ms.length === 0) return { n: 0, p50: NaN, p99: NaN, max: NaN };
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
+}
+
+export const fmtMs = (x: number): string => `${x.toFixed(2)} ms`;
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One request line on a fresh connection, one response line; latency from
+ * connect() to the newline of the answer. Rejects on timeout or close.
+ */
+export function timedRequest(path: string, line: string, timeoutMs = 5000): Promise<{ ms: number; response: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const s = net.createConnection({ path });
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(`${line}\n`));
+    s.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const ms = performance.now() - t0;
+      s.destroy();
+      try {
+        resolve({ ms, response: JSON.parse(buf.slice(0, nl)) as Record<string, unknown> });
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error('closed without an answer'));
+    });
+  });
+}
+
+/**
+ * Asks the daemon valid questions back to back (version, list, status in
+ * turn, each on a fresh connection, `gapMs` apart) until stopped, and keeps
+ * every latency and every failure (an error, a refusal, a wrong answer).
+ */
+export class LatencyProbe {
+  readonly latencies: number[] = [];
+  readonly failures: string[] = [];
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(
+    readonly socket: string,
+    readonly gapMs = 10,
+    /** Checked on every answer; return a failure text or null. */
+    readonly check: (op: string, response: Record<string, unknown>) => string | null = () => null,
+  ) {
+    this.done = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    const ops = ['version', 'list', 'status'];
+    for (let i = 0; this.running; i++) {
+      const op = ops[i % ops.length];
+      try {
+        const { ms, response } = await timedRequest(this.socket, JSON.stringify({ v: 1, op, id: `probe-${i}` }));
+        this.latencies.push(ms);
+        if (response.ok !== true || response.id !== `probe-${i}`) this.failures.push(`${op}: ${JSON.stringify(response).slice(0, 300)}`);
+        else {
+          const bad = this.check(op, response);
+          if (bad) this.failures.push(`${op}: ${bad}`);
+        }
+      } catch (err) {
+        this.failures.push(`${op}: ${(err as Error).message}`);
+      }
+      await sleep(this.gapMs);
+    }
+  }
+
+  async stop(): Promise<LatencySummary> {
+    this.running = false;
+    await this.done;
+    return summarize(this.latencies);
+  }
+}

@@ -79,12 +79,36 @@ export class UsageError extends TcpresetError {
   }
 }
 
+/** Longest rendering of a value inside an error message. */
+export const MAX_SHOWN_VALUE_CHARS = 200;
+
+/**
+ * A value as JSON text for an error message: bounded, and never throws. A
+ * request may carry a value nested too deeply for JSON.stringify (a RangeError
+ * that would turn a client's mistake into an internal error) or megabytes
+ * long; the message names it without echoing all of it.
+ */
+export function showValue(value: unknown, maxChars = MAX_SHOWN_VALUE_CHARS): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined) {
+    text = Array.isArray(value) ? '[an array nested too deeply to show]'
+      : typeof value === 'object' && value !== null ? '{an object nested too deeply to show}'
+      : String(value);
+  }
+  return text.length > maxChars ? `${text.slice(0, maxChars)}… (${text.length} characters)` : text;
+}
+
 /** A value that is malformed or out of range; `field` names the argument. */
 export class ValidationError extends TcpresetError {
   readonly field: string;
   readonly value: unknown;
   constructor(field: string, value: unknown, reason: string, code: ErrorCode = 'E_INVALID') {
-    super(code, `${field} ${JSON.stringify(value)}: ${reason}`, { details: { field, value } });
+    super(code, `${field} ${showValue(value)}: ${reason}`, { details: { field, value } });
     this.field = field;
     this.value = value;
   }

@@ -300,3 +300,27 @@ test('encodeLine refuses lines above the limit; parseResponse checks the envelop
   t.throws(() => parseResponse('{"v":1,"ok":false,"error":"x"}'), { message: /"code","message"/ });
   t.throws(() => parseResponse('{"v":3,"ok":true,"result":1}'), { message: /version 3/ });
 });
+
+test('values nested too deeply for JSON.stringify get their own error code, a short message, and an encodable response', (t) => {
+  // Found by the control fuzzer: these used to escape as RangeError ("Maximum call stack size
+  // exceeded") and reach the client as E_INTERNAL.
+  const deep = '['.repeat(20000) + ']'.repeat(20000);
+  const wrap = (json: string): string => JSON.stringify({ ...create }).replace('"op":"create"', `"op":"create","mode":${json}`);
+  const cases: [string, string, RegExp][] = [
+    [wrap(deep), 'E_INVALID', /^mode \[an array nested too deeply to show\]: must be "l3" or "l2"$/],
+    [JSON.stringify(create).replace('"ids-1"', deep), 'E_USAGE', /"engid" must be a string, not an array/],
+    [JSON.stringify({ ...create, port: 0 }).replace('"port":0', `"port":${deep}`), 'E_USAGE', /"port" must be a number/],
+    [`{"v":${deep},"op":"list"}`, 'E_PROTOCOL', /protocol version \[an array nested too deeply to show\]/],
+    [`{"v":1,"op":${'{"":'.repeat(12000)}{}${'}'.repeat(12000)}}`, 'E_USAGE', /unknown op \{an object nested too deeply to show\}/],
+  ];
+  for (const [l, code, msg] of cases) {
+    const err = protoErr(t, l, code, msg);
+    const resp = errorResponse(err, 1);
+    const out = encodeLine(resp);
+    t.true(out.length < 1000, `${out.length} bytes`);
+    t.is(JSON.parse(out).error.code, code);
+  }
+  // A long value is named, not echoed whole.
+  const long = protoErr(t, line({ ...create, engid: 'x'.repeat(60000) }), 'E_INVALID', /^engid "x{199}… \(60002 characters\): is 60000 characters long/);
+  t.true(long.message.length < 300);
+});

@@ -12,7 +12,7 @@
  *  - E_INVALID: a field has the right type but a bad value (validate.ts).
  * Every message names the field.
  */
-import { TcpresetError, UsageError, ValidationError, type ErrorCode, type ErrorDetails } from '../errors.js';
+import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
 
 export const PROTOCOL_VERSION = 1 as const;
@@ -204,7 +204,7 @@ function parseJsonObject(line: string, what: string, limit: number): Record<stri
   if (!isPlainObject(parsed)) throw protocolError(`${what} must be a JSON object`);
   if (!('v' in parsed)) throw protocolError(`${what} lacks the protocol version field "v"`);
   if (parsed.v !== PROTOCOL_VERSION) {
-    throw protocolError(`${what} has protocol version ${JSON.stringify(parsed.v)}; this side speaks ${PROTOCOL_VERSION}`, {
+    throw protocolError(`${what} has protocol version ${showValue(parsed.v)}; this side speaks ${PROTOCOL_VERSION}`, {
       field: 'v',
       value: parsed.v,
     });
@@ -276,7 +276,7 @@ export function parseRequest(line: string): Request {
   const id = checkId(o.id);
   if (!('op' in o)) throw new UsageError('request lacks the field "op"', { details: { field: 'op' } });
   if (typeof o.op !== 'string' || !(OPS as readonly string[]).includes(o.op)) {
-    throw new UsageError(`unknown op ${JSON.stringify(o.op)}; expected one of ${OPS.join(', ')}`, { details: { field: 'op', value: o.op } });
+    throw new UsageError(`unknown op ${showValue(o.op)}; expected one of ${OPS.join(', ')}`, { details: { field: 'op', value: o.op } });
   }
   const op = o.op as Op;
   const base: Base = id === undefined ? { v: PROTOCOL_VERSION } : { v: PROTOCOL_VERSION, id };
@@ -380,11 +380,23 @@ export function errorResponse(err: unknown, id?: RequestId): ErrorResponse {
   let error: ErrorBody;
   if (err instanceof TcpresetError) {
     error = err.toJSON();
+    // Details may echo the client's value; one nested too deeply for JSON
+    // would make the response unencodable (an E_INTERNAL): drop them then.
+    if (error.details !== undefined && !encodable(error.details)) error = { code: error.code, message: error.message };
   } else {
     const message = err instanceof Error ? err.message : String(err);
     error = { code: 'E_INTERNAL', message: `internal error: ${message}` };
   }
   return id === undefined ? { v: PROTOCOL_VERSION, ok: false, error } : { v: PROTOCOL_VERSION, id, ok: false, error };
+}
+
+function encodable(x: unknown): boolean {
+  try {
+    JSON.stringify(x);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -124,6 +124,24 @@ ptest('disk full (ENOSPC): the previous file stays whole and no temp file is lef
   t.deepEqual(litter(dir), []);
 });
 
+test('temp files of saves a crash interrupted are removed on load; the state file is untouched', async (t) => {
+  const dir = tmp('crashlitter');
+  const store = new StateStore(dir, memLog(), () => [record(1)]);
+  t.true((await store.save()).ok);
+  const whole = readFileSync(store.path, 'utf8');
+  // What a kill -9 inside writeOnce leaves: a partial temp file per crash, never renamed.
+  writeFileSync(join(dir, '.jobs.json.tmp-4242-17'), whole.slice(0, 40));
+  writeFileSync(join(dir, '.jobs.json.tmp-4343-0'), '');
+  writeFileSync(join(dir, 'unrelated'), 'kept');
+  const log = memLog();
+  const loaded = new StateStore(dir, log, () => []).load();
+  t.deepEqual(loaded.jobs, [record(1)]);
+  t.deepEqual(litter(dir), []);
+  t.deepEqual(readdirSync(dir).sort(), ['jobs.json', 'unrelated']);
+  t.is(readFileSync(store.path, 'utf8'), whole);
+  t.deepEqual(log.lines.find((l) => l.msg === 'removed temp files of interrupted saves')?.obj.removed, ['.jobs.json.tmp-4242-17', '.jobs.json.tmp-4343-0']);
+});
+
 test('a corrupt state file is kept aside, logged as an error, and the daemon starts empty', async (t) => {
   const dir = tmp('corrupt');
   mkdirSync(join(dir, 'state'));

@@ -14,7 +14,7 @@
  *   error is logged, and the next change retries the write. What is lost is
  *   only survival across a restart.
  */
-import { promises as fsp, constants as fsc, copyFileSync, renameSync, readFileSync, mkdirSync } from 'node:fs';
+import { promises as fsp, constants as fsc, copyFileSync, renameSync, readFileSync, readdirSync, mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobCounters, JobRecord, LogSink } from './jobs.js';
 
@@ -141,6 +141,7 @@ export class StateStore {
 
   /** Read the saved jobs. Never throws: a bad file is kept aside and the result is empty. */
   load(now = Date.now()): LoadResult {
+    this.removeStaleTemps();
     let text: string;
     try {
       text = readFileSync(this.path, 'utf8');
@@ -153,6 +154,33 @@ export class StateStore {
     } catch (err) {
       return this.quarantine(now, `corrupt: ${(err as Error).message}`, err);
     }
+  }
+
+  /**
+   * A crash (kill -9, power loss) in the middle of a save leaves its temp
+   * file behind, never renamed into place: garbage as big as the state, one
+   * more per crash. Called before this process writes anything.
+   */
+  private removeStaleTemps(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    const prefix = `.${STATE_FILE}.tmp-`;
+    const mine = `${prefix}${process.pid}-`;
+    const removed: string[] = [];
+    for (const name of names) {
+      if (!name.startsWith(prefix) || name.startsWith(mine)) continue;
+      try {
+        unlinkSync(join(this.dir, name));
+        removed.push(name);
+      } catch (err) {
+        this.log.warn({ err, path: join(this.dir, name) }, 'cannot remove the temp file of an interrupted save');
+      }
+    }
+    if (removed.length) this.log.info({ dir: this.dir, removed }, 'removed temp files of interrupted saves');
   }
 
   private quarantine(now: number, why: string, err: unknown): LoadResult {

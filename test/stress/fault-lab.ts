@@ -1,0 +1,344 @@
+/**
+ * Shared tools of the fault and load stress tests: a lab with the REAL
+ * daemon in its sensor namespace, a view of the daemon's BPF targets map
+ * from outside the process (bpftool, found through /proc/PID/fdinfo), the
+ * daemon's CPU time and RSS from /proc, trafgen runs into the sniff path,
+ * bulk control-socket clients and TCP session helpers whose verdicts come
+ * from the endpoints' kernels.
+ */
+import type { ExecutionContext } from 'ava';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync, readlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../helpers/daemon.js';
+import { createLab, type Lab } from '../../src/lab/lab.js';
+import { connectOnce, startClient, startServer, type Peer } from '../../src/lab/peer-control.js';
+
+export const ECHO_PORT = 5001;
+/** Both ends of a live session must be reset within this long of the job being in force (generous: 2 cores shared with a flood). */
+export const KILL_BOUND_MS = 3000;
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const wall = (): number => performance.timeOrigin + performance.now();
+
+export interface LabDaemon {
+  lab: Lab;
+  daemon: DaemonProc;
+  server: Peer;
+  /** Starts a fresh daemon on the same socket, state dir and config (after a kill). */
+  restart(): Promise<DaemonProc>;
+}
+
+/** A lab, a server listening on ECHO_PORT, and the real daemon in the sensor namespace; all removed at teardown. */
+export async function labDaemon(t: ExecutionContext, config: object = {}, opts: Partial<StartOptions> = {}): Promise<LabDaemon> {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  let daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000, ...config }, ...opts });
+  t.teardown(async () => {
+    await ld.daemon.stop('SIGKILL');
+  });
+  const server = await startServer(lab, lab.ns.server, [{ port: ECHO_PORT, mode: 'echo' }]);
+  const ld: LabDaemon = {
+    lab,
+    daemon,
+    server,
+    async restart() {
+      const prev = ld.daemon;
+      daemon = await startDaemon({
+        dir: prev.dir, socket: prev.socket, stateDir: prev.stateDir, netns: lab.ns.sensor,
+        args: ['--config', join(prev.dir, 'config.json')], env: opts.env,
+      });
+      ld.daemon = daemon;
+      return daemon;
+    },
+  };
+  return ld;
+}
+
+export function createReq(lab: Lab, host: string, duration: number, extra: object = {}): object {
+  return { v: 1, op: 'create', engid: 'STRESS', sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host, duration, ...extra };
+}
+
+/** Runs the real CLI in the sensor namespace. */
+export function cli(ld: LabDaemon, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn('ip', ['netns', 'exec', ld.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ld.daemon.socket], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+export async function ok(d: DaemonProc, req: object, timeoutMs = 30_000): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await d.request(req, timeoutMs);
+  if (!r.ok) throw new Error(`${JSON.stringify(req)} -> ${JSON.stringify(r.error)}`);
+  return r.result;
+}
+
+// ---- TCP sessions, judged by the endpoints' kernels --------------------------
+
+export interface Session {
+  client: Peer;
+  serverConn: string;
+}
+
+/** An interactive session client -> server with echoes flowing. */
+export async function session(ld: LabDaemon, fam: 'v4' | 'v6' = 'v4'): Promise<Session> {
+  const { lab, server } = ld;
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server[fam], ECHO_PORT, 'interactive', { reportMs: 50 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === ECHO_PORT, 5000, 'accept');
+  await client.waitFor((e) => e.ev === 'progress' && (e.rx ?? 0) >= 32, 5000, 'echoes');
+  return { client, serverConn: acc.conn! };
+}
+
+/** Both ends saw ECONNRESET; returns the later of the two times (epoch ms). */
+export async function killed(ld: LabDaemon, s: Session, timeoutMs = KILL_BOUND_MS): Promise<{ client: string; server: string; at: number }> {
+  const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', timeoutMs, 'client reset');
+  const sv = await ld.server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, timeoutMs, 'server reset');
+  await s.client.kill();
+  return { client: c.code ?? '', server: sv.code ?? '', at: Math.max(c.t, sv.t) };
+}
+
+/** A fresh connection client -> server: ok, or what the kernel said. */
+export async function tryConnect(ld: LabDaemon, fam: 'v4' | 'v6' = 'v4', holdMs = 200): Promise<{ ok: boolean; code?: string }> {
+  const r = await connectOnce(ld.lab, ld.lab.ns.client, ld.lab.hosts.server[fam], ECHO_PORT, { timeoutMs: 1500, holdMs });
+  return { ok: r.ok === true, code: r.code };
+}
+
+// ---- the daemon's BPF targets map, seen from outside -------------------------
+
+export interface MapEntry {
+  ifindex: number;
+  port: number;
+  family: number;
+  addr: number[];
+  targetId: number;
+  expiresNs: bigint;
+}
+
+/** Ids of the BPF maps the process holds open, with their type and size (from fdinfo). */
+export function processMaps(pid: number): { id: number; type: number; maxEntries: number }[] {
+  const out: { id: number; type: number; maxEntries: number }[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let link: string;
+    try {
+      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (link !== 'anon_inode:bpf-map') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+    out.push({ id: field('map_id'), type: field('map_type'), maxEntries: field('max_entries') });
+  }
+  return out;
+}
+
+/** The id of the daemon's "targets" map, or null when it has none open (data plane idle). */
+export function targetsMapId(pid: number): number | null {
+  for (const m of processMaps(pid)) {
+    if (m.type !== 1) continue; // BPF_MAP_TYPE_HASH
+    const show = spawnSync('bpftool', ['map', 'show', 'id', String(m.id), '-j'], { encoding: 'utf8' });
+    if (show.status === 0 && (JSON.parse(show.stdout) as { name?: string }).name === 'targets') return m.id;
+  }
+  return null;
+}
+
+/** Every entry of the map (bpftool, formatted through the object's BTF). */
+export function dumpTargets(mapId: number): MapEntry[] {
+  const r = spawnSync('bpftool', ['map', 'dump', 'id', String(mapId), '-j'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`bpftool map dump id ${mapId}: ${r.stderr}`);
+  const rows = JSON.parse(r.stdout) as { formatted: { key: { ifindex: number; port: number; family: number; addr: number[] }; value: { target_id: number; expires_ns: number } } }[];
+  return rows.map(({ formatted: { key, value } }) => ({
+    ifindex: key.ifindex, port: key.port, family: key.family, addr: key.addr, targetId: value.target_id, expiresNs: BigInt(value.expires_ns),
+  }));
+}
+
+export function addrText(e: MapEntry): string {
+  if (e.family === 4) return e.addr.slice(0, 4).join('.');
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((e.addr[i]! << 8) | e.addr[i + 1]!).toString(16));
+  // Canonical enough for comparison with the daemon's RFC 5952 text: compress the longest zero run.
+  const text = words.join(':');
+  const runs = [...text.matchAll(/(^|:)0(:0)+(:|$)/g)].sort((a, b) => b[0].length - a[0].length);
+  return runs.length ? text.replace(runs[0]![0], '::') : text;
+}
+
+/** CLOCK_MONOTONIC now (what bpf_ktime_get_ns reads), for comparing map deadlines with wall-clock end times. */
+export const monoNowNs = (): bigint => process.hrtime.bigint();
+
+/** How far a map deadline is from a wall-clock end time, in ms (positive: the map says later). */
+export function deadlineSkewMs(e: MapEntry, expiresAtMs: number): number {
+  const mapRemainingMs = Number(e.expiresNs - monoNowNs()) / 1e6;
+  const wallRemainingMs = expiresAtMs - Date.now();
+  return mapRemainingMs - wallRemainingMs;
+}
+
+export function ifindexIn(ns: string, ifname: string): number {
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/ifindex`], { encoding: 'utf8' });
+  return Number(r.stdout.trim());
+}
+
+// ---- /proc figures -------------------------------------------------------------
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** utime + stime of the process, in ms. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+export function rssMb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+export function rxPackets(lab: Lab, ifname = lab.sensor.sniffIf): number {
+  const r = spawnSync('ip', ['netns', 'exec', lab.ns.sensor, 'cat', `/sys/class/net/${ifname}/statistics/rx_packets`], { encoding: 'utf8' });
+  return Number(r.stdout.trim());
+}
+
+// ---- trafgen into the sniff path -----------------------------------------------
+
+export interface TrafgenRun {
+  child: ChildProcess;
+  /** Stops trafgen (SIGINT) and returns the packets it says it sent. */
+  stop(): Promise<{ sent: number; output: string; exitedEarly: boolean }>;
+  readonly exited: boolean;
+}
+
+/**
+ * Sends the frames of `conf` (trafgen syntax) out of the switch's mirror port,
+ * so they arrive on the sensor's sniff interface as mirror copies would. One
+ * CPU (more abort with "Flushing TX_RING failed" once native XDP is attached
+ * to the peer); `rate` e.g. "300000pps", default as fast as it goes.
+ */
+export function trafgen(lab: Lab, conf: string, rate?: string): TrafgenRun {
+  const dir = mkdtempSync(join(tmpdir(), 'trafgen-'));
+  const file = join(dir, 'frames.cfg');
+  writeFileSync(file, conf);
+  const args = ['trafgen', '--dev', lab.sw.ports.mirror, '--conf', file, '--cpus', '1', ...(rate ? ['-b', rate] : [])];
+  const child = lab.spawn(lab.sw.ns, args);
+  let output = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  let exited = false;
+  let stopping = false;
+  const done = new Promise<void>((resolve) => child.once('close', () => {
+    exited = true;
+    resolve();
+  }));
+  return {
+    child,
+    get exited() {
+      return exited;
+    },
+    async stop() {
+      const exitedEarly = exited && !stopping;
+      stopping = true;
+      if (!exited) child.kill('SIGINT');
+      await done;
+      const m = /(\d+) packets outgoing/.exec(output);
+      return { sent: m ? Number(m[1]) : 0, output, exitedEarly };
+    },
+  };
+}
+
+/** A TCP frame template with the given addresses; ports and sequence numbers vary per frame. */
+export function tcpFrames(o: { src: string; dst: string; dport: number; srcMac?: string; dstMac?: string; payload?: number }): string {
+  const v6 = o.src.includes(':');
+  return `{
+  eth(da=${o.dstMac ?? '02:00:00:00:00:02'}, sa=${o.srcMac ?? '02:00:00:00:00:01'}),
+  ${v6 ? 'ipv6' : 'ipv4'}(sa=${o.src}, da=${o.dst}, ttl=64),
+  tcp(sp=dinc(1024, 65000), dp=${o.dport}, seq=drnd(), aseq=drnd(), ack, win=512),
+  fill(0x41, ${o.payload ?? 16})
+}
+`;
+}
+
+// ---- bulk control-socket clients ------------------------------------------------
+
+/** One connection that sends requests one at a time (the daemon answers a connection's requests in order). */
+export class Conn {
+  private readonly s: net.Socket;
+  private buf = '';
+  private waiting: ((r: Resp) => void) | null = null;
+  private failure: Error | null = null;
+
+  private constructor(s: net.Socket) {
+    this.s = s;
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      this.buf += d;
+      let nl;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiting;
+        this.waiting = null;
+        w?.(JSON.parse(line) as Resp);
+      }
+    });
+    s.on('error', (err) => (this.failure = err));
+    s.on('close', () => {
+      this.failure ??= new Error('connection closed');
+      const w = this.waiting;
+      this.waiting = null;
+      w?.({ v: 1, ok: false, error: { code: 'E_CLOSED', message: this.failure.message } });
+    });
+  }
+
+  static open(path: string): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const s = net.createConnection({ path });
+      s.once('connect', () => resolve(new Conn(s)));
+      s.once('error', reject);
+    });
+  }
+
+  request(req: object): Promise<Resp> {
+    if (this.failure) return Promise.resolve({ v: 1, ok: false, error: { code: 'E_CLOSED', message: this.failure.message } });
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.s.write(`${JSON.stringify(req)}\n`);
+    });
+  }
+
+  close(): void {
+    this.s.end();
+  }
+}
+
+/**
+ * Sends `count` requests made by `make(i)` over `conns` connections at once.
+ * Returns the responses by index (those that got none: E_CLOSED).
+ */
+export async function bulk(path: string, count: number, conns: number, make: (i: number) => object, onResp?: (i: number, r: Resp) => void): Promise<Resp[]> {
+  const out = new Array<Resp>(count);
+  let next = 0;
+  const workers = await Promise.all(Array.from({ length: Math.min(conns, count) }, () => Conn.open(path)));
+  await Promise.all(workers.map(async (c) => {
+    for (;;) {
+      const i = next++;
+      if (i >= count) break;
+      const r = await c.request(make(i));
+      out[i] = r;
+      onResp?.(i, r);
+    }
+    c.close();
+  }));
+  return out;
+}
+
+/** Documentation/benchmark addresses, one distinct host per index (never a lab or local address). */
+export function bulkHost(i: number): string {
+  if (i % 2) return `198.${18 + ((i >> 16) & 1)}.${(i >> 8) & 255}.${i & 255}`;
+  return `2001:db8::${i.toString(16)}`;
+}

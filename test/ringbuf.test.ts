@@ -202,8 +202,9 @@ for (const wait of ['poll', 'epoll'] as const) {
     t.true(reader.isRunning);
     // Idle: the reader waits while timers keep firing.
     await new Promise((r) => setTimeout(r, 200));
-    // 40 at most; a blocking wait would allow 0-2.
-    t.true(ticks >= 20, `event loop ticked ${ticks} times in 200 ms while the reader waited`);
+    // 40 at most; a blocking wait would allow 0-2. The bound leaves room for a
+    // loaded 2-core machine (18 seen while other suites ran) without losing the point.
+    t.true(ticks >= 8, `event loop ticked ${ticks} times in 200 ms while the reader waited`);
     t.is(got.length, 0);
     // Produce in two bursts from the event loop, as the kernel would at any time.
     setTimeout(() => produce(range(1, 25)), 10);

@@ -58,6 +58,17 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 test: build
 	@set -o pipefail; npx ava --tap $(AVA_ARGS) | node test/tap-summary.mjs build/test-summary.txt
 
+# The main job on an embedded default: a throwaway namespace lab, the real
+# daemon and CLI, live sessions killed. Root needed.
+demo: build
+	node dist/src/demo/demo.js
+
+# tcpreset vs tcpkill on the same lab traffic; writes bench/results/latest.json
+# and regenerates BENCHMARKS.md. BENCH_ARGS=--quick for a smoke run.
+bench: build
+	@command -v tcpkill >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dsniff >/dev/null; }
+	node dist/bench/run.js $(BENCH_ARGS)
+
 # The stress suite at full scale (make test runs it in its short form).
 stress: build
 	@set -o pipefail; STRESS_SCALE=full npx ava --tap --timeout=30m 'dist/test/stress/**/*.stress.js' | node test/tap-summary.mjs build/stress-summary.txt

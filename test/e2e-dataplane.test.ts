@@ -255,3 +255,26 @@ ptest.serial("sessions of other hosts survive while the target's die", async (t)
     t.true((await connectOnce(ctx.lab, ctx.lab.ns.bystander, ctx.lab.hosts.server.v4, ECHO_PORT, { holdMs: 300 })).ok);
     });
 });
+
+// Two targets on one map key (two engines alerting on the same host): one slot in the map,
+// enforcement lasts while either lives, and XDP goes away with the last.
+ptest.serial('targets sharing a key: removing one keeps enforcing, removing both restores traffic and detaches XDP', async (t) => {
+  const ctx = await setup(t);
+  const { lab, agent } = ctx;
+  const a = await agent.add({ ...targetSpec(ctx, 'v4'), label: 'engine-a' });
+  const b = await agent.add({ ...targetSpec(ctx, 'v4', { durationMs: 20_000 }), label: 'engine-b' });
+  t.not(a.info.id, b.info.id);
+  t.is((await agent.status()).attached.length, 1, 'one XDP attachment for both');
+  t.true(await agent.remove(a.info.id));
+  const during = await connectOnce(lab, lab.ns.client, lab.hosts.server.v4, ECHO_PORT, { holdMs: 500 });
+  t.false(during.ok, `still enforced by the other target: ${JSON.stringify(during)}`);
+  const listed = await agent.list();
+  t.deepEqual(listed.map((i) => i.label), ['engine-b']);
+  t.true(listed[0].counters.rstsSent > 0, 'the remaining target is charged for the RSTs');
+  t.true(await agent.remove(b.info.id));
+  t.false(await agent.remove(b.info.id), 'a removed target is gone');
+  const st = await agent.status();
+  t.is(st.attached.length, 0, 'XDP detached with the last target');
+  t.is(st.targets, 0);
+  t.true((await connectOnce(lab, lab.ns.client, lab.hosts.server.v4, ECHO_PORT, { holdMs: 300 })).ok, 'traffic works again');
+});

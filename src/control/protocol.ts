@@ -129,6 +129,8 @@ export interface InterfaceStatus {
   mode: string;
   up: boolean;
   fault?: string;
+  /** ISO time the data plane first saw the fault. */
+  since?: string;
 }
 export interface StatusResult {
   version: string;

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../errors.js';
 import type { Request } from '../control/protocol.js';
-import type { Enforcer, FlowResetInfo, TargetInfo } from '../dataplane/enforcer.js';
+import type { Enforcer, FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/enforcer.js';
 import { checkResetInterface, checkSniffInterface, interfaceFault } from '../net/ifaces.js';
 import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';
@@ -142,9 +142,22 @@ export class Daemon {
     // bug here must be logged, never thrown into the data plane.
     e.on('flow-reset', (f: FlowResetInfo) => this.guard('flow-reset', () => this.activity.onFlowReset(f)));
     e.on('expired', (t: TargetInfo) => this.guard('expired', () => this.jobs.targetExpired(t.id)));
+    // The Enforcer logs the interface; these lines name the jobs it suspends and resumes.
+    e.on('fault', (f: InterfaceFault) => this.guard('fault', () => {
+      this.log.warn({ ifname: f.ifname, role: f.role, fault: f.fault, ...this.jobsOn(f.ifname, f.role) }, 'jobs not enforced: interface fault');
+    }));
+    e.on('recovered', (f: Omit<InterfaceFault, 'fault'>) => this.guard('recovered', () => {
+      this.log.info({ ifname: f.ifname, role: f.role, downMs: Date.now() - f.since, ...this.jobsOn(f.ifname, f.role) }, 'jobs enforced again: interface back');
+    }));
     this.enforcer = e;
     this.log.info({}, 'data plane opened');
     return e;
+  }
+
+  /** The jobs that need `ifname` in `role` (ids capped for the log line). */
+  private jobsOn(ifname: string, role: 'sniff' | 'reset'): { jobs: number; jobIds: string[] } {
+    const ids = this.jobs.list().filter((j) => (role === 'sniff' ? j.sniffIf : j.resetIf) === ifname).map((j) => j.id);
+    return { jobs: ids.length, jobIds: ids.slice(0, 100) };
   }
 
   private guard(what: string, fn: () => void): void {
@@ -179,7 +192,7 @@ export class Daemon {
       case 'status':
         return this.status();
       case 'list':
-        return { jobs: this.jobs.list() };
+        return { jobs: markFaults(this.jobs.list(), this.enforcer?.status().faults ?? []) };
       case 'create': {
         await this.loadDataPlane();
         const r = this.jobs.create({
@@ -203,8 +216,10 @@ export class Daemon {
 
   status(): object {
     const e = this.enforcer?.status();
-    const jobs = this.jobs.list();
-    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string }[] = [];
+    const jobs = markFaults(this.jobs.list(), e?.faults ?? []);
+    // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
+    const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
+    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string; since?: string }[] = [];
     const seen = new Set<string>();
     const addIf = (ifname: string, role: 'sniff' | 'reset', mode: string, family?: 4 | 6): void => {
       const key = `${role}/${ifname}/${mode}`;
@@ -216,7 +231,9 @@ export class Daemon {
       } catch (err) {
         fault = (err as Error).message;
       }
-      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}) });
+      const df = dataPlaneFaults.get(`${role}/${ifname}`);
+      if (fault === null && df) fault = df.fault;
+      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}) });
     };
     for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode);
     for (const s of e?.senders ?? []) addIf(s.ifname, 'reset', s.mode);
@@ -235,6 +252,8 @@ export class Daemon {
       ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
       senders: e?.senders ?? [],
       jobs: jobs.length,
+      /** Targets the data plane holds (one per enforced job). */
+      targets: e?.targets ?? 0,
       faultyJobs: jobs.filter((j) => j.fault !== undefined).length,
       dataPlane: this.enforcer ? 'open' : 'idle',
       connections: this.server?.connections ?? 0,
@@ -267,4 +286,19 @@ export class Daemon {
     })();
     return this.stopping;
   }
+}
+
+/**
+ * Jobs as listed, each marked with the fault of an interface it needs while
+ * the data plane reports one (enforcement on it is suspended; the data plane
+ * resumes it by itself when the interface is back).
+ */
+function markFaults(jobs: JobView[], faults: readonly InterfaceFault[]): JobView[] {
+  if (faults.length === 0) return jobs;
+  const byIface = new Map(faults.map((f) => [`${f.role}/${f.ifname}`, f]));
+  return jobs.map((j) => {
+    if (j.fault !== undefined) return j;
+    const f = byIface.get(`sniff/${j.sniffIf}`) ?? byIface.get(`reset/${j.resetIf}`);
+    return f ? { ...j, fault: `${f.role} interface ${f.ifname}: ${f.fault} (since ${new Date(f.since).toISOString()})` } : j;
+  });
 }

@@ -141,6 +141,62 @@ test('a client that sends half a line and stalls is dropped after the idle timeo
   t.is(warn.partialBytes, 16);
 });
 
+test('every idle client is dropped: 600 connections (silent or half a line), none kept past the timeout', async (t) => {
+  // Regression: the idle check used setTimeout's callback, a once() listener; when the timer fired a
+  // hair early (libuv's cached clock) the check deferred and the client was then kept forever (~15%).
+  const d = await startDaemon({ config: { clientIdleTimeoutMs: 300, maxClients: 2000 } });
+  t.teardown(() => d.stop());
+  const socks: net.Socket[] = [];
+  for (let i = 0; i < 600; i++) {
+    const s = net.createConnection({ path: d.socket });
+    s.on('error', () => {});
+    if (i % 2) s.write('{"v":1,"op":"ver');
+    socks.push(s);
+    if (i % 50 === 49) await sleep(10);
+  }
+  const open = (): number => socks.filter((s) => !s.destroyed && !s.closed).length;
+  for (let i = 0; i < 60 && open() > 0; i++) await sleep(50);
+  t.is(open(), 0, 'all dropped by the daemon');
+  const st = await d.request({ v: 1, op: 'status' });
+  t.is(st.result.connections, 1, 'only the status request itself');
+  for (const s of socks) s.destroy();
+});
+
+test('a client that pipelines requests and never reads: others are answered promptly, its answers do not pile up, it is dropped after the idle timeout', async (t) => {
+  // Regression: answers were written without backpressure and a batch of lines was handled in one
+  // microtask run, so one such client starved every other (answers took seconds) and grew the heap.
+  const d = await startDaemon({ config: { clientIdleTimeoutMs: 1000 } });
+  t.teardown(() => d.stop());
+  const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))![1]) / 1024;
+  const hog = await connect(d.socket);
+  hog.pause();
+  let closed = false;
+  hog.on('close', () => (closed = true));
+  hog.on('error', () => {});
+  const burst = '{"v":1,"op":"status"}\n'.repeat(2000);
+  let written = 0;
+  const pump = (): void => {
+    while (!hog.destroyed && hog.write(burst)) written += 2000;
+    if (!hog.destroyed) hog.once('drain', pump);
+  };
+  pump();
+  const rss0 = rss();
+  let worst = 0;
+  for (let i = 0; i < 20; i++) {
+    const t0 = performance.now();
+    const [r] = await sendLines(d.socket, [`{"v":1,"op":"version","id":${i}}`], 2000);
+    worst = Math.max(worst, performance.now() - t0);
+    t.true(r.ok);
+    await sleep(25);
+  }
+  t.true(worst < 250, `slowest answer while the hog pipelines: ${worst.toFixed(1)} ms`);
+  for (let i = 0; i < 60 && !closed; i++) await sleep(50);
+  t.true(closed, 'the non-reading client is dropped');
+  t.true(rss() - rss0 < 30, `daemon RSS grew ${(rss() - rss0).toFixed(1)} MiB`);
+  t.truthy(d.logs.find((l) => l.msg === 'client does not read its answers: dropped'));
+  t.log(`hog wrote ${written} requests; slowest other answer ${worst.toFixed(1)} ms`);
+});
+
 test('200 concurrent clients are all answered, each with its own id', async (t) => {
   const n = 200;
   const socks = await Promise.all(Array.from({ length: n }, () => connect(shared.socket)));

@@ -225,17 +225,40 @@ export class ControlServer {
     let queued = 0;
     let busy = false;
     let chain: Promise<void> = Promise.resolve();
+    /** Since when our answers have been piling up unread (s.write returned false), or null. */
+    let blockedSince: number | null = null;
+    let drained: Promise<void> = Promise.resolve();
 
+    const idleMs = this.o.idleTimeoutMs;
     let lastActivity = performance.now();
-    s.setTimeout(this.o.idleTimeoutMs, () => {
+    const resumeIfRoom = (): void => {
+      if (queued < MAX_QUEUED_LINES && blockedSince === null && !discarding && !s.destroyed) s.resume();
+    };
+    // on(), not setTimeout's callback: that one is a once() listener, and the
+    // check below may decide to look again later.
+    s.setTimeout(idleMs);
+    s.on('timeout', () => {
       // Timers run before pending input is read: after a stall of the daemon
       // itself, data may be waiting. Read it first (setImmediate runs after
       // the poll phase), then judge.
       setImmediate(() => {
+        if (s.destroyed) return;
+        const now = performance.now();
+        if (blockedSince !== null && now - blockedSince >= idleMs) {
+          log.warn({ peer, idleMs }, 'client does not read its answers: dropped');
+          s.destroy();
+          return;
+        }
+        const idleFor = now - lastActivity;
         // A request in progress is the daemon's delay, not the client's.
-        if (s.destroyed || busy || queued > 0) return;
-        if (performance.now() - lastActivity < this.o.idleTimeoutMs) return;
-        log.warn({ peer, partialBytes: buffered, idleMs: this.o.idleTimeoutMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
+        if (busy || queued > 0 || idleFor < idleMs) {
+          // Not idle (yet): the socket's timer does not fire again without new
+          // activity, and libuv's cached clock can fire it a hair early, so arm
+          // it again or the client would be kept forever.
+          s.setTimeout(busy || queued > 0 ? idleMs : Math.max(1, Math.ceil(idleMs - idleFor)));
+          return;
+        }
+        log.warn({ peer, partialBytes: buffered, idleMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
         s.destroy();
       });
     });
@@ -249,22 +272,46 @@ export class ControlServer {
         line = encodeLine(errorResponse(err, (obj as { id?: RequestId }).id));
       }
       lastActivity = performance.now();
-      s.write(line);
+      if (!s.write(line) && blockedSince === null) {
+        // The client is not reading: stop reading and answering it until it
+        // does, so its answers cannot pile up in our memory.
+        blockedSince = performance.now();
+        s.pause();
+        drained = new Promise((resolve) => {
+          const done = (): void => {
+            s.off('drain', done);
+            s.off('close', done);
+            blockedSince = null;
+            lastActivity = performance.now();
+            resolve();
+            resumeIfRoom();
+          };
+          s.on('drain', done);
+          s.on('close', done);
+        });
+      }
     };
 
     const enqueue = (line: Buffer): void => {
       queued++;
       if (queued >= MAX_QUEUED_LINES) s.pause();
       chain = chain.then(async () => {
+        // One line per turn of the event loop: a client pipelining thousands
+        // of requests must not keep every other client (and the data plane)
+        // waiting until its whole batch is done.
+        await yieldToIo();
+        if (blockedSince !== null) await drained;
         busy = true;
         try {
           send(await this.handleLine(line.toString('utf8'), peer));
         } finally {
           busy = false;
-          queued--;
-          if (queued < MAX_QUEUED_LINES && !discarding && !s.destroyed) s.resume();
         }
-      }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'));
+      }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'))
+        .finally(() => {
+          queued--;
+          resumeIfRoom();
+        });
     };
 
     s.on('data', (data: Buffer) => {
@@ -349,6 +396,11 @@ export class ControlServer {
       return resp;
     }
   }
+}
+
+/** Let pending I/O (other clients, the ring) run before the next request line. */
+function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function msSince(t0: bigint): number {

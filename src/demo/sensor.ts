@@ -4,7 +4,7 @@
  * state directory and configuration in a temporary directory, the daemon's
  * JSON log kept in a file (shown only when something goes wrong).
  */
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +27,8 @@ export interface DaemonOptions {
   config?: Record<string, unknown>;
   logLevel?: string;
   readyTimeoutMs?: number;
+  /** Contents of STATE_DIR/jobs.json before the start: the daemon restores these jobs (fast path to many jobs). */
+  stateFile?: string;
 }
 
 export interface CliResult {
@@ -59,6 +61,10 @@ export class SensorDaemon {
     const cfg = join(dir, 'config.json');
     writeFileSync(cfg, JSON.stringify(opts.config ?? {}));
     const socket = join(dir, 'tcpreset.sock');
+    if (opts.stateFile !== undefined) {
+      mkdirSync(join(dir, 'state'), { mode: 0o700 });
+      writeFileSync(join(dir, 'state', 'jobs.json'), opts.stateFile, { mode: 0o600 });
+    }
     const child = lab.spawn(lab.sensor.ns, [
       process.execPath,
       DAEMON_BIN,

@@ -1,0 +1,310 @@
+/**
+ * Scale in jobs: CPU cost per packet of NON-matching background traffic
+ * at a fixed packet rate, as the number of targets grows. trafgen sends TCP
+ * segments between random addresses of 10.99.0.0/16 and 10.98.0.0/16
+ * (never targeted) into the sniff path at a fixed, evenly paced rate for
+ * the whole section, while the configurations take turns, several rounds:
+ *
+ *   baseline      no tool
+ *   tcpreset-N    tcpresetd with N jobs on distinct hosts (N = 0, 1, 1,000,
+ *                 100,000), each round a fresh daemon that restores its N
+ *                 jobs from a state file (creating 100,000 jobs one request
+ *                 at a time is measured separately: see createRate)
+ *   tcpkill-N     N tcpkill processes, one per target (`host X`), since one
+ *                 process per target is how tcpkill scales
+ *
+ * Two measures per window:
+ *   attributable  the tool's own CPU (all threads of its processes, from the
+ *                 scheduler's accounting, ns) + its XDP program's run time
+ *                 (kernel BPF stats, ns) per packet. tcpkill's in-kernel cost
+ *                 (one classic-BPF socket filter run per process per packet)
+ *                 has no per-program accounting and is not in this figure;
+ *   kernel marginal  interrupt + softirq time of the machine per packet
+ *                 (/proc/stat, 10 ms resolution) minus that of a window with
+ *                 no tool taken just before: the receive path the tool adds
+ *                 (its XDP program, tcpkill's socket filters and packet
+ *                 copies), plus whatever softirq work the shared machine did.
+ *
+ * The daemon's resident memory is taken in each tcpreset configuration.
+ */
+import { join } from 'node:path';
+import { SensorDaemon } from '../src/demo/sensor.js';
+import type { StatusResult } from '../src/control/protocol.js';
+import { BENCH_DAEMON_CONFIG, BENCH_ENGID, sleep, type BenchContext } from './context.js';
+import { bulkRequests, stateFileWithJobs, targetHost } from './lib/control.js';
+import { median, quantileSorted, sortNumbers } from './lib/stats.js';
+import { bpfProgStats, ifCounters, machineIrqNs, processesCpuNs, readSysctl, rssBytes, writeSysctl, xdpProgId } from './lib/sys.js';
+import { spawnTcpkill, stopTcpkill, waitListening, type TcpkillProc } from './lib/tcpkill.js';
+import { startTrafgen, tcpFrameConfig } from './lib/traffic.js';
+
+
+export interface ScaleRun {
+  config: string;
+  tool: 'none' | 'tcpreset' | 'tcpkill';
+  targets: number;
+  round: number;
+  pps: number;
+  toolNsPerPkt: number;
+  bpfNsPerPkt: number;
+  attributableNsPerPkt: number;
+  irqNsPerPkt: number;
+  /** The same, in the no-tool window just before. */
+  baselineIrqNsPerPkt: number;
+  kernelMarginalNsPerPkt: number;
+  rssMB?: number;
+  /** tcpreset: spawn to answering, with its jobs restored. */
+  startMs?: number;
+}
+
+export interface ScaleCell {
+  config: string;
+  tool: 'none' | 'tcpreset' | 'tcpkill';
+  targets: number;
+  rounds: number;
+  attributable: { p50: number; p25: number; p75: number };
+  kernelMarginal: { p50: number; p25: number; p75: number };
+  /** Everything the tool adds: its processes + the kernel marginal (which contains its XDP program). */
+  total: { p50: number; p25: number; p75: number };
+  processNsPerPkt: number;
+  bpfNsPerPkt: number;
+  pps: number;
+  rssMB?: number;
+  startMs?: number;
+}
+
+export interface ScaleResult {
+  ratePps: number;
+  windowS: number;
+  cells: ScaleCell[];
+  runs: ScaleRun[];
+  /** Creating jobs one control request each (pipelined, 16 connections): jobs/s at the sizes tried. */
+  createRate: { jobs: number; ms: number; perSec: number }[];
+  memory: { idleMB: number | null; oneJobMB: number | null; thousandMB: number | null; hundredThousandMB: number | null };
+  notes: string[];
+}
+
+/**
+ * trafgen's --rate sends each second's packets in one burst; --gap paces
+ * them evenly, and one trafgen at --gap 1us manages ~20 µs per packet
+ * (~45-50k packets/s). Evenly spaced traffic is what a mirror port of
+ * sessions delivers, so the gap is used and the rate is what it gives.
+ */
+const GAP_US = 1;
+
+interface Config {
+  name: string;
+  tool: 'none' | 'tcpreset' | 'tcpkill';
+  targets: number;
+}
+
+function q(xs: number[]): { p50: number; p25: number; p75: number } {
+  const s = sortNumbers(xs);
+  const r = (x: number): number => Math.round(x * 10) / 10;
+  return { p50: r(quantileSorted(s, 0.5)), p25: r(quantileSorted(s, 0.25)), p75: r(quantileSorted(s, 0.75)) };
+}
+
+interface Window {
+  pps: number;
+  toolNs: number;
+  bpfNs: number;
+  irqNs: number;
+}
+
+/** One measurement window: per-packet CPU of the given processes and XDP program, and of the machine's irq/softirq. */
+async function measureWindow(ctx: BenchContext, pids: number[], progId: number | null, windowS: number): Promise<Window> {
+  const { lab } = ctx;
+  const b0 = progId ? await bpfProgStats(progId) : { runTimeNs: 0, runCnt: 0 };
+  const p0 = await ifCounters(lab.sensor.ns, lab.sensor.sniffIf);
+  const cpu0 = processesCpuNs(pids);
+  const i0 = machineIrqNs();
+  const w0 = performance.now();
+  await sleep(windowS * 1000);
+  const i1 = machineIrqNs();
+  const cpu1 = processesCpuNs(pids);
+  const secs = (performance.now() - w0) / 1000;
+  const p1 = await ifCounters(lab.sensor.ns, lab.sensor.sniffIf);
+  const b1 = progId ? await bpfProgStats(progId) : { runTimeNs: 0, runCnt: 0 };
+  const pkts = Math.max(1, p1.rxPackets - p0.rxPackets);
+  return { pps: pkts / secs, toolNs: (cpu1 - cpu0) / pkts, bpfNs: (b1.runTimeNs - b0.runTimeNs) / pkts, irqNs: (i1 - i0) / pkts };
+}
+
+export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
+  const { lab } = ctx;
+  const windowS = ctx.quick ? 1.5 : 3;
+  const rounds = ctx.quick ? 1 : 3;
+  const big = ctx.quick ? 10_000 : 100_000;
+  const configs: Config[] = ctx.quick
+    ? [
+        { name: 'tcpkill-1', tool: 'tcpkill', targets: 1 },
+        { name: 'tcpreset-0', tool: 'tcpreset', targets: 0 },
+        { name: 'tcpreset-1', tool: 'tcpreset', targets: 1 },
+        { name: 'tcpkill-10', tool: 'tcpkill', targets: 10 },
+        { name: 'tcpreset-1000', tool: 'tcpreset', targets: 1000 },
+        { name: `tcpreset-${big}`, tool: 'tcpreset', targets: big },
+      ]
+    : [
+        { name: 'tcpkill-1', tool: 'tcpkill', targets: 1 },
+        { name: 'tcpreset-0', tool: 'tcpreset', targets: 0 },
+        { name: 'tcpreset-1', tool: 'tcpreset', targets: 1 },
+        { name: 'tcpkill-10', tool: 'tcpkill', targets: 10 },
+        { name: 'tcpreset-1000', tool: 'tcpreset', targets: 1000 },
+        { name: 'tcpkill-100', tool: 'tcpkill', targets: 100 },
+        { name: `tcpreset-${big}`, tool: 'tcpreset', targets: big },
+      ];
+  const notes: string[] = [];
+
+  // Creating jobs through the control protocol, measured on the shared daemon before it is stopped.
+  const createRate: ScaleResult['createRate'] = [];
+  for (const n of ctx.quick ? [1000] : [1000, 10_000]) {
+    const bodies = Array.from({ length: n }, (_, i) => ({
+      op: 'create' as const, engid: `${BENCH_ENGID}-create`, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: targetHost(i), duration: 3600,
+    }));
+    const r = await bulkRequests(ctx.daemon.socket, bodies, { connections: 16, window: 64, timeoutMs: 120_000 }).catch((err: Error) => {
+      notes.push(`creating ${n} jobs over the control socket failed: ${err.message}`);
+      return null;
+    });
+    if (!r) break;
+    createRate.push({ jobs: n, ms: Math.round(r.ms), perSec: Math.round((r.ok / r.ms) * 1000) });
+    ctx.log(`scale: created ${r.ok}/${n} jobs over the control socket in ${(r.ms / 1000).toFixed(1)} s`);
+    // Start the next size from a fresh daemon (cancelling is as slow as creating).
+    await ctx.daemon.stop(60_000);
+    ctx.daemon.removeFiles();
+    ctx.daemon = await SensorDaemon.start(lab, { config: BENCH_DAEMON_CONFIG });
+    if (r.ms > 10_000) break; // the next size would take too long
+  }
+  // The configurations below run their own daemons.
+  await ctx.daemon.stop();
+
+  const statsBefore = readSysctl('kernel.bpf_stats_enabled');
+  await writeSysctl('kernel.bpf_stats_enabled', '1');
+  const cfg = tcpFrameConfig({ smac: '02:00:00:00:99:01', dmac: '02:00:00:00:98:01', src: null, dst: null, dport: 443 });
+  const tg = startTrafgen(lab, join(ctx.tmp, 'scale.cfg'), cfg, { gapUs: GAP_US });
+  const runs: ScaleRun[] = [];
+  let skipBig = false;
+  try {
+    await sleep(1000);
+    for (let round = 0; round < rounds; round++) {
+      for (const c of configs) {
+        if (c.targets === big && c.tool === 'tcpreset' && skipBig) continue;
+        // The reference: the same traffic with no tool, just before.
+        const base = await measureWindow(ctx, [], null, windowS);
+        let daemon: SensorDaemon | undefined;
+        let procs: TcpkillProc[] = [];
+        let startMs: number | undefined;
+        try {
+          if (c.tool === 'tcpreset') {
+            const t = performance.now();
+            const timeout = c.targets >= 100_000 ? 150_000 : 60_000;
+            try {
+              daemon = await SensorDaemon.start(lab, {
+                config: BENCH_DAEMON_CONFIG,
+                readyTimeoutMs: timeout,
+                ...(c.targets > 0 ? { stateFile: stateFileWithJobs(c.targets, lab.sensor.sniffIf, lab.sensor.resetIf) } : {}),
+              });
+            } catch (err) {
+              notes.push(`${c.name}: the daemon did not come up with ${c.targets} saved jobs within ${timeout / 1000} s (${(err as Error).message.split('\n')[0]})`);
+              ctx.log(`scale: ${c.name} did not come up within ${timeout / 1000} s; skipped from now on`);
+              skipBig = true;
+              continue;
+            }
+            startMs = performance.now() - t;
+            const st = await daemon.call<StatusResult>({ op: 'status' }, 60_000);
+            if (st.jobs !== c.targets) notes.push(`${c.name}: the daemon restored ${st.jobs} of ${c.targets} jobs`);
+            if (c.targets === big && startMs > 60_000) {
+              skipBig = true;
+              notes.push(`${c.name}: restoring ${c.targets} jobs took ${(startMs / 1000).toFixed(0)} s, so it ran in one round only`);
+            }
+          } else {
+            procs = Array.from({ length: c.targets }, (_, i) => spawnTcpkill(lab, targetHost(i), join(ctx.tmp, `scale-tcpkill-${i}.log`)));
+            await Promise.all(procs.map((p) => waitListening(p, 30_000)));
+          }
+          await sleep(700);
+          const pids = daemon ? [daemon.pid] : procs.map((p) => p.child.pid!);
+          const progId = daemon && c.targets > 0 ? await xdpProgId(lab.sensor.ns, lab.sensor.sniffIf) : null;
+          const w = await measureWindow(ctx, pids, progId, windowS);
+          const r1 = (x: number): number => Math.round(x * 10) / 10;
+          const run: ScaleRun = {
+            config: c.name,
+            tool: c.tool,
+            targets: c.targets,
+            round,
+            pps: Math.round(w.pps),
+            toolNsPerPkt: r1(w.toolNs),
+            bpfNsPerPkt: r1(w.bpfNs),
+            attributableNsPerPkt: r1(w.toolNs + w.bpfNs),
+            irqNsPerPkt: r1(w.irqNs),
+            baselineIrqNsPerPkt: r1(base.irqNs),
+            kernelMarginalNsPerPkt: r1(w.irqNs - base.irqNs),
+            ...(daemon ? { rssMB: r1(rssBytes(daemon.pid) / 1e6) } : {}),
+            ...(startMs !== undefined ? { startMs: Math.round(startMs) } : {}),
+          };
+          runs.push(run);
+          ctx.log(
+            `scale ${c.name} round ${round + 1}/${rounds}: ${run.pps} pkt/s, attributable ${run.attributableNsPerPkt} ns/pkt ` +
+              `(process ${run.toolNsPerPkt}, XDP ${run.bpfNsPerPkt}), kernel marginal ${run.kernelMarginalNsPerPkt} ns/pkt ` +
+              `(irq ${run.irqNsPerPkt} vs ${run.baselineIrqNsPerPkt} without)` +
+              (run.rssMB !== undefined ? `, RSS ${run.rssMB} MB` : '') +
+              (startMs !== undefined ? `, start ${(startMs / 1000).toFixed(1)} s` : ''),
+          );
+        } finally {
+          if (daemon) {
+            // A throwaway daemon: an orderly stop with 100,000 jobs (saving and detaching each) is not what is measured.
+            await daemon.stop(c.targets >= 10_000 ? 5_000 : 30_000);
+            daemon.removeFiles();
+          }
+          await stopTcpkill(procs);
+        }
+      }
+    }
+  } finally {
+    await tg.stop();
+    await writeSysctl('kernel.bpf_stats_enabled', statsBefore).catch(() => {});
+    // Leave a daemon for whatever runs after this section.
+    ctx.daemon.removeFiles();
+    ctx.daemon = await SensorDaemon.start(lab, { config: BENCH_DAEMON_CONFIG });
+  }
+
+  const cells: ScaleCell[] = configs.flatMap((c) => {
+    const rs = runs.filter((r) => r.config === c.name);
+    if (rs.length === 0) return [];
+    const rss = rs.flatMap((r) => (r.rssMB === undefined ? [] : [r.rssMB]));
+    const st = rs.flatMap((r) => (r.startMs === undefined ? [] : [r.startMs]));
+    return [{
+      config: c.name,
+      tool: c.tool,
+      targets: c.targets,
+      rounds: rs.length,
+      attributable: q(rs.map((r) => r.attributableNsPerPkt)),
+      kernelMarginal: q(rs.map((r) => r.kernelMarginalNsPerPkt)),
+      total: q(rs.map((r) => r.toolNsPerPkt + r.kernelMarginalNsPerPkt)),
+      processNsPerPkt: Math.round(median(rs.map((r) => r.toolNsPerPkt)) * 10) / 10,
+      bpfNsPerPkt: Math.round(median(rs.map((r) => r.bpfNsPerPkt)) * 10) / 10,
+      pps: Math.round(median(rs.map((r) => r.pps))),
+      ...(rss.length ? { rssMB: Math.round(median(rss) * 10) / 10 } : {}),
+      ...(st.length ? { startMs: Math.round(median(st)) } : {}),
+    }];
+  });
+  // The reference row: the no-tool windows themselves.
+  cells.unshift({
+    config: 'no tool',
+    tool: 'none',
+    targets: 0,
+    rounds: runs.length,
+    attributable: { p50: 0, p25: 0, p75: 0 },
+    kernelMarginal: q(runs.map((r) => r.baselineIrqNsPerPkt)),
+    total: { p50: 0, p25: 0, p75: 0 },
+    processNsPerPkt: 0,
+    bpfNsPerPkt: 0,
+    pps: Math.round(median(runs.map((r) => r.pps))),
+  });
+  const rssOf = (n: number): number | null => cells.find((c) => c.tool === 'tcpreset' && c.targets === n)?.rssMB ?? null;
+  return {
+    ratePps: Math.round(median(runs.map((r) => r.pps))),
+    windowS,
+    cells,
+    runs,
+    createRate,
+    memory: { idleMB: rssOf(0), oneJobMB: rssOf(1), thousandMB: rssOf(1000), hundredThousandMB: rssOf(100_000) },
+    notes,
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * Throughput: the most RSTs per second forged and sent when many flows
+ * match at once. trafgen floods the sniff path with matching segments
+ * (client -> server, every one a new flow: random port, seq, ack) at a
+ * ladder of offered rates (trafgen cannot simply blast: once native XDP is
+ * attached on the receiving veth, a full ring makes it abort with "Flushing
+ * TX_RING failed"); the rate of RSTs leaving reset0 (its tx counter) is
+ * taken over a steady window, and the best rate over the ladder is reported
+ * with the ring-buffer loss at that offered rate. For tcpreset the ring-buffer loss comes from
+ * its BPF counters (events the XDP program could not queue / events + lost).
+ * tcpkill gets the same flood; it answers each packet it reads with 3 RSTs
+ * to the sender, so its answered fraction is RSTs / (3 x packets).
+ */
+import { join } from 'node:path';
+import type { StatusResult } from '../src/control/protocol.js';
+import { BENCH_ENGID, sleep, toolOrder, type BenchContext, type Tool } from './context.js';
+import { median } from './lib/stats.js';
+import { ifCounters, processesCpuNs } from './lib/sys.js';
+import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
+import { startTrafgen, tcpFrameConfig } from './lib/traffic.js';
+
+export interface ThroughputRun {
+  tool: Tool;
+  /** Packets/s asked of trafgen (sent in bursts). */
+  targetPps: number;
+  /** Matching packets/s arriving on sniff0 during the window. */
+  offeredPps: number;
+  /** RSTs/s leaving reset0 during the window. */
+  rstPerSec: number;
+  /** RSTs sent / RSTs the tool's rule calls for (2 per packet for tcpreset, 3 for tcpkill), whole run. */
+  answered: number;
+  /** tcpreset: events lost at the ring buffer / (events + lost), whole run. */
+  ringLoss?: number;
+  ringLost?: number;
+  /** CPU of the tool's process during the window, in cores (1.0 = one CPU busy). */
+  toolCores: number;
+}
+
+export interface ThroughputPoint {
+  tool: Tool;
+  targetPps: number;
+  runs: number;
+  offeredPps: number;
+  rstPerSec: number;
+  answered: number;
+  ringLoss?: number;
+  toolCores: number;
+}
+
+export interface ThroughputResult {
+  windowS: number;
+  runs: ThroughputRun[];
+  /** Medians per tool and offered rate. */
+  points: ThroughputPoint[];
+  /** Per tool: the point with the most RSTs/s. */
+  best: Record<Tool, ThroughputPoint>;
+}
+
+async function bpfCounters(ctx: BenchContext): Promise<Record<string, number>> {
+  return (await ctx.daemon.call<StatusResult>({ op: 'status' })).counters;
+}
+
+export async function runThroughput(ctx: BenchContext): Promise<ThroughputResult> {
+  const { lab } = ctx;
+  const client = lab.hosts.client;
+  const server = lab.hosts.server;
+  const reps = ctx.quick ? 1 : 2;
+  const rates = ctx.quick ? [300_000] : [150_000, 300_000, 600_000];
+  const windowS = ctx.quick ? 1.5 : 3;
+  const cfg = tcpFrameConfig({ smac: client.mac, dmac: server.mac, src: client.v4, dst: server.v4, dport: 2222 });
+  await lab.exec(lab.sensor.ns, ['ping', '-c', '1', '-W', '1', client.v4]);
+  await lab.exec(lab.sensor.ns, ['ping', '-c', '1', '-W', '1', server.v4]);
+  const out: ThroughputRun[] = [];
+  let i = 0;
+  for (let rep = 0; rep < reps; rep++) for (const targetPps of rates) {
+    i++;
+    for (const tool of toolOrder(i)) {
+      let stop: () => Promise<void>;
+      let pids: number[];
+      if (tool === 'tcpreset') {
+        const r = await ctx.daemon.call<{ job: { id: string } }>({
+          op: 'create', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: client.v4, duration: 3600,
+        });
+        stop = async () => void (await ctx.daemon.call({ op: 'cancel', jobId: r.job.id }));
+        pids = [ctx.daemon.pid];
+      } else {
+        const p = spawnTcpkill(lab, client.v4, join(ctx.tmp, `throughput-tcpkill-${i}.log`));
+        await waitListening(p);
+        stop = () => stopTcpkill([p]);
+        pids = [p.child.pid!];
+      }
+      const c0 = tool === 'tcpreset' ? await bpfCounters(ctx) : undefined;
+      const r0 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+      const tg = startTrafgen(lab, join(ctx.tmp, 'throughput.cfg'), cfg, { rate: targetPps });
+      const tgStart = performance.now();
+      let run: ThroughputRun;
+      try {
+        await sleep(500); // past the start-up transient
+        const wr = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+        const cpu0 = processesCpuNs(pids);
+        const w0 = performance.now();
+        await sleep(windowS * 1000);
+        const wre = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+        const cpu1 = processesCpuNs(pids);
+        const secs = (performance.now() - w0) / 1000;
+        await tg.stop();
+        const tgSecs = (performance.now() - tgStart) / 1000;
+        const tgEnd = await tg.done;
+        if (tgEnd.code !== 0 && tgEnd.code !== null) throw new Error(`trafgen failed (${tgEnd.code}): ${tgEnd.stderr.trim()}`);
+        if (tgEnd.packets === null) throw new Error(`trafgen printed no packet count: ${tgEnd.stderr.trim()}`);
+        await sleep(1500); // let the tool drain what it queued
+        const r1 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+        // The sniff interface also sees the tools' RSTs (the client's port is mirrored), so the
+        // segments offered are trafgen's own count, averaged over its whole run.
+        const packets = tgEnd.packets;
+        const rsts = r1.txPackets - r0.txPackets;
+        run = {
+          tool,
+          targetPps,
+          offeredPps: Math.round(packets / tgSecs),
+          rstPerSec: Math.round((wre.txPackets - wr.txPackets) / secs),
+          answered: Math.round((rsts / ((tool === 'tcpreset' ? 2 : 3) * packets)) * 1000) / 1000,
+          toolCores: Math.round(((cpu1 - cpu0) / 1e9 / secs) * 100) / 100,
+        };
+        if (c0) {
+          const c1 = await bpfCounters(ctx);
+          const lost = (c1.lost ?? 0) - (c0.lost ?? 0);
+          const events = (c1.events ?? 0) - (c0.events ?? 0);
+          run.ringLost = lost;
+          run.ringLoss = events + lost > 0 ? Math.round((lost / (events + lost)) * 10000) / 10000 : 0;
+        }
+      } finally {
+        await tg.stop();
+        await stop();
+      }
+      out.push(run);
+      ctx.log(
+        `throughput ${tool} ${targetPps / 1000}k pkt/s asked, round ${rep + 1}/${reps}: offered ${run.offeredPps} pkt/s, ${run.rstPerSec} RST/s, answered ${(run.answered * 100).toFixed(1)} %` +
+          (run.ringLoss !== undefined ? `, ring loss ${(run.ringLoss * 100).toFixed(2)} %` : '') +
+          `, ${run.toolCores} cores`,
+      );
+      await sleep(500);
+    }
+  }
+  const points: ThroughputPoint[] = [];
+  for (const tool of ['tcpreset', 'tcpkill'] as const) {
+    for (const targetPps of rates) {
+      const rs = out.filter((r) => r.tool === tool && r.targetPps === targetPps);
+      if (!rs.length) continue;
+      points.push({
+        tool,
+        targetPps,
+        runs: rs.length,
+        offeredPps: Math.round(median(rs.map((r) => r.offeredPps))),
+        rstPerSec: Math.round(median(rs.map((r) => r.rstPerSec))),
+        answered: median(rs.map((r) => r.answered)),
+        toolCores: median(rs.map((r) => r.toolCores)),
+        ...(tool === 'tcpreset' ? { ringLoss: median(rs.map((r) => r.ringLoss ?? 0)) } : {}),
+      });
+    }
+  }
+  const best = {} as Record<Tool, ThroughputPoint>;
+  for (const tool of ['tcpreset', 'tcpkill'] as const) {
+    best[tool] = points.filter((p) => p.tool === tool).reduce((a, b) => (b.rstPerSec > a.rstPerSec ? b : a));
+  }
+  return { windowS, runs: out, points, best };
+}

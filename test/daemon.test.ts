@@ -306,6 +306,60 @@ test('the Enforcer dropping a due target by itself ends the job; an early drop i
   t.is(jobs.size, 0);
 });
 
+test('random creates, extensions, cancels and time steps: the jobs alive are always exactly those whose end is ahead', (t) => {
+  const { clock, table, jobs } = setup({ maxJobs: 10_000 });
+  let seed = 7;
+  const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n);
+  const model = new Map<string, number>(); // host -> end
+  for (let step = 0; step < 3000; step++) {
+    const host = `198.51.100.${rnd(200) + 1}`;
+    const op = rnd(10);
+    if (op < 6) {
+      const r = jobs.create({ ...base, host, duration: rnd(30) + 1 });
+      const end = Math.max(model.get(host) ?? 0, Date.parse(r.job.expiresAt));
+      model.set(host, end);
+      t.is(Date.parse(r.job.expiresAt), end);
+    } else if (op < 8 && model.has(host)) {
+      jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host });
+      model.delete(host);
+    } else {
+      clock.advance(rnd(3000));
+      for (const [h, end] of model) if (end <= clock.now()) model.delete(h);
+    }
+    const alive = jobs.list().map((j) => [j.host, Date.parse(j.expiresAt)]).sort();
+    if (JSON.stringify(alive) !== JSON.stringify([...model].sort())) {
+      t.fail(`step ${step}: jobs ${JSON.stringify(alive)} != model ${JSON.stringify([...model].sort())}`);
+      return;
+    }
+    t.is(table.targets.size, model.size);
+  }
+});
+
+test('100,000 jobs: half expiring at the same moment and the rest cancelled take linear time, not a scan of every job per job', (t) => {
+  const { clock, table, jobs } = setup({ maxJobs: 100_000, log: { info() {}, warn() {}, error() {}, debug() {} } });
+  const host = (i: number): string => `2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  for (let i = 0; i < 50_000; i++) jobs.create({ ...base, host: host(i), duration: 60 });
+  for (let i = 50_000; i < 100_000; i++) jobs.create({ ...base, host: host(i), duration: 3600 });
+  t.is(jobs.size, 100_000);
+  const t0 = performance.now();
+  clock.advance(60_000);
+  const expireMs = performance.now() - t0;
+  t.is(jobs.size, 50_000);
+  t.is(table.targets.size, 50_000);
+  const t1 = performance.now();
+  for (let i = 99_999; i >= 50_000; i -= 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i) });
+  for (let i = 50_000; i < 100_000; i += 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i) });
+  const cancelMs = performance.now() - t1;
+  t.is(jobs.size, 0);
+  t.is(table.targets.size, 0);
+  // A scan per job was ~1.25e9 steps for the expiry alone (tens of seconds, past systemd's 30 s watchdog).
+  t.true(expireMs < 3000, `50,000 expiries in ${expireMs.toFixed(0)} ms`);
+  t.true(cancelMs < 3000, `50,000 cancels in ${cancelMs.toFixed(0)} ms`);
+  t.log(`50,000 simultaneous expiries ${expireMs.toFixed(0)} ms, 50,000 cancels ${cancelMs.toFixed(0)} ms`);
+  clock.advance(3600_000);
+  t.is(clock.pending, 0, 'no timer left behind');
+});
+
 test('every change notifies (persistence hook)', (t) => {
   const s = setup();
   s.jobs.create(base);

@@ -176,6 +176,10 @@ export class JobManager {
   private readonly byTarget = new Map<number, Job>();
   private expiryTimer: TimerHandle | undefined;
   private expiryAt = Infinity;
+  /** End times, earliest first; an entry outdated by an extension or an end is dropped when it surfaces. */
+  private readonly deadlines = new DeadlineHeap();
+  /** Set while due jobs are being finished: the timer is armed once afterwards. */
+  private expiring = false;
   private retryTimer: TimerHandle | undefined;
   private backendInstance: TargetBackend | undefined;
   private closed = false;
@@ -248,9 +252,11 @@ export class JobManager {
       job.targetId = added.id;
       job.fault = undefined;
       this.byTarget.set(added.id, job);
+      this.deadlines.push(newEnd, job);
     } else if (newEnd !== before) {
       this.backend().extend(job.targetId, newEnd);
       job.rec.expiresAt = newEnd;
+      this.deadlines.push(newEnd, job);
     }
     this.opts.log.info(
       { job: this.logFields(job), previousExpiresAt: iso(before), ...(swap ? { swapped: true } : {}) },
@@ -414,6 +420,7 @@ export class JobManager {
     this.jobs.set(r.id, job);
     this.byIdentity.set(identityKey(r.engid, r.sniffIf, r.host, r.port), job);
     if (job.targetId !== null) this.byTarget.set(job.targetId, job);
+    this.deadlines.push(r.expiresAt, job);
     this.armExpiry();
   }
 
@@ -471,11 +478,28 @@ export class JobManager {
     }
   }
 
-  /** One timer for the earliest end time. */
+  /** Whether a heap entry is still a live job's end time. */
+  private isCurrent(e: { at: number; job: Job }): boolean {
+    return this.jobs.get(e.job.rec.id) === e.job && e.job.rec.expiresAt === e.at;
+  }
+
+  /**
+   * One timer for the earliest end time. O(log n) per change (a heap, not a
+   * scan of every job), so ending or expiring many jobs at once stays linear.
+   */
   private armExpiry(): void {
-    if (this.closed) return;
-    let next = Infinity;
-    for (const j of this.jobs.values()) next = Math.min(next, j.rec.expiresAt);
+    if (this.closed || this.expiring) return;
+    let top = this.deadlines.peek();
+    while (top && !this.isCurrent(top)) {
+      this.deadlines.pop();
+      top = this.deadlines.peek();
+    }
+    // Entries outdated by extensions of long jobs surface only late: rebuild when they outnumber the jobs.
+    if (this.deadlines.size > 2 * this.jobs.size + 1024) {
+      this.deadlines.rebuild([...this.jobs.values()].map((job) => ({ at: job.rec.expiresAt, job })));
+      top = this.deadlines.peek();
+    }
+    const next = top ? top.at : Infinity;
     if (next === this.expiryAt && this.expiryTimer) return;
     if (this.expiryTimer) this.opts.clock.clearTimer(this.expiryTimer);
     this.expiryTimer = undefined;
@@ -491,7 +515,15 @@ export class JobManager {
 
   private expireDue(): void {
     const now = this.opts.clock.now();
-    for (const job of [...this.jobs.values()]) if (job.rec.expiresAt <= now) this.finish(job, 'expired');
+    this.expiring = true;
+    try {
+      for (let top = this.deadlines.peek(); top && top.at <= now; top = this.deadlines.peek()) {
+        this.deadlines.pop();
+        if (this.isCurrent(top)) this.finish(top.job, 'expired');
+      }
+    } finally {
+      this.expiring = false;
+    }
     this.armExpiry();
   }
 
@@ -515,5 +547,60 @@ export class JobManager {
 
   private assertOpen(): void {
     if (this.closed) throw new TcpresetError('E_UNAVAILABLE', 'the daemon is shutting down');
+  }
+}
+
+/** A binary min-heap of (end time, job). */
+class DeadlineHeap {
+  private a: { at: number; job: Job }[] = [];
+
+  get size(): number {
+    return this.a.length;
+  }
+
+  peek(): { at: number; job: Job } | undefined {
+    return this.a[0];
+  }
+
+  push(at: number, job: Job): void {
+    const a = this.a;
+    a.push({ at, job });
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p]!.at <= a[i]!.at) break;
+      [a[p], a[i]] = [a[i]!, a[p]!];
+      i = p;
+    }
+  }
+
+  pop(): { at: number; job: Job } | undefined {
+    const a = this.a;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last) {
+      a[0] = last;
+      this.down(0);
+    }
+    return top;
+  }
+
+  rebuild(entries: { at: number; job: Job }[]): void {
+    this.a = entries;
+    for (let i = (entries.length >> 1) - 1; i >= 0; i--) this.down(i);
+  }
+
+  private down(i: number): void {
+    const a = this.a;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < a.length && a[l]!.at < a[m]!.at) m = l;
+      if (r < a.length && a[r]!.at < a[m]!.at) m = r;
+      if (m === i) return;
+      [a[m], a[i]] = [a[i]!, a[m]!];
+      i = m;
+    }
   }
 }

@@ -34,6 +34,8 @@ export interface KillTrial {
   serverMs: number | null;
   clientCode?: string;
   serverCode?: string;
+  /** tcpreset: when the command had exited (job created and answered), ms after it was spawned. */
+  commandMs?: number;
 }
 
 export interface KillCell {
@@ -45,6 +47,8 @@ export interface KillCell {
   clientMs: Record<keyof Summary, number | null>;
   serverMs: Record<keyof Summary, number | null>;
   failures: { clientCode?: string; serverCode?: string }[];
+  /** tcpreset: the command's own spawn-to-exit time, ms. */
+  commandMs?: Record<keyof Summary, number | null>;
 }
 
 export interface KillResult {
@@ -83,11 +87,13 @@ export async function runKill(ctx: BenchContext): Promise<KillResult> {
             await sleep(300); // the session is under way (the download at full speed)
             const t0 = wallMs();
             let stop: () => Promise<void>;
+            let commandMs: number | undefined;
             if (tool === 'tcpreset') {
               const cli = ctx.daemon.cli([BENCH_ENGID, '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', client.v4, '-d', '30']);
               stop = async () => {
                 const r = await cli;
                 if (r.code !== 0) throw new Error(`tcpreset exited ${r.code}: ${r.stderr.trim()}`);
+                commandMs = r.exitedAt - t0;
                 await ctx.daemon.call({ op: 'cancel', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, host: client.v4 });
               };
             } else {
@@ -104,6 +110,7 @@ export async function runKill(ctx: BenchContext): Promise<KillResult> {
               serverMs: se ? se.t - t0 : null,
               ...(ce?.code ? { clientCode: ce.code } : {}),
               ...(se?.code ? { serverCode: se.code } : {}),
+              ...(commandMs !== undefined ? { commandMs } : {}),
             };
             all.push(trial);
             ctx.log(
@@ -133,6 +140,7 @@ export async function runKill(ctx: BenchContext): Promise<KillResult> {
         clientMs: roundSummary(summarize(ts.flatMap((t) => (t.clientMs === null ? [] : [t.clientMs])))),
         serverMs: roundSummary(summarize(ts.flatMap((t) => (t.serverMs === null ? [] : [t.serverMs])))),
         failures: ts.filter((t) => !t.ok).map((t) => ({ clientCode: t.clientCode, serverCode: t.serverCode })),
+        ...(tool === 'tcpreset' ? { commandMs: roundSummary(summarize(ts.flatMap((t) => (t.commandMs === undefined ? [] : [t.commandMs])))) } : {}),
       };
     }
   }

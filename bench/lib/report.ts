@@ -123,8 +123,10 @@ export function renderBenchmarks(r: BenchResults): string {
     out.push('');
     out.push(
       `From a matching segment arriving on the sniff interface to each RST leaving the reset interface: ${x.runs} runs per tool, ` +
-        `${num(x.packetsPerRun)} matching segments per run at ${num(x.ratePps)} packets/s, both captured with tcpdump in the sensor ` +
-        '(kernel timestamps, ns) and each RST paired with its trigger by sequence arithmetic.',
+        `${num(x.packetsPerRun)} matching segments per run, evenly spaced at ${num(x.ratePps)} packets/s, captured with tcpdump ` +
+        '(kernel timestamps, ns); each RST is paired with its trigger by sequence arithmetic. The trigger is stamped as it is handed to ' +
+        'the sniff interface\'s cable (egress of its peer port); the last column stamps it at the sniff interface\'s own packet tap ' +
+        'instead, which fires only after the receive path ran (veth NAPI scheduling, and tcpreset\'s XDP program) and so hides part of the delay.',
     );
     out.push('');
     out.push('![Reaction latency, cumulative distribution](bench/results/reaction-latency.svg)');
@@ -141,9 +143,10 @@ export function renderBenchmarks(r: BenchResults): string {
         us(t.latencyUs.max),
         runP50.length ? `${us(Math.min(...runP50))} – ${us(Math.max(...runP50))}` : 'n/a',
         `${num(t.answered)} / ${num(t.triggers)}`,
+        `${us(t.tapLatencyUs.p50)} / ${us(t.tapLatencyUs.p99)}`,
       ];
     };
-    out.push(table(['Tool', 'RSTs', 'p50', 'p25 – p75', 'p99', 'max', 'p50 per run (min – max)', 'segments answered'], [rowOf('tcpreset'), rowOf('tcpkill')]));
+    out.push(table(['Tool', 'RSTs', 'p50', 'p25 – p75', 'p99', 'max', 'p50 per run (min – max)', 'segments answered', 'p50 / p99 from the sniff tap'], [rowOf('tcpreset'), rowOf('tcpkill')]));
     out.push('');
     const drops = x.tools.tcpreset.captureDrops + x.tools.tcpkill.captureDrops;
     if (drops > 0) out.push(`The captures dropped ${num(drops)} packets; those RSTs or triggers are missing from the figures.`);
@@ -174,10 +177,11 @@ export function renderBenchmarks(r: BenchResults): string {
           ms(c.bothMs.max),
           ms(c.clientMs.p50),
           ms(c.serverMs.p50),
+          c.commandMs ? ms(c.commandMs.p50) : 'n/a (runs until stopped)',
         ]);
       }
     }
-    out.push(table(['Tool', 'Session', 'Both ends reset', 'p50 (both ends)', 'p25 – p75', 'max', 'client p50', 'server p50'], rows));
+    out.push(table(['Tool', 'Session', 'Both ends reset', 'p50 (both ends)', 'p25 – p75', 'max', 'client p50', 'server p50', 'command exited (p50)'], rows));
     out.push('');
   }
 
@@ -287,8 +291,90 @@ export function renderBenchmarks(r: BenchResults): string {
     out.push('');
   }
 
+  const short = shortfalls(r);
+  if (short.length) {
+    out.push('## Where tcpreset falls short');
+    out.push('');
+    out.push('Derived from the figures above each time this file is regenerated:');
+    out.push('');
+    for (const line of short) out.push(`- ${line}`);
+    out.push('');
+  }
+
   out.push(SETUP_TEXT);
   return out.join('\n').replace(/\n{3,}/g, '\n\n');
+}
+
+/** One sentence per missed goal or weak spot, each derived from the numbers it cites. */
+function shortfalls(r: BenchResults): string[] {
+  const out: string[] = [];
+  const re = r.reaction?.tools.tcpreset;
+  if (re && ((re.latencyUs.p50 ?? 0) > 50 || (re.latencyUs.p99 ?? 0) > 500)) {
+    out.push(
+      `Reaction latency: p50 ${us(re.latencyUs.p50)} and p99 ${us(re.latencyUs.p99)} against 50 µs / 500 µs` +
+        ` (max ${us(re.latencyUs.max)}); from the sniff interface's own tap the p50 is ${us(re.tapLatencyUs.p50)}, so part of it is the receive path before tcpreset sees the packet.`,
+    );
+  }
+  const k = r.kill?.cells.tcpreset;
+  if (k) {
+    for (const kind of ['interactive', 'bulk'] as const) {
+      const c = k[kind];
+      if (c.successRate < 1) out.push(`Kill success for the ${kind === 'bulk' ? 'download' : 'interactive session'}: ${c.successes}/${c.trials}.`);
+    }
+    const tk = r.kill!.cells.tcpkill.bulk;
+    if ((tk.bothMs.p50 ?? Infinity) < (k.bulk.bothMs.p50 ?? 0)) {
+      out.push(
+        `tcpkill kills a full-speed download sooner (p50 ${ms(tk.bothMs.p50)} against ${ms(k.bulk.bothMs.p50)}): at that packet rate its capture ` +
+          `blocks fill within milliseconds, while tcpreset's time includes starting the Node CLI (it exited after ${ms(k.bulk.commandMs?.p50)} at p50) on a machine the download saturates.`,
+      );
+    }
+  }
+  const sc = r.scale;
+  if (sc) {
+    const one = sc.cells.find((c) => c.config === 'tcpreset-1');
+    const big = sc.cells.find((c) => c.config === 'tcpreset-100000');
+    if (one && big && big.attributable.p50 > 1.2 * one.attributable.p50) {
+      out.push(
+        `Per-packet cost grows with the number of targets: ${num(one.attributable.p50, 0)} ns with 1 target, ${num(big.attributable.p50, 0)} ns with 100,000 ` +
+          `(${num(big.attributable.p50 / one.attributable.p50, 2)}×). The growth is in the XDP program's run time (${num(one.bpfNsPerPkt, 0)} → ${num(big.bpfNsPerPkt, 0)} ns), ` +
+          `not in user space (${num(one.processNsPerPkt, 0)} → ${num(big.processNsPerPkt, 0)} ns).`,
+      );
+    }
+    if (!big) out.push('Per-packet cost with 100,000 targets was not measured (see the notes of section 3).');
+    const cr = sc.createRate;
+    if (cr.length >= 2 && cr[1]!.perSec < 0.7 * cr[0]!.perSec) {
+      out.push(
+        `Creating jobs slows down as jobs accumulate: ${num(cr[0]!.perSec)} jobs/s for the first ${num(cr[0]!.jobs)}, ${num(cr[1]!.perSec)} jobs/s for ${num(cr[1]!.jobs)}; ` +
+          'the cost of one change grows with the number of jobs.',
+      );
+    }
+    const m = sc.memory;
+    if (m.hundredThousandMB !== null && m.hundredThousandMB > 100) {
+      const per = m.oneJobMB !== null ? ((m.hundredThousandMB - m.oneJobMB) * 1e6) / 99_999 / 1024 : null;
+      out.push(
+        `Memory: ${num(m.hundredThousandMB, 0)} MB resident with 100,000 jobs against 100 MB` +
+          (per !== null ? ` (about ${num(per, 1)} KiB per job beyond the first; ${num(m.idleMB, 0)} MB idle, ${num(m.oneJobMB, 0)} MB once the data plane is open)` : '') +
+          '.',
+      );
+    }
+  }
+  const thr = r.throughput;
+  if (thr && thr.best.tcpreset.rstPerSec < 500_000) {
+    const b = thr.best.tcpreset;
+    out.push(
+      `Throughput: at most ${num(b.rstPerSec)} RSTs/s against 500,000, with ${pct(b.ringLoss, 1)} of events lost at the ring buffer at ${num(b.offeredPps)} matching packets/s` +
+        `; the daemon process used ${num(b.toolCores, 2)} CPU, and on this ${r.machine.nproc}-CPU machine the rest went to the traffic ` +
+        'generator, the kernel\'s receive path and the hosts receiving the RSTs, so a sensor with cores of its own may do better.',
+    );
+  }
+  const cmd = r.command;
+  if (cmd && (cmd.ratio.list > 1.3 || cmd.ratio.submit > 1.3)) {
+    out.push(
+      `The command: \`tcpreset list\` takes ${num(cmd.ratio.list, 2)}× and a job submission ${num(cmd.ratio.submit, 2)}× the time of \`node -e 0\` ` +
+        `(${ms((cmd.ms.submit.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for a submission), against 1.3×.`,
+    );
+  }
+  return out;
 }
 
 const SETUP_TEXT = `## How the two tools are set up
@@ -323,9 +409,11 @@ same LAN with an address. Offloads are off on every veth, so frames look as a re
 
 ## Caveats of the method
 
-- tcpdump timestamps a packet on \`sniff0\` when it enters the stack, which for tcpreset is after its XDP
-  program ran (about 0.2 µs, see the XDP column of section 3): the reaction latency leaves that much of
-  tcpreset's path out.
+- Reaction latency is measured from the moment the trigger is handed to \`sniff0\`'s veth (tap on the egress of
+  its peer port), so it includes the receive path up to each tool (veth NAPI scheduling, softirq, then XDP and
+  the ring buffer for tcpreset, the packet socket and libpcap's block for tcpkill) — as a physical NIC's interrupt
+  and NAPI delay would be. trafgen sends the triggers through the port's transmit path (\`--qdisc-path\`) so the
+  tap sees them.
 - RSTs go to real hosts of the lab (the client and server kernels drop those that match no connection), so the
   machine also spends CPU receiving them; on 2 CPUs shared by the traffic generator, the tool and the receivers,
   throughput figures are lower bounds for a sensor with its own cores.

@@ -63,9 +63,11 @@ export interface TrafgenRun {
  * native XDP is attached on the peer. -A/-Q: leave the machine's socket
  * memory and IRQ affinity settings alone.
  */
-export function startTrafgen(lab: Lab, cfgPath: string, cfg: string, opts: { rate?: number; gapUs?: number; count?: number } = {}): TrafgenRun {
+export function startTrafgen(lab: Lab, cfgPath: string, cfg: string, opts: { rate?: number; gapUs?: number; count?: number; qdiscPath?: boolean } = {}): TrafgenRun {
   writeFileSync(cfgPath, cfg);
   const argv = ['trafgen', '--dev', lab.sw.ports.mirror, '--conf', cfgPath, '--cpus', '1', '--no-sock-mem', '--notouch-irq', '--no-cpu-stats'];
+  // Through the device's transmit path, where packet taps (tcpdump on the port) see the frames.
+  if (opts.qdiscPath) argv.push('--qdisc-path');
   if (opts.rate !== undefined) argv.push('--rate', `${opts.rate}pps`);
   if (opts.gapUs !== undefined) argv.push('--gap', `${opts.gapUs}us`);
   if (opts.count !== undefined) argv.push('--num', String(opts.count));

@@ -4,7 +4,7 @@
  * priority `<N>`, which journald strips and stores as PRIORITY, so
  * `journalctl -p warning` filters as expected.
  */
-import { fstatSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -50,7 +50,12 @@ export interface DaemonLogger {
   logger: Logger;
   /** Write out whatever is buffered (before exit). */
   flush(): void;
+  /** Lines dropped because the reader of stdout fell MAX_LOG_BUFFER_BYTES behind. */
+  dropped(): number;
 }
+
+/** Log bytes held while stdout is congested; beyond this lines are dropped (and counted), never waited for. */
+export const MAX_LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
 export interface LoggerOptions {
   level?: LogLevel;
@@ -61,9 +66,7 @@ export interface LoggerOptions {
 }
 
 export function createLogger(opts: LoggerOptions = {}): DaemonLogger {
-  // Synchronous writes: a daemon that is killed or crashes must not lose the
-  // lines explaining why; log volume is bounded (flows are rate-limited).
-  const dest = pino.destination({ fd: opts.fd ?? 1, sync: true });
+  const dest = new LineWriter(opts.fd ?? 1, MAX_LOG_BUFFER_BYTES);
   const journal = opts.journal ?? stdoutIsJournal();
   const stream = journal ? { write: (line: string) => dest.write(prefixPriority(line)) } : dest;
   const logger = pino(
@@ -76,12 +79,105 @@ export function createLogger(opts: LoggerOptions = {}): DaemonLogger {
   );
   return {
     logger,
+    dropped: () => dest.dropped,
     flush() {
-      try {
-        dest.flushSync();
-      } catch {
-        // Nothing buffered or stdout gone: nothing more to do.
-      }
+      dest.flushSync();
     },
   };
+}
+
+/** How often a congested stdout is tried again. */
+const RETRY_MS = 10;
+/** How long flush() waits for a congested reader at exit. */
+const EXIT_FLUSH_MS = 2000;
+
+/**
+ * Log lines to a file descriptor without ever waiting for its reader.
+ *
+ * Node makes a stdout pipe (or journald's stream socket) non-blocking. Each
+ * line is written at once with writeSync when the fd takes it (what a daemon
+ * that crashes or is killed needs: its last lines are out). When the reader
+ * lags (EAGAIN, or a partial write) the rest is queued, in order, and tried
+ * again every RETRY_MS from a timer, up to `maxBytes`; past that, lines are
+ * dropped and counted. pino's own sync destination instead slept 100 ms per
+ * EAGAIN with the whole thread: a burst of lines (a thousand idle control
+ * clients dropped at once) stalled control answers and RSTs for 100-300 ms.
+ */
+export class LineWriter {
+  dropped = 0;
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly fd: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** pino's destination interface. */
+  write(line: string): boolean {
+    if (this.queue.length === 0) {
+      const n = this.tryWrite(line);
+      if (n === Buffer.byteLength(line)) return true; // all out: the common case
+      this.enqueue(Buffer.from(line).subarray(n));
+    } else {
+      this.enqueue(Buffer.from(line));
+    }
+    this.arm();
+    return true;
+  }
+
+  /** Bytes written, 0 when the fd would block; other errors drop the line (a log must not kill the daemon). */
+  private tryWrite(data: string | Buffer): number {
+    try {
+      return typeof data === 'string' ? writeSync(this.fd, data) : writeSync(this.fd, data);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return 0;
+      this.dropped++;
+      return typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    }
+  }
+
+  private enqueue(buf: Buffer): void {
+    if (buf.length === 0) return;
+    if (this.queued + buf.length > this.maxBytes) {
+      this.dropped++;
+      return;
+    }
+    this.queue.push(buf);
+    this.queued += buf.length;
+  }
+
+  private arm(): void {
+    if (this.timer || this.queue.length === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+      this.arm();
+    }, RETRY_MS);
+    this.timer.unref();
+  }
+
+  /** Write queued data until the fd would block; true when the queue is empty. */
+  private pump(): boolean {
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      const n = this.tryWrite(head);
+      this.queued -= n;
+      if (n < head.length) {
+        this.queue[0] = head.subarray(n);
+        return false;
+      }
+      this.queue.shift();
+    }
+    return true;
+  }
+
+  /** Before exit: write everything queued, waiting up to EXIT_FLUSH_MS for a congested reader. */
+  flushSync(): void {
+    const deadline = Date.now() + EXIT_FLUSH_MS;
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    while (!this.pump() && Date.now() < deadline) Atomics.wait(nap, 0, 0, RETRY_MS);
+  }
 }

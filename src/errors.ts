@@ -83,24 +83,59 @@ export class UsageError extends TcpresetError {
 export const MAX_SHOWN_VALUE_CHARS = 200;
 
 /**
- * A value as JSON text for an error message: bounded, and never throws. A
- * request may carry a value nested too deeply for JSON.stringify (a RangeError
- * that would turn a client's mistake into an internal error) or megabytes
- * long; the message names it without echoing all of it.
+ * A value as JSON-like text for an error message: bounded, cheap, and never
+ * throws. A request may carry a value nested too deeply for JSON.stringify
+ * (a RangeError, after milliseconds of recursion, that turned a client's
+ * mistake into an internal error) or megabytes long; the message names it
+ * without echoing all of it. Containers are rendered to a few levels only.
  */
 export function showValue(value: unknown, maxChars = MAX_SHOWN_VALUE_CHARS): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch {
-    text = undefined;
+  if (typeof value === 'string') {
+    const text = JSON.stringify(value);
+    return text.length > maxChars ? `${text.slice(0, maxChars)}… (${text.length} characters)` : text;
   }
-  if (text === undefined) {
-    text = Array.isArray(value) ? '[an array nested too deeply to show]'
-      : typeof value === 'object' && value !== null ? '{an object nested too deeply to show}'
-      : String(value);
+  const out = { s: '' };
+  render(value, 0, out, maxChars);
+  return out.s.length > maxChars ? `${out.s.slice(0, maxChars)}…` : out.s;
+}
+
+const SHOWN_DEPTH = 6;
+
+function render(v: unknown, depth: number, out: { s: string }, max: number): void {
+  if (out.s.length > max) return;
+  if (Array.isArray(v)) {
+    if (depth >= SHOWN_DEPTH) {
+      out.s += '[…]';
+      return;
+    }
+    out.s += '[';
+    for (let i = 0; i < v.length && out.s.length <= max; i++) {
+      if (i > 0) out.s += ',';
+      render(v[i], depth + 1, out, max);
+    }
+    out.s += ']';
+  } else if (typeof v === 'object' && v !== null) {
+    if (depth >= SHOWN_DEPTH) {
+      out.s += '{…}';
+      return;
+    }
+    out.s += '{';
+    let first = true;
+    for (const k of Object.keys(v)) {
+      if (out.s.length > max) break;
+      if (!first) out.s += ',';
+      first = false;
+      out.s += `${JSON.stringify(k.slice(0, max))}:`;
+      render((v as Record<string, unknown>)[k], depth + 1, out, max);
+    }
+    out.s += '}';
+  } else if (typeof v === 'string') {
+    out.s += JSON.stringify(v.slice(0, max));
+  } else if (typeof v === 'number' || typeof v === 'boolean' || v === null) {
+    out.s += JSON.stringify(v);
+  } else {
+    out.s += String(v);
   }
-  return text.length > maxChars ? `${text.slice(0, maxChars)}… (${text.length} characters)` : text;
 }
 
 /** A value that is malformed or out of range; `field` names the argument. */

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { TcpresetError, ValidationError } from '../src/errors.js';
+import { TcpresetError, ValidationError, showValue } from '../src/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../src/validate.js';
 import {
   MAX_LINE_BYTES,
@@ -307,11 +307,11 @@ test('values nested too deeply for JSON.stringify get their own error code, a sh
   const deep = '['.repeat(20000) + ']'.repeat(20000);
   const wrap = (json: string): string => JSON.stringify({ ...create }).replace('"op":"create"', `"op":"create","mode":${json}`);
   const cases: [string, string, RegExp][] = [
-    [wrap(deep), 'E_INVALID', /^mode \[an array nested too deeply to show\]: must be "l3" or "l2"$/],
+    [wrap(deep), 'E_INVALID', /^mode \[{7}…\]{7}: must be "l3" or "l2"$/],
     [JSON.stringify(create).replace('"ids-1"', deep), 'E_USAGE', /"engid" must be a string, not an array/],
     [JSON.stringify({ ...create, port: 0 }).replace('"port":0', `"port":${deep}`), 'E_USAGE', /"port" must be a number/],
-    [`{"v":${deep},"op":"list"}`, 'E_PROTOCOL', /protocol version \[an array nested too deeply to show\]/],
-    [`{"v":1,"op":${'{"":'.repeat(12000)}{}${'}'.repeat(12000)}}`, 'E_USAGE', /unknown op \{an object nested too deeply to show\}/],
+    [`{"v":${deep},"op":"list"}`, 'E_PROTOCOL', /protocol version \[{7}…\]{7};/],
+    [`{"v":1,"op":${'{"":'.repeat(12000)}{}${'}'.repeat(12000)}}`, 'E_USAGE', /unknown op (\{"":){6}\{…\}{7};/],
   ];
   for (const [l, code, msg] of cases) {
     const err = protoErr(t, l, code, msg);
@@ -320,6 +320,10 @@ test('values nested too deeply for JSON.stringify get their own error code, a sh
     t.true(out.length < 1000, `${out.length} bytes`);
     t.is(JSON.parse(out).error.code, code);
   }
+  t.is(showValue([80]), '[80]');
+  t.is(showValue({ a: [1, 'x'], b: null }), '{"a":[1,"x"],"b":null}');
+  t.is(showValue(undefined), 'undefined');
+  t.is(showValue(Array.from({ length: 1000 }, (_, i) => i)).length, 201);
   // A long value is named, not echoed whole.
   const long = protoErr(t, line({ ...create, engid: 'x'.repeat(60000) }), 'E_INVALID', /^engid "x{199}… \(60002 characters\): is 60000 characters long/);
   t.true(long.message.length < 300);

@@ -392,13 +392,18 @@ export function errorResponse(err: unknown, id?: RequestId): ErrorResponse {
   return id === undefined ? { v: PROTOCOL_VERSION, ok: false, error } : { v: PROTOCOL_VERSION, id, ok: false, error };
 }
 
+/** Nesting JSON.stringify handles with room to spare; checked without recursion (a deep value costs nothing). */
+const MAX_ENCODED_DEPTH = 64;
+
 function encodable(x: unknown): boolean {
-  try {
-    JSON.stringify(x);
-    return true;
-  } catch {
-    return false;
+  const stack: [unknown, number][] = [[x, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= MAX_ENCODED_DEPTH) return false;
+    for (const c of Array.isArray(v) ? v : Object.values(v)) if (typeof c === 'object' && c !== null) stack.push([c, depth + 1]);
   }
+  return true;
 }
 
 /**

@@ -117,6 +117,8 @@ export function timedRequest(path: string, line: string, timeoutMs = 5000): Prom
  */
 export class LatencyProbe {
   readonly latencies: number[] = [];
+  /** performance.now() at the start of each measured request, same order as latencies. */
+  readonly startedAt: number[] = [];
   readonly failures: string[] = [];
   private running = true;
   private readonly done: Promise<void>;
@@ -135,8 +137,10 @@ export class LatencyProbe {
     for (let i = 0; this.running; i++) {
       const op = ops[i % ops.length];
       try {
+        const at = performance.now();
         const { ms, response } = await timedRequest(this.socket, JSON.stringify({ v: 1, op, id: `probe-${i}` }));
         this.latencies.push(ms);
+        this.startedAt.push(at);
         if (response.ok !== true || response.id !== `probe-${i}`) this.failures.push(`${op}: ${JSON.stringify(response).slice(0, 300)}`);
         else {
           const bad = this.check(op, response);
@@ -147,6 +151,16 @@ export class LatencyProbe {
       }
       await sleep(this.gapMs);
     }
+  }
+
+  /** The `n` slowest requests: when they started (ms after `origin`) and how long they took. */
+  slowest(n: number, origin = 0): string {
+    return this.latencies
+      .map((ms, i) => ({ ms, at: this.startedAt[i] - origin }))
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, n)
+      .map((x) => `${x.ms.toFixed(1)} ms at +${(x.at / 1000).toFixed(2)} s`)
+      .join(', ');
   }
 
   async stop(): Promise<LatencySummary> {

@@ -8,8 +8,11 @@
  * A client cannot hurt others: a line over MAX_LINE_BYTES gets an error
  * and the connection is closed; a client idle for `idleTimeoutMs` (half a
  * line, then silence) is dropped; a handler that throws becomes an
- * E_INTERNAL response; connections beyond `maxClients` get an E_LIMIT line
- * and are closed.
+ * E_INTERNAL response. At `maxClients` connections, a newcomer takes the
+ * place of the connection idle the longest (it gets an E_LIMIT line and is
+ * closed), so slow or stuck clients can never lock out an alert; only when
+ * every connection has a request in progress is the newcomer refused with
+ * E_LIMIT.
  */
 import net from 'node:net';
 import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
@@ -109,10 +112,19 @@ export async function clearStaleSocket(path: string, log: LogSink): Promise<void
 
 type PeerCredFn = (fd: number) => { pid: number; uid: number; gid: number };
 
+/** What the server needs to know of a connection to choose one to close when full. */
+interface Conn {
+  peer: Peer;
+  /** performance.now() of its last read or write. */
+  lastActivity: () => number;
+  /** A request of it is being handled or waits in its queue. */
+  working: () => boolean;
+}
+
 export class ControlServer {
   private readonly o: Required<Omit<ServerOptions, 'listenFd' | 'group'>> & Pick<ServerOptions, 'listenFd' | 'group'>;
   private readonly server: net.Server;
-  private readonly clients = new Set<net.Socket>();
+  private readonly clients = new Map<net.Socket, Conn>();
   private peerCred: PeerCredFn | undefined;
   private closing = false;
   requests = 0;
@@ -181,9 +193,9 @@ export class ControlServer {
   async close(graceMs = 2000): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const s of this.clients) s.end();
+    for (const s of this.clients.keys()) s.end();
     const t = setTimeout(() => {
-      for (const s of this.clients) s.destroy();
+      for (const s of this.clients.keys()) s.destroy();
     }, graceMs);
     t.unref();
     await closed;
@@ -209,13 +221,12 @@ export class ControlServer {
       s.destroy();
       return;
     }
-    if (this.clients.size >= this.o.maxClients) {
+    if (this.clients.size >= this.o.maxClients && !this.evictIdlest(peer)) {
       log.warn({ peer, maxClients: this.o.maxClients }, 'too many control connections: refused');
       s.end(encodeLine(errorResponse(new TcpresetError('E_LIMIT', `too many connections (limit ${this.o.maxClients}); retry`))));
       s.destroySoon();
       return;
     }
-    this.clients.add(s);
     s.on('close', () => this.clients.delete(s));
     s.on('error', (err) => log.debug({ err, peer }, 'control connection error'));
 
@@ -231,6 +242,7 @@ export class ControlServer {
 
     const idleMs = this.o.idleTimeoutMs;
     let lastActivity = performance.now();
+    this.clients.set(s, { peer, lastActivity: () => lastActivity, working: () => busy || queued > 0 });
     const resumeIfRoom = (): void => {
       if (queued < MAX_QUEUED_LINES && blockedSince === null && !discarding && !s.destroyed) s.resume();
     };
@@ -361,6 +373,33 @@ export class ControlServer {
       }
       void chain.then(() => s.end());
     });
+  }
+
+  /**
+   * Make room for a newcomer: close the connection idle the longest among
+   * those with no request in progress. False when every one is working.
+   */
+  private evictIdlest(newcomer: Peer): boolean {
+    let victim: net.Socket | undefined;
+    let oldest = Infinity;
+    for (const [sock, c] of this.clients) {
+      if (c.working()) continue;
+      const t = c.lastActivity();
+      if (t < oldest) {
+        oldest = t;
+        victim = sock;
+      }
+    }
+    if (!victim) return false;
+    const c = this.clients.get(victim)!;
+    this.clients.delete(victim);
+    this.o.log.warn(
+      { peer: c.peer, idleMs: Math.round(performance.now() - oldest), maxClients: this.o.maxClients, newcomer },
+      'too many control connections: dropped the longest idle one',
+    );
+    victim.end(encodeLine(errorResponse(new TcpresetError('E_LIMIT', `too many connections (limit ${this.o.maxClients}); this idle one was closed to make room`))));
+    victim.destroySoon();
+    return true;
   }
 
   private async handleLine(line: string, peer: Peer): Promise<object> {

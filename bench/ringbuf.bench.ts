@@ -15,6 +15,7 @@
  * ring_buffer__* are declared here, bench-local: the product never calls
  * them (src/native/libbpf.ts owns the declarations the product uses).
  */
+import { Prefilter } from '../src/dataplane/prefilter.js';
 import koffi from 'koffi';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { BpfObject } from '../src/bpf/object.js';
@@ -51,6 +52,7 @@ function runFrame(progFd: number, f: Uint8Array): void {
 
 function setup(): { obj: BpfObject; fd: number; size: number } {
   const obj = BpfObject.load(undefined, { maxTargets: 1024 });
+  new Prefilter(obj).add({ ifindex: 1, family: 4, addr: Uint8Array.from(HOST) });
   obj.map(MAP_TARGETS).update(
     encodeTargetKey({ ifindex: 1, family: 4, addr: Uint8Array.from(HOST), port: PORT_ANY }),
     encodeTargetValue({ targetId: 1, expiresNs: 0n }),

@@ -56,6 +56,13 @@ struct {
 	__type(value, struct tr_counters);
 } counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TR_PREFILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} prefilter SEC(".maps");
+
 /* IPv6 extension headers we walk through before TCP (more is not TCP we parse). */
 #define TR_MAX_EXT_HDRS 3
 #define IP_OFFSET_MASK 0x1fff
@@ -251,6 +258,16 @@ live_target(struct tr_target_key *key, __u64 *now, int *expired)
 	return v;
 }
 
+/* May `addr` have a target on this interface? A clear bit says no for sure. */
+static __always_inline int prefilter_hit(struct pkt_info *pi, const __u8 *addr)
+{
+	__u32 bit = tr_prefilter_hash(pi->flow.ifindex, pi->flow.family, addr) & (TR_PREFILTER_BITS - 1);
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&prefilter, &word);
+
+	return w && (*w & (1ull << (bit & 63)));
+}
+
 /* Same seq, ack and flags as the last event of this flow, within the interval. */
 static __always_inline int is_duplicate(struct tr_flow_state *st, struct pkt_info *pi, __u64 now)
 {
@@ -309,26 +326,35 @@ static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *
 	int expired = 0;
 	__u32 target_id;
 	__u8 match = TR_MATCH_SRC;
+	int src_hit, dst_hit;
+
+	src_hit = prefilter_hit(pi, pi->flow.saddr);
+	dst_hit = prefilter_hit(pi, pi->flow.daddr);
+	if (!src_hit && !dst_hit)
+		return; /* the common case on a busy link: two cached bit tests */
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.ifindex = pi->flow.ifindex;
 	key.family = pi->flow.family;
-	__builtin_memcpy(key.addr, pi->flow.saddr, 16);
-	key.port = TR_PORT_ANY;
-	tv = live_target(&key, &now, &expired);
-	if (!tv) {
-		key.port = pi->flow.dport;
+	tv = NULL;
+	if (src_hit) {
+		__builtin_memcpy(key.addr, pi->flow.saddr, 16);
+		key.port = TR_PORT_ANY;
 		tv = live_target(&key, &now, &expired);
+		if (!tv) {
+			key.port = pi->flow.dport;
+			tv = live_target(&key, &now, &expired);
+		}
 	}
-	if (!tv) {
+	if (!tv && dst_hit) {
 		match = TR_MATCH_DST;
 		__builtin_memcpy(key.addr, pi->flow.daddr, 16);
 		key.port = TR_PORT_ANY;
 		tv = live_target(&key, &now, &expired);
-	}
-	if (!tv) {
-		key.port = pi->flow.sport;
-		tv = live_target(&key, &now, &expired);
+		if (!tv) {
+			key.port = pi->flow.sport;
+			tv = live_target(&key, &now, &expired);
+		}
 	}
 	if (!tv) {
 		if (expired)

@@ -24,12 +24,24 @@
 #define TR_MAP_FLOWS      "flows"
 #define TR_MAP_EVENTS     "events"
 #define TR_MAP_COUNTERS   "counters"
+#define TR_MAP_PREFILTER  "prefilter"
 
 /* Capacities. The targets map is a plain hash: at least 100,000 targets. */
 #define TR_MAX_TARGETS    131072
 #define TR_MAX_FLOWS      65536
 #define TR_RINGBUF_BYTES  (8u << 20)
 #define TR_MAX_VLANS      2
+
+/*
+ * Address prefilter: one bit per hash of (ifindex, family, address), set by
+ * user space for every address that has a target (refcounted there). A
+ * packet whose source and destination bits are both clear cannot match, so
+ * non-matching traffic costs two reads of a 256 KiB bitmap (cache-resident)
+ * instead of four hash-table lookups whose chains, with 100,000 targets,
+ * miss the cache. A set bit only means "look in targets".
+ */
+#define TR_PREFILTER_BITS  (1u << 21)
+#define TR_PREFILTER_WORDS (TR_PREFILTER_BITS / 64)
 
 /*
  * An event that carries no new sequence information for its flow (same
@@ -129,6 +141,36 @@ struct tr_counters {
 	__u64 rst_seen;    /* matched segments carrying RST: nothing to answer */
 	__u64 expired;     /* matched a target past its deadline: ignored */
 };
+
+/*
+ * The prefilter hash. Addresses are read as four host-order 32-bit words,
+ * as user space reads them (src/contract.ts prefilterHash, checked against
+ * this function by test/contract.test.ts).
+ */
+static __inline __u32 tr_mix32(__u32 h, __u32 w)
+{
+	h ^= w;
+	h *= 0x9e3779b1u;
+	return h ^ (h >> 15);
+}
+
+static __inline __u32 tr_prefilter_hash(__u32 ifindex, __u8 family, const __u8 *addr16)
+{
+	__u32 w[4];
+	__u32 h;
+
+	__builtin_memcpy(w, addr16, sizeof(w));
+	h = tr_mix32(0x74727374u ^ family, ifindex);
+	h = tr_mix32(h, w[0]);
+	h = tr_mix32(h, w[1]);
+	h = tr_mix32(h, w[2]);
+	h = tr_mix32(h, w[3]);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
+}
 
 _Static_assert(sizeof(struct tr_target_key) == 24, "tr_target_key layout");
 _Static_assert(sizeof(struct tr_target_value) == 16, "tr_target_value layout");

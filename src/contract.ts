@@ -11,11 +11,14 @@ export const MAP_TARGETS = 'targets';
 export const MAP_FLOWS = 'flows';
 export const MAP_EVENTS = 'events';
 export const MAP_COUNTERS = 'counters';
+export const MAP_PREFILTER = 'prefilter';
 
 export const MAX_TARGETS = 131072;
 export const MAX_FLOWS = 65536;
 export const RINGBUF_BYTES = 8 << 20;
 export const MAX_VLANS = 2;
+export const PREFILTER_BITS = 1 << 21;
+export const PREFILTER_WORDS = PREFILTER_BITS / 64;
 export const DUP_INTERVAL_NS = 10_000_000n;
 
 export const FAMILY_V4 = 4;
@@ -175,6 +178,34 @@ export function decodeEvent(dv: DataView, off = 0): TcpEvent {
     saddr: bytes.slice(EV.saddr, EV.saddr + alen),
     daddr: bytes.slice(EV.daddr, EV.daddr + alen),
   };
+}
+
+function mix32(h: number, w: number): number {
+  h = Math.imul(h ^ w, 0x9e3779b1);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+/**
+ * tr_prefilter_hash of bpf/tcpreset.h: (ifindex, family, address as four
+ * host-order words; IPv4 in the first four bytes, the rest zero).
+ */
+export function prefilterHash(ifindex: number, family: Family, addr: Uint8Array): number {
+  const a = new Uint8Array(16);
+  a.set(addr);
+  const dv = new DataView(a.buffer);
+  let h = mix32((0x74727374 ^ family) >>> 0, ifindex >>> 0);
+  for (let i = 0; i < 16; i += 4) h = mix32(h, dv.getUint32(i, true));
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The prefilter bit of a target's address: word index into the map and bit within the word. */
+export function prefilterBit(k: Pick<TargetKey, 'ifindex' | 'family' | 'addr'>): { word: number; bit: number } {
+  const b = prefilterHash(k.ifindex, k.family, k.addr) & (PREFILTER_BITS - 1);
+  return { word: b >>> 6, bit: b & 63 };
 }
 
 /** Sum a per-CPU counters value (ncpu slots of tr_counters, each 8-byte aligned). */

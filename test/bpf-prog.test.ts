@@ -38,6 +38,7 @@ interface Lab {
   targets: BpfMap;
   flows: BpfMap;
   counters: BpfMap;
+  prefilter: BpfMap;
   ring: RingReader;
   ncpu: number;
 }
@@ -54,6 +55,7 @@ function getLab(): Lab {
     targets: obj.map(C.MAP_TARGETS),
     flows: obj.map(C.MAP_FLOWS),
     counters: obj.map(C.MAP_COUNTERS),
+    prefilter: obj.map(C.MAP_PREFILTER),
     ring: new RingReader(events.fd, C.RINGBUF_BYTES),
     ncpu: numPossibleCpus(),
   };
@@ -68,9 +70,34 @@ function clearMap(m: BpfMap): void {
   for (const k of m.keys()) m.delete(k);
 }
 
-/** Empty targets and flows, drain the ring: every test starts from nothing. */
+/** Prefilter words this file set bits in, so fresh() can zero just those. */
+const touchedWords = new Set<number>();
+
+/** Set (or clear) the prefilter bit of an address, as the Enforcer does for each target. */
+function setPrefilterBit(l: Lab, k: Pick<C.TargetKey, 'ifindex' | 'family' | 'addr'>, on = true): void {
+  const { word, bit } = C.prefilterBit(k);
+  const wk = new Uint8Array(4);
+  new DataView(wk.buffer).setUint32(0, word, true);
+  const cur = new DataView(l.prefilter.lookup(wk)!.buffer).getBigUint64(0, true);
+  const v = new Uint8Array(8);
+  new DataView(v.buffer).setBigUint64(0, on ? cur | (1n << BigInt(bit)) : cur & ~(1n << BigInt(bit)), true);
+  l.prefilter.update(wk, v);
+  touchedWords.add(word);
+}
+
+function clearPrefilter(l: Lab): void {
+  const wk = new Uint8Array(4);
+  for (const word of touchedWords) {
+    new DataView(wk.buffer).setUint32(0, word, true);
+    l.prefilter.update(wk, new Uint8Array(8));
+  }
+  touchedWords.clear();
+}
+
+/** Empty targets, prefilter and flows, drain the ring: every test starts from nothing. */
 function fresh(): Lab {
   const l = getLab();
+  clearPrefilter(l);
   clearMap(l.targets);
   clearMap(l.flows);
   l.ring.drain(() => {});
@@ -102,12 +129,9 @@ function addTarget(
   opts: { port?: number; id?: number; expiresNs?: bigint; ifindex?: number } = {},
 ): void {
   const bytes = F.ip(addr);
-  const key = C.encodeTargetKey({
-    ifindex: opts.ifindex ?? IFINDEX,
-    family: bytes.byteLength === 4 ? 4 : 6,
-    addr: bytes,
-    port: opts.port ?? C.PORT_ANY,
-  });
+  const k: C.TargetKey = { ifindex: opts.ifindex ?? IFINDEX, family: bytes.byteLength === 4 ? 4 : 6, addr: bytes, port: opts.port ?? C.PORT_ANY };
+  const key = C.encodeTargetKey(k);
+  setPrefilterBit(l, k);
   l.targets.update(key, C.encodeTargetValue({ targetId: opts.id ?? 7, expiresNs: opts.expiresNs ?? 0n }));
 }
 
@@ -646,7 +670,9 @@ ptest('100,000 targets: the program still matches, first, middle and last', (t) 
   const addrOf = (i: number): Uint8Array => Uint8Array.of(10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
   const N = 100_000;
   for (let i = 0; i < N; i++) {
-    C.encodeTargetKey({ ifindex: IFINDEX, family: 4, addr: addrOf(i), port: i % 3 === 0 ? C.PORT_ANY : 1 + (i % 65535) }, key);
+    const k: C.TargetKey = { ifindex: IFINDEX, family: 4, addr: addrOf(i), port: i % 3 === 0 ? C.PORT_ANY : 1 + (i % 65535) };
+    C.encodeTargetKey(k, key);
+    setPrefilterBit(l, k);
     vdv.setUint32(0, i + 1, true);
     l.targets.update(key, value);
   }
@@ -659,4 +685,26 @@ ptest('100,000 targets: the program still matches, first, middle and last', (t) 
   }
   assertNoEvent(t, run(l, F.tcpFrame({ src: PEER4, dst: addrOf(N + 1), sport: 1, dport: 2 })), { tcp: 1n }, 'absent');
   clearMap(l.targets);
+  clearPrefilter(l);
+});
+
+// ---------------------------------------------------------------- prefilter
+
+ptest('prefilter: a target whose address bit is clear is not looked up; setting the bit makes it match', (t) => {
+  const l = fresh();
+  addTarget(l, '192.0.2.77');
+  const k = { ifindex: IFINDEX, family: 4 as const, addr: F.ip('192.0.2.77') };
+  setPrefilterBit(l, k, false);
+  const o: F.TcpFrameOpts = { src: PEER4, dst: '192.0.2.77', sport: 443, dport: 40000, seq: 1 };
+  assertNoEvent(t, run(l, F.tcpFrame(o)), { tcp: 1n }, 'bit clear: the map entry is never consulted');
+  setPrefilterBit(l, k, true);
+  assertOneEvent(t, run(l, F.tcpFrame({ ...o, seq: 2 })), expectedFor({ ...o, seq: 2 }, 7, C.MATCH_DST));
+});
+
+ptest('prefilter: a set bit without a target (a hash collision) costs lookups but never an event', (t) => {
+  const l = fresh();
+  setPrefilterBit(l, { ifindex: IFINDEX, family: 6, addr: F.ip('2001:db8::99') });
+  setPrefilterBit(l, { ifindex: IFINDEX, family: 4, addr: F.ip(PEER4) });
+  assertNoEvent(t, run(l, F.tcpFrame({ src: PEER4, dst: '192.0.2.1', sport: 1, dport: 2 })), { tcp: 1n }, 'v4');
+  assertNoEvent(t, run(l, F.tcpFrame({ src: '2001:db8::99', dst: '2001:db8::1', sport: 1, dport: 2 })), { tcp: 1n }, 'v6');
 });

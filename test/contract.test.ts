@@ -132,13 +132,15 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
   const { numbers, strings } = headerInfo();
   t.deepEqual(
     Object.fromEntries(strings),
-    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS },
+    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER },
   );
   const expected: Record<string, number | bigint> = {
     TR_MAX_TARGETS: C.MAX_TARGETS,
     TR_MAX_FLOWS: C.MAX_FLOWS,
     TR_RINGBUF_BYTES: C.RINGBUF_BYTES,
     TR_MAX_VLANS: C.MAX_VLANS,
+    TR_PREFILTER_BITS: C.PREFILTER_BITS,
+    TR_PREFILTER_WORDS: C.PREFILTER_WORDS,
     TR_DUP_INTERVAL_NS: C.DUP_INTERVAL_NS,
     TR_FAMILY_V4: C.FAMILY_V4,
     TR_FAMILY_V6: C.FAMILY_V6,
@@ -156,11 +158,11 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
   for (const [k, v] of Object.entries(expected)) t.is(BigInt(numbers.get(k) ?? -1), BigInt(v), k);
 });
 
-test('object BTF: the program and the four maps carry the contract names', (t) => {
+test('object BTF: the program and the five maps carry the contract names', (t) => {
   const types = btfTypes(objPath);
   t.truthy(types.find((x) => x.kind === 'FUNC' && x.name === C.PROG_NAME), `program ${C.PROG_NAME}`);
   const vars = new Set(types.filter((x) => x.kind === 'VAR').map((x) => x.name));
-  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS]) t.true(vars.has(m), `map ${m}`);
+  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS, C.MAP_PREFILTER]) t.true(vars.has(m), `map ${m}`);
 });
 
 /** Offsets straight from the header's BTF, so the encoders are checked against C, not against LAYOUT. */
@@ -293,6 +295,7 @@ ptest('object maps (as libbpf sees them) have the contract names, types, key/val
     { name: C.MAP_FLOWS, type: 9 /* LRU_HASH */, keySize: L.tr_flow_key.size, valueSize: L.tr_flow_state.size, maxEntries: C.MAX_FLOWS },
     { name: C.MAP_EVENTS, type: 27 /* RINGBUF */, keySize: 0, valueSize: 0, maxEntries: C.RINGBUF_BYTES },
     { name: C.MAP_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_counters.size, maxEntries: 1 },
+    { name: C.MAP_PREFILTER, type: 2 /* ARRAY */, keySize: 4, valueSize: 8, maxEntries: C.PREFILTER_WORDS },
   ];
   for (const w of want) {
     const m = obj.map(w.name);
@@ -313,4 +316,40 @@ ptest('maxTargets resizes the targets map and an encoded key/value round-trips t
   m.update(key, value);
   t.deepEqual(m.lookup(key), value);
   t.deepEqual(m.keys().map((k) => C.decodeTargetKey(k)), [C.decodeTargetKey(key)]);
+});
+
+test('prefilterHash equals the header\'s tr_prefilter_hash (compiled natively) on v4, v6 and edge inputs', (t) => {
+  const rnd = (n: number): number[] => Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+  const vectors: { ifindex: number; family: C.Family; addr: number[] }[] = [
+    { ifindex: 1, family: 4, addr: [192, 0, 2, 1] },
+    { ifindex: 0xffffffff, family: 6, addr: Array(16).fill(0xff) },
+    { ifindex: 0, family: 4, addr: [0, 0, 0, 0] },
+    { ifindex: 7, family: 6, addr: [0x20, 0x01, 0x0d, 0xb8, ...Array(11).fill(0), 1] },
+    ...Array.from({ length: 200 }, (_, i) => ({ ifindex: (i * 2654435761) >>> 0, family: (i % 2 ? 6 : 4) as C.Family, addr: rnd(i % 2 ? 16 : 4) })),
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'tr-hash-'));
+  try {
+    const rows = vectors.map((v) => {
+      const a = [...v.addr, ...Array(16 - v.addr.length).fill(0)];
+      return `{ ${v.ifindex}u, ${v.family}, { ${a.join(', ')} } }`;
+    });
+    writeFileSync(
+      join(dir, 'h.c'),
+      [
+        '#include <stdio.h>',
+        '#include "tcpreset.h"',
+        'struct v { __u32 ifindex; __u8 family; __u8 addr[16]; };',
+        `static const struct v vs[] = { ${rows.join(',\n')} };`,
+        'int main(void) { for (unsigned i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) printf("%u\\n", tr_prefilter_hash(vs[i].ifindex, vs[i].family, vs[i].addr)); return 0; }',
+      ].join('\n'),
+    );
+    execFileSync('cc', ['-O2', '-I', join(root, 'bpf'), join(dir, 'h.c'), '-o', join(dir, 'h')]);
+    const fromC = execFileSync(join(dir, 'h'), { encoding: 'utf8' }).trim().split('\n').map(Number);
+    const fromTs = vectors.map((v) => C.prefilterHash(v.ifindex, v.family, Uint8Array.from(v.addr)));
+    t.deepEqual(fromTs, fromC);
+    // The bits spread: 200 random inputs land in (nearly) 200 distinct bits.
+    t.true(new Set(fromTs.map((h) => h & (C.PREFILTER_BITS - 1))).size >= 195);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -4,6 +4,7 @@
  * arrive on ifindex 1). Every frame has its own seq so the program's
  * duplicate suppression never hides one.
  */
+import { Prefilter } from '../src/dataplane/prefilter.js';
 import test, { type ExecutionContext } from 'ava';
 import { isRoot, ptest } from './helpers/privileged.js';
 import { BpfObject } from '../src/bpf/object.js';
@@ -55,6 +56,7 @@ interface Fixture {
 function setup(t: ExecutionContext): Fixture {
   const obj = BpfObject.load(undefined, { maxTargets: 1024 });
   t.teardown(() => obj.close());
+  new Prefilter(obj).add({ ifindex: 1, family: 4, addr: Uint8Array.from(HOST) });
   obj.map(MAP_TARGETS).update(
     encodeTargetKey({ ifindex: 1, family: 4, addr: Uint8Array.from(HOST), port: PORT_ANY }),
     encodeTargetValue({ targetId: TARGET_ID, expiresNs: 0n }),

@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import {
   MAP_COUNTERS, MAP_EVENTS, MAP_TARGETS, RINGBUF_BYTES, LAYOUT,
-  decodeEvent, encodeTargetKey, encodeTargetValue, sumCounters,
+  decodeEvent, decodeTargetKey, encodeTargetKey, encodeTargetValue, sumCounters,
   type Counters, type Family, type TcpEvent,
 } from '../contract.js';
 import { TcpresetError, ValidationError } from '../errors.js';
@@ -24,6 +24,7 @@ import { Sender, type InjectMode } from '../net/sender.js';
 import { forgeResets, l2Frame } from '../packet/forge.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { readInterface } from '../net/ifaces.js';
+import { Prefilter } from './prefilter.js';
 
 export interface LoggerLike {
   info(obj: object, msg?: string): void;
@@ -150,6 +151,7 @@ export class Enforcer extends EventEmitter {
   private readonly obj: BpfObject;
   private readonly targetsMap: BpfMap;
   private readonly countersMap: BpfMap;
+  private readonly prefilter: Prefilter;
   private readonly ring: RingReader;
   private readonly log: LoggerLike;
   private readonly ncpu: number;
@@ -173,6 +175,7 @@ export class Enforcer extends EventEmitter {
     this.log = log;
     this.targetsMap = obj.map(MAP_TARGETS);
     this.countersMap = obj.map(MAP_COUNTERS);
+    this.prefilter = new Prefilter(obj);
     this.ncpu = numPossibleCpus();
     this.ring = new RingReader(obj.map(MAP_EVENTS).fd, RINGBUF_BYTES);
     this.ring.start((dv, off) => this.onRecord(dv, off), {
@@ -390,6 +393,8 @@ export class Enforcer extends EventEmitter {
     let slot = this.slotByKey.get(keyText);
     if (!slot) {
       slot = { id: this.nextSlotId++, sniffIf, key, keyText, targets: new Set(), expiresAt: 0 };
+      // The bit before the entry: the program must never see an entry its prefilter hides.
+      this.prefilter.add(decodeTargetKey(key));
       this.slotByKey.set(keyText, slot);
       this.slots.set(slot.id, slot);
     }
@@ -404,6 +409,7 @@ export class Enforcer extends EventEmitter {
     for (const t of slot.targets) if (t.info.id === id) slot.targets.delete(t);
     if (slot.targets.size === 0) {
       this.targetsMap.delete(slot.key);
+      this.prefilter.remove(decodeTargetKey(slot.key));
       this.slotByKey.delete(slot.keyText);
       this.slots.delete(slot.id);
     } else {
@@ -563,9 +569,11 @@ export class Enforcer extends EventEmitter {
     for (const slot of this.slots.values()) {
       if (slot.sniffIf !== ifname) continue;
       this.targetsMap.delete(slot.key);
+      this.prefilter.remove(decodeTargetKey(slot.key));
       this.slotByKey.delete(slot.keyText);
       const key = new Uint8Array(slot.key);
       new DataView(key.buffer).setUint32(LAYOUT.tr_target_key.fields.ifindex, ifindex, true);
+      this.prefilter.add(decodeTargetKey(key));
       slot.key = key;
       slot.keyText = Buffer.from(key).toString('hex');
       this.slotByKey.set(slot.keyText, slot);

@@ -15,6 +15,7 @@
  *
  * STRESS_SCALE=full: >= 100,000 frames. STRESS_SEED replays a run.
  */
+import { Prefilter } from '../../src/dataplane/prefilter.js';
 import test from 'ava';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../../src/bpf/object.js';
 import { RingReader } from '../../src/bpf/ringbuf.js';
@@ -467,7 +468,9 @@ interface Prog {
 function loadProg(): Prog {
   const obj = BpfObject.load();
   const targets = obj.map(C.MAP_TARGETS);
+  const prefilter = new Prefilter(obj);
   for (const tg of TARGETS) {
+    prefilter.add({ ifindex: IFINDEX, family: tg.family, addr: tg.addr });
     targets.update(
       C.encodeTargetKey({ ifindex: IFINDEX, family: tg.family, addr: tg.addr, port: tg.port }),
       // Expired: a deadline 1 ns after boot. Live: none (0).

@@ -377,8 +377,8 @@ export class Enforcer extends EventEmitter {
 
   /** Remember the TTL each host sends with; return the one last seen from the packet's destination. */
   private noteTtl(ev: TcpEvent): number | undefined {
-    const from = `${ev.family}|${formatIp(ev.saddr)}`;
-    const to = `${ev.family}|${formatIp(ev.daddr)}`;
+    const from = binaryKey(ev.saddr);
+    const to = binaryKey(ev.daddr);
     if (this.ttlSeen.get(from) !== ev.ttl) {
       if (this.ttlSeen.size >= MAX_TTL_ENTRIES) this.ttlSeen.clear();
       this.ttlSeen.set(from, ev.ttl);
@@ -614,11 +614,22 @@ function publicInfo(info: TargetInfo): TargetInfo {
   return { ...info, counters: { ...info.counters } };
 }
 
+/**
+ * Address bytes as a short string, for map keys on the per-event path:
+ * formatting the text form (RFC 5952 for IPv6) per event cost more than
+ * the rest of the event's handling. The length tells v4 from v6.
+ */
+function binaryKey(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
 /** Direction-free flow identity: both directions of a connection are one flow. */
 function flowKeyOf(ev: TcpEvent): string {
-  const a = `${formatIp(ev.saddr)}|${ev.sport}`;
-  const b = `${formatIp(ev.daddr)}|${ev.dport}`;
-  return a < b ? `${a}|${b}` : `${b}|${a}`;
+  const a = binaryKey(ev.saddr) + String.fromCharCode(ev.sport);
+  const b = binaryKey(ev.daddr) + String.fromCharCode(ev.dport);
+  return a < b ? a + b : b + a;
 }
 
 /** bpf_ktime_get_ns() and process.hrtime() both read CLOCK_MONOTONIC. */

@@ -107,8 +107,9 @@ export function validateDuration(value: unknown, max: number = DEFAULT_MAX_DURAT
 /**
  * Interface NAME syntax as Linux accepts it (dev_valid_name): 1..15 bytes,
  * not "." or "..", no "/", ":" (an address label, not a device) or
- * whitespace. Also refused: control characters and "%" (a name template
- * the kernel expands, never an existing name). Existence and state are
+ * whitespace. Also refused: control and invisible formatting characters
+ * (zero-width, bidi overrides: they make lists and logs lie) and "%" (a name
+ * template the kernel expands, never an existing name). Existence and state are
  * checked by src/net/ifaces.ts in the daemon.
  */
 export function validateIfname(value: unknown, field = 'interface'): string {
@@ -123,6 +124,13 @@ export function validateIfname(value: unknown, field = 'interface'): string {
   if (value.includes(':')) throw new ValidationError(field, value, 'must not contain ":" (that names an address label, not an interface)');
   if (value.includes('%')) throw new ValidationError(field, value, 'must not contain "%"');
   if (/\s/u.test(value)) throw new ValidationError(field, value, 'must not contain whitespace');
-  if (/\p{Cc}/u.test(value)) throw new ValidationError(field, value, 'must not contain control characters');
+  // Control characters, and the invisible ones too (zero-width, bidi overrides: "\u202eeth0"
+  // prints as "0hte"): a name in a list or a log must read as what it is. Linux itself
+  // would take them, but no interface worth resetting from is named so.
+  const ctl = [...value].findIndex((c) => /\p{C}/u.test(c));
+  if (ctl >= 0) {
+    const cp = [...value][ctl].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    throw new ValidationError(field, value, `must not contain control characters or invisible formatting characters (U+${cp} at position ${ctl + 1})`);
+  }
   return value;
 }

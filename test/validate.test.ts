@@ -154,6 +154,10 @@ test('ifname: Linux name rules', (t) => {
   invalid(t, () => validateIfname('eth 0'), 'interface', /whitespace/);
   invalid(t, () => validateIfname('eth\n'), 'interface', /whitespace/);
   invalid(t, () => validateIfname('eth\u0001'), 'interface', /control/);
+  // Invisible characters (found by the CLI fuzz: "eth0\u200b" reached the daemon).
+  invalid(t, () => validateIfname('eth0\u200b'), 'interface', /invisible formatting characters \(U\+200B at position 5\)/);
+  invalid(t, () => validateIfname('\u202eeth0'), 'interface', /U\+202E at position 1/);
+  invalid(t, () => validateIfname('\ufeffeth0'), 'interface', /whitespace/); // JS counts the BOM as whitespace
   invalid(t, () => validateIfname('eth%d'), 'interface', /"%"/);
   invalid(t, () => validateIfname(3, 'sniffIf'), 'sniffIf', /string/);
 });

@@ -195,6 +195,10 @@ test('invalid values: exit 65, one line naming the value and why, no request sen
     [[...CREATE, '-p', '080'], /leading zeros/],
     [[...CREATE, '--timeout', 'soon'], /^timeout \(--timeout\) "soon": must be a positive number of seconds/],
     [[...CREATE, '--timeout', '0'], /positive/],
+    // Found by the CLI fuzz: past setTimeout's range the wait ended at once ("within Infinity s", exit 75).
+    [[...CREATE, '--timeout', '4294967296'], /^timeout \(--timeout\) "4294967296": must be at most 86400 seconds$/],
+    [[...CREATE, '--timeout', '9'.repeat(400)], /must be at most 86400 seconds$/],
+    [['list', '--timeout', '86400.5'], /must be at most 86400 seconds$/],
     [[...CREATE, '--socket', ''], /^socket \(--socket\) "": must not be empty/],
     [['cancel', 'a b'], /^job id "a b": is not a job id/],
     [['cancel', 'ids-1', '-i', 'eth1', '-h', '::1'], /loopback/],

@@ -23,6 +23,9 @@ export interface RunIo {
   env?: Record<string, string | undefined>;
 }
 
+/** Longest --timeout: a day is already far past any useful wait, and well inside setTimeout's range. */
+export const MAX_TIMEOUT_S = 86400;
+
 /** Words that are subcommands; an ENGID equal to one needs `tcpreset create ENGID ...`. */
 export const SUBCOMMANDS = ['create', 'cancel', 'list', 'status', 'version'] as const;
 
@@ -50,7 +53,7 @@ Create options (tcpreset [create] ENGID ...):
   --l2                     inject Ethernet frames instead of routed packets
   --json                   print the result as JSON on stdout
   --socket PATH            control socket
-  --timeout SECONDS        give up waiting for the daemon (default 10)
+  --timeout SECONDS        give up waiting for the daemon (default 10, at most 86400)
   Note: -h is HOST; help is --help.
 
 Jobs:
@@ -135,6 +138,10 @@ export async function run(argv: string[], io: RunIo = {}): Promise<number> {
     if (opts.timeout !== undefined) {
       if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.timeout) || Number(opts.timeout) <= 0) {
         throw new ValidationError('timeout (--timeout)', opts.timeout, 'must be a positive number of seconds');
+      }
+      // Past setTimeout's range Node fires at once (and warns on stderr): refuse instead.
+      if (Number(opts.timeout) > MAX_TIMEOUT_S) {
+        throw new ValidationError('timeout (--timeout)', opts.timeout, `must be at most ${MAX_TIMEOUT_S} seconds`);
       }
       timeoutMs = Math.ceil(Number(opts.timeout) * 1000);
     }

@@ -54,7 +54,7 @@ const summary = {
   batches: 0,
   oversize: { sent: 0, answeredAndClosed: 0 },
   failures: [] as string[],
-  slow: { opened: 0, connectErrors: 0, droppedByDaemon: 0, stillOpen: 0, trickleAnswered: 0, limitRefused: 0 },
+  slow: { opened: 0, connectErrors: 0, droppedByDaemon: 0, stillOpen: 0, trickle: 0, trickleAnswered: 0, trickleEvicted: 0, limitRefused: 0 },
   nonReaders: { opened: 0, requestsWritten: 0, droppedByDaemon: 0 },
   elapsedMs: 0,
 };
@@ -276,6 +276,7 @@ const slowSockets: { s: net.Socket; kind: string; closed: boolean; answer: strin
 async function openSlow(): Promise<void> {
   for (let i = 0; i < opts.slow; i++) {
     const kind = r.pick(['silent', 'half-line', 'half-line', 'trickle', 'trickle']);
+    if (kind === 'trickle') summary.slow.trickle++;
     const s = net.createConnection({ path: opts.socket });
     const rec = { s, kind, closed: false, answer: '' };
     slowSockets.push(rec);
@@ -312,6 +313,13 @@ function startTrickle(everyMs: number): void {
 
 async function finishTrickle(): Promise<void> {
   if (trickleTimer) clearInterval(trickleTimer);
+  // A trickling client is never idle long enough to be dropped; if it is closed, the daemon
+  // must have said why: it was the longest idle one when a newcomer needed its place.
+  for (const c of slowSockets) {
+    if (c.kind !== 'trickle' || !c.closed) continue;
+    if (/"E_LIMIT"/.test(c.answer)) summary.slow.trickleEvicted++;
+    else failure(`trickling client closed without an E_LIMIT line: ${JSON.stringify(c.answer.slice(0, 200))}`);
+  }
   const live = slowSockets.filter((c) => c.kind === 'trickle' && !c.closed);
   // Complete the line: the rest of it, then the newline; exactly one answer must come.
   for (const c of live) c.s.write(`${TRICKLE_LINE.slice(tricklePos)}\n`);

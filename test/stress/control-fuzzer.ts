@@ -299,14 +299,18 @@ async function openSlow(): Promise<void> {
   }
 }
 
-/** Trickling clients send one more byte of a valid request every `everyMs`: never idle long enough to be dropped. */
-const TRICKLE_LINE = '{"v":1,"op":"version","id":"trickle"}';
+/**
+ * Trickling clients send one more byte of a valid request every `everyMs`:
+ * never idle long enough to be dropped. Past the last field they send
+ * spaces (JSON allows them before the closing brace) until the end.
+ */
+const TRICKLE_HEAD = '{"v":1,"op":"version","id":"trickle"';
 let tricklePos = 0;
 let trickleTimer: NodeJS.Timeout | undefined;
 function startTrickle(everyMs: number): void {
   trickleTimer = setInterval(() => {
-    if (tricklePos >= TRICKLE_LINE.length - 1) return; // hold the last byte until the end
-    for (const c of slowSockets) if (c.kind === 'trickle' && !c.closed) c.s.write(TRICKLE_LINE[tricklePos]);
+    const ch = tricklePos < TRICKLE_HEAD.length ? TRICKLE_HEAD[tricklePos] : ' ';
+    for (const c of slowSockets) if (c.kind === 'trickle' && !c.closed) c.s.write(ch);
     tricklePos++;
   }, everyMs);
 }
@@ -322,7 +326,7 @@ async function finishTrickle(): Promise<void> {
   }
   const live = slowSockets.filter((c) => c.kind === 'trickle' && !c.closed);
   // Complete the line: the rest of it, then the newline; exactly one answer must come.
-  for (const c of live) c.s.write(`${TRICKLE_LINE.slice(tricklePos)}\n`);
+  for (const c of live) c.s.write(`${TRICKLE_HEAD.slice(Math.min(tricklePos, TRICKLE_HEAD.length))}}\n`);
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline && live.some((c) => !c.answer.includes('\n') && !c.closed)) await sleep(50);
   for (const c of live) {

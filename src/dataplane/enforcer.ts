@@ -132,7 +132,8 @@ interface Target {
   info: TargetInfo;
   slot: Slot;
   senderKey: string;
-  flows: Set<string>;
+  /** Created on the first reset flow: most targets of a large set never see one. */
+  flows: Set<string> | null;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -141,7 +142,8 @@ interface Slot {
   sniffIf: string;
   key: Uint8Array;
   keyText: string;
-  targets: Set<Target>;
+  /** Usually one; an array costs far less than a Set at 100,000 slots. */
+  targets: Target[];
   expiresAt: number;
 }
 
@@ -232,8 +234,8 @@ export class Enforcer extends EventEmitter {
     let slot: Slot | undefined;
     try {
       slot = this.joinSlot(keyBytes, spec.sniffIf);
-      const target: Target = { info, slot, senderKey, flows: new Set(), timer: undefined };
-      slot.targets.add(target);
+      const target: Target = { info, slot, senderKey, flows: null, timer: undefined };
+      slot.targets.push(target);
       this.syncSlot(slot);
       this.targets.set(id, target);
       this.armTimer(target);
@@ -343,6 +345,7 @@ export class Enforcer extends EventEmitter {
       }
       c.rstsSent += rsts.length;
       flowKey ??= flowKeyOf(ev);
+      target.flows ??= new Set();
       if (!target.flows.has(flowKey) && target.flows.size < MAX_FLOWS_PER_TARGET) {
         target.flows.add(flowKey);
         c.flows++;
@@ -392,7 +395,7 @@ export class Enforcer extends EventEmitter {
     const keyText = Buffer.from(key).toString('hex');
     let slot = this.slotByKey.get(keyText);
     if (!slot) {
-      slot = { id: this.nextSlotId++, sniffIf, key, keyText, targets: new Set(), expiresAt: 0 };
+      slot = { id: this.nextSlotId++, sniffIf, key, keyText, targets: [], expiresAt: 0 };
       // The bit before the entry: the program must never see an entry its prefilter hides.
       this.prefilter.add(decodeTargetKey(key));
       this.slotByKey.set(keyText, slot);
@@ -406,8 +409,8 @@ export class Enforcer extends EventEmitter {
   }
 
   private leaveSlotById(slot: Slot, id: number): void {
-    for (const t of slot.targets) if (t.info.id === id) slot.targets.delete(t);
-    if (slot.targets.size === 0) {
+    slot.targets = slot.targets.filter((t) => t.info.id !== id);
+    if (slot.targets.length === 0) {
       this.targetsMap.delete(slot.key);
       this.prefilter.remove(decodeTargetKey(slot.key));
       this.slotByKey.delete(slot.keyText);

@@ -160,6 +160,11 @@ test('usage errors: exit 64, one line, no request sent', async (t) => {
     [['--json', 'status'], /"status" is a subcommand name/],
   ];
   for (const [argv, msg] of cases) oneLineError(t, await cli(argv, env), 64, msg);
+  // Found by the CLI fuzz: commander quoted a repeated option's 100,000-character value whole.
+  const huge = await cli([...CREATE, '-p', '80', '-p', 'x'.repeat(100_000)], env);
+  oneLineError(t, huge, 64, /^option '-p, --port <DSTPORT>' argument 'x{200}…' \(100000 characters\) is invalid\. the option is given more than once$/);
+  const unknown = await cli([...CREATE, `--${'y'.repeat(5000)}`], env);
+  oneLineError(t, unknown, 64, /^unknown option '--y{198}…' \(5002 characters\)$/);
   t.is(p.requests.length, 0);
 });
 

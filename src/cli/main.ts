@@ -94,6 +94,11 @@ function addCommon(cmd: Command): Command {
     .option('--timeout <seconds>', 'give up waiting for the daemon after this long (default 10)', once);
 }
 
+/** Commander quotes an offending argument whole: a 100,000-character one made a 100 KB error line. */
+function shortenQuoted(msg: string): string {
+  return msg.replace(/'([^']{201,})'/g, (_m, v: string) => `'${v.slice(0, 200)}…' (${[...v].length} characters)`);
+}
+
 function oneLine(msg: string): string {
   return msg.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
 }
@@ -283,7 +288,7 @@ export async function run(argv: string[], io: RunIo = {}): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') {
         return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
       }
-      return fail(err.message, EXIT.USAGE);
+      return fail(shortenQuoted(err.message), EXIT.USAGE);
     }
     if (err instanceof TcpresetError) return fail(err.message, exitCodeFor(err.code));
     const msg = err instanceof Error ? err.message : String(err);

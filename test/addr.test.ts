@@ -1,4 +1,5 @@
 import test from 'ava';
+import { rng } from './helpers/rng.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { ValidationError } from '../src/errors.js';
 import { cidrContains, classify, formatIp, isUnicastHost, parseCidr, parseHost, parseIp, unmapV4 } from '../src/packet/addr.js';
@@ -106,18 +107,6 @@ test('non-strings are refused, formatIp wants 4 or 16 bytes', (t) => {
   t.throws(() => formatIp(new Uint8Array(5)), { instanceOf: RangeError });
 });
 
-/** Deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 test('canonical IPv6 equals the WHATWG URL serializer (RFC 5952 compression) on random addresses', (t) => {
   const r = rng(5952);

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { rng } from './helpers/rng.js';
 import { fold, internetChecksum, ipv4HeaderChecksum, onesSum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
 import { LINKTYPE_RAW, hasTshark, tsharkDecode } from './helpers/tshark.js';
 
@@ -14,18 +15,6 @@ function refChecksum(b: Uint8Array): number {
   return ~sum & 0xffff;
 }
 
-/** A deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 test('RFC 1071 section 3 example: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2', (t) => {
   const b = hex('0001f203f4f5f6f7');

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { StateStore, decodeState, encodeState } from '../src/daemon/state.js';
 import type { JobRecord, LogSink } from '../src/daemon/jobs.js';
-import { sleep, startDaemon } from './helpers/daemon.js';
+import { sensorNetns, sleep, startDaemon } from './helpers/daemon.js';
 
 function memLog(): LogSink & { lines: { level: string; msg?: string; obj: Record<string, unknown> }[] } {
   const lines: { level: string; msg?: string; obj: Record<string, unknown> }[] = [];
@@ -199,20 +199,6 @@ test('restart from a saved file: the unexpired job keeps its original end time, 
 
 // ---- with the data plane (root) -------------------------------------------
 
-async function sensorNetns(t: import('ava').ExecutionContext): Promise<string> {
-  const ns = `trd-persist-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
-  const ip = (...a: string[]) => {
-    const r = spawnSync('ip', a, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`ip ${a.join(' ')}: ${r.stderr}`);
-  };
-  ip('netns', 'add', ns);
-  t.teardown(() => void spawnSync('ip', ['netns', 'del', ns]));
-  ip('-n', ns, 'link', 'add', 'sniff0', 'type', 'veth', 'peer', 'name', 'sniffp');
-  ip('-n', ns, 'link', 'add', 'reset0', 'type', 'veth', 'peer', 'name', 'resetp');
-  for (const dev of ['lo', 'sniff0', 'sniffp', 'reset0', 'resetp']) ip('-n', ns, 'link', 'set', dev, 'up');
-  ip('-n', ns, 'addr', 'add', '192.0.2.1/24', 'dev', 'reset0');
-  return ns;
-}
 
 const createReq = (host: string, duration: number) => ({ v: 1, op: 'create', engid: 'ENG', sniffIf: 'sniff0', resetIf: 'reset0', host, duration });
 

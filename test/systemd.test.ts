@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
-import { DAEMON_BIN, REPO_ROOT, sendLines, sleep, startDaemon } from './helpers/daemon.js';
+import { DAEMON_BIN, REPO_ROOT, sendLines, sensorNetns, sleep, startDaemon } from './helpers/daemon.js';
 
 const UNIT_DIR = join(REPO_ROOT, 'systemd');
 const SERVICE = join(UNIT_DIR, 'tcpreset.service');
@@ -154,21 +154,6 @@ while True:
 
 // ---- the hardening against what the daemon really does (root) ---------------
 
-async function sensorNetns(t: import('ava').ExecutionContext): Promise<string> {
-  const ns = `trd-sd-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
-  const ip = (...a: string[]) => {
-    const r = spawnSync('ip', a, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`ip ${a.join(' ')}: ${r.stderr}`);
-  };
-  ip('netns', 'add', ns);
-  t.teardown(() => void spawnSync('ip', ['netns', 'del', ns]));
-  ip('-n', ns, 'link', 'add', 'sniff0', 'type', 'veth', 'peer', 'name', 'sniffp');
-  ip('-n', ns, 'link', 'add', 'reset0', 'type', 'veth', 'peer', 'name', 'resetp');
-  for (const dev of ['lo', 'sniff0', 'sniffp', 'reset0', 'resetp']) ip('-n', ns, 'link', 'set', dev, 'up');
-  ip('-n', ns, 'addr', 'add', '192.0.2.1/24', 'dev', 'reset0');
-  ip('-n', ns, 'addr', 'add', '2001:db8::1/64', 'dev', 'reset0', 'nodad');
-  return ns;
-}
 
 const jobLines = (hostV4: string, hostV6: string) => [
   JSON.stringify({ v: 1, op: 'create', engid: 'E', sniffIf: 'sniff0', resetIf: 'reset0', host: hostV4, duration: 1 }),

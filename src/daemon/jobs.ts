@@ -17,6 +17,7 @@ import { parseHost } from '../packet/addr.js';
 import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/enforcer.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
+import type { Job as ProtocolJob } from '../control/protocol.js';
 
 export type InjectMode = 'l3' | 'l2';
 
@@ -78,21 +79,7 @@ export interface JobRecord {
 }
 
 /** The protocol's Job (times as ISO strings). */
-export interface JobView {
-  id: string;
-  engid: string;
-  sniffIf: string;
-  resetIf: string;
-  host: string;
-  port: number | null;
-  mode: InjectMode;
-  createdAt: string;
-  expiresAt: string;
-  remainingMs: number;
-  counters: { matched: number; rstsSent: number; flows: number; firstHitAt: string | null; lastHitAt: string | null };
-  /** Present while the job is not enforced (e.g. its interface vanished); retried until it is or the job ends. */
-  fault?: string;
-}
+export type JobView = ProtocolJob;
 
 /** Why a host may not be reset: the address matched and the entry that protects it. */
 export interface ProtectHit {

@@ -3,7 +3,7 @@
  * service tests, optionally inside a network namespace, and talks to its
  * control socket with plain net sockets (newline-delimited JSON).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -220,3 +220,23 @@ export function readUntilClose(s: net.Socket, timeoutMs = 30_000): Promise<{ lin
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A namespace with the interfaces a job needs: sniff0 and reset0 (veths,
+ * up; reset0 with 192.0.2.1/24 and 2001:db8::1/64). Removed at teardown.
+ */
+export async function sensorNetns(t: import('ava').ExecutionContext): Promise<string> {
+  const ns = `trd-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+  const ip = (...a: string[]) => {
+    const r = spawnSync('ip', a, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ip ${a.join(' ')}: ${r.stderr}`);
+  };
+  ip('netns', 'add', ns);
+  t.teardown(() => void spawnSync('ip', ['netns', 'del', ns]));
+  ip('-n', ns, 'link', 'add', 'sniff0', 'type', 'veth', 'peer', 'name', 'sniffp');
+  ip('-n', ns, 'link', 'add', 'reset0', 'type', 'veth', 'peer', 'name', 'resetp');
+  for (const dev of ['lo', 'sniff0', 'sniffp', 'reset0', 'resetp']) ip('-n', ns, 'link', 'set', dev, 'up');
+  ip('-n', ns, 'addr', 'add', '192.0.2.1/24', 'dev', 'reset0');
+  ip('-n', ns, 'addr', 'add', '2001:db8::1/64', 'dev', 'reset0', 'nodad');
+  return ns;
+}

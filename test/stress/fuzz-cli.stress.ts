@@ -20,7 +20,7 @@ import { CLI_BIN } from '../helpers/daemon.js';
 import { Rng, seedFromEnv } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
 
-const RANDOM_RUNS = scaled(3_000, 40_000);
+const RANDOM_RUNS = scaled(5_000, 100_000);
 const CHILD_RUNS = scaled(30, 300);
 
 // ---------------------------------------------------------------- a peer that answers everything

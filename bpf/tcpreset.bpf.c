@@ -140,6 +140,9 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, str
 
 	if ((void *)(iph + 1) > data_end)
 		return -1;
+	/* The endpoints' stacks drop any other version: a frame no host takes gets no event. */
+	if (iph->version != 4)
+		return -1;
 	hdrsize = iph->ihl * 4;
 	if (hdrsize < (int)sizeof(*iph))
 		return -1;
@@ -175,6 +178,8 @@ static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, str
 	__u8 nexthdr;
 
 	if ((void *)(ip6h + 1) > data_end)
+		return -1;
+	if (ip6h->version != 6)
 		return -1;
 	pi->flow.family = TR_FAMILY_V6;
 	__builtin_memcpy(pi->flow.saddr, &ip6h->saddr, 16);

@@ -708,3 +708,15 @@ ptest('prefilter: a set bit without a target (a hash collision) costs lookups bu
   assertNoEvent(t, run(l, F.tcpFrame({ src: PEER4, dst: '192.0.2.1', sport: 1, dport: 2 })), { tcp: 1n }, 'v4');
   assertNoEvent(t, run(l, F.tcpFrame({ src: '2001:db8::99', dst: '2001:db8::1', sport: 1, dport: 2 })), { tcp: 1n }, 'v6');
 });
+
+ptest('an IP header whose version disagrees with its EtherType gets no event (no host would take it)', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  addTarget(l, '2001:db8::7');
+  const v4 = F.tcpFrame({ src: HOST4, dst: PEER4, sport: 1, dport: 2 });
+  v4.bytes[14] = (6 << 4) | 5; // EtherType IPv4, version 6
+  assertNoEvent(t, run(l, v4), {}, 'v4 frame saying version 6');
+  const v6 = F.tcpFrame({ src: '2001:db8::7', dst: '2001:db8::8', sport: 1, dport: 2 });
+  v6.bytes[14] = (4 << 4) | (v6.bytes[14] & 0x0f); // EtherType IPv6, version 4
+  assertNoEvent(t, run(l, v6), {}, 'v6 frame saying version 4');
+});

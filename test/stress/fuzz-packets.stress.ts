@@ -113,6 +113,7 @@ function refParse(f: Uint8Array): RefSegment | null {
   let ipLeft: number;
   if (type === 0x0800) {
     if (off + 20 > n) return null;
+    if (f[off] >> 4 !== 4) return null; // the receiving stack drops another version: so does the program
     const hl = (f[off] & 0x0f) * 4;
     if (hl < 20 || off + hl > n) return null;
     if ((u16(f, off + 6) & 0x1fff) !== 0) return null;
@@ -128,6 +129,7 @@ function refParse(f: Uint8Array): RefSegment | null {
     off += hl;
   } else if (type === 0x86dd) {
     if (off + 40 > n) return null;
+    if (f[off] >> 4 !== 6) return null;
     family = 6;
     tos = ((f[off] & 0x0f) << 4) | (f[off + 1] >> 4);
     flowLabel = ((f[off + 1] & 0x0f) << 16) | (f[off + 2] << 8) | f[off + 3];

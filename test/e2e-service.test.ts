@@ -99,7 +99,12 @@ async function expectKilled(ctx: Ctx, s: { client: Peer; serverConn: string }, a
   t.log(`${what}: client reset +${(c.t - after).toFixed(1)} ms, server +${(sv.t - after).toFixed(1)} ms after the CLI started`);
 }
 
-/** A fresh connection from the client: ok, or the kernel's refusal. */
+/**
+ * A fresh connection from the client: ok, or the kernel's refusal. The
+ * connection is held for holdMs: the server's SYN-ACK can beat the first
+ * RST (tens of microseconds either way), and then the reset comes a moment
+ * after the handshake, not instead of it.
+ */
 async function tryConnect(ctx: Ctx, fam: 'v4' | 'v6' = 'v4', holdMs = 200): Promise<{ ok: boolean; code?: string }> {
   const r = await connectOnce(ctx.lab, ctx.lab.ns.client, ctx.lab.hosts.server[fam], ECHO_PORT, { timeoutMs: 1500, holdMs });
   return { ok: r.ok === true, code: r.code };
@@ -176,7 +181,7 @@ ptest.serial('cancel stops the resets at once: a new connection succeeds right a
 ptest.serial('expiry ends the job on time and restores connectivity', async (t) => {
   const ctx = await setup(t);
   const j = await jsonCli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 3));
-  t.false((await tryConnect(ctx, 'v4', 0)).ok, 'refused during the job');
+  t.false((await tryConnect(ctx, 'v4', 500)).ok, 'refused during the job');
   const end = Date.parse(j.job.expiresAt);
   const expired = await ctx.daemon.waitLog((l) => l.msg === 'job expired', 6000, 'expiry');
   const late = Date.parse(String(expired.time)) - end;
@@ -190,7 +195,7 @@ ptest.serial('expiry ends the job on time and restores connectivity', async (t) 
 ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its original end', async (t) => {
   const ctx = await setup(t);
   const j = await jsonCli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60));
-  t.false((await tryConnect(ctx, 'v4', 0)).ok);
+  t.false((await tryConnect(ctx, 'v4', 500)).ok);
   await ctx.daemon.stop('SIGKILL');
   // The XDP link died with the process: nothing is enforced now.
   t.true((await tryConnect(ctx)).ok, 'no daemon, no enforcement (the link went with the process)');
@@ -203,7 +208,7 @@ ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its or
   t.is(jobs.length, 1);
   t.is(jobs[0].id, j.job.id);
   t.is(jobs[0].expiresAt, j.job.expiresAt);
-  const again = await tryConnect(ctx, 'v4', 0);
+  const again = await tryConnect(ctx, 'v4', 500);
   t.false(again.ok, `enforced again after restart: ${JSON.stringify(again)}`);
   const s = await session(ctx, 'v6'); // other family: not targeted
   await sleep(300);

@@ -15,15 +15,16 @@
  * alternate.
  */
 import { join } from 'node:path';
+import type { Lab } from '../src/lab/lab.js';
 import { startClient, startServer, type Peer, type PeerEvent } from '../src/lab/peer-control.js';
-import { wallMs } from '../src/demo/sensor.js';
+import { wallMs, type SensorDaemon } from '../src/demo/sensor.js';
 import { BENCH_ENGID, sleep, toolOrder, type BenchContext, type Tool } from './context.js';
 import { roundSummary, summarize, type Summary } from './lib/stats.js';
 import { spawnTcpkill, stopTcpkill } from './lib/tcpkill.js';
 
 export type SessionKind = 'interactive' | 'bulk';
 const KINDS: readonly SessionKind[] = ['interactive', 'bulk'];
-const PORTS: Record<SessionKind, number> = { interactive: 2222, bulk: 8080 };
+export const PORTS: Record<SessionKind, number> = { interactive: 2222, bulk: 8080 };
 const TIMEOUT_MS = 5000;
 
 export interface KillTrial {
@@ -63,9 +64,64 @@ function waitError(peer: Peer, conn: string, untilMs: number): Promise<PeerEvent
   return peer.waitFor((e) => e.ev === 'error' && e.conn === conn, left, `reset of ${conn}`).catch(() => null);
 }
 
+export interface KillOnceOptions {
+  lab: Lab;
+  daemon: SensorDaemon;
+  /** A running lab server peer with the echo and bulk ports of PORTS. */
+  server: Peer;
+  tool: Tool;
+  kind: SessionKind;
+  family: 4 | 6;
+  /** tcpkill's log file. */
+  logPath: string;
+  timeoutMs?: number;
+}
+
+/** One trial: a session client -> server, the command, what both endpoints' kernels report. */
+export async function killOnce(o: KillOnceOptions): Promise<KillTrial> {
+  const { lab, tool, kind } = o;
+  const client = o.family === 4 ? lab.hosts.client.v4 : lab.hosts.client.v6;
+  const server = o.family === 4 ? lab.hosts.server.v4 : lab.hosts.server.v6;
+  const timeoutMs = o.timeoutMs ?? TIMEOUT_MS;
+  const peer = await startClient(lab, lab.hosts.client.ns, server, PORTS[kind], kind, { intervalMs: 50, reportMs: 0 });
+  try {
+    const c = await peer.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+    const acc = await o.server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.remote === c.local, 5000, 'accept');
+    await sleep(300); // the session is under way (the download at full speed)
+    const t0 = wallMs();
+    let stop: () => Promise<void>;
+    let commandMs: number | undefined;
+    if (tool === 'tcpreset') {
+      const cli = o.daemon.cli([BENCH_ENGID, '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', client, '-d', '30']);
+      stop = async () => {
+        const r = await cli;
+        if (r.code !== 0) throw new Error(`tcpreset exited ${r.code}: ${r.stderr.trim()}`);
+        commandMs = r.exitedAt - t0;
+        await o.daemon.call({ op: 'cancel', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, host: client });
+      };
+    } else {
+      const p = spawnTcpkill(lab, client, o.logPath);
+      stop = () => stopTcpkill([p]);
+    }
+    const [ce, se] = await Promise.all([waitError(peer, 'c', t0 + timeoutMs), waitError(o.server, acc.conn!, t0 + timeoutMs)]);
+    await stop();
+    return {
+      tool,
+      kind,
+      ok: ce !== null && se !== null,
+      clientMs: ce ? ce.t - t0 : null,
+      serverMs: se ? se.t - t0 : null,
+      ...(ce?.code ? { clientCode: ce.code } : {}),
+      ...(se?.code ? { serverCode: se.code } : {}),
+      ...(commandMs !== undefined ? { commandMs } : {}),
+    };
+  } finally {
+    await peer.kill();
+  }
+}
+
 export async function runKill(ctx: BenchContext): Promise<KillResult> {
   const { lab } = ctx;
-  const client = lab.hosts.client;
   const server = lab.hosts.server;
   const trials = ctx.quick ? 3 : 20;
   const server$ = await startServer(lab, server.ns, [
@@ -77,48 +133,11 @@ export async function runKill(ctx: BenchContext): Promise<KillResult> {
     for (let i = 0; i < trials; i++) {
       for (const kind of KINDS) {
         for (const tool of toolOrder(i + (kind === 'bulk' ? 1 : 0))) {
-          const peer = await startClient(lab, client.ns, server.v4, PORTS[kind], kind === 'interactive' ? 'interactive' : 'bulk', {
-            intervalMs: 50,
-            reportMs: 0,
-          });
-          try {
-            const c = await peer.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-            const acc = await server$.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.remote === c.local, 5000, 'accept');
-            await sleep(300); // the session is under way (the download at full speed)
-            const t0 = wallMs();
-            let stop: () => Promise<void>;
-            let commandMs: number | undefined;
-            if (tool === 'tcpreset') {
-              const cli = ctx.daemon.cli([BENCH_ENGID, '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', client.v4, '-d', '30']);
-              stop = async () => {
-                const r = await cli;
-                if (r.code !== 0) throw new Error(`tcpreset exited ${r.code}: ${r.stderr.trim()}`);
-                commandMs = r.exitedAt - t0;
-                await ctx.daemon.call({ op: 'cancel', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, host: client.v4 });
-              };
-            } else {
-              const p = spawnTcpkill(lab, client.v4, join(ctx.tmp, `kill-${i}-${kind}.log`));
-              stop = () => stopTcpkill([p]);
-            }
-            const [ce, se] = await Promise.all([waitError(peer, 'c', t0 + TIMEOUT_MS), waitError(server$, acc.conn!, t0 + TIMEOUT_MS)]);
-            await stop();
-            const trial: KillTrial = {
-              tool,
-              kind,
-              ok: ce !== null && se !== null,
-              clientMs: ce ? ce.t - t0 : null,
-              serverMs: se ? se.t - t0 : null,
-              ...(ce?.code ? { clientCode: ce.code } : {}),
-              ...(se?.code ? { serverCode: se.code } : {}),
-              ...(commandMs !== undefined ? { commandMs } : {}),
-            };
-            all.push(trial);
-            ctx.log(
-              `kill ${tool} ${kind} ${i + 1}/${trials}: ${trial.ok ? 'ok' : 'FAILED'} client ${trial.clientMs?.toFixed(1) ?? '-'} ms, server ${trial.serverMs?.toFixed(1) ?? '-'} ms`,
-            );
-          } finally {
-            await peer.kill();
-          }
+          const trial = await killOnce({ lab, daemon: ctx.daemon, server: server$, tool, kind, family: 4, logPath: join(ctx.tmp, `kill-${i}-${kind}.log`) });
+          all.push(trial);
+          ctx.log(
+            `kill ${tool} ${kind} ${i + 1}/${trials}: ${trial.ok ? 'ok' : 'FAILED'} client ${trial.clientMs?.toFixed(1) ?? '-'} ms, server ${trial.serverMs?.toFixed(1) ?? '-'} ms`,
+          );
           await sleep(150);
         }
       }

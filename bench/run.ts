@@ -9,7 +9,8 @@
  * --quick: a short smoke run (fewer repetitions, shorter windows, no
  * 100,000-target or 100-process configurations); it writes
  * bench/results/quick.json and leaves BENCHMARKS.md alone.
- * --only: sections to run (command, reaction, kill, throughput, scale);
+ * --only: sections to run (command, reaction, kill, capabilities, throughput,
+ * scale);
  * a partial run writes bench/results/partial.json only.
  */
 import { execFileSync } from 'node:child_process';
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { createLab, type Lab } from '../src/lab/lab.js';
 import { SensorDaemon } from '../src/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, type BenchContext } from './context.js';
+import { runCapabilities } from './capabilities.js';
 import { runCommand } from './command.js';
 import { runKill } from './kill.js';
 import { runReaction } from './reaction.js';
@@ -31,7 +33,7 @@ import { machineInfo, readSysctl, writeSysctl } from './lib/sys.js';
 import { ensureSniffAddress } from './lib/tcpkill.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/bench/
-const SECTIONS = ['command', 'reaction', 'kill', 'throughput', 'scale'] as const;
+const SECTIONS = ['command', 'reaction', 'kill', 'capabilities', 'throughput', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean } {
@@ -133,6 +135,9 @@ async function main(): Promise<number> {
         }
         case 'kill':
           results.kill = await runKill(ctx);
+          break;
+        case 'capabilities':
+          results.capabilities = await runCapabilities(ctx);
           break;
         case 'throughput':
           results.throughput = await runThroughput(ctx);

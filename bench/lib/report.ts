@@ -4,6 +4,7 @@
  * measured figure and marked as met or missed; nothing is rounded in a
  * tool's favour.
  */
+import type { CapabilitiesResult } from '../capabilities.js';
 import type { CommandResult } from '../command.js';
 import type { KillResult } from '../kill.js';
 import type { ReactionResult } from '../reaction.js';
@@ -20,6 +21,7 @@ export interface BenchResults {
   command?: CommandResult;
   reaction?: Omit<ReactionResult, 'samples'>;
   kill?: KillResult;
+  capabilities?: CapabilitiesResult;
   throughput?: ThroughputResult;
   scale?: ScaleResult;
 }
@@ -185,6 +187,23 @@ export function renderBenchmarks(r: BenchResults): string {
     out.push('');
   }
 
+  // ---- capabilities
+  if (r.capabilities) {
+    out.push('## 2b. What each tool can do (tried, one trial each)');
+    out.push('');
+    out.push(
+      'Each case is run for real in the lab (the tagged-mirror case in a second lab whose mirror copies carry an 802.1Q tag) and judged ' +
+        'by what the endpoints\' kernels report; interactive sessions, 3 s allowed.',
+    );
+    out.push('');
+    const mark = (o: { ok: boolean; detail: string }): string => `${o.ok ? 'yes' : '**no**'}: ${o.detail}`;
+    out.push(table(['Case', 'tcpreset', 'tcpkill'], r.capabilities.rows.map((row) => [row.case, mark(row.tcpreset), mark(row.tcpkill)])));
+    out.push('');
+    const failed = r.capabilities.rows.filter((row) => !row.tcpreset.ok);
+    if (failed.length) out.push(`tcpreset failed: ${failed.map((row) => row.case).join('; ')}.`);
+    out.push('');
+  }
+
   // ---- 3. scale
   if (sc) {
     out.push('## 3. Scale in jobs');
@@ -217,6 +236,14 @@ export function renderBenchmarks(r: BenchResults): string {
         'Creating jobs one control request each (16 connections, 64 requests in flight each): ' +
           sc.createRate.map((c) => `${num(c.jobs)} jobs in ${ms(c.ms)} (${num(c.perSec)} jobs/s)`).join('; ') +
           '. The large configurations are therefore loaded the way a restarted daemon loads its jobs: from its state file.',
+      );
+      out.push('');
+    }
+    const ref = sc.cells.find((c) => c.tool === 'none');
+    if (ref && (ref.kernelMarginal.p75 > 2 * Math.max(ref.kernelMarginal.p25, 1) || ref.kernelMarginal.p50 > 1000)) {
+      out.push(
+        `In this run the machine's softirq time without any tool varied from ${num(ref.kernelMarginal.p25, 0)} to ${num(ref.kernelMarginal.p75, 0)} ns per packet ` +
+          '(p25 – p75): other work on the shared machine was busy in softirq, so the kernel-marginal and total columns are unreliable; the attributable column is not affected.',
       );
       out.push('');
     }
@@ -329,6 +356,9 @@ function shortfalls(r: BenchResults): string[] {
       );
     }
   }
+  for (const row of r.capabilities?.rows ?? []) {
+    if (!row.tcpreset.ok) out.push(`${row.case}: ${row.tcpreset.detail}.`);
+  }
   const sc = r.scale;
   if (sc) {
     const one = sc.cells.find((c) => c.config === 'tcpreset-1');
@@ -396,11 +426,12 @@ same LAN with an address. Offloads are off on every veth, so frames look as a re
 - Traffic for sections 1, 3 and 4 is written by trafgen into the mirror port, so only the sensor sees it; the
   kill trials (section 2) use real TCP sessions between the client and the server.
 
-## What tcpkill cannot do (not measured, by construction)
+## Why tcpkill fails where it does
 
 - **IPv6**: its filter and injection are IPv4-only; an IPv6 session is never reset.
 - **802.1Q-tagged mirrors**: it reads the IP header at a fixed offset after Ethernet, so tagged frames are misparsed.
-- **Durations**: it runs until killed; a time limit, extension or cancellation is the caller's job.
+- **Durations**: it runs until killed; a time limit, extension or cancellation is the caller's job (and one
+  process per target).
 - **New connections**: it skips SYN, FIN and RST segments, so it never refuses a handshake; a connection opened
   after it starts is only hit once it carries data.
 - **Exact sequence numbers**: it answers only the sender of each packet, with seq = ack, ack + win, ack + 3·win;

@@ -161,6 +161,7 @@ async function main(): Promise<number> {
   const cli = await daemon.cli(args);
   const t0 = cli.startedAt;
   n.command(`tcpreset ${args.join(' ')}`, cli.stdout + cli.stderr);
+  n.info(`(for ${DURATION_S} s, every TCP packet of ${client.v4} seen on ${lab.sensor.sniffIf} is answered with resets to both ends, sent from ${lab.sensor.resetIf})`);
   const jobId = /job (\S+)/.exec(cli.stdout)?.[1];
   const job = (await daemon.call<ListResult>({ op: 'list' })).jobs.find((j) => j.id === jobId);
   const createdAt = job ? Date.parse(job.createdAt) : NaN;

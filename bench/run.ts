@@ -9,12 +9,14 @@
  * --quick: a short smoke run (fewer repetitions, shorter windows, no
  * 100,000-target or 100-process configurations); it writes
  * bench/results/quick.json and leaves BENCHMARKS.md alone.
+ * --render: only regenerate BENCHMARKS.md from bench/results/latest.json
+ * (after a change to the report's text; the plot needs a run).
  * --only: sections to run (command, reaction, kill, capabilities, throughput,
  * scale);
  * a partial run writes bench/results/partial.json only.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,22 +38,24 @@ const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/ben
 const SECTIONS = ['command', 'reaction', 'kill', 'capabilities', 'throughput', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
-function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean } {
+function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean; render: boolean } {
   let quick = false;
+  let render = false;
   let report = true;
   let only = new Set<Section>(SECTIONS);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') quick = true;
+    else if (a === '--render') render = true;
     else if (a === '--no-report') report = false;
     else if (a === '--only' || a.startsWith('--only=')) {
       const v = a.includes('=') ? a.slice(7) : argv[++i] ?? '';
       const names = v.split(',').filter(Boolean);
       for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`unknown section ${n} (known: ${SECTIONS.join(', ')})`);
       only = new Set(names as Section[]);
-    } else throw new Error(`unknown argument ${a}; usage: run.js [--quick] [--only ${SECTIONS.join(',')}] [--no-report]`);
+    } else throw new Error(`unknown argument ${a}; usage: run.js [--quick] [--only ${SECTIONS.join(',')}] [--no-report] | --render`);
   }
-  return { quick, only, report };
+  return { quick, only, report, render };
 }
 
 /** Installs what the benchmark needs and `make` does not (tcpkill), as the Makefile does: only what is missing. */
@@ -75,6 +79,12 @@ function ensureTools(): void {
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.render) {
+    const results = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'latest.json'), 'utf8')) as BenchResults;
+    writeFileSync(join(REPO, 'BENCHMARKS.md'), renderBenchmarks(results));
+    process.stdout.write('wrote BENCHMARKS.md from bench/results/latest.json\n');
+    return 0;
+  }
   if (process.getuid?.() !== 0) {
     process.stderr.write('make bench must run as root: it creates network namespaces, attaches XDP and captures packets.\n');
     return 77;

@@ -13,7 +13,7 @@ BPF_CFLAGS = -O2 -g -target bpf -Wall -Werror -Wno-unused-function -I bpf \
 # Debian packages the build, the tests and the lab need (command:package).
 APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtool \
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
-              trafgen:netsniff-ng iperf3:iperf3
+              trafgen:netsniff-ng iperf3:iperf3 sysctl:procps
 DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src test bench -name '*.ts' 2>/dev/null)

@@ -256,6 +256,7 @@ export class Daemon {
       targets: e?.targets ?? 0,
       faultyJobs: jobs.filter((j) => j.fault !== undefined).length,
       dataPlane: this.enforcer ? 'open' : 'idle',
+      memory: memoryMb(),
       connections: this.server?.connections ?? 0,
       requests: this.server?.requests ?? 0,
     };
@@ -301,4 +302,11 @@ function markFaults(jobs: JobView[], faults: readonly InterfaceFault[]): JobView
     const f = byIface.get(`sniff/${j.sniffIf}`) ?? byIface.get(`reset/${j.resetIf}`);
     return f ? { ...j, fault: `${f.role} interface ${f.ifname}: ${f.fault} (since ${new Date(f.since).toISOString()})` } : j;
   });
+}
+
+/** The process's memory in MiB (one decimal): rss, and V8's heap (used/total) and off-heap (external, arrayBuffers). */
+function memoryMb(): Record<string, number> {
+  const m = process.memoryUsage();
+  const mb = (n: number): number => Math.round(n / 104857.6) / 10;
+  return { rss: mb(m.rss), heapUsed: mb(m.heapUsed), heapTotal: mb(m.heapTotal), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) };
 }

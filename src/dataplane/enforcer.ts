@@ -539,7 +539,7 @@ export class Enforcer extends EventEmitter {
       this.rekeySlots(att.ifname, link.ifindex);
       this.log.warn({ ifname: att.ifname, oldIfindex: old, ifindex: link.ifindex, mode: link.mode }, 'XDP re-attached to re-created interface');
     }
-    if (!state.up) return this.setFault(att.ifname, 'sniff', 'interface is down');
+    if (!state.active) return this.setFault(att.ifname, 'sniff', inactiveReason(state));
     this.clearFault(att.ifname, 'sniff');
   }
 
@@ -554,7 +554,7 @@ export class Enforcer extends EventEmitter {
       ref.sender = Sender.open(ref.ifname, ref.mode);
       this.log.warn({ ifname: ref.ifname, mode: ref.mode, ifindex: state.ifindex }, 'reset sender reopened on re-created interface');
     }
-    if (!state.up) return this.setFault(ref.ifname, 'reset', 'interface is down');
+    if (!state.active) return this.setFault(ref.ifname, 'reset', inactiveReason(state));
     this.clearFault(ref.ifname, 'reset');
   }
 
@@ -606,6 +606,11 @@ export class Enforcer extends EventEmitter {
   private assertOpen(): void {
     if (this.closed) throw new TcpresetError('E_INTERNAL', 'enforcer is closed');
   }
+}
+
+/** Admin-down, or up without carrier (e.g. a veth whose peer is down): either way nothing flows. */
+function inactiveReason(state: { up: boolean; operstate: string }): string {
+  return state.up ? `interface has no carrier (operstate ${state.operstate})` : 'interface is down';
 }
 
 function parseTargetHost(text: string): { family: Family; bytes: Uint8Array; canonical: string } {

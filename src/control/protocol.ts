@@ -28,7 +28,9 @@ export const DEFAULT_SOCKET_PATH = '/run/tcpreset.sock';
 export const OPS = ['create', 'cancel', 'list', 'status', 'version'] as const;
 export type Op = (typeof OPS)[number];
 export type RequestId = string | number;
-export type InjectMode = 'l3' | 'l2';
+// The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
+export type { InjectMode } from '../net/sender.js';
+import type { InjectMode } from '../net/sender.js';
 
 /** Job ids are made by the daemon; this is the syntax it promises. */
 export const JOB_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -94,14 +96,19 @@ export interface JobCounters {
   lastHitAt: string | null;
 }
 
-export interface Job {
+/** What identifies and places a job; shared by the protocol's Job and the daemon's saved record. */
+export interface JobFields {
   id: string;
   engid: string;
   sniffIf: string;
   resetIf: string;
+  /** Canonical text (dotted quad / RFC 5952). */
   host: string;
   port: number | null;
   mode: InjectMode;
+}
+
+export interface Job extends JobFields {
   createdAt: string;
   expiresAt: string;
   remainingMs: number;

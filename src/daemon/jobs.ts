@@ -17,9 +17,11 @@ import { parseHost } from '../packet/addr.js';
 import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/enforcer.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
-import type { Job as ProtocolJob } from '../control/protocol.js';
+import type { JobFields, Job as ProtocolJob } from '../control/protocol.js';
 
-export type InjectMode = 'l3' | 'l2';
+// The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
+export type { InjectMode } from '../net/sender.js';
+import type { InjectMode } from '../net/sender.js';
 
 /** The part of the Enforcer the job manager uses. */
 export interface TargetBackend {
@@ -65,14 +67,7 @@ export interface JobCounters {
 }
 
 /** What is persisted per job (times in epoch ms). */
-export interface JobRecord {
-  id: string;
-  engid: string;
-  sniffIf: string;
-  resetIf: string;
-  host: string;
-  port: number | null;
-  mode: InjectMode;
+export interface JobRecord extends JobFields {
   createdAt: number;
   expiresAt: number;
   counters: JobCounters;

@@ -328,7 +328,10 @@ export class Enforcer extends EventEmitter {
     }
     const ev = decodeEvent(dv, off);
     const now = Date.now();
-    const ttlFromDst = this.noteTtl(ev);
+    // Address keys once per event: the TTL table and the flow key both use them.
+    const src = binaryKey(ev.saddr);
+    const dst = binaryKey(ev.daddr);
+    const ttlFromDst = this.noteTtl(src, dst, ev.ttl);
     const rsts = forgeResets(ev, undefined, ttlFromDst);
     const fired = new Set<string>();
     let flowKey: string | undefined;
@@ -344,7 +347,7 @@ export class Enforcer extends EventEmitter {
         this.send(target.senderKey, rsts, ev);
       }
       c.rstsSent += rsts.length;
-      flowKey ??= flowKeyOf(ev);
+      flowKey ??= flowKeyOf(src, ev.sport, dst, ev.dport);
       target.flows ??= new Set();
       if (!target.flows.has(flowKey) && target.flows.size < MAX_FLOWS_PER_TARGET) {
         target.flows.add(flowKey);
@@ -379,12 +382,10 @@ export class Enforcer extends EventEmitter {
   }
 
   /** Remember the TTL each host sends with; return the one last seen from the packet's destination. */
-  private noteTtl(ev: TcpEvent): number | undefined {
-    const from = binaryKey(ev.saddr);
-    const to = binaryKey(ev.daddr);
-    if (this.ttlSeen.get(from) !== ev.ttl) {
+  private noteTtl(from: string, to: string, ttl: number): number | undefined {
+    if (this.ttlSeen.get(from) !== ttl) {
       if (this.ttlSeen.size >= MAX_TTL_ENTRIES) this.ttlSeen.clear();
-      this.ttlSeen.set(from, ev.ttl);
+      this.ttlSeen.set(from, ttl);
     }
     return this.ttlSeen.get(to);
   }
@@ -634,9 +635,9 @@ function binaryKey(bytes: Uint8Array): string {
 }
 
 /** Direction-free flow identity: both directions of a connection are one flow. */
-function flowKeyOf(ev: TcpEvent): string {
-  const a = binaryKey(ev.saddr) + String.fromCharCode(ev.sport);
-  const b = binaryKey(ev.daddr) + String.fromCharCode(ev.dport);
+function flowKeyOf(src: string, sport: number, dst: string, dport: number): string {
+  const a = src + String.fromCharCode(sport);
+  const b = dst + String.fromCharCode(dport);
   return a < b ? a + b : b + a;
 }
 

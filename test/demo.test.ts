@@ -15,7 +15,7 @@ import { quantileSorted, summarize } from '../bench/lib/stats.js';
 import { parsePcap, type TcpSegment } from '../bench/lib/pcap.js';
 import { pairResets } from '../bench/lib/pair.js';
 import { cdfSvg } from '../bench/lib/svg.js';
-import { listNetns } from '../src/lab/netns.js';
+import { labPrefix, listNetns } from '../src/lab/netns.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -160,5 +160,5 @@ ptest('make demo: every step happens, exit status 0, nothing left behind', async
   t.notRegex(out, /✗/);
   t.regex(out, /\$ tcpreset ids-sig-2024 -i sniff0 -o reset0 -h \S+ -d 8/);
   // The demo's namespaces are named after its pid (src/lab/netns.ts).
-  t.deepEqual((await listNetns()).filter((n) => n.startsWith(`trlab${pid}-`)), []);
+  t.deepEqual((await listNetns()).filter((n) => n.startsWith(`${labPrefix()}${pid}-`)), []);
 });

@@ -6,12 +6,15 @@
  * run's leftovers are swept.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
 import { Capture } from './helpers/lab-test.js';
 import { createLab, type Lab } from '../src/lab/lab.js';
-import { LabCommandError, listNetns, ownNetns, sweepStale } from '../src/lab/netns.js';
+import { LabCommandError, labPrefix, listNetns, ownNetns, sweepStale } from '../src/lab/netns.js';
+import { labRunDir } from '../src/lab/record.js';
 import { connectOnce, spawnPeer, startClient, startServer } from '../src/lab/peer-control.js';
 import { ValidationError } from '../src/errors.js';
 
@@ -58,7 +61,8 @@ ptest.serial('destroy removes every namespace and ends every process the lab sta
   await lab.destroy(); // idempotent
 });
 
-ptest.serial('SIGTERM to a process with a lab removes the lab; a SIGKILLed one is swept later', async (t) => {
+/** A child process holding a lab (with a process inside it) until signalled; resolves with the lab's name. */
+async function labInChild(env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; name: string; exited: Promise<NodeJS.Signals | null> }> {
   const script = `
     const { createLab } = await import(process.argv[1]);
     const lab = await createLab();
@@ -66,13 +70,27 @@ ptest.serial('SIGTERM to a process with a lab removes the lab; a SIGKILLed one i
     console.log(lab.name);
     setInterval(() => {}, 1000);
   `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, LAB_MODULE], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
+  const name = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`child exited ${code}`)));
+  });
+  return { child, name, exited };
+}
+
+function netnsAdd(t: import('ava').ExecutionContext, name: string): void {
+  const r = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ip netns add ${name}: ${r.stderr}`);
+  t.teardown(() => void spawnSync('ip', ['netns', 'del', name]));
+}
+
+ptest.serial('SIGTERM to a process with a lab removes the lab; a SIGKILLed one is swept later', async (t) => {
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, LAB_MODULE], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const name = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).once('line', resolve);
-      child.once('exit', (code) => reject(new Error(`child exited ${code}`)));
-    });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
+    const { child, name, exited } = await labInChild();
     t.is((await labNamespaces({ name })).length, 5);
     child.kill(signal);
     t.is(await exited, signal, 'the exit status still says which signal');
@@ -81,10 +99,71 @@ ptest.serial('SIGTERM to a process with a lab removes the lab; a SIGKILLed one i
     } else {
       t.is((await labNamespaces({ name })).length, 5, 'SIGKILL leaves the lab');
       const swept = await sweepStale();
-      t.true(swept.filter((n) => n.startsWith(`${name}-`)).length === 5);
+      t.is(swept.filter((n) => n.startsWith(`${name}-`)).length, 5);
       t.deepEqual(await labNamespaces({ name }), [], 'swept');
+      t.false(existsSync(join(labRunDir(), `${name}.lab`)), 'its record is gone too');
     }
   }
+});
+
+// The prefix comes from the environment at each call; serial tests run
+// before the concurrent ones, so nothing else in this process sees it.
+ptest.serial('a sweep deletes what a crashed lab recorded and nothing else, even namespaces named like a stale lab', async (t) => {
+  const prefix = 'trswp';
+  const saved = process.env.TCPRESET_LAB_PREFIX;
+  process.env.TCPRESET_LAB_PREFIX = prefix;
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.TCPRESET_LAB_PREFIX;
+    else process.env.TCPRESET_LAB_PREFIX = saved;
+  });
+  t.is(labPrefix(), prefix);
+
+  // A dead pid: this is what the old pid-based sweep took as "stale".
+  const deadPid = spawnSync('true').pid!;
+  t.throws(() => process.kill(deadPid, 0), { code: 'ESRCH' });
+  const foreign = `${prefix}${deadPid}-1-client`;
+  netnsAdd(t, foreign);
+
+  const crashed = await labInChild({ TCPRESET_LAB_PREFIX: prefix });
+  const alive = await labInChild({ TCPRESET_LAB_PREFIX: prefix });
+  t.teardown(() => void alive.child.kill('SIGKILL'));
+  t.true(crashed.name.startsWith(`${prefix}${crashed.child.pid}-`), `named with the configured prefix: ${crashed.name}`);
+  crashed.child.kill('SIGKILL');
+  t.is(await crashed.exited, 'SIGKILL');
+  // Named under the crashed lab's own stem, but not created by it.
+  const squatter = `${crashed.name}-squatter`;
+  netnsAdd(t, squatter);
+
+  const swept = await sweepStale();
+  t.deepEqual(swept.sort(), ['bystander', 'client', 'sensor', 'server', 'sw'].map((r) => `${crashed.name}-${r}`), 'exactly the crashed lab');
+  const left = await listNetns();
+  t.true(left.includes(foreign), 'a namespace nobody recorded survives, though named like a dead lab');
+  t.true(left.includes(squatter), 'an unrecorded name under a dead stem survives');
+  t.is(left.filter((n) => n.startsWith(`${alive.name}-`)).length, 5, 'a live lab survives');
+  t.false(existsSync(join(labRunDir(), `${crashed.name}.lab`)));
+  const record = readFileSync(join(labRunDir(), `${alive.name}.lab`), 'utf8');
+  t.is(record.split('\n').filter((l) => l.startsWith('netns ')).length, 5, `the live lab's record lists its namespaces:\n${record}`);
+  t.deepEqual(await sweepStale(), [], 'a second sweep finds nothing');
+
+  alive.child.kill('SIGTERM');
+  await alive.exited;
+  t.deepEqual((await listNetns()).filter((n) => n.startsWith(`${alive.name}-`)), []);
+  t.false(existsSync(join(labRunDir(), `${alive.name}.lab`)), 'destroy removes the record');
+});
+
+ptest.serial('a lab prefix that cannot be a namespace-name stem is refused, naming it', async (t) => {
+  const saved = process.env.TCPRESET_LAB_PREFIX;
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.TCPRESET_LAB_PREFIX;
+    else process.env.TCPRESET_LAB_PREFIX = saved;
+  });
+  for (const bad of ['', '../x', '1lab', 'a-b', 'x'.repeat(25)]) {
+    process.env.TCPRESET_LAB_PREFIX = bad;
+    const err = await t.throwsAsync(createLab(), { instanceOf: ValidationError });
+    t.regex(err!.message, /TCPRESET_LAB_PREFIX/);
+  }
+  process.env.TCPRESET_LAB_PREFIX = 'x'.repeat(24);
+  t.is(labPrefix(), 'x'.repeat(24));
 });
 
 ptest('client and server talk TCP over IPv4 and IPv6; the bystander too', async (t) => {

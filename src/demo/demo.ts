@@ -16,7 +16,7 @@
  * Ctrl-C (SIGINT/SIGTERM).
  */
 import { createLab, type Lab, type LabHost } from '../lab/lab.js';
-import { ownNetns } from '../lab/netns.js';
+import { labPrefix, ownNetns } from '../lab/netns.js';
 import { connectOnce, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
 import type { ListResult } from '../control/protocol.js';
 import { Narrator, fmtBytes, fmtMs } from './narrator.js';
@@ -60,7 +60,7 @@ function onSignal(sig: NodeJS.Signals): void {
   interrupted = true;
   process.stdout.write(`\n${sig === 'SIGINT' ? 'Interrupted (Ctrl-C)' : `Got ${sig}`}: removing everything the demo created...\n`);
   void cleanup().then((ok) => {
-    process.stdout.write(ok ? 'Removed. Nothing is left behind.\n' : 'Cleanup incomplete: check `ip netns list` for trlab* namespaces.\n');
+    process.stdout.write(ok ? 'Removed. Nothing is left behind.\n' : `Cleanup incomplete: check \`ip netns list\` for ${labPrefix()}* namespaces.\n`);
     process.exit(130);
   });
 }

@@ -24,7 +24,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ValidationError } from '../errors.js';
-import { LabCommandError, Resources, assertIfName, nsArgv, run, sweepStale, uniqueStem, type RunOptions, type RunResult } from './netns.js';
+import { LabCommandError, Resources, assertIfName, nsArgv, run, sweepStale, type RunOptions, type RunResult } from './netns.js';
 
 /** VIDs the lab's tc programs (bpf/lab_vlan.bpf.c) can push, by section name. */
 export const VLAN_PUSH_SECTIONS: Readonly<Record<number, string>> = { 100: 'vlan_push', 200: 'vlan_push_200' };
@@ -128,8 +128,8 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     await sweepStale();
   }
 
-  const stem = uniqueStem();
   const res = new Resources();
+  const stem = res.stem;
   const ns: Record<NsRole, string> = {
     client: `${stem}-client`,
     server: `${stem}-server`,

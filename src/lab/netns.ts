@@ -5,15 +5,16 @@
  * a thrown test, Ctrl-C or SIGTERM.
  *
  * Every interface the lab makes lives inside a namespace the lab made, so
- * nothing outside them is ever touched; namespace names carry the pid so
- * concurrent processes (ava workers) never collide, and a later run can
- * sweep what a SIGKILLed one left behind.
+ * nothing outside them is ever touched. Each lab writes down the namespaces
+ * it created in a record it keeps locked while alive (./record.ts); a later
+ * run sweeps what a SIGKILLed one left behind by those records alone, never
+ * by the look of a name.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { TcpresetError } from '../errors.js';
+import { LabRecord, labPrefix, staleRecords } from './record.js';
 
-/** Every lab namespace is named `${NS_PREFIX}<pid>-<seq>-<role>`. */
-export const NS_PREFIX = 'trlab';
+export { labPrefix } from './record.js';
 /** Linux IFNAMSIZ is 16 including the NUL. */
 export const IFNAMSIZ_MAX = 15;
 
@@ -91,24 +92,24 @@ export function assertIfName(name: string): string {
   return name;
 }
 
-let nameSeq = 0;
-/** A fresh namespace-name stem for this process: `trlab<pid>-<seq>`. */
-export function uniqueStem(): string {
-  nameSeq += 1;
-  return `${NS_PREFIX}${process.pid}-${nameSeq}`;
-}
-
 /**
- * What one owner (a Lab) created: namespaces and child processes. destroy()
- * kills the children, then deletes the namespaces (which removes every veth
- * and bridge inside them), tolerating anything already gone.
+ * What one owner (a Lab) created: namespaces and child processes. Every
+ * namespace is named `<stem>-<role>`, stem `<prefix><pid>-<seq>` reserved by
+ * the lab's record. destroy() kills the children, then deletes the
+ * namespaces (which removes every veth and bridge inside them), tolerating
+ * anything already gone, then the record.
  */
 export class Resources {
+  /** Unique stem of every namespace name of this owner. */
+  readonly stem: string;
+  private readonly record: LabRecord;
   private readonly namespaces: string[] = [];
   private readonly children = new Set<ChildProcess>();
   private destroyed = false;
 
   constructor() {
+    this.record = LabRecord.create();
+    this.stem = this.record.stem;
     live.add(this);
     installExitHooks();
   }
@@ -125,8 +126,12 @@ export class Resources {
   /** Creates a namespace, brings its loopback up, and records it before anything can fail. */
   async addNetns(name: string): Promise<void> {
     if (this.destroyed) throw new TcpresetError('E_STATE', 'lab already destroyed');
+    if (!name.startsWith(`${this.stem}-`)) throw new TypeError(`namespace ${name} must start with ${this.stem}-`);
+    // Recorded only once it exists: `ip netns add` fails on a name that is
+    // taken, so a recorded name is always one this lab made.
     await run(['ip', 'netns', 'add', name]);
     this.namespaces.push(name);
+    this.record.addNetns(name);
     await run(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
   }
 
@@ -160,6 +165,8 @@ export class Resources {
       }
     }
     this.namespaces.length = 0;
+    // Left on disk when something could not be deleted: a later sweep retries.
+    this.record.release(failures.length === 0);
     if (failures.length > 0) throw new AggregateError(failures, `lab cleanup: ${failures.length} namespace(s) could not be deleted`);
   }
 
@@ -172,11 +179,13 @@ export class Resources {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
     this.children.clear();
+    let ok = true;
     for (const ns of [...this.namespaces].reverse()) {
       for (const pid of netnsPidsSync(ns)) safeKill(pid, 'SIGKILL');
-      runSyncQuiet(['ip', 'netns', 'del', ns]);
+      ok = runSyncQuiet(['ip', 'netns', 'del', ns]) && ok;
     }
     this.namespaces.length = 0;
+    this.record.release(ok);
   }
 }
 
@@ -255,37 +264,40 @@ export async function listNetns(): Promise<string[]> {
 
 /** Lab namespaces of this process that still exist (for leak checks). */
 export async function ownNetns(): Promise<string[]> {
-  const mine = `${NS_PREFIX}${process.pid}-`;
+  const mine = `${labPrefix()}${process.pid}-`;
   return (await listNetns()).filter((n) => n.startsWith(mine));
 }
 
 /**
- * Deletes lab namespaces whose creating process is dead (a run that was
- * SIGKILLed cannot clean up). Namespaces of live processes are left alone.
- * Returns what was removed.
+ * Deletes what dead labs of this prefix recorded (their process is gone, so
+ * the kernel released their record's lock), and their records. Namespaces
+ * nobody recorded are never touched, whatever their name; live labs, in
+ * this process or any other, are left alone. Returns the namespaces removed.
  */
 export async function sweepStale(): Promise<string[]> {
-  const re = new RegExp(`^${NS_PREFIX}(\\d+)-`);
   const removed: string[] = [];
-  for (const name of await listNetns()) {
-    const m = re.exec(name);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid || processAlive(pid)) continue;
-    await killNetnsPids(name);
-    await deleteNetns(name);
-    removed.push(name);
+  const records = staleRecords();
+  try {
+    const existing = new Set(await listNetns());
+    for (const rec of records) {
+      let ok = true;
+      for (const name of rec.netns) {
+        if (!existing.has(name)) continue;
+        try {
+          await killNetnsPids(name);
+          await deleteNetns(name);
+          removed.push(name);
+        } catch {
+          ok = false;
+        }
+      }
+      if (ok) rec.remove();
+      else rec.keep();
+    }
+  } finally {
+    for (const rec of records) rec.keep(); // no-op for the finished ones
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 // ---- process-exit cleanup -------------------------------------------------

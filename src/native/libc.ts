@@ -138,6 +138,7 @@ const c = {
   epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epoll_wait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   strerror: lib.func('const char *strerror(int errnum)'),
+  flock: lib.func('int flock(int fd, int operation)'),
 };
 
 /** Opaque native pointer as koffi hands it out. */
@@ -228,6 +229,23 @@ export function sendmmsg(fd: number, msgvec: number, vlen: number, flags: number
 /** if_nametoindex(3); 0 when there is no such interface. */
 export function ifNameToIndex(name: string): number {
   return c.if_nametoindex(name) as number;
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB) (flock(2)): true when this open file
+ * description now holds the exclusive lock, false when another holds it.
+ * The kernel drops the lock when the last descriptor of it closes, so also
+ * when its process dies, however it dies.
+ */
+export function tryLockExclusive(fd: number, target?: string): boolean {
+  if ((c.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) return true;
+  const err = koffi.errno();
+  if (err === EWOULDBLOCK) return false;
+  throw lastError('flock', target, err);
 }
 
 let pageSizeCache = 0;

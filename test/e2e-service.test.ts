@@ -192,6 +192,24 @@ ptest.serial('expiry ends the job on time and restores connectivity', async (t) 
   t.deepEqual(st.interfaces, [], 'XDP detached when no job needs the interface');
 });
 
+ptest.serial('a job that runs to its end with traffic logs its final counters: non-zero and equal to what list showed', async (t) => {
+  const ctx = await setup(t);
+  const host = ctx.lab.hosts.client.v4;
+  const s = await session(ctx, 'v4');
+  const r = await cli(ctx, createArgs(ctx, 'ENG-END', host, 4));
+  t.is(r.code, 0, r.stderr);
+  const id = /created job ([0-9a-f]{12})/.exec(r.stdout)?.[1];
+  t.truthy(id, r.stdout);
+  await expectKilled(ctx, s, r.startedAt, 'session');
+  t.false((await tryConnect(ctx, 'v4', 300)).ok, 'a new handshake is refused too');
+  await sleep(500); // the reset flows are quiet now: nothing moves the counters after the list below
+  const listed = (await jsonCli(ctx, ['list'])).jobs.find((j: { id: string }) => j.id === id);
+  t.true(listed.counters.matched > 0 && listed.counters.rstsSent > 0 && listed.counters.flows >= 2, JSON.stringify(listed.counters));
+  t.true(listed.remainingMs > 500, `listed ${listed.remainingMs} ms before its end`);
+  const expired = await ctx.daemon.waitLog((l) => l.msg === 'job expired' && (l.job as { id?: string }).id === id, 6000, 'job expired line');
+  t.deepEqual(expired.counters, listed.counters, 'the audit record holds the counters the job ended with');
+});
+
 ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its original end', async (t) => {
   const ctx = await setup(t);
   const j = await jsonCli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60));

@@ -341,12 +341,18 @@ export class JobManager {
     return { restored, expired, dropped, faulty };
   }
 
-  /** The Enforcer dropped a target by itself (its backstop timer): end the job if it is due. */
-  targetExpired(targetId: number): void {
+  /**
+   * The Enforcer dropped a target by itself (its backstop timer): end the job
+   * if it is due. `final` is the target's counters as the Enforcer held them
+   * when it dropped it: the target is gone, so they can no longer be read,
+   * and without them the job would end (and be logged) with zero counters.
+   */
+  targetExpired(targetId: number, final?: TargetCounters): void {
     const job = this.byTarget.get(targetId);
     if (!job) return;
     this.byTarget.delete(targetId);
     job.targetId = null;
+    if (final) job.base = addCounters(job.base, final);
     if (job.rec.expiresAt <= this.opts.clock.now()) this.finish(job, 'expired');
     else {
       // Should not happen (deadlines are the same); re-enforce rather than silently stop.

@@ -19,9 +19,13 @@ BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src test bench -name '*.ts' 2>/dev/null)
 
 .PHONY: build all deps test bench demo stress install uninstall clean distclean
+BINDIR     := $(PREFIX)/bin
 LIBDIR     := $(PREFIX)/lib/tcpreset
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# The units in systemd/ name the default PREFIX; installed copies name this one
+# (a unit whose ExecStart names a missing file fails with 203/EXEC).
+UNIT_SED   := -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/lib/tcpreset|$(LIBDIR)|g'
 
 build all: $(DEPS_STAMP) node_modules/.stamp $(BPF_OBJS) dist/.stamp
 
@@ -76,21 +80,23 @@ stress: build
 # Code, the shipped BPF object and production node_modules under
 # $(PREFIX)/lib/tcpreset; the two commands linked into $(PREFIX)/bin.
 install: build
-	install -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/build $(DESTDIR)$(PREFIX)/bin \
+	install -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/build $(DESTDIR)$(BINDIR) \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)/etc/tcpreset
 	rm -rf $(DESTDIR)$(LIBDIR)/dist && mkdir -p $(DESTDIR)$(LIBDIR)/dist && cp -r dist/src $(DESTDIR)$(LIBDIR)/dist/src
 	install -m 0644 build/tcpreset.bpf.o $(DESTDIR)$(LIBDIR)/build/tcpreset.bpf.o
 	install -m 0644 package.json package-lock.json $(DESTDIR)$(LIBDIR)/
 	cd $(DESTDIR)$(LIBDIR) && npm ci --omit=dev --no-audit --no-fund --loglevel=error
 	install -m 0755 bin/tcpreset bin/tcpresetd $(DESTDIR)$(LIBDIR)/bin/
-	ln -sf ../lib/tcpreset/bin/tcpreset $(DESTDIR)$(PREFIX)/bin/tcpreset
-	ln -sf ../lib/tcpreset/bin/tcpresetd $(DESTDIR)$(PREFIX)/bin/tcpresetd
-	install -m 0644 systemd/tcpreset.service systemd/tcpreset.socket $(DESTDIR)$(UNITDIR)/
+	ln -sf ../lib/tcpreset/bin/tcpreset $(DESTDIR)$(BINDIR)/tcpreset
+	ln -sf ../lib/tcpreset/bin/tcpresetd $(DESTDIR)$(BINDIR)/tcpresetd
+	for u in tcpreset.service tcpreset.socket; do \
+	  sed $(UNIT_SED) systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
 	install -m 0644 systemd/tcpreset.sysusers $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
 	[ -e $(DESTDIR)/etc/tcpreset/config.json ] || install -m 0644 systemd/config.example.json $(DESTDIR)/etc/tcpreset/config.example.json
 
 uninstall:
-	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin/tcpreset $(DESTDIR)$(PREFIX)/bin/tcpresetd \
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)/tcpreset $(DESTDIR)$(BINDIR)/tcpresetd \
 	  $(DESTDIR)$(UNITDIR)/tcpreset.service $(DESTDIR)$(UNITDIR)/tcpreset.socket $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
 
 clean:

@@ -10,7 +10,7 @@
  */
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, chownSync, constants, copyFileSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -57,6 +57,36 @@ test('systemd-analyze verify: both units clean (no warnings at all)', (t) => {
   t.deepEqual(unitValues(readFileSync(SERVICE, 'utf8'), 'ExecStart'), ['/usr/local/bin/tcpresetd']);
 });
 
+/** `systemd-analyze verify` in a private mount namespace whose /usr is DESTDIR/usr over the host's (read-only overlay), so the installed units are checked against an installed tree. */
+function verifyInstalled(destdir: string, files: string[]): { status: number | null; output: string } {
+  const script = 'mount -t overlay overlay -o "lowerdir=$1/usr:/usr" /usr && shift && exec systemd-analyze verify "$@"';
+  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', destdir, ...files], { cwd: destdir, encoding: 'utf8' });
+  return { status: r.status, output: (r.stdout + r.stderr).trim() };
+}
+
+ptest('make install PREFIX=/usr: the installed units name /usr/bin/tcpresetd and verify against the installed tree', (t) => {
+  const destdir = tmp('destdir');
+  const make = spawnSync('make', ['-s', '-C', REPO_ROOT, 'install', 'PREFIX=/usr', `DESTDIR=${destdir}`], { encoding: 'utf8' });
+  t.is(make.status, 0, make.stderr);
+  const unitDir = join(destdir, 'usr/lib/systemd/system');
+  const svc = readFileSync(join(unitDir, 'tcpreset.service'), 'utf8');
+  t.deepEqual(unitValues(svc, 'ExecStart'), ['/usr/bin/tcpresetd']);
+  t.deepEqual(unitValues(svc, 'ExecReload'), ['/bin/kill -HUP $MAINPID']);
+  t.notRegex(svc + readFileSync(join(unitDir, 'tcpreset.socket'), 'utf8'), /\/usr\/local\/(bin|lib)/, 'no default-PREFIX path left');
+  // The command the unit names resolves inside DESTDIR to the installed launcher.
+  const target = realpathSync(join(destdir, 'usr/bin/tcpresetd'));
+  t.is(target, join(realpathSync(destdir), 'usr/lib/tcpreset/bin/tcpresetd'));
+  accessSync(target, constants.X_OK);
+  t.truthy(readFileSync(join(destdir, 'usr/lib/sysusers.d/tcpreset.conf'), 'utf8').match(/^u tcpreset /m));
+  const files = [join(unitDir, 'tcpreset.service'), join(unitDir, 'tcpreset.socket')];
+  const ok = verifyInstalled(destdir, files);
+  t.is(ok.status, 0, ok.output);
+  t.is(ok.output, '', 'no warnings');
+  // Positive control: the unpatched ExecStart (what PREFIX=/usr used to install) fails the same check.
+  writeFileSync(files[0], svc.replace(/^ExecStart=.*$/m, 'ExecStart=/usr/local/bin/tcpresetd'));
+  t.regex(verifyInstalled(destdir, files).output, /Command \/usr\/local\/bin\/tcpresetd is not executable/);
+});
+
 test(`security exposure of the service is <= ${MAX_EXPOSURE}`, (t) => {
   const r = spawnSync('systemd-analyze', ['security', '--offline=yes', SERVICE], { encoding: 'utf8' });
   const m = /Overall exposure level for tcpreset\.service: (\d+(?:\.\d+)?)/.exec(r.stdout + r.stderr);
@@ -70,6 +100,8 @@ test('unit content: notify type, unprivileged user, exactly the four capabilitie
   const svc = readFileSync(SERVICE, 'utf8');
   const sock = readFileSync(SOCKET, 'utf8');
   t.deepEqual(unitValues(svc, 'Type'), ['notify']);
+  // SIGHUP re-reads the configuration; $MAINPID is expanded by systemd.
+  t.deepEqual(unitValues(svc, 'ExecReload'), ['/bin/kill -HUP $MAINPID']);
   t.deepEqual(unitValues(svc, 'User'), ['tcpreset']);
   t.deepEqual(unitValues(svc, 'Group'), ['tcpreset']);
   const caps = ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_PERFMON'];

@@ -44,6 +44,11 @@ What it does:
   exact-sequence RSTs to both endpoints out of the reset interface, until
   the job ends. Jobs survive restarts (STATE_DIR/jobs.json).
 
+State directory:
+  Held with flock(2) on STATE_DIR/tcpresetd.lock for the daemon's life (the
+  file holds its pid). A second daemon given the same --state-dir exits
+  ${EXIT_UNAVAILABLE} naming that pid, even on another socket.
+
 Control socket:
   Newline-delimited JSON (protocol v1), one response per request. Created
   with mode 0660 and group "tcpreset" when that group exists; a stale socket
@@ -69,7 +74,7 @@ Signals:
   SIGHUP           ignored (logged); restart to apply a new configuration
 
 Exit status:
-  0 stopped on a signal; 64 bad flags; ${EXIT_UNAVAILABLE} control socket in use or unusable;
+  0 stopped on a signal; 64 bad flags; ${EXIT_UNAVAILABLE} control socket or state directory in use, or unusable;
   ${EXIT_SOFTWARE} internal error; ${EXIT_CONFIG} invalid configuration.
 
 Environment:

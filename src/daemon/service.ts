@@ -19,6 +19,7 @@ import type { ProtectedEntry } from './protect.js';
 import { Notifier } from './sd-notify.js';
 import { ControlServer, socketActivationFd, type Peer } from './server.js';
 import { StateStore } from './state.js';
+import { StateDirLock } from './lockfile.js';
 
 export function packageVersion(): string {
   try {
@@ -56,6 +57,9 @@ export class Daemon {
   private server: ControlServer | undefined;
   private notifier: Notifier | undefined;
   private stopping: Promise<void> | undefined;
+  /** Set once the state directory is ours (locked, or unlockable and so unwritable): only then is jobs.json written. */
+  private stateOwned = false;
+  private stateLock: StateDirLock | null = null;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
@@ -102,6 +106,9 @@ export class Daemon {
 
   async start(): Promise<void> {
     this.store.ensureDir();
+    // Before anything reads or writes jobs.json: throws when another daemon holds the directory.
+    this.stateLock = await StateDirLock.acquire(this.o.stateDir, this.log);
+    this.stateOwned = true;
     const loaded = this.store.load();
     if (loaded.jobs.length) {
       await this.loadDataPlane();
@@ -276,13 +283,17 @@ export class Daemon {
       this.activity.summarize();
       this.activity.stop();
       this.jobs.close();
-      const saved = await this.store.save();
-      if (saved.ok) this.log.info({ path: this.store.path, jobs: this.jobs.size }, 'jobs saved');
+      // A daemon refused at start (the directory is another's) must not overwrite that one's jobs.json.
+      if (this.stateOwned) {
+        const saved = await this.store.save();
+        if (saved.ok) this.log.info({ path: this.store.path, jobs: this.jobs.size }, 'jobs saved');
+      }
       try {
         await this.enforcer?.close();
       } catch (err) {
         this.log.error({ err }, 'closing the data plane failed');
       }
+      this.stateLock?.release();
       this.log.info({}, 'stopped');
     })();
     return this.stopping;

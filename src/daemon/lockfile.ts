@@ -53,7 +53,7 @@ export class StateDirLock {
     try {
       // libc (koffi) is loaded on use, like the rest of the daemon's native code.
       const libc = await import('../native/libc.js');
-      taken = libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB, path);
+      taken = libc.tryLockExclusive(fd, path);
     } catch (err) {
       closeSync(fd);
       log.error({ err, path }, 'cannot lock the state directory: another daemon could use the same state directory');

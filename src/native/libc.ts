@@ -157,24 +157,6 @@ export function lastError(step: string, target?: string, err: number = koffi.err
   return new NativeError(step, err, strerror(err), target);
 }
 
-/** flock(2) operations. */
-export const LOCK_EX = 2;
-export const LOCK_NB = 4;
-export const LOCK_UN = 8;
-
-/**
- * flock(2): true when the lock is taken, false when another open file
- * description holds it (EWOULDBLOCK with LOCK_NB); other errors throw.
- */
-export function flock(fd: number, operation: number, target?: string): boolean {
-  for (;;) {
-    if (c.flock(fd, operation) === 0) return true;
-    const err = koffi.errno();
-    if (err === E.EAGAIN) return false; // EWOULDBLOCK == EAGAIN on Linux
-    if (err !== E.EINTR) throw lastError('flock', target, err);
-  }
-}
-
 export function close(fd: number, target?: string): void {
   if (c.close(fd) < 0) throw lastError('close', target);
 }

@@ -50,7 +50,7 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build/%.bpf.o: bpf/%.bpf.c bpf/tcpreset.h | $(DEPS_STAMP)
+build/%.bpf.o: bpf/%.bpf.c bpf/tcpreset.h bpf/encap.h | $(DEPS_STAMP)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp

@@ -3,7 +3,8 @@
  * tcpreset XDP filter for the sniff (mirror) interface.
  *
  * Parses Ethernet, up to TR_MAX_VLANS 802.1Q/802.1ad tags, IPv4/IPv6 (with
- * hop-by-hop, routing and destination-options headers) and TCP; looks the
+ * hop-by-hop, routing and destination-options headers) and TCP, also inside
+ * one level of VXLAN, Geneve, GRE or ERSPAN (bpf/encap.h); looks the
  * packet's addresses up in the targets map (at most four hash lookups) and,
  * on a live hit, reserves an event in the ring buffer for user space to
  * forge RSTs from. Every frame is passed on untouched: the port may have
@@ -91,6 +92,9 @@ struct pkt_info {
 	__u8 tos;
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
+	__u8 l4_proto;     /* the IP protocol when it was not TCP (a tunnel may follow) */
+	__u8 encap;        /* TR_ENCAP_* */
+	__u8 encap_flags;  /* TR_ENCAP_F_* */
 };
 
 static __always_inline int proto_is_vlan(__u16 h_proto)
@@ -151,8 +155,12 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, str
 	/* Later fragments carry no TCP header; first ones (MF, offset 0) do. */
 	if (iph->frag_off & bpf_htons(IP_OFFSET_MASK))
 		return -1;
-	if (iph->protocol != IPPROTO_TCP)
+	if (iph->protocol != IPPROTO_TCP) {
+		/* UDP or GRE may carry a mirrored frame: the caller decides. */
+		pi->l4_proto = iph->protocol;
+		nh->pos += hdrsize;
 		return -1;
+	}
 	tot_len = bpf_ntohs(iph->tot_len);
 	if (tot_len < hdrsize)
 		return -1;
@@ -207,12 +215,23 @@ static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, str
 		nh->pos += hdrsize;
 		len -= hdrsize;
 	}
-	/* Fragments (44) and anything else end here without an event. */
-	if (nexthdr != IPPROTO_TCP)
+	/* Fragments (44) and anything else end here without an event (UDP and GRE may be a tunnel). */
+	if (nexthdr != IPPROTO_TCP) {
+		pi->l4_proto = nexthdr;
 		return -1;
+	}
 	if (len < 0)
 		return -1;
 	return len;
+}
+
+static __always_inline int parse_ip(struct hdr_cursor *nh, void *data_end, int proto, struct pkt_info *pi)
+{
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(nh, data_end, pi);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(nh, data_end, pi);
+	return -1;
 }
 
 /* TCP with the whole header (options included) in the frame; ip_len is what IP says is left. */
@@ -241,6 +260,8 @@ static __always_inline int parse_tcp(struct hdr_cursor *nh, void *data_end, int 
 	nh->pos += hdrsize;
 	return 0;
 }
+
+#include "encap.h"
 
 /* A target that is present and not past its deadline; *expired notes one that was. */
 static __always_inline struct tr_target_value *
@@ -314,8 +335,8 @@ static __noinline void fill_event(struct tr_event *e, struct pkt_info *pi, __u32
 	e->match = match;
 	__builtin_memcpy(e->smac, pi->smac, ETH_ALEN);
 	__builtin_memcpy(e->dmac, pi->dmac, ETH_ALEN);
-	e->pad[0] = 0;
-	e->pad[1] = 0;
+	e->encap = pi->encap;
+	e->encap_flags = pi->encap_flags;
 	__builtin_memcpy(e->saddr, pi->flow.saddr, 16);
 	__builtin_memcpy(e->daddr, pi->flow.daddr, 16);
 }
@@ -416,6 +437,7 @@ int tcpreset_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	struct hdr_cursor nh = { .pos = data };
 	struct tr_counters *cnt;
+	struct tr_if_counters *ifc;
 	struct pkt_info pi;
 	__u32 zero = 0;
 	int proto, ip_len;
@@ -424,22 +446,30 @@ int tcpreset_xdp(struct xdp_md *ctx)
 	if (!cnt)
 		goto out;
 	cnt->packets++;
+	ifc = tr_if_slot(ctx->ingress_ifindex);
+	if (ifc)
+		ifc->packets++;
 
 	__builtin_memset(&pi, 0, sizeof(pi));
 	pi.flow.ifindex = ctx->ingress_ifindex;
 
 	proto = parse_ethhdr(&nh, data_end, &pi);
-	if (proto == bpf_htons(ETH_P_IP))
-		ip_len = parse_ipv4(&nh, data_end, &pi);
-	else if (proto == bpf_htons(ETH_P_IPV6))
-		ip_len = parse_ipv6(&nh, data_end, &pi);
-	else
+	ip_len = parse_ip(&nh, data_end, proto, &pi);
+	if (ip_len < 0) {
+		/* Not TCP: UDP or GRE may be a tunnelled mirror (encap.h). */
+		if (pi.l4_proto != IPPROTO_UDP && pi.l4_proto != IPPROTO_GRE)
+			goto out;
+		ip_len = tr_parse_tunnelled(ctx, (__u32)(nh.pos - data), &pi);
+		if (pi.encap && ifc)
+			ifc->decap++;
+		if (ip_len < 0)
+			goto out;
+	} else if (parse_tcp(&nh, data_end, ip_len, &pi) < 0) {
 		goto out;
-	if (ip_len < 0)
-		goto out;
-	if (parse_tcp(&nh, data_end, ip_len, &pi) < 0)
-		goto out;
+	}
 	cnt->tcp++;
+	if (ifc)
+		ifc->tcp++;
 
 	handle_tcp(&pi, cnt);
 out:

@@ -25,6 +25,8 @@
 #define TR_MAP_EVENTS     "events"
 #define TR_MAP_COUNTERS   "counters"
 #define TR_MAP_PREFILTER  "prefilter"
+#define TR_MAP_UDP_TUNNELS "udp_tunnels"
+#define TR_MAP_IF_COUNTERS "if_counters"
 
 /* Capacities. The targets map is a plain hash: at least 100,000 targets. */
 #define TR_MAX_TARGETS    131072
@@ -50,6 +52,35 @@
  * a flood. Events whose seq, ack or flags moved are never suppressed.
  */
 #define TR_DUP_INTERVAL_NS (10ull * 1000 * 1000)
+
+/*
+ * Tunnelled mirrors (bpf/encap.h): one level of encapsulation is removed
+ * and the inner frame parsed as a plain one. tr_event.encap names it.
+ * VXLAN and Geneve are recognised on their IANA ports and on any UDP port
+ * whose udp_tunnels entry (index = port, host order) holds the kind.
+ */
+#define TR_ENCAP_NONE       0
+#define TR_ENCAP_VXLAN      1   /* RFC 7348, UDP 4789 */
+#define TR_ENCAP_GENEVE     2   /* RFC 8926, UDP 6081 */
+#define TR_ENCAP_GRE        3   /* RFC 2784/2890, transparent Ethernet bridging (0x6558) */
+#define TR_ENCAP_ERSPAN1    4   /* GRE 0x88BE without sequence number: no ERSPAN header */
+#define TR_ENCAP_ERSPAN2    5   /* GRE 0x88BE, ERSPAN version 1 (type II) */
+#define TR_ENCAP_ERSPAN3    6   /* GRE 0x22EB, ERSPAN version 2 (type III) */
+#define TR_VXLAN_PORT       4789
+#define TR_GENEVE_PORT      6081
+#define TR_UDP_PORTS        65536
+/* tr_event.encap_flags: the inner packet had no Ethernet header (Geneve or
+ * ERSPAN III carrying bare IP), so its MACs and VLAN tags are unknown. */
+#define TR_ENCAP_F_NO_L2    0x01
+
+/*
+ * Per-interface counters (if_counters, PERCPU_ARRAY): slot ifindex mod
+ * TR_IF_SLOTS; the slot names its owner and is zeroed when another
+ * interface takes it, so user space only sums slots whose ifindex is the
+ * one it asks about (two attached interfaces sharing a slot is detected
+ * there).
+ */
+#define TR_IF_SLOTS       1024
 
 #define TR_FAMILY_V4      4
 #define TR_FAMILY_V6      6
@@ -105,8 +136,9 @@ struct tr_event {
 	__u8  tos;            /* IPv4 TOS or IPv6 traffic class */
 	__u8  match;          /* TR_MATCH_SRC or TR_MATCH_DST */
 	__u8  smac[6];
-	__u8  dmac[6];
-	__u8  pad[2];
+	__u8  dmac[6];        /* of the inner frame when tunnelled; zero with TR_ENCAP_F_NO_L2 */
+	__u8  encap;          /* TR_ENCAP_*: the tunnel the segment arrived in */
+	__u8  encap_flags;    /* TR_ENCAP_F_* */
 	__u8  saddr[16];      /* IPv4 in the first 4 bytes, the rest zero */
 	__u8  daddr[16];
 };
@@ -140,6 +172,15 @@ struct tr_counters {
 	__u64 suppressed;  /* events suppressed: no new sequence information */
 	__u64 rst_seen;    /* matched segments carrying RST: nothing to answer */
 	__u64 expired;     /* matched a target past its deadline: ignored */
+};
+
+/* Per-CPU, per-interface traffic (see TR_IF_SLOTS). */
+struct tr_if_counters {
+	__u32 ifindex;     /* owner of the slot */
+	__u32 pad;
+	__u64 packets;     /* frames seen */
+	__u64 tcp;         /* TCP segments parsed (plain or tunnelled) */
+	__u64 decap;       /* frames whose tunnel header was removed */
 };
 
 /*
@@ -178,5 +219,6 @@ _Static_assert(sizeof(struct tr_event) == 96, "tr_event layout");
 _Static_assert(sizeof(struct tr_flow_key) == 44, "tr_flow_key layout");
 _Static_assert(sizeof(struct tr_flow_state) == 24, "tr_flow_state layout");
 _Static_assert(sizeof(struct tr_counters) == 64, "tr_counters layout");
+_Static_assert(sizeof(struct tr_if_counters) == 32, "tr_if_counters layout");
 
 #endif /* TCPRESET_H */

@@ -12,6 +12,8 @@ export const MAP_FLOWS = 'flows';
 export const MAP_EVENTS = 'events';
 export const MAP_COUNTERS = 'counters';
 export const MAP_PREFILTER = 'prefilter';
+export const MAP_UDP_TUNNELS = 'udp_tunnels';
+export const MAP_IF_COUNTERS = 'if_counters';
 
 export const MAX_TARGETS = 131072;
 export const MAX_FLOWS = 65536;
@@ -20,6 +22,29 @@ export const MAX_VLANS = 2;
 export const PREFILTER_BITS = 1 << 21;
 export const PREFILTER_WORDS = PREFILTER_BITS / 64;
 export const DUP_INTERVAL_NS = 10_000_000n;
+
+/** Tunnel kinds of tr_event.encap (bpf/encap.h removes one level). */
+export const ENCAP_NONE = 0;
+export const ENCAP_VXLAN = 1;
+export const ENCAP_GENEVE = 2;
+export const ENCAP_GRE = 3;
+export const ENCAP_ERSPAN1 = 4;
+export const ENCAP_ERSPAN2 = 5;
+export const ENCAP_ERSPAN3 = 6;
+export const VXLAN_PORT = 4789;
+export const GENEVE_PORT = 6081;
+export const UDP_PORTS = 65536;
+/** The inner packet had no Ethernet header: its MACs and VLAN tags are unknown. */
+export const ENCAP_F_NO_L2 = 0x01;
+export const IF_SLOTS = 1024;
+
+/** Names of the tunnel kinds, for logs and status (index = TR_ENCAP_*). */
+export const ENCAP_NAMES = ['none', 'vxlan', 'geneve', 'gre', 'erspan1', 'erspan2', 'erspan3'] as const;
+export type EncapName = (typeof ENCAP_NAMES)[number];
+
+export function encapName(kind: number): EncapName | `encap-${number}` {
+  return ENCAP_NAMES[kind] ?? `encap-${kind}`;
+}
 
 export const FAMILY_V4 = 4;
 export const FAMILY_V6 = 6;
@@ -44,7 +69,7 @@ export const LAYOUT = {
     fields: {
       ts_ns: 0, target_id: 8, ifindex: 12, seq: 16, ack: 20, payload_len: 24, flow_label: 28,
       sport: 32, dport: 34, vlan_tpid: 36, vlan_tci: 40, family: 44, vlan_count: 45,
-      tcp_flags: 46, ttl: 47, tos: 48, match: 49, smac: 50, dmac: 56, pad: 62, saddr: 64, daddr: 80,
+      tcp_flags: 46, ttl: 47, tos: 48, match: 49, smac: 50, dmac: 56, encap: 62, encap_flags: 63, saddr: 64, daddr: 80,
     },
   },
   tr_flow_key: { size: 44, fields: { ifindex: 0, sport: 4, dport: 6, family: 8, pad: 9, saddr: 12, daddr: 28 } },
@@ -53,6 +78,7 @@ export const LAYOUT = {
     size: 64,
     fields: { packets: 0, tcp: 8, matched: 16, events: 24, lost: 32, suppressed: 40, rst_seen: 48, expired: 56 },
   },
+  tr_if_counters: { size: 32, fields: { ifindex: 0, pad: 4, packets: 8, tcp: 16, decap: 24 } },
 } as const;
 
 const EV = LAYOUT.tr_event.fields;
@@ -99,6 +125,14 @@ export interface TcpEvent {
   /** 4 bytes for IPv4, 16 for IPv6, network order. */
   saddr: Uint8Array;
   daddr: Uint8Array;
+  /**
+   * ENCAP_*: the tunnel the segment arrived in (decodeEvent always sets it;
+   * optional so events built by hand for forging may leave it out = none).
+   * Addresses, ports, MACs and VLAN tags above are the inner frame's.
+   */
+  encap?: number;
+  /** ENCAP_F_*. */
+  encapFlags?: number;
 }
 
 export interface Counters {
@@ -177,6 +211,8 @@ export function decodeEvent(dv: DataView, off = 0): TcpEvent {
     dmac: bytes.slice(EV.dmac, EV.dmac + 6),
     saddr: bytes.slice(EV.saddr, EV.saddr + alen),
     daddr: bytes.slice(EV.daddr, EV.daddr + alen),
+    encap: dv.getUint8(off + EV.encap),
+    encapFlags: dv.getUint8(off + EV.encap_flags),
   };
 }
 
@@ -218,5 +254,40 @@ export function sumCounters(buf: Uint8Array, ncpu: number): Counters {
   }
   const out = {} as Counters;
   COUNTER_NAMES.forEach((n, i) => (out[n] = sums[i]));
+  return out;
+}
+
+/** One interface's traffic as the program counted it (struct tr_if_counters, summed over CPUs). */
+export interface IfCounters {
+  packets: bigint;
+  tcp: bigint;
+  decap: bigint;
+  /** CPUs whose slot belongs to another interface (ifindex mod IF_SLOTS collides): the sums miss their share. */
+  foreignCpus: number;
+}
+
+/** The if_counters slot of an interface. */
+export function ifSlot(ifindex: number): number {
+  return ifindex & (IF_SLOTS - 1);
+}
+
+/** Sum a per-CPU if_counters value for `ifindex`, skipping CPU slots another interface owns. */
+export function sumIfCounters(buf: Uint8Array, ncpu: number, ifindex: number): IfCounters {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const size = LAYOUT.tr_if_counters.size;
+  const F = LAYOUT.tr_if_counters.fields;
+  const out: IfCounters = { packets: 0n, tcp: 0n, decap: 0n, foreignCpus: 0 };
+  for (let c = 0; c < ncpu; c++) {
+    const base = c * size;
+    const owner = dv.getUint32(base + F.ifindex, true);
+    if (owner !== ifindex) {
+      // 0 with zero counts: this CPU never saw a frame of any interface in the slot.
+      if (owner !== 0) out.foreignCpus++;
+      continue;
+    }
+    out.packets += dv.getBigUint64(base + F.packets, true);
+    out.tcp += dv.getBigUint64(base + F.tcp, true);
+    out.decap += dv.getBigUint64(base + F.decap, true);
+  }
   return out;
 }

@@ -198,10 +198,9 @@ function assertOneEvent(t: ExecutionContext, r: RunResult, exp: Expected): void 
   const { ev, raw } = r.events[0];
   t.is(raw.byteLength, C.LAYOUT.tr_event.size);
   const { tsNs, ...rest } = ev;
-  t.deepEqual(rest, exp);
+  t.deepEqual(rest, { ...exp, encap: exp.encap ?? 0, encapFlags: exp.encapFlags ?? 0 });
   t.true(tsNs >= r.before && tsNs <= r.after, `ts_ns ${tsNs} within [${r.before}, ${r.after}] (CLOCK_MONOTONIC)`);
   const E = C.LAYOUT.tr_event.fields;
-  t.deepEqual([...raw.subarray(E.pad, E.pad + 2)], [0, 0], 'pad zero');
   const vlanCount = raw[E.vlan_count];
   t.is(vlanCount, exp.vlans.length, 'vlan_count');
   for (let i = vlanCount; i < C.MAX_VLANS; i++) {
@@ -719,4 +718,229 @@ ptest('an IP header whose version disagrees with its EtherType gets no event (no
   const v6 = F.tcpFrame({ src: '2001:db8::7', dst: '2001:db8::8', sport: 1, dport: 2 });
   v6.bytes[14] = (4 << 4) | (v6.bytes[14] & 0x0f); // EtherType IPv6, version 4
   assertNoEvent(t, run(l, v6), {}, 'v6 frame saying version 4');
+});
+
+// ---------------------------------------------------------------- tunnelled mirrors (bpf/encap.h)
+
+const ENCAP_OF: Record<F.TunnelKind, number> = {
+  vxlan: C.ENCAP_VXLAN, geneve: C.ENCAP_GENEVE, gre: C.ENCAP_GRE, erspan1: C.ENCAP_ERSPAN1, erspan2: C.ENCAP_ERSPAN2, erspan3: C.ENCAP_ERSPAN3,
+};
+const KINDS = Object.keys(ENCAP_OF) as F.TunnelKind[];
+
+function readIf(l: Lab, ifindex = IFINDEX): C.IfCounters {
+  const m = l.obj.map(C.MAP_IF_COUNTERS);
+  const k = new Uint8Array(4);
+  new DataView(k.buffer).setUint32(0, C.ifSlot(ifindex), true);
+  return C.sumIfCounters(m.lookup(k)!, l.ncpu, ifindex);
+}
+
+function setUdpTunnel(l: Lab, port: number, kind: number): void {
+  const k = new Uint8Array(4);
+  const v = new Uint8Array(4);
+  new DataView(k.buffer).setUint32(0, port, true);
+  new DataView(v.buffer).setUint32(0, kind, true);
+  l.obj.map(C.MAP_UDP_TUNNELS).update(k, v);
+}
+
+/** The event of the inner frame, marked with its tunnel; bare IP: no MACs, no tags. */
+function expectedInner(o: F.TcpFrameOpts, kind: F.TunnelKind, bareIp = false): Expected {
+  const e = expectedFor(o, 7, C.MATCH_SRC);
+  return bareIp
+    ? { ...e, smac: new Uint8Array(6), dmac: new Uint8Array(6), vlans: [], encap: ENCAP_OF[kind], encapFlags: C.ENCAP_F_NO_L2 }
+    : { ...e, encap: ENCAP_OF[kind], encapFlags: 0 };
+}
+
+const INNER4: F.TcpFrameOpts = {
+  src: HOST4, dst: PEER4, sport: 40001, dport: 443, seq: 0x10203040, ack: 0x50607080, flags: F.PSH | F.ACK,
+  payload: F.seqBytes(33), ttl: 60, tos: 0x10, smac: SMAC, dmac: DMAC, vlans: [{ tci: 100 }],
+};
+const INNER6: F.TcpFrameOpts = {
+  src: HOST6, dst: PEER6, sport: 40002, dport: 22, seq: 11, ack: 12, payload: F.seqBytes(5), flowLabel: 0x12345, ttl: 7,
+  smac: DMAC, dmac: SMAC, vlans: [{ tpid: F.ETH_P_8021AD, tci: 10 }, { tci: 20 }],
+  ext: [{ type: F.IPPROTO_DSTOPTS }],
+};
+
+ptest('tunnels: VXLAN, Geneve, GRE, ERSPAN I/II/III, outer IPv4 and IPv6, inner IPv4 and IPv6 with tags: the inner segment, marked with its tunnel', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  addTarget(l, HOST6);
+  for (const kind of KINDS) {
+    for (const outer of [['192.0.2.200', '192.0.2.201'], ['2001:db8:ff::1', '2001:db8:ff::2']] as const) {
+      for (const inner of [INNER4, INNER6]) {
+        const what = `${kind} over IPv${outer[0].includes(':') ? 6 : 4}, inner IPv${inner === INNER4 ? 4 : 6}`;
+        const f = F.tunnelFrame({ kind, inner: F.tcpFrame(inner), outerSrc: outer[0], outerDst: outer[1] });
+        const if0 = readIf(l);
+        const r = run(l, f);
+        assertOneEvent(t, r, expectedInner(inner, kind));
+        t.deepEqual(r.delta, EMITTED, what);
+        const if1 = readIf(l);
+        t.deepEqual([if1.packets - if0.packets, if1.tcp - if0.tcp, if1.decap - if0.decap], [1n, 1n, 1n], `${what}: per-interface packets, tcp, decap`);
+        l.flows.keys().forEach((k) => l.flows.delete(k)); // the same inner flow again: not a duplicate
+      }
+    }
+  }
+});
+
+ptest('tunnels: bare IP inside Geneve (IPv4, IPv6) and ERSPAN III (frame type 2): event flagged NO_L2, no MACs or tags', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  addTarget(l, HOST6);
+  for (const kind of ['geneve', 'erspan3'] as const) {
+    for (const inner of [INNER4, INNER6]) {
+      const r = run(l, F.tunnelFrame({ kind, inner: F.tcpFrame(inner), bareIp: true }));
+      assertOneEvent(t, r, expectedInner(inner, kind, true));
+      l.flows.keys().forEach((k) => l.flows.delete(k));
+    }
+  }
+});
+
+ptest('tunnels: every optional part at its largest (GRE checksum+key+sequence, 252 bytes of Geneve options, ERSPAN III subheader, outer QinQ, outer IP options)', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  const inner = F.tcpFrame(INNER4);
+  const outerVlans = [{ tpid: F.ETH_P_8021AD, tci: 5 }, { tci: 6 }];
+  const cases: [string, F.Frame][] = [
+    ['gre c+k+s', F.tunnelFrame({ kind: 'gre', inner, greCsum: true, greKey: 0xabcdef01, greSeq: 9, outerVlans })],
+    ['erspan2 c+k+s', F.tunnelFrame({ kind: 'erspan2', inner, greCsum: true, greKey: 3, greSeq: 4 })],
+    ['erspan3 subheader', F.tunnelFrame({ kind: 'erspan3', inner, erspan3Subheader: true, outerVlans })],
+    ['erspan3 subheader, bare IP', F.tunnelFrame({ kind: 'erspan3', inner, erspan3Subheader: true, bareIp: true })],
+    ['geneve 252 option bytes', F.tunnelFrame({ kind: 'geneve', inner, geneveOptions: F.seqBytes(252), outerVlans })],
+    ['vxlan, outer v6', F.tunnelFrame({ kind: 'vxlan', inner, outerSrc: '2001:db8:ff::1', outerDst: '2001:db8:ff::2', outerVlans })],
+  ];
+  for (const [name, f] of cases) {
+    const r = run(l, f);
+    t.is(r.events.length, 1, name);
+    if (r.events.length) {
+      t.deepEqual([...r.events[0].ev.saddr], [...F.ip(HOST4)], `${name}: inner source`);
+      t.is(r.events[0].ev.seq, 0x10203040, `${name}: inner seq`);
+      t.is(r.events[0].ev.payloadLen, 33, `${name}: inner payload length`);
+    }
+    l.flows.keys().forEach((k) => l.flows.delete(k));
+  }
+  // Outer IPv4 with options before the UDP header.
+  const plain = F.tunnelFrame({ kind: 'vxlan', inner });
+  const udpAt = plain.layers.find((x) => x.name === 'udp')!.start;
+  const l4 = plain.bytes.subarray(udpAt);
+  const withOpts = F.concat(F.eth(DMAC, SMAC, [], F.ETH_P_IP), F.ipv4({ src: '192.0.2.200', dst: '192.0.2.201', protocol: F.IPPROTO_UDP, options: new Uint8Array(40).fill(1) }, l4));
+  t.is(run(l, withOpts).events.length, 1, 'outer IPv4 with 40 bytes of options');
+});
+
+ptest('tunnels: extra VXLAN and Geneve UDP ports only once udp_tunnels names them', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  const inner = F.tcpFrame(INNER4);
+  const vx = F.tunnelFrame({ kind: 'vxlan', inner, udpPort: 8472 });
+  const gn = F.tunnelFrame({ kind: 'geneve', inner, udpPort: 6082 });
+  try {
+    assertNoEvent(t, run(l, vx), {}, 'vxlan on 8472, not configured');
+    assertNoEvent(t, run(l, gn), {}, 'geneve on 6082, not configured');
+    setUdpTunnel(l, 8472, C.ENCAP_VXLAN);
+    setUdpTunnel(l, 6082, C.ENCAP_GENEVE);
+    assertOneEvent(t, run(l, vx), expectedInner(INNER4, 'vxlan'));
+    l.flows.keys().forEach((k) => l.flows.delete(k));
+    assertOneEvent(t, run(l, gn), expectedInner(INNER4, 'geneve'));
+    // A kind that is not a UDP tunnel is ignored, as is a port whose entry was cleared.
+    setUdpTunnel(l, 8472, C.ENCAP_GRE);
+    assertNoEvent(t, run(l, vx), {}, 'port marked with a non-UDP kind');
+  } finally {
+    setUdpTunnel(l, 8472, 0);
+    setUdpTunnel(l, 6082, 0);
+  }
+});
+
+ptest('tunnels: malformed headers, a second level and unread protocols give no event; the decap counter says which were removed', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  addTarget(l, '192.0.2.200'); // the outer source: a tunnel endpoint is not the session
+  const inner = F.tcpFrame(INNER4);
+  const patch = (f: F.Frame, layer: string, at: number, value: number): Uint8Array => {
+    const b = f.bytes.slice();
+    b[f.layers.find((x) => x.name === layer)!.start + at] = value;
+    return b;
+  };
+  const vx = F.tunnelFrame({ kind: 'vxlan', inner });
+  const gn = F.tunnelFrame({ kind: 'geneve', inner });
+  const gnIp = F.tunnelFrame({ kind: 'geneve', inner, bareIp: true });
+  const gre = F.tunnelFrame({ kind: 'gre', inner });
+  const e2 = F.tunnelFrame({ kind: 'erspan2', inner });
+  const e3 = F.tunnelFrame({ kind: 'erspan3', inner });
+  const cases: [string, Uint8Array, bigint][] = [
+    // [what, frame, decap count expected: 1 when the tunnel header itself was accepted]
+    ['vxlan without the I flag', patch(vx, 'vxlan', 0, 0x00), 0n],
+    ['geneve version 1', patch(gn, 'geneve', 0, 0x40), 0n],
+    ['geneve control (O) message', patch(gn, 'geneve', 1, 0x80), 0n],
+    ['geneve protocol ARP', patch(gn, 'geneve', 3, 0x06), 0n],
+    ['geneve says IPv6, carries IPv4', patch(gnIp, 'geneve', 2, 0x86), 0n],
+    ['geneve options longer than the frame', patch(gn, 'geneve', 0, 0x3f), 0n],
+    ['gre version 1', patch(gre, 'gre', 1, 0x01), 0n],
+    ['gre routing bit', patch(gre, 'gre', 0, 0x40), 0n],
+    ['gre carrying plain IPv4 (a routed tunnel, not a mirror)', new Uint8Array(0), 0n], // built below
+    ['erspan II version 2', patch(e2, 'erspan2', 0, 0x20), 0n],
+    ['erspan III version 1', patch(e3, 'erspan3', 0, 0x10), 0n],
+    ['erspan III frame type 1', patch(e3, 'erspan3', 10, 1 << 2), 0n],
+    ['inner frame with three VLAN tags', F.tunnelFrame({ kind: 'vxlan', inner: F.tcpFrame({ ...INNER4, vlans: [{ tci: 1 }, { tci: 2 }, { tci: 3 }] }) }).bytes, 1n],
+    ['inner frame not IP (ARP)', F.tunnelFrame({ kind: 'gre', inner: { bytes: F.concat(F.eth(DMAC, SMAC, [], F.ETH_P_ARP), F.arpRequest({ smac: SMAC, sip: HOST4, tip: PEER4 })), layers: [] } }).bytes, 1n],
+    ['VXLAN inside VXLAN (one level only)', F.tunnelFrame({ kind: 'vxlan', inner: F.tunnelFrame({ kind: 'vxlan', inner }) }).bytes, 1n],
+    ['UDP to another port', F.tunnelFrame({ kind: 'vxlan', inner, udpPort: 4790 }).bytes, 0n],
+  ];
+  // The GRE-IPv4 case: protocol 0x0800 in the GRE header.
+  const greIp = gre.bytes.slice();
+  const gp = gre.layers.find((x) => x.name === 'gre')!.start;
+  greIp[gp + 2] = 0x08;
+  greIp[gp + 3] = 0x00;
+  cases[8] = ['gre carrying plain IPv4 (a routed tunnel, not a mirror)', greIp, 0n];
+  for (const [name, bytes, decap] of cases) {
+    const if0 = readIf(l);
+    assertNoEvent(t, run(l, bytes), {}, name);
+    t.is(readIf(l).decap - if0.decap, decap, `${name}: decap`);
+  }
+  // Positive control: the unpatched frames do give events.
+  for (const f of [vx, gn, gre, e2, e3]) {
+    t.is(run(l, f).events.length, 1);
+    l.flows.keys().forEach((k) => l.flows.delete(k));
+  }
+});
+
+ptest('tunnels: truncated at every header boundary and every byte of both header stacks: no event, every frame counted', (t) => {
+  const l = fresh();
+  addTarget(l, HOST4);
+  addTarget(l, HOST6);
+  const inner = F.tcpFrame({ ...INNER4, ipOptions: Uint8Array.of(1, 1, 1, 0), tcpOptions: F.tcpOption.mss(1400) });
+  const frames: [string, F.Frame][] = [
+    ...KINDS.map((kind): [string, F.Frame] => [kind, F.tunnelFrame({ kind, inner, outerVlans: [{ tci: 3 }] })]),
+    ['geneve options, outer v6', F.tunnelFrame({ kind: 'geneve', inner: F.tcpFrame(INNER6), geneveOptions: F.seqBytes(8), outerSrc: '2001:db8:ff::1', outerDst: '2001:db8:ff::2' })],
+    ['geneve bare IPv6', F.tunnelFrame({ kind: 'geneve', inner: F.tcpFrame(INNER6), bareIp: true })],
+    ['erspan3 subheader, bare IP', F.tunnelFrame({ kind: 'erspan3', inner, bareIp: true, erspan3Subheader: true })],
+    ['gre c+k+s', F.tunnelFrame({ kind: 'gre', inner, greCsum: true, greKey: 1, greSeq: 2 })],
+  ];
+  for (const [name, f] of frames) {
+    const end = F.headersEnd(f);
+    for (const cut of F.headerCuts(f)) {
+      if (cut.length < 14) continue;
+      assertNoEvent(t, run(l, F.truncate(f, cut.length)), {}, `${name}: ${cut.name} (${cut.length} bytes)`);
+    }
+    let silent = 0;
+    for (let n = 14; n < end; n++) {
+      const r = run(l, F.truncate(f, n));
+      if (r.retval === XDP_PASS && r.events.length === 0 && r.delta.tcp === 0n && r.delta.packets === 1n) silent++;
+      else t.fail(`${name}: ${n} bytes gave retval ${r.retval}, ${r.events.length} events, tcp ${r.delta.tcp}`);
+    }
+    t.is(silent, end - 14, `${name}: every cut silent`);
+    const r = run(l, F.truncate(f, end));
+    t.is(r.events.length, 1, `${name}: headers complete -> event`);
+    l.flows.keys().forEach((k) => l.flows.delete(k));
+  }
+});
+
+ptest('per-interface counters: plain TCP, non-TCP and tunnelled frames counted on their interface', (t) => {
+  const l = fresh();
+  const if0 = readIf(l);
+  run(l, F.tcpFrame({ src: OTHER4, dst: PEER4, sport: 1, dport: 2 }));
+  run(l, F.concat(F.eth(DMAC, SMAC, [], F.ETH_P_IP), F.ipv4({ src: OTHER4, dst: PEER4, protocol: F.IPPROTO_UDP }, F.udp({ sport: 53, dport: 53 }))));
+  run(l, F.tunnelFrame({ kind: 'gre', inner: F.tcpFrame({ src: OTHER4, dst: PEER4, sport: 3, dport: 4 }) }));
+  const if1 = readIf(l);
+  t.deepEqual(
+    { packets: if1.packets - if0.packets, tcp: if1.tcp - if0.tcp, decap: if1.decap - if0.decap, foreignCpus: if1.foreignCpus },
+    { packets: 3n, tcp: 2n, decap: 1n, foreignCpus: 0 },
+  );
 });

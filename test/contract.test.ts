@@ -132,7 +132,7 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
   const { numbers, strings } = headerInfo();
   t.deepEqual(
     Object.fromEntries(strings),
-    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER },
+    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER, TR_MAP_UDP_TUNNELS: C.MAP_UDP_TUNNELS, TR_MAP_IF_COUNTERS: C.MAP_IF_COUNTERS },
   );
   const expected: Record<string, number | bigint> = {
     TR_MAX_TARGETS: C.MAX_TARGETS,
@@ -152,17 +152,29 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
     TR_TCP_RST: C.TCP_RST,
     TR_TCP_PSH: C.TCP_PSH,
     TR_TCP_ACK: C.TCP_ACK,
+    TR_ENCAP_NONE: C.ENCAP_NONE,
+    TR_ENCAP_VXLAN: C.ENCAP_VXLAN,
+    TR_ENCAP_GENEVE: C.ENCAP_GENEVE,
+    TR_ENCAP_GRE: C.ENCAP_GRE,
+    TR_ENCAP_ERSPAN1: C.ENCAP_ERSPAN1,
+    TR_ENCAP_ERSPAN2: C.ENCAP_ERSPAN2,
+    TR_ENCAP_ERSPAN3: C.ENCAP_ERSPAN3,
+    TR_VXLAN_PORT: C.VXLAN_PORT,
+    TR_GENEVE_PORT: C.GENEVE_PORT,
+    TR_UDP_PORTS: C.UDP_PORTS,
+    TR_ENCAP_F_NO_L2: C.ENCAP_F_NO_L2,
+    TR_IF_SLOTS: C.IF_SLOTS,
   };
   // Every numeric define of the header is mirrored, and equal.
   t.deepEqual([...numbers.keys()].sort(), Object.keys(expected).sort());
   for (const [k, v] of Object.entries(expected)) t.is(BigInt(numbers.get(k) ?? -1), BigInt(v), k);
 });
 
-test('object BTF: the program and the five maps carry the contract names', (t) => {
+test('object BTF: the program and the seven maps carry the contract names', (t) => {
   const types = btfTypes(objPath);
   t.truthy(types.find((x) => x.kind === 'FUNC' && x.name === C.PROG_NAME), `program ${C.PROG_NAME}`);
   const vars = new Set(types.filter((x) => x.kind === 'VAR').map((x) => x.name));
-  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS, C.MAP_PREFILTER]) t.true(vars.has(m), `map ${m}`);
+  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS, C.MAP_PREFILTER, C.MAP_UDP_TUNNELS, C.MAP_IF_COUNTERS]) t.true(vars.has(m), `map ${m}`);
 });
 
 /** Offsets straight from the header's BTF, so the encoders are checked against C, not against LAYOUT. */
@@ -236,6 +248,8 @@ test('decodeEvent reads each field from its C offset', (t) => {
     dv.setUint8(o.smac + i, 0x10 + i);
     dv.setUint8(o.dmac + i, 0x20 + i);
   }
+  dv.setUint8(o.encap, C.ENCAP_ERSPAN3);
+  dv.setUint8(o.encap_flags, C.ENCAP_F_NO_L2);
   for (let i = 0; i < 16; i++) {
     dv.setUint8(o.saddr + i, 0x30 + i);
     dv.setUint8(o.daddr + i, 0x40 + i);
@@ -264,6 +278,8 @@ test('decodeEvent reads each field from its C offset', (t) => {
     dmac: Uint8Array.from({ length: 6 }, (_, i) => 0x20 + i),
     saddr: Uint8Array.from({ length: 16 }, (_, i) => 0x30 + i),
     daddr: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i),
+    encap: C.ENCAP_ERSPAN3,
+    encapFlags: C.ENCAP_F_NO_L2,
   });
   // Copies, not views: the ring slot can be reused after decoding.
   buf.fill(0);
@@ -285,6 +301,25 @@ test('sumCounters adds each counter at its C offset across CPU slots', (t) => {
   );
 });
 
+test('sumIfCounters sums the CPU slots the interface owns and counts the others', (t) => {
+  const o = btfOffsets('tr_if_counters');
+  const size = headerInfo().structs.get('tr_if_counters')?.size ?? 0;
+  const buf = new Uint8Array(4 * size);
+  const dv = new DataView(buf.buffer);
+  const put = (cpu: number, ifindex: number, packets: bigint, tcp: bigint, decap: bigint): void => {
+    dv.setUint32(cpu * size + o.ifindex, ifindex, true);
+    dv.setBigUint64(cpu * size + o.packets, packets, true);
+    dv.setBigUint64(cpu * size + o.tcp, tcp, true);
+    dv.setBigUint64(cpu * size + o.decap, decap, true);
+  };
+  put(0, 7, 10n, 3n, 1n);
+  put(1, 7 + C.IF_SLOTS, 99n, 99n, 99n); // another interface took this CPU's slot
+  put(2, 0, 0n, 0n, 0n); // never used on this CPU
+  put(3, 7, 5n, 2n, 0n);
+  t.deepEqual(C.sumIfCounters(buf, 4, 7), { packets: 15n, tcp: 5n, decap: 1n, foreignCpus: 1 });
+  t.is(C.ifSlot(7 + C.IF_SLOTS), 7);
+});
+
 ptest('object maps (as libbpf sees them) have the contract names, types, key/value sizes and capacities', async (t) => {
   const { BpfObject } = await import('../src/bpf/object.js');
   const obj = BpfObject.load(objPath);
@@ -296,6 +331,8 @@ ptest('object maps (as libbpf sees them) have the contract names, types, key/val
     { name: C.MAP_EVENTS, type: 27 /* RINGBUF */, keySize: 0, valueSize: 0, maxEntries: C.RINGBUF_BYTES },
     { name: C.MAP_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_counters.size, maxEntries: 1 },
     { name: C.MAP_PREFILTER, type: 2 /* ARRAY */, keySize: 4, valueSize: 8, maxEntries: C.PREFILTER_WORDS },
+    { name: C.MAP_UDP_TUNNELS, type: 2 /* ARRAY */, keySize: 4, valueSize: 4, maxEntries: C.UDP_PORTS },
+    { name: C.MAP_IF_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_if_counters.size, maxEntries: C.IF_SLOTS },
   ];
   for (const w of want) {
     const m = obj.map(w.name);

@@ -497,3 +497,156 @@ export function headersEnd(frame: Frame): number {
 export function seqBytes(n: number): Uint8Array {
   return Uint8Array.from({ length: n }, (_, i) => i & 0xff);
 }
+
+// ---------------------------------------------------------------- tunnels (one level around a frame)
+
+export const IPPROTO_GRE = 47;
+export const ETH_P_TEB = 0x6558;
+export const ETH_P_ERSPAN = 0x88be;
+export const ETH_P_ERSPAN3 = 0x22eb;
+export const VXLAN_PORT = 4789;
+export const GENEVE_PORT = 6081;
+
+/** VXLAN header (RFC 7348 §5): flags (I = 0x08), VNI. */
+export function vxlanHdr(o: { vni?: number; flags?: number } = {}): Uint8Array {
+  const h = new Uint8Array(8);
+  h[0] = o.flags ?? 0x08;
+  const vni = o.vni ?? 42;
+  h.set([(vni >> 16) & 0xff, (vni >> 8) & 0xff, vni & 0xff], 4);
+  return h;
+}
+
+/** Geneve header (RFC 8926 §3.4) with `options` (a multiple of 4 bytes, at most 252). */
+export function geneveHdr(o: { proto: number; options?: Uint8Array; vni?: number; version?: number; oam?: boolean; optLenWords?: number }): Uint8Array {
+  const opts = o.options ?? new Uint8Array(0);
+  const h = new Uint8Array(8 + opts.byteLength);
+  const dv = new DataView(h.buffer);
+  h[0] = ((o.version ?? 0) << 6) | ((o.optLenWords ?? opts.byteLength / 4) & 0x3f);
+  h[1] = o.oam ? 0x80 : 0;
+  dv.setUint16(2, o.proto);
+  const vni = o.vni ?? 7;
+  h.set([(vni >> 16) & 0xff, (vni >> 8) & 0xff, vni & 0xff], 4);
+  h.set(opts, 8);
+  return h;
+}
+
+/** GRE header (RFC 2784, RFC 2890): optional checksum, key and sequence words in that order. */
+export function greHdr(o: { proto: number; csum?: boolean; key?: number; seq?: number; routing?: boolean; version?: number }): Uint8Array {
+  const words: number[] = [];
+  let flags = o.version ?? 0;
+  if (o.csum) {
+    flags |= 0x8000;
+    words.push(0);
+  }
+  if (o.routing) flags |= 0x4000;
+  if (o.key !== undefined) {
+    flags |= 0x2000;
+    words.push(o.key);
+  }
+  if (o.seq !== undefined) {
+    flags |= 0x1000;
+    words.push(o.seq);
+  }
+  const h = new Uint8Array(4 + 4 * words.length);
+  const dv = new DataView(h.buffer);
+  dv.setUint16(0, flags);
+  dv.setUint16(2, o.proto);
+  words.forEach((w, i) => dv.setUint32(4 + 4 * i, w >>> 0));
+  return h;
+}
+
+/** ERSPAN type II header (draft-foschiano-erspan-03 §4.2): version 1, VLAN, session, index. */
+export function erspan2Hdr(o: { session?: number; vlan?: number; index?: number; version?: number } = {}): Uint8Array {
+  const h = new Uint8Array(8);
+  const dv = new DataView(h.buffer);
+  dv.setUint16(0, ((o.version ?? 1) << 12) | ((o.vlan ?? 0) & 0xfff));
+  dv.setUint16(2, (o.session ?? 5) & 0x3ff);
+  dv.setUint32(4, (o.index ?? 0) & 0xfffff);
+  return h;
+}
+
+/**
+ * ERSPAN type III header (draft-foschiano-erspan-03 §4.3): version 2; frame
+ * type ft (0 Ethernet, 2 IP) in bits 6..2 of byte 10; with `subheader`, the
+ * O bit and 8 platform-specific bytes.
+ */
+export function erspan3Hdr(o: { ft?: number; subheader?: boolean; session?: number; version?: number; timestamp?: number } = {}): Uint8Array {
+  const h = new Uint8Array(o.subheader ? 20 : 12);
+  const dv = new DataView(h.buffer);
+  dv.setUint16(0, (o.version ?? 2) << 12);
+  dv.setUint16(2, (o.session ?? 5) & 0x3ff);
+  dv.setUint32(4, o.timestamp ?? 0x01020304);
+  dv.setUint16(8, 0); // SGT
+  h[10] = ((o.ft ?? 0) & 0x1f) << 2;
+  h[11] = (7 << 2) | (o.subheader ? 1 : 0); // hardware id 7 in the low bits of the byte's top
+  if (o.subheader) h.set([0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1], 12);
+  return h;
+}
+
+export type TunnelKind = 'vxlan' | 'geneve' | 'gre' | 'erspan1' | 'erspan2' | 'erspan3';
+
+export interface TunnelOpts {
+  kind: TunnelKind;
+  /** The mirrored frame; with bareIp, only its IP packet is carried (Geneve, ERSPAN III). */
+  inner: Frame;
+  bareIp?: boolean;
+  /** Outer addresses decide the outer family. */
+  outerSrc?: Addr;
+  outerDst?: Addr;
+  outerVlans?: readonly VlanTag[];
+  /** UDP destination port (VXLAN/Geneve; default the IANA one). */
+  udpPort?: number;
+  /** GRE optional words. */
+  greCsum?: boolean;
+  greKey?: number;
+  /** GRE sequence number; ERSPAN II/III need it, type I has none. Default 1 for ERSPAN II/III. */
+  greSeq?: number;
+  geneveOptions?: Uint8Array;
+  erspan3Subheader?: boolean;
+}
+
+/** The mirrored frame inside one tunnel level, with the layer map of both (inner layers prefixed "inner-"). */
+export function tunnelFrame(o: TunnelOpts): Frame {
+  const outerSrc = ip(o.outerSrc ?? '192.0.2.200');
+  const outerDst = ip(o.outerDst ?? '192.0.2.201');
+  const v6 = outerSrc.byteLength === 16;
+  const innerStart = o.bareIp ? o.inner.layers.find((l) => l.name.startsWith('ip'))!.start : 0;
+  const inner = o.inner.bytes.subarray(innerStart);
+  const layers: Layer[] = [];
+  let off = 0;
+  const push = (name: string, len: number): void => {
+    if (len > 0) layers.push({ name, start: off, end: off + len });
+    off += len;
+  };
+  const outerVlans = o.outerVlans ?? [];
+  push('outer-eth', 14);
+  outerVlans.forEach((_, i) => push(`outer-vlan${i}`, 4));
+  push(v6 ? 'outer-ipv6' : 'outer-ipv4', v6 ? 40 : 20);
+  let l4: Uint8Array;
+  let proto: number;
+  const ipProto = (p: number): number => (o.bareIp ? p : ETH_P_TEB);
+  const innerProto = (inner[0] >> 4) === 6 ? ETH_P_IPV6 : ETH_P_IP;
+  if (o.kind === 'vxlan' || o.kind === 'geneve') {
+    const th = o.kind === 'vxlan' ? vxlanHdr() : geneveHdr({ proto: ipProto(innerProto), options: o.geneveOptions });
+    l4 = udp({ sport: 54321, dport: o.udpPort ?? (o.kind === 'vxlan' ? VXLAN_PORT : GENEVE_PORT), payload: concat(th, inner) }, { src: outerSrc, dst: outerDst });
+    proto = IPPROTO_UDP;
+    push('udp', 8);
+    push(o.kind, th.byteLength);
+  } else {
+    const greProto = o.kind === 'gre' ? ETH_P_TEB : o.kind === 'erspan3' ? ETH_P_ERSPAN3 : ETH_P_ERSPAN;
+    const seq = o.greSeq ?? (o.kind === 'erspan2' || o.kind === 'erspan3' ? 1 : undefined);
+    const gre = greHdr({ proto: greProto, csum: o.greCsum, key: o.greKey, seq });
+    const eh = o.kind === 'erspan2' ? erspan2Hdr() : o.kind === 'erspan3' ? erspan3Hdr({ ft: o.bareIp ? 2 : 0, subheader: o.erspan3Subheader }) : new Uint8Array(0);
+    l4 = concat(gre, eh, inner);
+    proto = IPPROTO_GRE;
+    push('gre', gre.byteLength);
+    push(o.kind, eh.byteLength);
+  }
+  for (const l of o.inner.layers) {
+    if (l.end <= innerStart) continue;
+    layers.push({ name: l.name === 'payload' ? l.name : `inner-${l.name}`, start: off + l.start - innerStart, end: off + l.end - innerStart });
+  }
+  const l3 = v6 ? ipv6({ src: outerSrc, dst: outerDst, nextHeader: proto }, l4) : ipv4({ src: outerSrc, dst: outerDst, protocol: proto }, l4);
+  const l2 = eth('02:00:00:00:0e:02', '02:00:00:00:0e:01', outerVlans, v6 ? ETH_P_IPV6 : ETH_P_IP);
+  return { bytes: concat(l2, l3), layers };
+}

@@ -590,7 +590,7 @@ ptest(`XDP program on ${FRAMES} random and mutated frames: always XDP_PASS, coun
     const diff = diffEvent(ev, eventOf(seg, m.match, m.live.id));
     if (diff) fail(i, frame, `event differs from the frame: ${diff}`);
     const E = C.LAYOUT.tr_event.fields;
-    if (raw[E.pad] !== 0 || raw[E.pad + 1] !== 0) fail(i, frame, 'event padding not zero');
+    if (raw[E.encap] !== 0 || raw[E.encap_flags] !== 0) fail(i, frame, 'plain frame: event encap bytes not zero');
     if (seg.family === 4 && !raw.subarray(E.saddr + 4, E.saddr + 16).every((x) => x === 0)) fail(i, frame, 'IPv4 event: unused address bytes not zero');
     flows.set(key, { seq: seg.seq, ack: seg.ack, flags: seg.flags, ts: ev.tsNs });
     // The user-space path of a real event: decoded record -> RSTs -> frames.

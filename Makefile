@@ -13,12 +13,14 @@ BPF_CFLAGS = -O2 -g -target bpf -Wall -Werror -Wno-unused-function -I bpf \
 # Debian packages the build, the tests and the lab need (command:package).
 APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtool \
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
-              trafgen:netsniff-ng iperf3:iperf3 sysctl:procps
+              trafgen:netsniff-ng iperf3:iperf3 sysctl:procps \
+              dh:debhelper lintian:lintian systemd-nspawn:systemd-container \
+              debootstrap:debootstrap dpkg-repack:dpkg-repack
 DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: build all deps test bench demo stress install uninstall clean distclean
+.PHONY: build all deps test bench demo stress install uninstall clean distclean deb
 BINDIR     := $(PREFIX)/bin
 LIBDIR     := $(PREFIX)/lib/tcpreset
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
@@ -94,6 +96,26 @@ install: build
 	done
 	install -m 0644 systemd/tcpreset.sysusers $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
 	[ -e $(DESTDIR)/etc/tcpreset/config.json ] || install -m 0644 systemd/config.example.json $(DESTDIR)/etc/tcpreset/config.example.json
+
+# The Debian package, in build/deb/. What `dpkg-buildpackage -b -us -uc` does
+# (debian/rules build, then binary) without its .changes/.buildinfo in ../;
+# debian/rules runs `make build` and `make install PREFIX=/usr` into the
+# package tree. Needs the npm registry (npm ci --omit=dev) at build time,
+# never at install time.
+DEB_VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null)
+DEB         := build/deb/tcpreset_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb: $(DEB)
+# debian/'s sources (debhelper writes its work files beside them).
+DEB_SRCS    := debian/changelog debian/control debian/copyright debian/rules debian/source/format \
+               $(addprefix debian/tcpreset.,postrm lintian-overrides sysusers)
+$(DEB): $(DEPS_STAMP) node_modules/.stamp $(BPF_OBJS) dist/.stamp $(DEB_SRCS) $(wildcard systemd/*) bin/tcpreset bin/tcpresetd \
+        package.json package-lock.json
+	dpkg-checkbuilddeps
+	rm -rf debian/tcpreset debian/debhelper-build-stamp build/deb && mkdir -p build/deb
+	debian/rules build
+	debian/rules binary
+	@echo "built $@"
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)/tcpreset $(DESTDIR)$(BINDIR)/tcpresetd \

@@ -6,7 +6,7 @@
  */
 import { Prefilter } from '../src/dataplane/prefilter.js';
 import test, { type ExecutionContext } from 'ava';
-import { isRoot, ptest } from './helpers/privileged.js';
+import { ptest } from './helpers/privileged.js';
 import { BpfObject } from '../src/bpf/object.js';
 import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
 import {
@@ -86,7 +86,7 @@ function setup(t: ExecutionContext): Fixture {
  * the concurrent ones), so no other test's synchronous work blocks the loop
  * they measure. Same root rule as ptest.
  */
-const pserial: typeof test.serial = isRoot || process.env.CI ? test.serial : (test.serial.skip as unknown as typeof test.serial);
+const pserial = ptest.serial;
 
 function range(from: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => from + i);

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
-import { DAEMON_BIN, REPO_ROOT, sendLines, sensorNetns, sleep, startDaemon } from './helpers/daemon.js';
+import { DAEMON_BIN, REPO_ROOT, sendLines, sensorNetns, sleep, startDaemon, worldReadableBuild } from './helpers/daemon.js';
 
 const UNIT_DIR = join(REPO_ROOT, 'systemd');
 const SERVICE = join(UNIT_DIR, 'tcpreset.service');
@@ -273,7 +273,8 @@ ptest("as an unprivileged user with only the unit's capabilities the daemon enfo
     const wrapper = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
       `--inh-caps=-all${withCaps ? `,${capList}` : ''}`, `--ambient-caps=-all${withCaps ? `,${capList}` : ''}`,
       `--bounding-set=-all${withCaps ? `,${capList}` : ''}`];
-    const d = await startDaemon({ dir, netns: ns, wrapper });
+    // From a copy the unprivileged user can read, wherever the checkout lives.
+    const d = await startDaemon({ dir, netns: ns, wrapper, daemonBin: worldReadableBuild().daemon });
     try {
       const [created, status] = await sendLines(d.socket, [jobLines('198.51.100.41', '2001:db8::41')[0].replace('"duration":1', '"duration":30'), '{"v":1,"op":"status"}']);
       if (withCaps) {

@@ -3,17 +3,45 @@
  * service tests, optionally inside a network namespace, and talks to its
  * control socket with plain net sockets (newline-delimited JSON).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/test/helpers/
 export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
 export const CLI_BIN = join(REPO_ROOT, 'bin/tcpreset');
+
+let portable: { root: string; cli: string; daemon: string } | undefined;
+
+/**
+ * The CLI and the daemon where any user can load them: what `make install`
+ * ships (bin/, dist/src/, build/tcpreset.bpf.o, package.json and the
+ * production packages of node_modules, per package-lock.json; nested ones come with their parent) copied into a
+ * world-readable temp directory. Tests that run the product as `nobody` or
+ * another unprivileged user start it from here, so they do not depend on
+ * where the checkout lives (in a clone under a 0700 home those users cannot
+ * reach bin/, and node reports "Cannot find module"). Made once per
+ * process, removed at exit.
+ */
+export function worldReadableBuild(): { root: string; cli: string; daemon: string } {
+  if (portable) return portable;
+  const root = mkdtempSync(join(tmpdir(), 'tcpreset-build-'));
+  process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+  const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+  const prodModules = Object.entries(lock.packages).filter(([path, p]) => path.split('node_modules/').length === 2 && path.startsWith('node_modules/') && !p.dev).map(([path]) => path);
+  for (const dir of ['dist', 'build', 'node_modules', ...prodModules.map((m) => dirname(m))]) mkdirSync(join(root, dir), { recursive: true });
+  // A real copy, not hard links: making it readable must not change the checkout's own file modes.
+  for (const part of ['bin', 'dist/src', 'build/tcpreset.bpf.o', 'package.json', ...prodModules]) {
+    execFileSync('cp', ['-r', join(REPO_ROOT, part), join(root, part)]);
+  }
+  execFileSync('chmod', ['-R', 'a+rX', root]);
+  portable = { root, cli: join(root, 'bin/tcpreset'), daemon: join(root, 'bin/tcpresetd') };
+  return portable;
+}
 
 export interface LogLine {
   level: number;
@@ -37,6 +65,8 @@ export interface StartOptions {
   waitReady?: boolean;
   /** Prefix argv (e.g. a setpriv or systemd-socket-activate wrapper). */
   wrapper?: string[];
+  /** The daemon script (default bin/tcpresetd of the checkout; see worldReadableBuild). */
+  daemonBin?: string;
 }
 
 export class DaemonProc {
@@ -56,7 +86,7 @@ export class DaemonProc {
     this.dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'tcpresetd-'));
     this.socket = opts.socket ?? join(this.dir, 'ctl.sock');
     this.stateDir = opts.stateDir ?? join(this.dir, 'state');
-    const argv = [DAEMON_BIN, '--socket', this.socket, '--state-dir', this.stateDir, ...(opts.args ?? [])];
+    const argv = [opts.daemonBin ?? DAEMON_BIN, '--socket', this.socket, '--state-dir', this.stateDir, ...(opts.args ?? [])];
     if (!(opts.args ?? []).includes('--config')) {
       // Always explicit: the machine's /etc/tcpreset/config.json must not leak into a test.
       const cfg = join(this.dir, 'config.json');

@@ -33,12 +33,13 @@ async function cli(argv: string[], env: Record<string, string | undefined> = {})
   return { code, stdout, stderr };
 }
 
-function child(argv: string[], env: Record<string, string> = {}, opts: { uid?: number; gid?: number } = {}): Promise<Outcome> {
+async function child(argv: string[], env: Record<string, string> = {}, opts: { uid?: number; gid?: number } = {}): Promise<Outcome> {
+  // As another user, from a copy that user can read wherever the checkout lives.
+  const script = opts.uid !== undefined ? (await worldReadableBuild()).cli : bin;
   return new Promise((res) => {
     execFile(
       process.execPath,
-      // As another user, from a copy that user can read wherever the checkout lives.
-      [opts.uid !== undefined ? worldReadableBuild().cli : bin, ...argv],
+      [script, ...argv],
       { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TCPRESET_SOCKET: '/nonexistent/tcpreset-test.sock', ...env }, ...opts },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;

@@ -274,7 +274,7 @@ ptest("as an unprivileged user with only the unit's capabilities the daemon enfo
       `--inh-caps=-all${withCaps ? `,${capList}` : ''}`, `--ambient-caps=-all${withCaps ? `,${capList}` : ''}`,
       `--bounding-set=-all${withCaps ? `,${capList}` : ''}`];
     // From a copy the unprivileged user can read, wherever the checkout lives.
-    const d = await startDaemon({ dir, netns: ns, wrapper, daemonBin: worldReadableBuild().daemon });
+    const d = await startDaemon({ dir, netns: ns, wrapper, daemonBin: (await worldReadableBuild()).daemon });
     try {
       const [created, status] = await sendLines(d.socket, [jobLines('198.51.100.41', '2001:db8::41')[0].replace('"duration":1', '"duration":30'), '{"v":1,"op":"status"}']);
       if (withCaps) {

@@ -3,19 +3,20 @@
  * service tests, optionally inside a network namespace, and talks to its
  * control socket with plain net sockets (newline-delimited JSON).
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/test/helpers/
 export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
 export const CLI_BIN = join(REPO_ROOT, 'bin/tcpreset');
 
-let portable: { root: string; cli: string; daemon: string } | undefined;
+let portable: Promise<{ root: string; cli: string; daemon: string }> | undefined;
 
 /**
  * The CLI and the daemon where any user can load them: what `make install`
@@ -27,8 +28,14 @@ let portable: { root: string; cli: string; daemon: string } | undefined;
  * reach bin/, and node reports "Cannot find module"). Made once per
  * process, removed at exit.
  */
-export function worldReadableBuild(): { root: string; cli: string; daemon: string } {
-  if (portable) return portable;
+export function worldReadableBuild(): Promise<{ root: string; cli: string; daemon: string }> {
+  portable ??= makeWorldReadableBuild();
+  return portable;
+}
+
+/** Copies with child processes, so concurrent tests' timing is not stalled by a synchronous copy. */
+async function makeWorldReadableBuild(): Promise<{ root: string; cli: string; daemon: string }> {
+  const run = promisify(execFile);
   const root = mkdtempSync(join(tmpdir(), 'tcpreset-build-'));
   process.once('exit', () => rmSync(root, { recursive: true, force: true }));
   const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
@@ -36,11 +43,10 @@ export function worldReadableBuild(): { root: string; cli: string; daemon: strin
   for (const dir of ['dist', 'build', 'node_modules', ...prodModules.map((m) => dirname(m))]) mkdirSync(join(root, dir), { recursive: true });
   // A real copy, not hard links: making it readable must not change the checkout's own file modes.
   for (const part of ['bin', 'dist/src', 'build/tcpreset.bpf.o', 'package.json', ...prodModules]) {
-    execFileSync('cp', ['-r', join(REPO_ROOT, part), join(root, part)]);
+    await run('cp', ['-r', join(REPO_ROOT, part), join(root, part)]);
   }
-  execFileSync('chmod', ['-R', 'a+rX', root]);
-  portable = { root, cli: join(root, 'bin/tcpreset'), daemon: join(root, 'bin/tcpresetd') };
-  return portable;
+  await run('chmod', ['-R', 'a+rX', root]);
+  return { root, cli: join(root, 'bin/tcpreset'), daemon: join(root, 'bin/tcpresetd') };
 }
 
 export interface LogLine {

@@ -122,7 +122,8 @@ ptest.serial('the control socket admits root and the tcpreset group only (0660);
   t.is(listening?.gid, gid);
 
   // Run as other users, so from a copy they can read wherever the checkout lives.
-  const cli = (...a: string[]): string[] => [worldReadableBuild().cli, ...a, '--socket', daemon.socket];
+  const { cli: cliBin } = await worldReadableBuild();
+  const cli = (...a: string[]): string[] => [cliBin, ...a, '--socket', daemon.socket];
   // Not root, not in the group: the kernel refuses the connect; the CLI says so with 77, one line.
   const nobody = await runAs([], cli('list'), { uid: 65534, gid: 65534 });
   t.is(nobody.code, 77, nobody.stderr);

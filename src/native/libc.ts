@@ -139,6 +139,11 @@ const c = {
   epoll_wait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   strerror: lib.func('const char *strerror(int errnum)'),
   flock: lib.func('int flock(int fd, int operation)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  gettid: lib.func('int gettid(void)'),
+  setpriority: lib.func('int setpriority(int which, unsigned int who, int prio)'),
+  write: lib.func('long write(int fd, const void *buf, size_t count)'),
+  read: lib.func('long read(int fd, void *buf, size_t count)'),
 };
 
 /** Opaque native pointer as koffi hands it out. */
@@ -359,6 +364,58 @@ export function epollWaitAsync(epfd: number, events: EpollEvents, timeoutMs: num
       }
     });
   });
+}
+
+// ---- thread priority -----------------------------------------------------------
+
+const PRIO_PROCESS = 0;
+
+/**
+ * Set the nice value of the CALLING thread only (on Linux, setpriority(2)
+ * with a thread id applies to that thread: see sched(7), "the nice value is
+ * a per-thread attribute"). Lowering it needs CAP_SYS_NICE or an RLIMIT_NICE
+ * that allows it (systemd: LimitNICE=). Throws NativeError (EACCES/EPERM).
+ */
+export function setThreadNice(nice: number): void {
+  const tid = c.gettid() as number;
+  if (c.setpriority(PRIO_PROCESS, tid, nice) < 0) throw lastError('setpriority', `thread ${tid} nice ${nice}`);
+}
+
+// ---- eventfd doorbell ------------------------------------------------------
+
+const EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
+
+/**
+ * An eventfd(2) used as a doorbell between threads: ring() adds 1 to its
+ * counter (making it readable), clear() reads the counter back to 0. The
+ * event thread watches it in the same epoll set as the ring buffer, so a
+ * command from the main thread wakes a thread blocked in epoll_wait.
+ * Non-blocking: clear() on a zero counter is a no-op (EAGAIN).
+ */
+export class EventFd {
+  readonly fd: number;
+  private readonly one = new BigUint64Array([1n]);
+  private readonly sink = new BigUint64Array(1);
+  constructor(fd?: number) {
+    if (fd !== undefined) {
+      this.fd = fd;
+      return;
+    }
+    const n = c.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) as number;
+    if (n < 0) throw lastError('eventfd');
+    this.fd = n;
+  }
+  /** Wake the waiter. Never throws: a full counter (2^64-2) is already readable. */
+  ring(): void {
+    c.write(this.fd, this.one, 8);
+  }
+  clear(): void {
+    c.read(this.fd, this.sink, 8);
+  }
+  close(): void {
+    close(this.fd);
+  }
 }
 
 // ---- readiness on the event loop --------------------------------------------

@@ -292,6 +292,15 @@ export class RingReader {
     await this.loopDone;
   }
 
+  /**
+   * Whether the last drain() moved consumer_pos (discarded records count).
+   * A producer that committed meanwhile saw the older position and sent no
+   * wake-up, so a waiter must look again before it sleeps.
+   */
+  get lastDrainAdvanced(): boolean {
+    return this.lastAdvance > 0;
+  }
+
   get isRunning(): boolean {
     return this.running;
   }

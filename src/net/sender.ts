@@ -71,6 +71,7 @@ export class Sender {
   /** l3: [IPv4, IPv6]; l2: [packet socket]. */
   private readonly lanes: Lane[];
   private closed = false;
+  private ownsSockets = true;
 
   private constructor(ifname: string, ifindex: number, mode: InjectMode, mac: Uint8Array, lanes: Lane[], batch: number) {
     this.ifname = ifname;
@@ -83,50 +84,34 @@ export class Sender {
 
   /** Open the sockets on `ifname`. Throws NativeError naming the interface and the step that failed. */
   static open(ifname: string, mode: InjectMode, opts: SenderOptions = {}): Sender {
+    const sockets = openSenderSockets(ifname, mode, opts.sndbuf);
+    try {
+      return Sender.adopt(sockets, opts, true);
+    } catch (err) {
+      closeSenderSockets(sockets);
+      throw err;
+    }
+  }
+
+  /**
+   * A sender over sockets opened elsewhere (e.g. by another thread of this
+   * process: file descriptors are process-wide). With `owner` false, close()
+   * frees only this sender's slots and leaves the sockets to their owner.
+   */
+  static adopt(sockets: SenderSockets, opts: SenderOptions = {}, owner = false): Sender {
     const slots = opts.slots ?? 256;
     const slotSize = opts.slotSize ?? 1600;
     const batch = Math.max(1, Math.min(opts.batch ?? 64, 1024)); // UIO_MAXIOV caps vlen
-    const ifindex = ifNameToIndex(ifname);
-    if (ifindex === 0) throw new NativeError('open sender: find interface', E.ENODEV, strerror(E.ENODEV), ifname);
-    const mac = readMac(ifname);
-    const fds: number[] = [];
-    const batches: MsgBatch[] = [];
+    const lanes: Lane[] = [];
     try {
-      const lanes: Lane[] = [];
-      const lane = (fd: number): void => {
-        const b = new MsgBatch(slots, slotSize);
-        batches.push(b);
-        lanes.push(new Lane(fd, b));
-      };
-      if (mode === 'l3') {
-        const fd4 = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW, ifname);
-        fds.push(fd4);
-        const fd6 = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW, ifname);
-        fds.push(fd6);
-        // IPPROTO_RAW implies header-included for IPv6 too on Linux; make sure rather than assume.
-        if (getsockoptInt(fd6, IPPROTO_IPV6, IPV6_HDRINCL, 'getsockopt IPV6_HDRINCL', ifname) !== 1) {
-          setsockoptInt(fd6, IPPROTO_IPV6, IPV6_HDRINCL, 1, 'IPV6_HDRINCL', ifname);
-        }
-        for (const fd of [fd4, fd6]) {
-          bindToDevice(fd, ifname);
-          trySendBuffer(fd, opts.sndbuf, ifname);
-          lane(fd);
-        }
-      } else if (mode === 'l2') {
-        const fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0, ifname);
-        fds.push(fd);
-        bindPacket(fd, ifindex, 0, ifname);
-        trySendBuffer(fd, opts.sndbuf, ifname);
-        lane(fd);
-      } else {
-        throw new ValidationError('mode', mode, 'injection mode must be l3 or l2');
-      }
-      return new Sender(ifname, ifindex, mode, mac, lanes, batch);
+      for (const fd of sockets.fds) lanes.push(new Lane(fd, new MsgBatch(slots, slotSize)));
     } catch (err) {
-      for (const fd of fds) closeFd(fd);
-      for (const b of batches) b.free();
+      for (const l of lanes) l.slots.free();
       throw err;
     }
+    const s = new Sender(sockets.ifname, sockets.ifindex, sockets.mode, sockets.mac, lanes, batch);
+    s.ownsSockets = owner;
+    return s;
   }
 
   /** Packets waiting for flush(). */
@@ -216,10 +201,63 @@ export class Sender {
     this.closed = true;
     for (const lane of this.lanes) {
       lane.count = 0;
-      closeFd(lane.fd, this.ifname);
+      if (this.ownsSockets) closeFd(lane.fd, this.ifname);
       lane.slots.free();
     }
   }
+}
+
+/**
+ * The sockets of one reset interface and mode, without send slots: what the
+ * main thread holds (and closes) while the event thread sends on them.
+ * l3: [IPv4 raw, IPv6 raw]; l2: [packet socket].
+ */
+export interface SenderSockets {
+  ifname: string;
+  ifindex: number;
+  mode: InjectMode;
+  /** The interface's own MAC (the l2 source MAC). */
+  mac: Uint8Array;
+  fds: number[];
+}
+
+/** Open the sockets on `ifname`. Throws NativeError naming the interface and the step that failed. */
+export function openSenderSockets(ifname: string, mode: InjectMode, sndbuf?: number): SenderSockets {
+  const ifindex = ifNameToIndex(ifname);
+  if (ifindex === 0) throw new NativeError('open sender: find interface', E.ENODEV, strerror(E.ENODEV), ifname);
+  const mac = readMac(ifname);
+  const fds: number[] = [];
+  try {
+    if (mode === 'l3') {
+      const fd4 = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW, ifname);
+      fds.push(fd4);
+      const fd6 = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW, ifname);
+      fds.push(fd6);
+      // IPPROTO_RAW implies header-included for IPv6 too on Linux; make sure rather than assume.
+      if (getsockoptInt(fd6, IPPROTO_IPV6, IPV6_HDRINCL, 'getsockopt IPV6_HDRINCL', ifname) !== 1) {
+        setsockoptInt(fd6, IPPROTO_IPV6, IPV6_HDRINCL, 1, 'IPV6_HDRINCL', ifname);
+      }
+      for (const fd of fds) {
+        bindToDevice(fd, ifname);
+        trySendBuffer(fd, sndbuf, ifname);
+      }
+    } else if (mode === 'l2') {
+      const fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0, ifname);
+      fds.push(fd);
+      bindPacket(fd, ifindex, 0, ifname);
+      trySendBuffer(fd, sndbuf, ifname);
+    } else {
+      throw new ValidationError('mode', mode, 'injection mode must be l3 or l2');
+    }
+  } catch (err) {
+    for (const fd of fds) closeFd(fd);
+    throw err;
+  }
+  return { ifname, ifindex, mode, mac, fds };
+}
+
+export function closeSenderSockets(sockets: SenderSockets): void {
+  for (const fd of sockets.fds) closeFd(fd, sockets.ifname);
 }
 
 /** The interface's MAC from sysfs (all zero for interfaces without one). */

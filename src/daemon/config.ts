@@ -28,6 +28,19 @@ export interface DaemonConfig {
   /** Reset flows logged one by one per job per summary period; the rest are counted in the summary. */
   flowLogLimit: number;
   logLevel: LogLevel;
+  /**
+   * The event thread keeps polling the ring buffer this long (µs) after the
+   * last matching segment before it sleeps in epoll_wait: the segments that
+   * follow a SYN come within a round trip, and each sleep costs a wake-up.
+   * 0 = sleep at once (least CPU). Costs at most this much CPU per burst.
+   */
+  eventSpinUs: number;
+  /**
+   * Nice value of the event thread (-20..19): on a loaded sensor the thread
+   * that answers a segment must not queue behind the IDS. Lowering it needs
+   * CAP_SYS_NICE or RLIMIT_NICE (the unit sets LimitNICE=); without, a warning.
+   */
+  eventNice: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -40,6 +53,8 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   summaryIntervalMs: 10_000,
   flowLogLimit: 100,
   logLevel: 'info',
+  eventSpinUs: 200,
+  eventNice: -10,
 });
 
 export interface LoadedConfig {
@@ -73,6 +88,8 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('clientIdleTimeoutMs' in o) c.clientIdleTimeoutMs = intIn(o, 'clientIdleTimeoutMs', 100, 3_600_000);
   if ('maxClients' in o) c.maxClients = intIn(o, 'maxClients', 1, 65536);
   if ('summaryIntervalMs' in o) c.summaryIntervalMs = intIn(o, 'summaryIntervalMs', 100, 3_600_000);
+  if ('eventNice' in o) c.eventNice = intIn(o, 'eventNice', -20, 19);
+  if ('eventSpinUs' in o) c.eventSpinUs = intIn(o, 'eventSpinUs', 0, 100_000);
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);
   if ('defaultMode' in o) {
     if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');

@@ -32,6 +32,8 @@ function configHelp(): string {
     [`summaryIntervalMs (${d.summaryIntervalMs})`, 'period of the per-job activity lines in the log'],
     [`flowLogLimit (${d.flowLogLimit})`, 'reset flows logged one by one per job per period'],
     [`logLevel ("${d.logLevel}")`, 'overridden by --log-level'],
+    [`eventNice (${d.eventNice})`, 'nice value of the thread that answers segments (-20..19)'],
+    [`eventSpinUs (${d.eventSpinUs})`, 'µs the event thread keeps polling after a segment before it sleeps (0 = never)'],
   ];
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   return rows.map(([k, v]) => `  ${k.padEnd(w)}${v}`).join('\n');

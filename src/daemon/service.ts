@@ -113,6 +113,8 @@ export class Daemon {
     if (loaded.jobs.length) {
       await this.loadDataPlane();
       const r = this.jobs.restore(loaded.jobs);
+      // READY only once restored jobs are answered: the first segment after a restart must not wait for the event thread.
+      await this.dataPlaneReady();
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');
     }
     // Persist what was restored (drops expired ones from the file; writes a fresh file after a corrupt one).
@@ -142,7 +144,10 @@ export class Daemon {
           cause: this.enforcerLoadError,
         });
       }
-      return this.enforcerModule.Enforcer.open({ logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1) });
+      return this.enforcerModule.Enforcer.open({
+        logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1), eventSpinUs: this.o.config.eventSpinUs,
+        eventNice: this.o.config.eventNice,
+      });
     });
     const e = open(this.log);
     // Listeners run inside the Enforcer's ring-buffer and timer callbacks: a
@@ -159,6 +164,16 @@ export class Daemon {
     this.enforcer = e;
     this.log.info({}, 'data plane opened');
     return e;
+  }
+
+  /** Wait for the event thread; a thread that cannot start is logged (its restarts are the Enforcer's). */
+  private async dataPlaneReady(): Promise<void> {
+    if (!this.enforcer) return;
+    try {
+      await this.enforcer.ready();
+    } catch (err) {
+      this.log.error({ err }, 'event thread failed to start');
+    }
   }
 
   /** The jobs that need `ifname` in `role` (ids capped for the log line). */
@@ -206,6 +221,8 @@ export class Daemon {
           engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
           duration: req.duration, mode: req.mode,
         });
+        // "created" means enforced: the first job of a daemon also starts its event thread.
+        await this.dataPlaneReady();
         const warnings = await this.persisted();
         return warnings.length ? { ...r, warnings } : r;
       }

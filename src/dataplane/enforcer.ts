@@ -1,9 +1,10 @@
 /**
  * The Enforcer: the data plane's one owner. It keeps the BPF targets map in
  * step with a set of timed targets, attaches the XDP program to each sniff
- * interface while some target needs it, reads matching segments from the
- * ring buffer, forges the RSTs and sends them out of each target's reset
- * interface.
+ * interface while some target needs it, and owns the reset sockets. The
+ * ring buffer is read, and the RSTs forged and sent, by the event thread
+ * (event-worker.ts, driven through event-path.ts); what it did comes back
+ * here afterwards for counters, flow sets and logs.
  *
  * Several targets may share one map key (same sniff interface, host and
  * port: e.g. two detection engines raising the same alert). The map holds
@@ -14,17 +15,17 @@
 import { EventEmitter } from 'node:events';
 import {
   MAP_COUNTERS, MAP_EVENTS, MAP_TARGETS, RINGBUF_BYTES, LAYOUT,
-  decodeEvent, decodeTargetKey, encodeTargetKey, encodeTargetValue, sumCounters,
-  type Counters, type Family, type TcpEvent,
+  decodeTargetKey, encodeTargetKey, encodeTargetValue, sumCounters,
+  type Counters, type Family,
 } from '../contract.js';
 import { TcpresetError, ValidationError } from '../errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap, type XdpLink } from '../bpf/object.js';
-import { RingReader } from '../bpf/ringbuf.js';
-import { Sender, type InjectMode } from '../net/sender.js';
-import { forgeResets, l2Frame } from '../packet/forge.js';
+import { closeSenderSockets, openSenderSockets, type InjectMode, type SenderSockets } from '../net/sender.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { readInterface } from '../net/ifaces.js';
 import { Prefilter } from './prefilter.js';
+import { EventPath } from './event-path.js';
+import { HIT, HIT_BYTES, type EventReport } from './event-wire.js';
 
 export interface LoggerLike {
   info(obj: object, msg?: string): void;
@@ -76,7 +77,7 @@ export interface FlowResetInfo {
   sport: number;
   dst: string;
   dport: number;
-  /** From the segment's arrival in XDP to its RSTs being handed to the kernel. */
+  /** From the segment's arrival in XDP to sendmmsg's return for its RSTs (µs). */
   firstLatencyUs: number;
 }
 
@@ -106,26 +107,32 @@ export interface EnforcerOptions {
   maxTargets?: number;
   /** How often interfaces are checked for going down, away and back (ms). */
   healthIntervalMs?: number;
+  /** The event thread busy-polls the ring this long after the last record before sleeping (µs). */
+  eventSpinUs?: number;
+  /** Nice value of the event thread (null: inherited). Default -10. */
+  eventNice?: number | null;
 }
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
 const MAX_FLOWS_PER_TARGET = 65536;
-/** TTLs remembered per direction, so RSTs spoofed from B carry B's TTL. */
-const MAX_TTL_ENTRIES = 65536;
 /** setTimeout's limit; longer deadlines re-arm. */
 const MAX_TIMER_MS = 0x7fffffff;
 
 /** link is null while the interface is away: the kernel detached it with the device. */
 interface Attachment { ifname: string; link: XdpLink | null; ifindex: number; mode: 'native' | 'generic'; refs: number }
 interface SenderRef {
+  key: string;
   ifname: string;
   mode: InjectMode;
-  sender: Sender | null;
+  /** Null while the interface is away. The event thread sends on them. */
+  sockets: SenderSockets | null;
   refs: number;
-  pending: boolean;
-  /** Totals of senders retired when their interface went away. */
+  /** Totals of the live sockets, as the event thread last reported them. */
+  live: { sent: number; errors: number; lastError?: string };
+  /** Totals of sockets retired when their interface went away. */
   sent: number;
   errors: number;
+  lastError?: string;
 }
 
 interface Target {
@@ -154,7 +161,8 @@ export class Enforcer extends EventEmitter {
   private readonly targetsMap: BpfMap;
   private readonly countersMap: BpfMap;
   private readonly prefilter: Prefilter;
-  private readonly ring: RingReader;
+  private readonly events: EventPath;
+  private ringStats = { records: 0, wakeups: 0 };
   private readonly log: LoggerLike;
   private readonly ncpu: number;
   private readonly attachments = new Map<string, Attachment>();
@@ -162,7 +170,6 @@ export class Enforcer extends EventEmitter {
   private readonly targets = new Map<number, Target>();
   private readonly slots = new Map<number, Slot>();
   private readonly slotByKey = new Map<string, Slot>();
-  private readonly ttlSeen = new Map<string, number>();
   private readonly faults = new Map<string, InterfaceFault>();
   private readonly healthTimer: NodeJS.Timeout;
   private nextTargetId = 1;
@@ -171,7 +178,7 @@ export class Enforcer extends EventEmitter {
   private recordErrors = 0;
   private closed = false;
 
-  private constructor(obj: BpfObject, log: LoggerLike, healthIntervalMs: number) {
+  private constructor(obj: BpfObject, log: LoggerLike, healthIntervalMs: number, spinUs: number | undefined, nice: number | null | undefined) {
     super();
     this.obj = obj;
     this.log = log;
@@ -179,17 +186,11 @@ export class Enforcer extends EventEmitter {
     this.countersMap = obj.map(MAP_COUNTERS);
     this.prefilter = new Prefilter(obj);
     this.ncpu = numPossibleCpus();
-    this.ring = new RingReader(obj.map(MAP_EVENTS).fd, RINGBUF_BYTES);
-    this.ring.start((dv, off) => this.onRecord(dv, off), {
-      // One sendmmsg per sender per drained batch.
-      onDrained: () => this.flushAll(),
-      // A bad record must never take the data plane down: count it and go on.
-      onError: (err) => {
-        this.recordErrors++;
-        if (this.recordErrors <= 10 || this.recordErrors % 10000 === 0) {
-          this.log.error({ err, recordErrors: this.recordErrors }, 'event handling failed');
-        }
-      },
+    this.events = new EventPath({
+      ringFd: obj.map(MAP_EVENTS).fd, ringBytes: RINGBUF_BYTES, spinUs, nice,
+      onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE or systemd LimitNICE=): first responses may wait behind other work on a loaded sensor'),
+      onReport: (r) => this.onReport(r),
+      onCrash: (err, restarts) => this.log.error({ err, restarts }, 'event thread died: restarted, enforcement resumed'),
     });
     this.healthTimer = setInterval(() => this.checkInterfaces(), healthIntervalMs);
     this.healthTimer.unref();
@@ -198,11 +199,16 @@ export class Enforcer extends EventEmitter {
   static open(opts: EnforcerOptions = {}): Enforcer {
     const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets });
     try {
-      return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500);
+      return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500, opts.eventSpinUs, opts.eventNice);
     } catch (err) {
       obj.close();
       throw err;
     }
+  }
+
+  /** Resolves once the event thread waits on the ring: a target added before then is answered from that moment. */
+  ready(): Promise<void> {
+    return this.events.ready();
   }
 
   add(spec: TargetSpec): TargetInfo {
@@ -291,13 +297,15 @@ export class Enforcer extends EventEmitter {
   status(): EnforcerStatus {
     return {
       attached: [...this.attachments.values()].filter((a) => a.link).map((a) => ({ ifname: a.ifname, ifindex: a.ifindex, mode: a.mode })),
-      senders: [...this.senders.values()].map((ref) => ({
-        ifname: ref.ifname, mode: ref.mode, sent: ref.sent + (ref.sender?.stats.sent ?? 0),
-        errors: ref.errors + (ref.sender?.stats.errors ?? 0),
-        ...(ref.sender?.stats.lastError ? { lastError: ref.sender.stats.lastError } : {}),
-      })),
+      senders: [...this.senders.values()].map((ref) => {
+        const lastError = ref.live.lastError ?? ref.lastError;
+        return {
+          ifname: ref.ifname, mode: ref.mode, sent: ref.sent + ref.live.sent, errors: ref.errors + ref.live.errors,
+          ...(lastError ? { lastError } : {}),
+        };
+      }),
       counters: this.counters(),
-      ring: { records: this.ring.records, wakeups: this.ring.wakeups, stale: this.staleEvents, errors: this.recordErrors },
+      ring: { records: this.ringStats.records, wakeups: this.ringStats.wakeups, stale: this.staleEvents, errors: this.recordErrors },
       targets: this.targets.size,
       faults: [...this.faults.values()].map((f) => ({ ...f })),
     };
@@ -308,9 +316,8 @@ export class Enforcer extends EventEmitter {
     this.closed = true;
     clearInterval(this.healthTimer);
     for (const id of [...this.targets.keys()]) this.remove(id);
-    await this.ring.stop();
-    this.ring.close();
-    for (const ref of this.senders.values()) ref.sender?.close();
+    await this.events.stop();
+    for (const ref of this.senders.values()) if (ref.sockets) closeSenderSockets(ref.sockets);
     this.senders.clear();
     for (const { link } of this.attachments.values()) link?.close();
     this.attachments.clear();
@@ -319,21 +326,39 @@ export class Enforcer extends EventEmitter {
 
   // ---- events -------------------------------------------------------------
 
-  private onRecord(dv: DataView, off: number): void {
-    const slot = this.slots.get(dv.getUint32(off + LAYOUT.tr_event.fields.target_id, true));
+  /** What the event thread did, after it did it: counters, flow sets and logs. */
+  private onReport(r: EventReport): void {
+    if (r.type === 'stats') {
+      this.ringStats = { records: r.records, wakeups: r.wakeups };
+      this.staleEvents = r.stale;
+      if (r.errors > this.recordErrors) {
+        const before = this.recordErrors;
+        this.recordErrors = r.errors;
+        // Bounded: a flood of bad records must not become a flood of log lines.
+        if (before < 10 || Math.floor(before / 10000) !== Math.floor(r.errors / 10000)) {
+          this.log.error({ err: r.lastError, recordErrors: r.errors }, 'event handling failed');
+        }
+      }
+      return;
+    }
+    if (r.type !== 'hits') return;
+    for (const s of r.senders) {
+      const ref = this.senders.get(s.key);
+      if (ref) ref.live = { sent: s.sent, errors: s.errors, lastError: s.lastError };
+    }
+    const dv = new DataView(r.hits);
+    const bytes = new Uint8Array(r.hits);
+    for (let i = 0; i < r.count; i++) this.onHit(dv, bytes, i * HIT_BYTES, r.at);
+  }
+
+  private onHit(dv: DataView, bytes: Uint8Array, o: number, now: number): void {
+    const slot = this.slots.get(dv.getUint32(o + HIT.slotId, true));
     if (!slot) {
       // Raced with a removal: the segment was in the ring when the target went away.
       this.staleEvents++;
       return;
     }
-    const ev = decodeEvent(dv, off);
-    const now = Date.now();
-    // Address keys once per event: the TTL table and the flow key both use them.
-    const src = binaryKey(ev.saddr);
-    const dst = binaryKey(ev.daddr);
-    const ttlFromDst = this.noteTtl(src, dst, ev.ttl);
-    const rsts = forgeResets(ev, undefined, ttlFromDst);
-    const fired = new Set<string>();
+    const rsts = dv.getUint8(o + HIT.rsts);
     let flowKey: string | undefined;
     for (const target of slot.targets) {
       if (target.info.expiresAt <= now) continue; // its timer is about to remove it
@@ -341,53 +366,26 @@ export class Enforcer extends EventEmitter {
       c.matched++;
       c.firstHitAt ??= now;
       c.lastHitAt = now;
-      if (rsts.length === 0) continue;
-      if (!fired.has(target.senderKey)) {
-        fired.add(target.senderKey);
-        this.send(target.senderKey, rsts, ev);
-      }
-      c.rstsSent += rsts.length;
-      flowKey ??= flowKeyOf(src, ev.sport, dst, ev.dport);
+      if (rsts === 0) continue;
+      c.rstsSent += rsts;
+      const family = dv.getUint8(o + HIT.family) as Family;
+      const alen = family === 4 ? 4 : 16;
+      const sport = dv.getUint16(o + HIT.sport, true);
+      const dport = dv.getUint16(o + HIT.dport, true);
+      flowKey ??= flowKeyOf(binaryKey(bytes, o + HIT.saddr, alen), sport, binaryKey(bytes, o + HIT.daddr, alen), dport);
       target.flows ??= new Set();
       if (!target.flows.has(flowKey) && target.flows.size < MAX_FLOWS_PER_TARGET) {
         target.flows.add(flowKey);
         c.flows++;
         const info: FlowResetInfo = {
-          targetId: target.info.id, label: target.info.label, family: ev.family,
-          src: formatIp(ev.saddr), sport: ev.sport, dst: formatIp(ev.daddr), dport: ev.dport,
-          firstLatencyUs: Number(process.hrtime.bigint() - ev.tsNs) / 1000,
+          targetId: target.info.id, label: target.info.label, family,
+          src: formatIp(bytes.slice(o + HIT.saddr, o + HIT.saddr + alen)), sport,
+          dst: formatIp(bytes.slice(o + HIT.daddr, o + HIT.daddr + alen)), dport,
+          firstLatencyUs: Math.round(dv.getFloat32(o + HIT.latencyUs, true)),
         };
         this.emit('flow-reset', info);
       }
     }
-  }
-
-  private send(senderKey: string, rsts: ReturnType<typeof forgeResets>, ev: TcpEvent): void {
-    const ref = this.senders.get(senderKey);
-    const sender = ref?.sender;
-    if (!ref || !sender) return; // reset interface away: counted as a fault, not per packet
-    for (const rst of rsts) {
-      if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
-      else sender.enqueue({ family: rst.family, packet: rst.packet });
-    }
-    ref.pending = true;
-  }
-
-  private flushAll(): void {
-    for (const ref of this.senders.values()) {
-      if (!ref.pending) continue;
-      ref.pending = false;
-      ref.sender?.flush();
-    }
-  }
-
-  /** Remember the TTL each host sends with; return the one last seen from the packet's destination. */
-  private noteTtl(from: string, to: string, ttl: number): number | undefined {
-    if (this.ttlSeen.get(from) !== ttl) {
-      if (this.ttlSeen.size >= MAX_TTL_ENTRIES) this.ttlSeen.clear();
-      this.ttlSeen.set(from, ttl);
-    }
-    return this.ttlSeen.get(to);
   }
 
   // ---- slots (one BPF map entry per key) ----------------------------------
@@ -413,6 +411,7 @@ export class Enforcer extends EventEmitter {
     slot.targets = slot.targets.filter((t) => t.info.id !== id);
     if (slot.targets.length === 0) {
       this.targetsMap.delete(slot.key);
+      this.events.deleteSlot(slot.id);
       this.prefilter.remove(decodeTargetKey(slot.key));
       this.slotByKey.delete(slot.keyText);
       this.slots.delete(slot.id);
@@ -426,6 +425,8 @@ export class Enforcer extends EventEmitter {
     let expiresAt = 0;
     for (const t of slot.targets) expiresAt = Math.max(expiresAt, t.info.expiresAt);
     slot.expiresAt = expiresAt;
+    // Before the map entry: the event thread must know a slot before its first segment.
+    this.events.setSlot(slot.id, [...new Set(slot.targets.map((t) => t.senderKey))]);
     this.targetsMap.update(slot.key, encodeTargetValue({ targetId: slot.id, expiresNs: wallToMonotonicNs(expiresAt) }));
   }
 
@@ -474,7 +475,9 @@ export class Enforcer extends EventEmitter {
       have.refs++;
       return key;
     }
-    this.senders.set(key, { ifname, mode, sender: Sender.open(ifname, mode), refs: 1, pending: false, sent: 0, errors: 0 });
+    const sockets = openSenderSockets(ifname, mode);
+    this.senders.set(key, { key, ifname, mode, sockets, refs: 1, live: { sent: 0, errors: 0 }, sent: 0, errors: 0 });
+    this.events.addSender(key, sockets);
     return key;
   }
 
@@ -483,10 +486,8 @@ export class Enforcer extends EventEmitter {
     if (!have || --have.refs > 0) return;
     this.senders.delete(key);
     if (!this.hasSenderOn(have.ifname)) this.faults.delete(`reset/${have.ifname}`);
-    if (have.sender) {
-      if (have.pending) have.sender.flush();
-      have.sender.close();
-    }
+    const sockets = have.sockets;
+    if (sockets) this.events.removeSender(key, () => closeSenderSockets(sockets));
   }
 
   private hasSenderOn(ifname: string): boolean {
@@ -547,12 +548,14 @@ export class Enforcer extends EventEmitter {
   private checkSender(ref: SenderRef): void {
     const state = readInterface(ref.ifname);
     if (!state) {
-      if (ref.sender) this.retireSender(ref);
+      if (ref.sockets) this.retireSender(ref);
       return this.setFault(ref.ifname, 'reset', 'interface is gone');
     }
-    if (!ref.sender || ref.sender.ifindex !== state.ifindex) {
-      if (ref.sender) this.retireSender(ref);
-      ref.sender = Sender.open(ref.ifname, ref.mode);
+    if (!ref.sockets || ref.sockets.ifindex !== state.ifindex) {
+      if (ref.sockets) this.retireSender(ref);
+      ref.sockets = openSenderSockets(ref.ifname, ref.mode);
+      ref.live = { sent: 0, errors: 0 };
+      this.events.addSender(ref.key, ref.sockets);
       this.log.warn({ ifname: ref.ifname, mode: ref.mode, ifindex: state.ifindex }, 'reset sender reopened on re-created interface');
     }
     if (!state.active) return this.setFault(ref.ifname, 'reset', inactiveReason(state));
@@ -560,12 +563,14 @@ export class Enforcer extends EventEmitter {
   }
 
   private retireSender(ref: SenderRef): void {
-    if (!ref.sender) return;
-    ref.sent += ref.sender.stats.sent;
-    ref.errors += ref.sender.stats.errors;
-    ref.sender.close();
-    ref.sender = null;
-    ref.pending = false;
+    const sockets = ref.sockets;
+    if (!sockets) return;
+    ref.sent += ref.live.sent;
+    ref.errors += ref.live.errors;
+    ref.lastError = ref.live.lastError ?? ref.lastError;
+    ref.live = { sent: 0, errors: 0 };
+    ref.sockets = null;
+    this.events.removeSender(ref.key, () => closeSenderSockets(sockets));
   }
 
   /** Move every slot of `ifname` to its new ifindex (the key's first field). */
@@ -628,9 +633,9 @@ function publicInfo(info: TargetInfo): TargetInfo {
  * formatting the text form (RFC 5952 for IPv6) per event cost more than
  * the rest of the event's handling. The length tells v4 from v6.
  */
-function binaryKey(bytes: Uint8Array): string {
+function binaryKey(bytes: Uint8Array, off: number, len: number): string {
   let s = '';
-  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  for (let i = off; i < off + len; i++) s += String.fromCharCode(bytes[i]);
   return s;
 }
 

@@ -1,0 +1,81 @@
+/**
+ * What the main thread and the event thread (event-worker.ts) say to each
+ * other. Commands go main → event thread over a MessagePort the event
+ * thread reads synchronously (it never returns to its own event loop), each
+ * followed by a ring of the doorbell eventfd that wakes its epoll_wait.
+ * Reports go back with parentPort.postMessage, after the RSTs were sent.
+ */
+import type { InjectMode } from '../net/sender.js';
+
+export interface EventThreadData {
+  /** The ring buffer map's fd (process-wide, so valid in the thread). */
+  ringFd: number;
+  ringBytes: number;
+  /** eventfd rung after each command. */
+  doorbellFd: number;
+  /** Busy-poll the ring this long after the last record before sleeping (µs). */
+  spinUs: number;
+  /** Most records handled per drain before the thread looks at commands and flushes. */
+  batch: number;
+  /** Nice value for the thread (-20..19); null leaves it as inherited. */
+  nice: number | null;
+}
+
+export type EventCommand =
+  | { type: 'sender'; key: string; ifname: string; ifindex: number; mode: InjectMode; mac: Uint8Array; fds: number[] }
+  /** Stop using the sender's sockets; answered by {type:'released'} so the main thread may close them. */
+  | { type: 'sender-del'; key: string }
+  /** The distinct sender keys an event of this slot fires on (the slot's targets' reset senders). */
+  | { type: 'slot'; id: number; senders: string[] }
+  | { type: 'slot-del'; id: number }
+  | { type: 'stop' };
+
+/** Totals of one sender since the event thread adopted it. */
+export interface SenderReport {
+  key: string;
+  sent: number;
+  errors: number;
+  lastError?: string;
+}
+
+export type EventReport =
+  /** Waiting on the ring. `niceError`: the priority could not be set (the thread runs at the inherited one). */
+  | { type: 'ready'; niceError?: string }
+  | { type: 'released'; key: string }
+  | {
+      type: 'hits';
+      /** HIT_BYTES per hit, `count` hits (layout: HIT below). */
+      hits: ArrayBuffer;
+      count: number;
+      /** Wall clock (epoch ms) when the batch was sent. */
+      at: number;
+      senders: SenderReport[];
+    }
+  | {
+      type: 'stats';
+      records: number;
+      wakeups: number;
+      /** Records whose slot the thread did not know (raced a removal). */
+      stale: number;
+      /** Records whose handling threw (counted, skipped). */
+      errors: number;
+      /** The latest such failure's message, if any since the last report. */
+      lastError?: string;
+    };
+
+/**
+ * One handled event, as the main thread needs it for bookkeeping: which
+ * slot, the flow, how many RSTs, and how long from XDP to sendmmsg's return.
+ */
+export const HIT = {
+  slotId: 0, // u32
+  family: 4, // u8
+  rsts: 5, // u8
+  sport: 6, // u16
+  dport: 8, // u16
+  latencyUs: 12, // f32
+  saddr: 16, // 16 bytes (v4: first 4)
+  daddr: 32, // 16 bytes
+  tsNs: 48, // u64, bpf_ktime_get_ns() of the segment
+} as const;
+export const HIT_BYTES = 56;

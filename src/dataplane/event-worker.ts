@@ -1,0 +1,306 @@
+/**
+ * The event thread: the ring buffer's one consumer. It blocks in
+ * epoll_wait(2) on the ring fd and a doorbell eventfd, drains matching
+ * segments, forges their RSTs and sends them with sendmmsg, and only then
+ * reports to the main thread what it did (counters, flow logs, status are
+ * the main thread's business, after the send).
+ *
+ * Why a thread of its own, blocking in a native call (issue 8,
+ * bench/results/idle-split-*.md): on the main thread a quiet daemon's first
+ * segment waited behind libuv's poll hop, timers and whatever else the
+ * loop was doing, and the synchronous `flow reset` log line ran before the
+ * batch was flushed. Here the path from epoll_wait's return to sendmmsg is
+ * straight-line code that nothing else shares.
+ *
+ * After a drain that found records the thread keeps polling the ring for
+ * `spinUs` before it sleeps: the segments that follow a SYN (the ACK, the
+ * request) come within a round trip, and a thread that went back to sleep
+ * pays the wake-up again (~20-100 µs on 2 vCPUs) for each.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { LAYOUT, decodeEvent } from '../contract.js';
+import { RingReader } from '../bpf/ringbuf.js';
+import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadNice } from '../native/libc.js';
+import { Sender } from '../net/sender.js';
+import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
+import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
+
+/** TTLs remembered per address, so RSTs spoofed from B carry B's TTL. */
+const MAX_TTL_ENTRIES = 65536;
+const DOORBELL = 1;
+const TARGET_ID = LAYOUT.tr_event.fields.target_id;
+
+interface Slot {
+  senders: Sender[];
+  keys: string[];
+}
+
+class EventThread {
+  private readonly ring: RingReader;
+  private readonly doorbell: EventFd;
+  private readonly epfd: number;
+  private readonly events = new EpollEvents(2);
+  private readonly senders = new Map<string, Sender>();
+  private readonly slots = new Map<number, Slot>();
+  private readonly ttlSeen = new Map<string, number>();
+  /** Senders with packets queued since the last flush. */
+  private readonly dirty = new Set<Sender>();
+  private hits = new DataView(new ArrayBuffer(HIT_BYTES * 64));
+  private hitCount = 0;
+  private stale = 0;
+  private errors = 0;
+  private lastError: string | undefined;
+  private wakeups = 0;
+  private running = true;
+  private readonly handle = (dv: DataView, off: number): void => this.onRecord(dv, off);
+
+  constructor(
+    private readonly data: EventThreadData,
+    private readonly port: MessagePort,
+  ) {
+    this.ring = new RingReader(data.ringFd, data.ringBytes);
+    this.doorbell = new EventFd(data.doorbellFd);
+    this.epfd = epollCreate('event thread');
+    epollCtl(this.epfd, EPOLL_CTL_ADD, data.ringFd, EPOLLIN, 0, 'ring buffer');
+    epollCtl(this.epfd, EPOLL_CTL_ADD, data.doorbellFd, EPOLLIN, DOORBELL, 'doorbell');
+  }
+
+  /**
+   * Run the whole per-event path (decode, TTL table, forge, l2 frame) on
+   * synthetic records until V8 has compiled it, so the first real segment
+   * after a start or restart is not answered by the interpreter. Nothing is
+   * sent: the packets go nowhere.
+   */
+  warmUp(rounds = 3000): void {
+    const rec = new DataView(new ArrayBuffer(LAYOUT.tr_event.size));
+    const F = LAYOUT.tr_event.fields;
+    const mac = new Uint8Array(6);
+    for (let i = 0; i < rounds; i++) {
+      const v6 = (i & 1) === 1;
+      rec.setUint8(F.family, v6 ? 6 : 4);
+      rec.setUint8(F.tcp_flags, [0x02, 0x12, 0x10, 0x18][i & 3]);
+      rec.setUint32(F.seq, i * 7919, true);
+      rec.setUint32(F.ack, i * 104729, true);
+      rec.setUint8(F.ttl, 64);
+      rec.setUint8(F.vlan_count, i % 3);
+      rec.setUint16(F.vlan_tpid, 0x88a8, true);
+      rec.setUint16(F.vlan_tpid + 2, 0x8100, true);
+      rec.setUint8(F.saddr, 10);
+      rec.setUint8(F.daddr, 192);
+      const ev = decodeEvent(rec, 0);
+      for (const rst of forgeResets(ev, undefined, this.ttlSeen.get(binaryKey(ev.daddr)))) l2Frame(rst, ev, mac);
+      binaryKey(ev.saddr);
+      this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs);
+      this.hitCount = 0;
+    }
+  }
+
+  run(): void {
+    this.commands();
+    const spinNs = BigInt(Math.round(this.data.spinUs * 1000));
+    let lastActive = 0n;
+    while (this.running) {
+      let n = 0;
+      try {
+        n = this.ring.drain(this.handle, this.data.batch);
+      } catch (err) {
+        // A bad record is consumed and counted; it must never stop the thread.
+        this.errors++;
+        this.lastError = (err as Error)?.message ?? String(err);
+      }
+      if (n > 0 || this.dirty.size > 0) {
+        this.flush();
+        lastActive = process.hrtime.bigint();
+        continue;
+      }
+      // Consumed discarded records only: a commit meanwhile sent no wake-up, look again.
+      if (this.ring.lastDrainAdvanced) continue;
+      if (spinNs > 0n && process.hrtime.bigint() - lastActive < spinNs) continue;
+      this.report();
+      const ready = epollWait(this.epfd, this.events, -1, 'event thread');
+      if (ready > 0) this.wakeups++;
+      for (let i = 0; i < ready; i++) {
+        if (this.events.data(i) === DOORBELL) {
+          this.doorbell.clear();
+          this.commands();
+        }
+      }
+    }
+    this.report();
+    for (const s of this.senders.values()) s.close(); // slots only: the main thread owns the sockets
+    closeFd(this.epfd);
+    this.events.free();
+    this.ring.close();
+  }
+
+  private onRecord(dv: DataView, off: number): void {
+    const slotId = dv.getUint32(off + TARGET_ID, true);
+    let slot = this.slots.get(slotId);
+    if (!slot) {
+      // The main thread posts a slot before it writes the map entry: look at commands once more.
+      this.commands();
+      slot = this.slots.get(slotId);
+      if (!slot) {
+        this.stale++;
+        return;
+      }
+    }
+    const ev = decodeEvent(dv, off);
+    const src = binaryKey(ev.saddr);
+    const dst = binaryKey(ev.daddr);
+    if (this.ttlSeen.get(src) !== ev.ttl) {
+      if (this.ttlSeen.size >= MAX_TTL_ENTRIES) this.ttlSeen.clear();
+      this.ttlSeen.set(src, ev.ttl);
+    }
+    const rsts: RstPacket[] = forgeResets(ev, undefined, this.ttlSeen.get(dst));
+    if (rsts.length > 0) {
+      for (const sender of slot.senders) {
+        for (const rst of rsts) {
+          if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
+          else sender.enqueue({ family: rst.family, packet: rst.packet });
+        }
+        this.dirty.add(sender);
+      }
+    }
+    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs);
+  }
+
+  private recordHit(slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint): void {
+    if ((this.hitCount + 1) * HIT_BYTES > this.hits.byteLength) {
+      const grown = new Uint8Array(this.hits.byteLength * 2);
+      grown.set(new Uint8Array(this.hits.buffer));
+      this.hits = new DataView(grown.buffer);
+    }
+    const h = this.hits;
+    const o = this.hitCount++ * HIT_BYTES;
+    h.setUint32(o + HIT.slotId, slotId, true);
+    h.setUint8(o + HIT.family, family);
+    h.setUint8(o + HIT.rsts, rsts);
+    h.setUint16(o + HIT.sport, sport, true);
+    h.setUint16(o + HIT.dport, dport, true);
+    const bytes = new Uint8Array(h.buffer);
+    bytes.set(saddr, o + HIT.saddr);
+    bytes.set(daddr, o + HIT.daddr);
+    h.setBigUint64(o + HIT.tsNs, tsNs, true);
+  }
+
+  /** Send what is queued, then (and only then) tell the main thread. */
+  private flush(): void {
+    const sent: SenderReport[] = [];
+    for (const s of this.dirty) {
+      s.flush();
+      sent.push({ key: keyOf(s), sent: s.stats.sent, errors: s.stats.errors, lastError: s.stats.lastError });
+    }
+    this.dirty.clear();
+    if (this.hitCount === 0) return;
+    const now = process.hrtime.bigint();
+    const h = this.hits;
+    for (let i = 0; i < this.hitCount; i++) {
+      const o = i * HIT_BYTES;
+      h.setFloat32(o + HIT.latencyUs, Number(now - h.getBigUint64(o + HIT.tsNs, true)) / 1000, true);
+    }
+    const buf = h.buffer.slice(0, this.hitCount * HIT_BYTES);
+    this.post({ type: 'hits', hits: buf, count: this.hitCount, at: Date.now(), senders: sent }, [buf]);
+    this.hitCount = 0;
+  }
+
+  private reported = { records: -1, stale: -1, errors: -1, wakeups: -1 };
+  /** Ring statistics, when they changed, before the thread sleeps. */
+  private report(): void {
+    const r = this.reported;
+    if (r.records === this.ring.records && r.stale === this.stale && r.errors === this.errors && r.wakeups === this.wakeups) return;
+    this.reported = { records: this.ring.records, stale: this.stale, errors: this.errors, wakeups: this.wakeups };
+    this.post({ type: 'stats', records: this.ring.records, wakeups: this.wakeups, stale: this.stale, errors: this.errors, lastError: this.lastError });
+    this.lastError = undefined;
+  }
+
+  private commands(): void {
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (!m) return;
+      this.apply(m.message as EventCommand);
+    }
+  }
+
+  private apply(cmd: EventCommand): void {
+    switch (cmd.type) {
+      case 'sender': {
+        this.senders.get(cmd.key)?.close();
+        const s = Sender.adopt({ ifname: cmd.ifname, ifindex: cmd.ifindex, mode: cmd.mode, mac: cmd.mac, fds: cmd.fds });
+        senderKeys.set(s, cmd.key);
+        this.senders.set(cmd.key, s);
+        this.rebindSlots();
+        return;
+      }
+      case 'sender-del': {
+        const s = this.senders.get(cmd.key);
+        if (s) {
+          if (this.dirty.has(s)) this.flush();
+          this.senders.delete(cmd.key);
+          s.close();
+          this.rebindSlots();
+        }
+        this.post({ type: 'released', key: cmd.key });
+        return;
+      }
+      case 'slot':
+        this.slots.set(cmd.id, { keys: cmd.senders, senders: this.resolve(cmd.senders) });
+        return;
+      case 'slot-del':
+        this.slots.delete(cmd.id);
+        return;
+      case 'stop':
+        this.running = false;
+        return;
+    }
+  }
+
+  private resolve(keys: string[]): Sender[] {
+    const out: Sender[] = [];
+    for (const k of keys) {
+      const s = this.senders.get(k);
+      if (s) out.push(s);
+    }
+    return out;
+  }
+
+  private rebindSlots(): void {
+    for (const slot of this.slots.values()) slot.senders = this.resolve(slot.keys);
+  }
+
+  private post(r: EventReport, transfer?: ArrayBuffer[]): void {
+    parentPort!.postMessage(r, transfer);
+  }
+}
+
+const senderKeys = new WeakMap<Sender, string>();
+function keyOf(s: Sender): string {
+  return senderKeys.get(s) ?? `${s.ifname}/${s.mode}`;
+}
+
+/** Address bytes as a short string key (the length tells v4 from v6). */
+function binaryKey(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
+const { data, port } = workerData as { data: EventThreadData; port: MessagePort };
+let niceError: string | undefined;
+if (data.nice !== null) {
+  try {
+    setThreadNice(data.nice);
+  } catch (err) {
+    niceError = (err as Error).message;
+  }
+}
+const thread = new EventThread(data, port);
+try {
+  thread.warmUp();
+} catch (err) {
+  // A warm-up that fails costs speed, not correctness: the real path handles its own errors.
+  niceError = `${niceError ? niceError + '; ' : ''}warm-up failed: ${(err as Error).message}`;
+}
+parentPort!.postMessage({ type: 'ready', ...(niceError ? { niceError } : {}) } satisfies EventReport);
+thread.run();
+port.close();

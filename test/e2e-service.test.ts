@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { ptest } from './helpers/privileged.js';
 import { CLI_BIN, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
 import { createLab, type Lab } from '../src/lab/lab.js';
-import { connectOnce, startClient, startServer, type Peer } from '../src/lab/peer-control.js';
+import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../src/lab/peer-control.js';
 
 const ECHO_PORT = 5001;
 const OTHER_PORT = 5003;
@@ -231,6 +231,54 @@ ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its or
   const s = await session(ctx, 'v6'); // other family: not targeted
   await sleep(300);
   t.is(s.client.errorOf('c'), undefined, 'untargeted traffic untouched');
+});
+
+/** Attempts from the client that got a request and its echo through, and a compact account of all. */
+async function echoes(ctx: Ctx, count: number, gapMs = 300): Promise<{ through: number; outcomes: string }> {
+  const r = await connectionAttempts(ctx.lab, ctx.lab.ns.client, ctx.lab.hosts.server.v4, ECHO_PORT, { count, gapMs });
+  ctx.t.is(r.length, count, 'every attempt reported');
+  return {
+    through: r.filter((e) => e.echoed).length,
+    outcomes: r.map((e) => (e.echoed ? 'ECHO' : `${e.connected ? 'C' : '-'}/${e.code}`)).join(' '),
+  };
+}
+
+// Issue 8: the first segments of a new flow reach a QUIET daemon (300 ms of
+// silence before each) and must be answered before the connection's first
+// request gets its reply. The positive controls: the same attempts echo
+// before the job and after its cancel.
+ptest.serial('a quiet daemon answers each new connection before its request gets a reply (20 attempts, 300 ms apart)', async (t) => {
+  const ctx = await setup(t);
+  const host = ctx.lab.hosts.client.v4;
+  const before = await echoes(ctx, 3);
+  t.is(before.through, 3, `before the job every request is echoed: ${before.outcomes}`);
+  t.is((await cli(ctx, createArgs(ctx, 'ENG-C2', host, 60))).code, 0);
+  await sleep(300);
+  const during = await echoes(ctx, 20);
+  const lat = ctx.daemon.logs.filter((l) => l.msg === 'flow reset').map((l) => Number(l.firstLatencyUs)).sort((a, b) => a - b);
+  t.log(`during the job: ${during.outcomes}; first RSTs sent ${lat[0]}/${lat[lat.length >> 1]}/${lat[lat.length - 1]} µs (min/median/max) after XDP`);
+  t.is(during.through, 0, `requests answered despite the job: ${during.outcomes}`);
+  t.is((await cli(ctx, ['cancel', 'ENG-C2', '-i', ctx.lab.sensor.sniffIf, '-h', host])).code, 0);
+  const after = await echoes(ctx, 3);
+  t.is(after.through, 3, `after cancel every request is echoed: ${after.outcomes}`);
+});
+
+ptest.serial('after kill -9 and a restart, the first new connection is answered by the restored job (3 restarts)', async (t) => {
+  const ctx = await setup(t);
+  const host = ctx.lab.hosts.client.v4;
+  t.is((await cli(ctx, createArgs(ctx, 'ENG', host, 120))).code, 0);
+  for (let i = 0; i < 3; i++) {
+    await ctx.daemon.stop('SIGKILL');
+    const gone = await echoes(ctx, 1);
+    t.is(gone.through, 1, `no daemon: the request is echoed (${gone.outcomes})`);
+    const d = await startDaemon({ dir: ctx.daemon.dir, socket: ctx.daemon.socket, stateDir: ctx.daemon.stateDir, netns: ctx.lab.ns.sensor, args: ['--config', `${ctx.daemon.dir}/config.json`] });
+    t.teardown(async () => {
+      await d.stop();
+    });
+    ctx.daemon = d;
+    const first = await echoes(ctx, 1);
+    t.is(first.through, 0, `restart ${i + 1}: first connection after READY got its echo (${first.outcomes})`);
+  }
 });
 
 ptest.serial('a protected address is refused (config entry and the sensor\'s own address), exit 65', async (t) => {

@@ -12,7 +12,9 @@ import type { Lab } from './lab.js';
 /** One line a peer printed. `t` is wall-clock epoch ms with a sub-ms fraction. */
 export interface PeerEvent {
   t: number;
-  ev: 'listening' | 'ready' | 'accept' | 'connected' | 'echoed' | 'progress' | 'eof' | 'error' | 'close' | 'result';
+  ev: 'listening' | 'ready' | 'accept' | 'connected' | 'echoed' | 'progress' | 'eof' | 'error' | 'close' | 'result' | 'attempt' | 'done';
+  /** attempts: which one (0-based). */
+  attempt?: number;
   /** Connection id: "c" for a client, "PORT#N" for a server's Nth accepted connection. */
   conn?: string;
   /** err.code from Node, e.g. ECONNRESET, ECONNREFUSED, ETIMEDOUT, EPIPE. */
@@ -177,6 +179,29 @@ export async function startClient(
   const peer = spawnPeer(lab, ns, args);
   await peer.waitFor((e) => e.ev === 'connected', 10_000, 'connected');
   return peer;
+}
+
+/**
+ * `count` new connections `gapMs` apart, each sending a request the moment
+ * it connects; resolves with one 'attempt' event each ({connected, echoed, code}).
+ */
+export async function connectionAttempts(
+  lab: Lab,
+  ns: string,
+  host: string,
+  port: number,
+  opts: { count: number; gapMs?: number; timeoutMs?: number },
+): Promise<PeerEvent[]> {
+  const gapMs = opts.gapMs ?? 300;
+  const timeoutMs = opts.timeoutMs ?? 300;
+  const peer = spawnPeer(lab, ns, ['attempts', '--host', host, '--port', String(port), '--count', String(opts.count),
+    '--gap', String(gapMs), '--timeout', String(timeoutMs)]);
+  try {
+    await peer.waitFor((e) => e.ev === 'done', opts.count * (gapMs + timeoutMs + 200) + 10_000, 'attempts done');
+    return peer.events.filter((e) => e.ev === 'attempt');
+  } finally {
+    await peer.kill();
+  }
 }
 
 /** One connection attempt; resolves with its result event ({ok, code}). */

@@ -23,6 +23,12 @@
  *   waits for the echo and keeps the connection --hold ms (default 0), then
  *   reports {ev:"result", ok, connected, echoed, code?}: a connection that was
  *   reset while held counts as failed.
+ * attempts: --count N connection attempts --gap MS apart (default 300: a
+ *   quiet link between them), each sending "ping" the moment it connects
+ *   (as an exploit or a beacon would) and waiting --timeout MS for the echo;
+ *   one {ev:"attempt", attempt, connected, echoed, code?} per attempt, then
+ *   {ev:"done"}. `echoed` is the case the product must prevent: a request
+ *   and its answer got through before the RSTs.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -254,6 +260,51 @@ function connectOnce(a: Args): void {
   });
 }
 
+/** One attempt as in `attempts`; resolves when it has an outcome. */
+function attemptOnce(host: string, port: number, timeout: number): Promise<{ connected: boolean; echoed: boolean; code?: string }> {
+  return new Promise((resolve) => {
+    let connected = false;
+    let echoed = false;
+    let got = '';
+    const sock = net.connect({ host, port, noDelay: true });
+    const finish = (code?: string): void => {
+      clearTimeout(timer);
+      sock.removeAllListeners();
+      sock.on('error', () => {});
+      sock.destroy();
+      resolve({ connected, echoed, ...(code ? { code } : {}) });
+    };
+    const timer = setTimeout(() => finish('ETIMEDOUT'), timeout);
+    sock.on('connect', () => {
+      connected = true;
+      sock.write('ping\n');
+    });
+    sock.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (got.includes('ping\n')) {
+        echoed = true;
+        finish();
+      }
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'UNKNOWN'));
+    sock.on('close', () => finish('CLOSED'));
+  });
+}
+
+async function attempts(a: Args): Promise<void> {
+  const host = opt(a, 'host');
+  const port = intOpt(a, 'port');
+  const count = intOpt(a, 'count', 10);
+  const gap = intOpt(a, 'gap', 300);
+  const timeout = intOpt(a, 'timeout', 300);
+  for (let i = 0; i < count; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, gap));
+    emit({ ev: 'attempt', attempt: i, ...(await attemptOnce(host, port, timeout)) });
+  }
+  emit({ ev: 'done' });
+  setImmediate(() => process.exit(0));
+}
+
 function main(): void {
   const a = parseArgs(process.argv.slice(2));
   process.on('SIGTERM', () => process.exit(0));
@@ -264,6 +315,9 @@ function main(): void {
       return client(a);
     case 'connect':
       return connectOnce(a);
+    case 'attempts':
+      void attempts(a);
+      return;
     default:
       fail(`unknown command ${a.cmd}`);
   }

@@ -18,7 +18,7 @@ APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtoo
               debootstrap:debootstrap dpkg-repack:dpkg-repack
 DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
-TS_SRCS    := $(shell find src test bench -name '*.ts' 2>/dev/null)
+TS_SRCS    := $(shell find src testkit test bench -name '*.ts' 2>/dev/null)
 
 .PHONY: build all deps test bench demo stress install uninstall clean distclean deb
 BINDIR     := $(PREFIX)/bin
@@ -67,7 +67,7 @@ test: build
 # The main job on an embedded default: a throwaway namespace lab, the real
 # daemon and CLI, live sessions killed. Root needed.
 demo: build
-	node dist/src/demo/demo.js
+	node dist/testkit/demo/demo.js
 
 # tcpreset vs tcpkill on the same lab traffic; writes bench/results/latest.json
 # and regenerates BENCHMARKS.md. BENCH_ARGS=--quick for a smoke run.

@@ -17,9 +17,9 @@
  *                     the attempt is made then)
  */
 import { join } from 'node:path';
-import { createLab, type Lab } from '../src/lab/lab.js';
-import { connectOnce, startServer, type Peer } from '../src/lab/peer-control.js';
-import { SensorDaemon } from '../src/demo/sensor.js';
+import { createLab, type Lab } from '../testkit/lab/lab.js';
+import { connectOnce, startServer, type Peer } from '../testkit/lab/peer-control.js';
+import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, sleep, type BenchContext, type Tool } from './context.js';
 import { PORTS, killOnce } from './kill.js';
 import { ensureSniffAddress, spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';

@@ -9,7 +9,7 @@
  * reported on its own.
  */
 import { spawn } from 'node:child_process';
-import { CLI_BIN } from '../src/demo/sensor.js';
+import { CLI_BIN } from '../testkit/demo/sensor.js';
 import { BENCH_ENGID, sleep, type BenchContext } from './context.js';
 import { roundSummary, summarize, type Summary } from './lib/stats.js';
 

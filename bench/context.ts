@@ -2,8 +2,8 @@
  * What every benchmark section gets: the lab, the running tcpresetd, a
  * scratch directory, the run mode, and helpers shared by the sections.
  */
-import type { Lab } from '../src/lab/lab.js';
-import type { SensorDaemon } from '../src/demo/sensor.js';
+import type { Lab } from '../testkit/lab/lab.js';
+import type { SensorDaemon } from '../testkit/demo/sensor.js';
 
 export interface BenchContext {
   lab: Lab;

@@ -20,8 +20,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLab, type Lab } from '../src/lab/lab.js';
-import { SensorDaemon } from '../src/demo/sensor.js';
+import { createLab, type Lab } from '../testkit/lab/lab.js';
+import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, type BenchContext } from './context.js';
 import { runCapabilities } from './capabilities.js';
 import { runCommand } from './command.js';

@@ -28,7 +28,7 @@
  * The daemon's resident memory is taken in each tcpreset configuration.
  */
 import { join } from 'node:path';
-import { SensorDaemon } from '../src/demo/sensor.js';
+import { SensorDaemon } from '../testkit/demo/sensor.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, sleep, type BenchContext } from './context.js';
 import { bulkRequests, stateFileWithJobs, targetHost } from './lib/control.js';

@@ -15,7 +15,7 @@ import { quantileSorted, summarize } from '../bench/lib/stats.js';
 import { parsePcap, type TcpSegment } from '../bench/lib/pcap.js';
 import { pairResets } from '../bench/lib/pair.js';
 import { cdfSvg } from '../bench/lib/svg.js';
-import { labPrefix, listNetns } from '../src/lab/netns.js';
+import { labPrefix, listNetns } from '../testkit/lab/netns.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -135,7 +135,7 @@ ptest('make demo: every step happens, exit status 0, nothing left behind', async
   t.timeout(110_000);
   let pid = 0;
   const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
-    const child = spawn(process.execPath, [`${ROOT}dist/src/demo/demo.js`], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const child = spawn(process.execPath, [`${ROOT}dist/testkit/demo/demo.js`], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
     pid = child.pid ?? 0;
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
@@ -159,6 +159,6 @@ ptest('make demo: every step happens, exit status 0, nothing left behind', async
   }
   t.notRegex(out, /✗/);
   t.regex(out, /\$ tcpreset ids-sig-2024 -i sniff0 -o reset0 -h \S+ -d 8/);
-  // The demo's namespaces are named after its pid (src/lab/netns.ts).
+  // The demo's namespaces are named after its pid (testkit/lab/netns.ts).
   t.deepEqual((await listNetns()).filter((n) => n.startsWith(`${labPrefix()}${pid}-`)), []);
 });

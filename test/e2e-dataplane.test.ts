@@ -13,8 +13,8 @@
 import type { ExecutionContext } from 'ava';
 import { ptest } from './helpers/privileged.js';
 import { Capture, EnforcerAgent, type AddResult } from './helpers/lab-test.js';
-import { createLab, type HostRole, type Lab, type LabOptions } from '../src/lab/lab.js';
-import { connectOnce, startClient, startServer, type Peer, type PeerEvent } from '../src/lab/peer-control.js';
+import { createLab, type HostRole, type Lab, type LabOptions } from '../testkit/lab/lab.js';
+import { connectOnce, startClient, startServer, type Peer, type PeerEvent } from '../testkit/lab/peer-control.js';
 import type { InjectMode } from '../src/net/sender.js';
 
 type Fam = 'v4' | 'v6';

@@ -13,8 +13,8 @@ import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { ptest } from './helpers/privileged.js';
 import { CLI_BIN, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
-import { createLab, type Lab } from '../src/lab/lab.js';
-import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../src/lab/peer-control.js';
+import { createLab, type Lab } from '../testkit/lab/lab.js';
+import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../testkit/lab/peer-control.js';
 
 const ECHO_PORT = 5001;
 const OTHER_PORT = 5003;

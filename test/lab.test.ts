@@ -12,13 +12,13 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
 import { Capture } from './helpers/lab-test.js';
-import { createLab, type Lab } from '../src/lab/lab.js';
-import { LabCommandError, labPrefix, listNetns, ownNetns, sweepStale } from '../src/lab/netns.js';
-import { labRunDir } from '../src/lab/record.js';
-import { connectOnce, spawnPeer, startClient, startServer } from '../src/lab/peer-control.js';
+import { createLab, type Lab } from '../testkit/lab/lab.js';
+import { LabCommandError, labPrefix, listNetns, ownNetns, sweepStale } from '../testkit/lab/netns.js';
+import { labRunDir } from '../testkit/lab/record.js';
+import { connectOnce, spawnPeer, startClient, startServer } from '../testkit/lab/peer-control.js';
 import { ValidationError } from '../src/errors.js';
 
-const LAB_MODULE = new URL('../src/lab/lab.js', import.meta.url).href;
+const LAB_MODULE = new URL('../testkit/lab/lab.js', import.meta.url).href;
 
 async function labNamespaces(lab: { name: string }): Promise<string[]> {
   return (await listNetns()).filter((n) => n.startsWith(`${lab.name}-`));

@@ -410,7 +410,7 @@ function shortfalls(r: BenchResults): string[] {
 
 const SETUP_TEXT = `## How the two tools are set up
 
-The lab (src/lab/lab.ts) is a switch (a Linux bridge in its own namespace) with a client, a server and a
+The lab (testkit/lab/lab.ts) is a switch (a Linux bridge in its own namespace) with a client, a server and a
 bystander; both directions of the client's and the bystander's ports are mirrored with
 \`tc … action mirred egress mirror\` into the sensor's \`sniff0\`; the sensor's \`reset0\` is a port of the
 same LAN with an address. Offloads are off on every veth, so frames look as a real mirror port delivers them.

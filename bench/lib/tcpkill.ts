@@ -14,7 +14,7 @@
  */
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
-import type { Lab } from '../../src/lab/lab.js';
+import type { Lab } from '../../testkit/lab/lab.js';
 
 export const TCPKILL_SNIFF_ADDR = '198.51.100.1/32';
 

@@ -20,7 +20,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab } from '../../src/lab/lab.js';
+import { createLab } from '../../testkit/lab/lab.js';
 import { CLI_BIN, startDaemon, worldReadableBuild, type DaemonProc, type LogLine, type Resp } from '../helpers/daemon.js';
 import { ptest } from '../helpers/privileged.js';
 

@@ -13,8 +13,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../helpers/daemon.js';
-import { createLab, type Lab } from '../../src/lab/lab.js';
-import { connectOnce, startClient, startServer, type Peer } from '../../src/lab/peer-control.js';
+import { createLab, type Lab } from '../../testkit/lab/lab.js';
+import { connectOnce, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 
 export const ECHO_PORT = 5001;
 /** Both ends of a live session must be reset within this long of the job being in force (generous: 2 cores shared with a flood). */

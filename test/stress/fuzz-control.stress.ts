@@ -13,8 +13,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createLab } from '../../src/lab/lab.js';
-import { connectOnce, startServer } from '../../src/lab/peer-control.js';
+import { createLab } from '../../testkit/lab/lab.js';
+import { connectOnce, startServer } from '../../testkit/lab/peer-control.js';
 import { startDaemon, type LogLine } from '../helpers/daemon.js';
 import { ptest } from '../helpers/privileged.js';
 import { fmtMs, seedFromEnv, sleep, summarize } from './helpers.js';

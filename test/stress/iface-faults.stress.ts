@@ -12,8 +12,8 @@
  */
 import type { ExecutionContext } from 'ava';
 import { ptest } from '../helpers/privileged.js';
-import { run } from '../../src/lab/netns.js';
-import type { Lab } from '../../src/lab/lab.js';
+import { run } from '../../testkit/lab/netns.js';
+import type { Lab } from '../../testkit/lab/lab.js';
 import type { LogLine } from '../helpers/daemon.js';
 import { scaled } from './scale.js';
 import {

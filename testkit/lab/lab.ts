@@ -23,7 +23,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../../src/errors.js';
 import { LabCommandError, Resources, assertIfName, nsArgv, run, sweepStale, type RunOptions, type RunResult } from './netns.js';
 
 /** VIDs the lab's tc programs (bpf/lab_vlan.bpf.c) can push, by section name. */
@@ -98,7 +98,7 @@ export interface Lab {
   readonly destroyed: boolean;
 }
 
-const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/src/lab/
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/testkit/lab/
 
 export function defaultVlanObjectPath(): string {
   return process.env.TCPRESET_LAB_VLAN_OBJ ?? `${REPO_ROOT}build/lab_vlan.bpf.o`;

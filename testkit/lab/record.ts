@@ -19,8 +19,8 @@
 import { closeSync, fstatSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ValidationError } from '../errors.js';
-import { tryLockExclusive } from '../native/libc.js';
+import { ValidationError } from '../../src/errors.js';
+import { tryLockExclusive } from '../../src/native/libc.js';
 
 export const DEFAULT_PREFIX = 'trlab';
 export const DEFAULT_RUN_DIR = '/run/tcpreset-lab';

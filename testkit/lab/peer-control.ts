@@ -1,5 +1,5 @@
 /**
- * Controller for lab TCP peers (src/lab/peer.ts): starts one inside a lab
+ * Controller for lab TCP peers (testkit/lab/peer.ts): starts one inside a lab
  * namespace, collects its JSON-line events, and waits for the one a test
  * needs. Peers are tracked by the lab, so Lab.destroy() ends them.
  */

@@ -2,7 +2,7 @@
  * Brings a lab up and keeps it until Ctrl-C / SIGTERM, for
  * demos and manual exploration:
  *
- *   node dist/src/lab/up.js [--vlan 100|200] [--reset-access-vlan]
+ *   node dist/testkit/lab/up.js [--vlan 100|200] [--reset-access-vlan]
  *
  * Prints one JSON line describing the lab (namespaces, interfaces,
  * addresses), e.g. to run `ip netns exec <sensor ns> tcpresetd ...`, then

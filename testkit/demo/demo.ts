@@ -18,7 +18,7 @@
 import { createLab, type Lab, type LabHost } from '../lab/lab.js';
 import { labPrefix, ownNetns } from '../lab/netns.js';
 import { connectOnce, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
-import type { ListResult } from '../control/protocol.js';
+import type { ListResult } from '../../src/control/protocol.js';
 import { Narrator, fmtBytes, fmtMs } from './narrator.js';
 import { SensorDaemon, wallMs } from './sensor.js';
 

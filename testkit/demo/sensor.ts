@@ -11,10 +11,10 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from '../lab/lab.js';
-import { request } from '../control/client.js';
-import type { RequestBody, Response } from '../control/protocol.js';
+import { request } from '../../src/control/client.js';
+import type { RequestBody, Response } from '../../src/control/protocol.js';
 
-/** The repository (or install) root, from dist/src/demo/. */
+/** The repository (or install) root, from dist/testkit/demo/. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const DAEMON_BIN = join(REPO_ROOT, 'bin', 'tcpresetd');
 export const CLI_BIN = join(REPO_ROOT, 'bin', 'tcpreset');

@@ -13,6 +13,7 @@ export const EXIT = {
   SOFTWARE: 70, // EX_SOFTWARE: internal error
   TEMPFAIL: 75, // EX_TEMPFAIL: daemon busy or timed out, try again
   NOPERM: 77, // EX_NOPERM: permission denied
+  CONFIG: 78, // EX_CONFIG: the daemon's configuration is invalid (systemd does not restart on it)
 } as const;
 
 export type ErrorCode =
@@ -28,6 +29,8 @@ export type ErrorCode =
   | 'E_PERM' // permission denied
   | 'E_NATIVE' // a system or libbpf call failed
   | 'E_STATE' // state directory problem
+  | 'E_CONFIG' // the daemon's configuration file is invalid
+  | 'E_DATAPLANE' // the daemon cannot load or attach its BPF program: the daemon's problem, not the caller's
   | 'E_INTERNAL'; // a bug
 
 const EXIT_BY_CODE: Record<ErrorCode, number> = {
@@ -43,6 +46,10 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   E_PERM: EXIT.NOPERM,
   E_NATIVE: EXIT.SOFTWARE,
   E_STATE: EXIT.SOFTWARE,
+  E_CONFIG: EXIT.CONFIG,
+  // A service the daemon needs is missing (its sandbox refuses bpf(), no libbpf):
+  // EX_UNAVAILABLE, never EX_NOPERM, which would tell the caller they lack a permission.
+  E_DATAPLANE: EXIT.UNAVAILABLE,
   E_INTERNAL: EXIT.SOFTWARE,
 };
 
@@ -167,5 +174,23 @@ export class NativeError extends TcpresetError {
     this.step = step;
     this.errno = errno;
     this.target = target;
+  }
+}
+
+/**
+ * The daemon's configuration file cannot be used: "config FILE: PROBLEM",
+ * where PROBLEM names the key and the bad value when there is one (from a
+ * ValidationError cause) or the JSON syntax error with its line and column.
+ */
+export class ConfigError extends TcpresetError {
+  readonly file: string;
+  readonly key: string | undefined;
+  constructor(file: string, problem: string, options: { cause?: unknown; key?: string; value?: unknown } = {}) {
+    const details: ErrorDetails = { file };
+    if (options.key !== undefined) details.key = options.key;
+    if ('value' in options) details.value = options.value;
+    super('E_CONFIG', `config ${file}: ${problem}`, { cause: options.cause, details });
+    this.file = file;
+    this.key = options.key;
   }
 }

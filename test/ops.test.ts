@@ -5,11 +5,12 @@
  * in a namespace).
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { sensorNetns, startDaemon } from './helpers/daemon.js';
+import { DAEMON_BIN, sensorNetns, startDaemon } from './helpers/daemon.js';
 
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
 
@@ -69,5 +70,90 @@ ptest('state directory lock: the holder\'s saved job survives a refused second d
   t.is(readFileSync(join(state, 'jobs.json'), 'utf8'), saved, 'jobs.json untouched');
   t.is(statSync(join(state, 'jobs.json')).mtimeMs, mtime);
   t.is((await first.request({ v: 1, op: 'list' })).result.jobs.length, 1);
+});
+
+
+// ---------------------------------------------------------------- configuration errors, --test-config
+
+/** Run bin/tcpresetd to completion (for --test-config and refusals). */
+function daemonSync(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [DAEMON_BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('a bad config value: exit 78, one stderr line naming the file, key and value; the log line has no stack and says it once', async (t) => {
+  const d = await startDaemon({ config: { maxJobs: 5, defaultMode: 'l4' }, waitReady: false });
+  t.is((await d.wait()).code, 78);
+  const cfg = `${d.dir}/config.json`;
+  t.is(d.stderr, `tcpresetd: refusing to start: config ${cfg}: defaultMode "l4": must be "l3" or "l2"\n`);
+  const fatal = d.logs.filter((l) => l.level === 60);
+  t.is(fatal.length, 1);
+  t.is(fatal[0].msg, `refusing to start: config ${cfg}: defaultMode "l4": must be "l3" or "l2"`);
+  t.deepEqual(fatal[0].details, { file: cfg, key: 'defaultMode', value: 'l4' });
+  t.is(fatal[0].code, 'E_CONFIG');
+  const raw = d.rawLines.join('\n');
+  t.false(raw.includes('stack'), 'no stack trace');
+  t.is(raw.split('must be').length - 1, 1, 'the reason appears once');
+  t.is(d.logs.length, 1, 'nothing else was logged');
+});
+
+test('under journald a refusal is one log record (priority crit) and nothing on stderr', async (t) => {
+  const dir = tmp('jcfg');
+  writeFileSync(join(dir, 'c.json'), '{"maxJobs": 0}');
+  const child = spawn('sh', ['-c', 'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec "$0" "$@"', process.execPath, DAEMON_BIN,
+    '--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'st'), '--config', join(dir, 'c.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const code = await new Promise((r) => child.once('close', r));
+  t.is(code, 78);
+  t.is(err, '');
+  const lines = out.split('\n').filter(Boolean);
+  t.is(lines.length, 1, out);
+  t.regex(lines[0], /^<2>\{"level":60,.*"msg":"refusing to start: config .*c\.json: maxJobs 0: must be an integer 1\.\.131072"\}$/);
+});
+
+test('an empty config file means defaults (logged as such); a non-empty one still applies', async (t) => {
+  const dir = tmp('empty');
+  writeFileSync(join(dir, 'empty.json'), '\n  \n');
+  const d = await startDaemon({ dir, args: ['--config', join(dir, 'empty.json')] });
+  const line = d.logs.find((l) => l.msg === 'configuration file is empty: defaults apply');
+  t.truthy(line);
+  t.is((line!.settings as { maxJobs: number }).maxJobs, 1024);
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+  // Positive control: the same path with content is applied.
+  writeFileSync(join(dir, 'empty.json'), '{"maxJobs": 7}');
+  const d2 = await startDaemon({ dir, args: ['--config', join(dir, 'empty.json')] });
+  t.is((d2.logs.find((l) => l.msg === 'configuration loaded')!.settings as { maxJobs: number }).maxJobs, 7);
+  t.deepEqual(await d2.stop(), { code: 0, signal: null });
+});
+
+test('--test-config: 0 and one line for a valid or empty file; 78 and one stderr line naming file, key and value (or JSON line and column); nothing started', (t) => {
+  const dir = tmp('testcfg');
+  const f = (name: string, text: string): string => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+  const side = ['--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'st')];
+  const good = daemonSync(['--test-config', '--config', f('good.json', '{"maxJobs": 3, "protected": ["10.0.0.0/8"]}'), ...side]);
+  t.deepEqual(good, { status: 0, stdout: `tcpresetd: config ${dir}/good.json: valid\n`, stderr: '' });
+  const empty = daemonSync(['--test-config', '--config', f('empty.json', ''), ...side]);
+  t.deepEqual(empty, { status: 0, stdout: `tcpresetd: config ${dir}/empty.json: valid (empty: defaults apply)\n`, stderr: '' });
+  const bad = daemonSync(['--test-config', '--config', f('bad.json', '{"maxJobs": 3, "protected": ["10.0.0.0/8", "300.1.1.1"]}'), ...side]);
+  t.is(bad.status, 78);
+  t.is(bad.stdout, '');
+  t.regex(bad.stderr, new RegExp(`^tcpresetd: config ${dir}/bad\\.json: protected\\[1\\] "300\\.1\\.1\\.1": [^\\n]+\\n$`));
+  const unknown = daemonSync(['--test-config', '--config', f('unknown.json', '{"maxjobs": 3}'), ...side]);
+  t.is(unknown.status, 78);
+  t.regex(unknown.stderr, /^tcpresetd: config .*unknown\.json: maxjobs 3: unknown key \(known: maxJobs, [^\n]*\n$/);
+  const syntax = daemonSync(['--test-config', '--config', f('syntax.json', '{\n  "maxJobs": 5,,\n  "x": 1}'), ...side]);
+  t.is(syntax.status, 78);
+  t.regex(syntax.stderr, /^tcpresetd: config .*syntax\.json: not valid JSON: .*\(line 2 column 16\)\n$/);
+  const missing = daemonSync(['--test-config', '--config', join(dir, 'nope.json'), ...side]);
+  t.is(missing.status, 78);
+  t.regex(missing.stderr, /^tcpresetd: config .*nope\.json: cannot read: ENOENT[^\n]*\n$/);
+  t.false(existsSync(join(dir, 's.sock')), 'no socket');
+  t.false(existsSync(join(dir, 'st')), 'no state directory');
 });
 

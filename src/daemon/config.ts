@@ -6,7 +6,7 @@
  * Unknown keys are errors for the same reason.
  */
 import { readFileSync } from 'node:fs';
-import { TcpresetError, ValidationError } from '../errors.js';
+import { ConfigError, ValidationError } from '../errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { parseProtected, type ProtectedEntry } from './protect.js';
 
@@ -62,6 +62,15 @@ export interface LoadedConfig {
   protectedEntries: ProtectedEntry[];
   /** The file read, or null when it was absent and defaults apply. */
   source: string | null;
+  /** The file holds nothing but whitespace: defaults apply (as for `{}`). */
+  empty?: boolean;
+}
+
+/** "line L column C" of a character offset (JSON.parse on Node 20 names only the offset). */
+function lineColumn(text: string, pos: number): string {
+  const before = text.slice(0, pos);
+  const line = before.split('\n').length;
+  return `line ${line} column ${pos - before.lastIndexOf('\n')}`;
 }
 
 function intIn(o: Record<string, unknown>, key: keyof DaemonConfig, min: number, max: number): number {
@@ -123,17 +132,24 @@ export function loadConfig(path: string, required = false): LoadedConfig {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !required) {
       return { ...validateConfig({}), source: null };
     }
-    throw new TcpresetError('E_INVALID', `config ${path}: cannot read: ${(err as Error).message}`, { cause: err, details: { path } });
+    throw new ConfigError(path, `cannot read: ${(err as Error).message}`, { cause: err });
   }
+  // An empty file is what `touch` or a config-management tool's placeholder leaves: defaults, as for {}.
+  if (text.trim() === '') return { ...validateConfig({}), source: path, empty: true };
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new TcpresetError('E_INVALID', `config ${path}: not valid JSON: ${(err as Error).message}`, { cause: err, details: { path } });
+    // V8 quotes the text around the error, newlines and all: one line.
+    const msg = (err as Error).message.replace(/\s*\n\s*/g, ' ');
+    const pos = /at position (\d+)/.exec(msg);
+    const where = pos && !/\(line \d+/.test(msg) ? ` (${lineColumn(text, Number(pos[1]))})` : '';
+    throw new ConfigError(path, `not valid JSON: ${msg}${where}`, { cause: err });
   }
   try {
     return { ...validateConfig(raw), source: path };
   } catch (err) {
-    throw new TcpresetError('E_INVALID', `config ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
+    if (err instanceof ValidationError) throw new ConfigError(path, err.message, { cause: err, key: err.field, value: err.value });
+    throw new ConfigError(path, (err as Error).message, { cause: err });
   }
 }

@@ -4,16 +4,16 @@
  * Daemon and turns SIGTERM/SIGINT into an orderly stop with exit status 0.
  */
 import { Command, Option } from 'commander';
-import { TcpresetError } from '../errors.js';
+import { EXIT, TcpresetError } from '../errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
 import { loadConfig, DEFAULT_CONFIG } from './config.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
+import { createLogger, LOG_LEVELS, stdoutIsJournal, type LogLevel } from './log.js';
 import { Daemon, packageVersion } from './service.js';
 
-/** sysexits(3): EX_CONFIG, for a configuration the daemon will not run with (systemd does not restart on it). */
-export const EXIT_CONFIG = 78;
-const EXIT_UNAVAILABLE = 69;
-const EXIT_SOFTWARE = 70;
+/** sysexits(3) codes from the shared catalog (errors.ts). */
+export const EXIT_CONFIG = EXIT.CONFIG;
+const EXIT_UNAVAILABLE = EXIT.UNAVAILABLE;
+const EXIT_SOFTWARE = EXIT.SOFTWARE;
 const DEFAULT_STATE_DIR = '/var/lib/tcpreset';
 const DEFAULT_CONFIG_PATH = '/etc/tcpreset/config.json';
 /** A shutdown that has not finished by then is cut short (systemd would SIGKILL later anyway). */
@@ -60,8 +60,10 @@ Control socket:
 
 Configuration (JSON; every key optional, unknown keys refused):
 ${configHelp()}
-  An absent file at the default path means defaults; a file given with
-  --config must exist. An invalid file stops the daemon (exit ${EXIT_CONFIG}).
+  An absent file at the default path, or an empty file, means defaults; a
+  file given with --config must exist. An invalid file stops the daemon
+  (exit ${EXIT_CONFIG}) with one line naming the file, the key and the value.
+  --test-config checks the file and exits: 0 valid, ${EXIT_CONFIG} invalid.
 
 Logs:
   pino JSON lines on stdout; under journald each line carries its syslog
@@ -76,7 +78,7 @@ Signals:
   SIGHUP           ignored (logged); restart to apply a new configuration
 
 Exit status:
-  0 stopped on a signal; 64 bad flags; ${EXIT_UNAVAILABLE} control socket or state directory in use, or unusable;
+  0 stopped on a signal (or --test-config: valid); ${EXIT.USAGE} bad flags; ${EXIT_UNAVAILABLE} control socket or state directory in use, or unusable;
   ${EXIT_SOFTWARE} internal error; ${EXIT_CONFIG} invalid configuration.
 
 Environment:
@@ -89,6 +91,14 @@ interface Flags {
   stateDir: string;
   config: string;
   logLevel?: LogLevel;
+  testConfig?: boolean;
+}
+
+/** Fields a refusal is logged with: code and details of an expected error, the stack only of a bug. */
+function failureFields(err: unknown): object {
+  if (err === undefined) return {};
+  if (err instanceof TcpresetError) return { code: err.code, details: err.details };
+  return { err };
 }
 
 export async function main(argv: string[] = process.argv): Promise<void> {
@@ -99,22 +109,44 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     .addOption(new Option('--state-dir <dir>', 'directory of the saved jobs (jobs.json)').default(DEFAULT_STATE_DIR))
     .addOption(new Option('--config <file>', 'configuration file (JSON)').default(DEFAULT_CONFIG_PATH))
     .addOption(new Option('--log-level <level>', 'log level (overrides the configuration)').choices(LOG_LEVELS as string[]))
+    .addOption(new Option('--test-config', `check the configuration file and exit (0 valid, ${EXIT_CONFIG} invalid)`))
     .helpOption('-h, --help', 'show this help')
     .addHelpText('after', HELP_AFTER)
     .showHelpAfterError()
     .exitOverride((err) => {
-      process.exit(err.exitCode === 0 ? 0 : 64);
+      process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE);
     })
     .allowExcessArguments(false);
   program.parse(argv);
   const flags = program.opts<Flags>();
   const configGiven = program.getOptionValueSource('config') === 'cli';
 
+  if (flags.testConfig) {
+    // No logger: the answer is one line, for a person or a deployment script.
+    try {
+      const l = loadConfig(flags.config, configGiven);
+      process.stdout.write(l.source === null
+        ? `tcpresetd: no config file at ${flags.config}: defaults apply\n`
+        : `tcpresetd: config ${l.source}: valid${l.empty ? ' (empty: defaults apply)' : ''}\n`);
+      process.exit(EXIT.OK);
+    } catch (err) {
+      process.stderr.write(`tcpresetd: ${(err as Error).message}\n`);
+      process.exit(err instanceof TcpresetError ? err.exitCode : EXIT_SOFTWARE);
+    }
+  }
+
   const { logger, flush } = createLogger({ level: flags.logLevel ?? 'info' });
+  const journal = stdoutIsJournal();
+  /**
+   * Report a refusal once per reader: under journald stdout and stderr are
+   * the same journal, so only the log line (with its priority); on a
+   * terminal only the stderr line; to a pipe or file (a supervisor's log)
+   * both, each on its own channel.
+   */
   const die = (code: number, msg: string, err?: unknown): never => {
-    logger.fatal({ err }, msg);
+    if (!process.stdout.isTTY) logger.fatal(failureFields(err), msg);
     flush();
-    process.stderr.write(`tcpresetd: ${msg}\n`);
+    if (!journal) process.stderr.write(`tcpresetd: ${msg}\n`);
     process.exit(code);
   };
 
@@ -122,10 +154,11 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   try {
     loaded = loadConfig(flags.config, configGiven);
   } catch (err) {
-    return die(EXIT_CONFIG, `refusing to start: ${(err as Error).message}`, err);
+    return die(err instanceof TcpresetError ? err.exitCode : EXIT_CONFIG, `refusing to start: ${(err as Error).message}`, err);
   }
   if (!flags.logLevel) logger.level = loaded.config.logLevel;
-  logger.info({ config: loaded.source ?? '(defaults: no file)', settings: loaded.config }, 'configuration loaded');
+  logger.info({ config: loaded.source ?? '(defaults: no file)', settings: loaded.config, ...(loaded.empty ? { empty: true } : {}) },
+    loaded.empty ? 'configuration file is empty: defaults apply' : 'configuration loaded');
 
   const daemon = new Daemon({
     socketPath: flags.socket,

@@ -59,6 +59,11 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 	npx tsc -p tsconfig.json
 	@touch $@
 
+# The C floor of the design for bench/idle.ts (not part of the product, so
+# only `make bench` builds it).
+build/floor: bench/floor/floor.c bpf/tcpreset.h | $(DEPS_STAMP)
+	$(CLANG) -O2 -g -Wall -Werror -o $@ $< -lbpf
+
 # Every test; privileged ones need root (CI is root). Prints TAP, then one
 # line "N passed, N failed, N skipped" (also in build/test-summary.txt).
 test: build
@@ -71,7 +76,7 @@ demo: build
 
 # tcpreset vs tcpkill on the same lab traffic; writes bench/results/latest.json
 # and regenerates BENCHMARKS.md. BENCH_ARGS=--quick for a smoke run.
-bench: build
+bench: build build/floor
 	@command -v tcpkill >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dsniff >/dev/null; }
 	node dist/bench/run.js $(BENCH_ARGS)
 

@@ -4,16 +4,19 @@
  * Writes bench/results/latest.json, bench/results/reaction-latency.svg and
  * regenerates BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--quick] [--only a,b,...] [--no-report]
+ *   node dist/bench/run.js [--quick] [--only a,b,...] [--into-latest] [--no-report]
  *
  * --quick: a short smoke run (fewer repetitions, shorter windows, no
  * 100,000-target or 100-process configurations); it writes
  * bench/results/quick.json and leaves BENCHMARKS.md alone.
  * --render: only regenerate BENCHMARKS.md from bench/results/latest.json
  * (after a change to the report's text; the plot needs a run).
- * --only: sections to run (command, reaction, kill, capabilities, throughput,
- * scale);
+ * --only: sections to run (command, reaction, idle, kill, capabilities,
+ * throughput, scale);
  * a partial run writes bench/results/partial.json only.
+ * --into-latest: a partial, full-length run also replaces its sections in
+ * bench/results/latest.json (noting when they were measured) and
+ * regenerates BENCHMARKS.md; the other sections keep their earlier figures.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +28,7 @@ import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, type BenchContext } from './context.js';
 import { runCapabilities } from './capabilities.js';
 import { runCommand } from './command.js';
+import { runIdle } from './idle.js';
 import { runKill } from './kill.js';
 import { runReaction } from './reaction.js';
 import { runScale } from './scale.js';
@@ -35,11 +39,12 @@ import { machineInfo, readSysctl, writeSysctl } from './lib/sys.js';
 import { ensureSniffAddress } from './lib/tcpkill.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/bench/
-const SECTIONS = ['command', 'reaction', 'kill', 'capabilities', 'throughput', 'scale'] as const;
+const SECTIONS = ['command', 'reaction', 'idle', 'kill', 'capabilities', 'throughput', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
-function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean; render: boolean } {
+function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean; render: boolean; intoLatest: boolean } {
   let quick = false;
+  let intoLatest = false;
   let render = false;
   let report = true;
   let only = new Set<Section>(SECTIONS);
@@ -48,14 +53,16 @@ function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report
     if (a === '--quick') quick = true;
     else if (a === '--render') render = true;
     else if (a === '--no-report') report = false;
+    else if (a === '--into-latest') intoLatest = true;
     else if (a === '--only' || a.startsWith('--only=')) {
       const v = a.includes('=') ? a.slice(7) : argv[++i] ?? '';
       const names = v.split(',').filter(Boolean);
       for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`unknown section ${n} (known: ${SECTIONS.join(', ')})`);
       only = new Set(names as Section[]);
-    } else throw new Error(`unknown argument ${a}; usage: run.js [--quick] [--only ${SECTIONS.join(',')}] [--no-report] | --render`);
+    } else throw new Error(`unknown argument ${a}; usage: run.js [--quick] [--only ${SECTIONS.join(',')}] [--into-latest] [--no-report] | --render`);
   }
-  return { quick, only, report, render };
+  if (intoLatest && quick) throw new Error('--into-latest takes full-length figures only: drop --quick');
+  return { quick, only, report, render, intoLatest };
 }
 
 /** Installs what the benchmark needs and `make` does not (tcpkill), as the Makefile does: only what is missing. */
@@ -143,6 +150,9 @@ async function main(): Promise<number> {
           results.reaction = rest;
           break;
         }
+        case 'idle':
+          results.idle = await runIdle(ctx);
+          break;
         case 'kill':
           results.kill = await runKill(ctx);
           break;
@@ -167,6 +177,23 @@ async function main(): Promise<number> {
     const jsonPath = join(outDir, args.quick ? 'quick.json' : complete ? 'latest.json' : 'partial.json');
     writeFileSync(jsonPath, JSON.stringify(results, null, 2) + '\n');
     log(`wrote ${jsonPath}`);
+    if (!complete && args.intoLatest) {
+      const latestPath = join(outDir, 'latest.json');
+      const latest = JSON.parse(readFileSync(latestPath, 'utf8')) as BenchResults;
+      const merged = latest as unknown as Record<string, unknown>;
+      const runs = { ...(latest.sectionRuns ?? {}) };
+      for (const section of args.only) {
+        merged[section] = (results as unknown as Record<string, unknown>)[section];
+        runs[section] = results.startedAt;
+      }
+      latest.sectionRuns = runs;
+      writeFileSync(latestPath, JSON.stringify(latest, null, 2) + '\n');
+      log(`merged ${[...args.only].join(', ')} into ${latestPath}`);
+      if (args.report) {
+        writeFileSync(join(REPO, 'BENCHMARKS.md'), renderBenchmarks(latest));
+        log('wrote BENCHMARKS.md');
+      }
+    }
     if (complete && args.report) {
       if (samples) {
         const svg = cdfSvg('Reaction latency: segment on the sniff interface → RST on the reset interface', [

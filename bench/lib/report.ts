@@ -6,6 +6,7 @@
  */
 import type { CapabilitiesResult } from '../capabilities.js';
 import type { CommandResult } from '../command.js';
+import type { IdleCell, IdleKind, IdleResult, IdleTool } from '../idle.js';
 import type { KillResult } from '../kill.js';
 import type { ReactionResult } from '../reaction.js';
 import type { ScaleResult } from '../scale.js';
@@ -20,6 +21,9 @@ export interface BenchResults {
   machine: MachineInfo;
   command?: CommandResult;
   reaction?: Omit<ReactionResult, 'samples'>;
+  idle?: IdleResult;
+  /** Sections measured by a later partial run merged in with --into-latest: section -> that run's start (ISO). */
+  sectionRuns?: Record<string, string>;
   kill?: KillResult;
   capabilities?: CapabilitiesResult;
   throughput?: ThroughputResult;
@@ -102,6 +106,7 @@ export function renderBenchmarks(r: BenchResults): string {
       [
         ['Reaction latency p50', '≤ 50 µs', us(re?.tcpreset.latencyUs.p50), us(re?.tcpkill.latencyUs.p50), verdict(re ? (re.tcpreset.latencyUs.p50 ?? Infinity) <= 50 : null)],
         ['Reaction latency p99', '≤ 500 µs', us(re?.tcpreset.latencyUs.p99), us(re?.tcpkill.latencyUs.p99), verdict(re ? (re.tcpreset.latencyUs.p99 ?? Infinity) <= 500 : null)],
+        ...idleGoalRows(r.idle),
         ['Kill success, interactive / bulk', '100 %', killRate('tcpreset'), killRate('tcpkill'), verdict(killOk)],
         [
           'Per-packet cost, 100,000 targets vs 1',
@@ -155,6 +160,8 @@ export function renderBenchmarks(r: BenchResults): string {
     if (drops > 0) out.push(`The captures dropped ${num(drops)} packets; those RSTs or triggers are missing from the figures.`);
     out.push('');
   }
+
+  if (r.idle) out.push(...idleSection(r.idle, r.sectionRuns?.idle));
 
   // ---- 2. kill
   if (r.kill) {
@@ -343,6 +350,7 @@ function shortfalls(r: BenchResults): string[] {
         ` (max ${us(re.latencyUs.max)}); from the sniff interface's own tap the p50 is ${us(re.tapLatencyUs.p50)}, so part of it is the receive path before tcpreset sees the packet.`,
     );
   }
+  out.push(...idleShortfalls(r.idle));
   const k = r.kill?.cells.tcpreset;
   if (k) {
     for (const kind of ['interactive', 'bulk'] as const) {
@@ -404,6 +412,165 @@ function shortfalls(r: BenchResults): string[] {
       `The command: \`tcpreset list\` takes ${num(cmd.ratio.list, 2)}× and a job submission ${num(cmd.ratio.submit, 2)}× the time of \`node -e 0\` ` +
         `(${ms((cmd.ms.submit.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for a submission), against 1.3×.`,
     );
+  }
+  return out;
+}
+
+// ---- 1b. reaction from idle (bench/idle.ts) -------------------------------------
+
+const KIND_TEXT: Record<IdleKind, string> = { syn: 'SYN of a new flow', data: 'data on a known flow' };
+const gapText = (g: number): string => (g >= 1000 ? `${g / 1000} s` : `${g} ms`);
+
+/** The goals of issue 8: every gap within 1.5× the floor's p50 + 20 µs and 2× its p99; (b) no byte in ≥ 199 of 200. */
+function idleGoalRows(x: IdleResult | undefined): string[][] {
+  if (!x) return [];
+  const worst = [...x.ratios].filter((q) => q.p50Ratio !== null).sort((a, b) => (b.p50Ratio ?? 0) - (a.p50Ratio ?? 0))[0];
+  const worst99 = [...x.ratios].filter((q) => q.p99Ratio !== null).sort((a, b) => (b.p99Ratio ?? 0) - (a.p99Ratio ?? 0))[0];
+  const allMet = x.ratios.every((q) => q.met === true);
+  const b = x.connections.find((c) => c.tool === 'tcpreset' && c.kind === 'b');
+  const fb = x.connections.find((c) => c.tool === 'floor' && c.kind === 'b');
+  const rows: string[][] = [
+    [
+      'Reaction from idle, every gap (1 ms – 1 s)',
+      'p50 ≤ 1.5× floor + 20 µs, p99 ≤ 2× floor',
+      worst && worst99
+        ? `worst p50 ${num(worst.p50Ratio, 2)}× floor (${worst.kind}, ${gapText(worst.gapMs)}), worst p99 ${num(worst99.p99Ratio, 2)}× (${worst99.kind}, ${gapText(worst99.gapMs)})`
+        : 'n/a',
+      'n/a',
+      verdict(x.ratios.length ? allMet : null),
+    ],
+  ];
+  if (b) {
+    const blocked = b.attempts - b.crossed;
+    const need = Math.ceil((199 / 200) * b.attempts);
+    rows.push([
+      'New connections during a job, request 0.5 ms after connect: no byte crosses',
+      '≥ 199 of 200',
+      `${num(blocked)} of ${num(b.attempts)}${fb ? ` (floor: ${num(fb.attempts - fb.crossed)} of ${num(fb.attempts)})` : ''}`,
+      'n/a',
+      verdict(blocked >= need),
+    ]);
+  }
+  return rows;
+}
+
+function idleSection(x: IdleResult, measuredAt: string | undefined): string[] {
+  const out: string[] = [];
+  const cell = (tool: IdleTool, kind: IdleKind, gap: number): IdleCell | undefined => x.cells.find((c) => c.tool === tool && c.kind === kind && c.gapMs === gap);
+  out.push('## 1b. Reaction from idle, against the floor of the design');
+  out.push('');
+  out.push(
+    (measuredAt ? `Measured on ${measuredAt.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only idle --into-latest"\`). ` : '') +
+      'A quiet tool woken by one matching segment after an idle gap: from the segment handed to the sniff interface\'s cable to the first RST ' +
+      `leaving the reset interface (${x.method}). tcpreset is the real daemon, its jobs created and cancelled with the real CLI; the **floor** is ` +
+      'bench/floor/floor.c, the least this design can do: the same XDP object on the same interface, `ring_buffer__poll()` with libbpf\'s default ' +
+      `adaptive wake-up, the same RSTs sent with one \`sendmmsg\` on raw sockets bound to the reset interface (its XDP attached ${x.floorXdpMode}). ` +
+      `The two take turns (${x.runsPerCell} run(s) per tool, kind and gap, order alternating), ` +
+      `${Object.entries(x.triggersPerRun).map(([g, n]) => `${n} triggers per run at ${gapText(Number(g))}`).join(', ')}. ` +
+      '*SYN of a new flow*: tcpreset logs a `flow reset` line for each; *data on a known flow*: PSH|ACK segments of one flow with random ' +
+      'sequence numbers (the first of a run, a new flow, is left out). Goal (issue 8): p50 ≤ 1.5× the floor\'s p50 + 20 µs and p99 ≤ 2× the floor\'s p99, at every gap.',
+  );
+  out.push('');
+  const rows: string[][] = [];
+  for (const kind of x.kinds) {
+    for (const gap of x.gapsMs) {
+      const t = cell('tcpreset', kind, gap);
+      const f = cell('floor', kind, gap);
+      const q = x.ratios.find((r) => r.kind === kind && r.gapMs === gap);
+      if (!t || !f || !q) continue;
+      rows.push([
+        KIND_TEXT[kind],
+        gapText(gap),
+        `${us(t.firstUs.p50)} / ${us(t.firstUs.p90)} / ${us(t.firstUs.p99)}`,
+        `${us(f.firstUs.p50)} / ${us(f.firstUs.p90)} / ${us(f.firstUs.p99)}`,
+        `${num(q.p50Ratio, 2)}× / ${num(q.p99Ratio, 2)}×`,
+        `${us(q.goalP50Us)} / ${us(q.goalP99Us)}`,
+        `${num(t.answered)}/${num(t.triggers)} · ${num(f.answered)}/${num(f.triggers)}`,
+        verdict(q.met),
+      ]);
+    }
+  }
+  out.push(table(['Trigger', 'Gap', 'tcpreset p50 / p90 / p99', 'floor p50 / p90 / p99', 'ratio p50 / p99', 'goal p50 / p99', 'answered (tcpreset · floor)', 'goal met?'], rows));
+  out.push('');
+  if (x.connections.length) {
+    const n = x.connections[0]!.attempts;
+    out.push(
+      `**New connections during a job.** ${num(n)} real TCP connections per tool and kind, ${x.connIntervalMs} ms apart, from the client to an echo ` +
+        'server (a Node process; the kernel answers the SYN); the client sends an 8-byte request (a) as soon as `connect` completes, (b) 0.5 ms later. ' +
+        'An attempt *crossed* when the server application read a byte or the client got one back. *Request left* is the client\'s first data ' +
+        'segment on the wire after its SYN: the time a tool has, in this lab, to stop (a).',
+    );
+    out.push('');
+    out.push(
+      table(
+        ['Request sent', 'Tool', 'Crossed', 'Handshake completed', 'First RST after the SYN, p50 (p90)', 'Request left, p50'],
+        x.connections.map((c) => [
+          c.kind === 'a' ? '(a) at connect' : '(b) 0.5 ms after',
+          c.tool,
+          `**${num(c.crossed)} / ${num(c.attempts)}**`,
+          `${num(c.connected)} / ${num(c.attempts)}`,
+          `${us(c.firstRstUs.p50)} (${us(c.firstRstUs.p90)})`,
+          us(c.requestUs.p50),
+        ]),
+      ),
+    );
+    out.push('');
+  }
+  if (x.fresh.length) {
+    out.push(
+      '**The first connection** (request 0.5 ms after connect), right after the job is created with the CLI (the client is already running and ' +
+        'connects the moment the CLI exits), and right after tcpresetd is killed with SIGKILL and started again on its saved jobs (the connection ' +
+        'starts the moment the restarted daemon answers on its socket); the floor: right after it reports its XDP program attached.',
+    );
+    out.push('');
+    out.push(
+      table(
+        ['Tool', 'When', 'Crossed', 'First RST after the SYN, p50 (max)', 'SIGKILL → answering again, p50'],
+        x.fresh.map((c) => [
+          c.tool,
+          c.when === 'after-create' ? (c.tool === 'floor' ? 'after start' : 'after job creation') : 'after kill -9 and restart',
+          `${num(c.crossed)} / ${num(c.attempts)}`,
+          c.firstRstUs.n ? `${us(c.firstRstUs.p50)} (${us(c.firstRstUs.max)})` : 'no RST',
+          c.restartMs ? ms(c.restartMs.p50) : '',
+        ]),
+      ),
+    );
+    out.push('');
+  }
+  if (x.captureDrops > 0) out.push(`The captures dropped ${num(x.captureDrops)} packets; those triggers or RSTs are missing from the figures.`);
+  out.push('Where the time goes, stage by stage, for both: bench/results/idle-split-*.md (bench/split.ts, bpftrace).');
+  out.push('');
+  return out;
+}
+
+function idleShortfalls(x: IdleResult | undefined): string[] {
+  if (!x) return [];
+  const out: string[] = [];
+  const missed = x.ratios.filter((q) => q.met === false);
+  if (missed.length) {
+    const t = (kind: IdleKind, gap: number): IdleCell | undefined => x.cells.find((c) => c.tool === 'tcpreset' && c.kind === kind && c.gapMs === gap);
+    out.push(
+      'Reaction from idle misses the floor-relative goal at ' +
+        missed
+          .map((q) => {
+            const c = t(q.kind, q.gapMs);
+            return `${KIND_TEXT[q.kind]}, ${gapText(q.gapMs)} (p50 ${us(c?.firstUs.p50)} against ${us(q.goalP50Us)}, p99 ${us(c?.firstUs.p99)} against ${us(q.goalP99Us)})`;
+          })
+          .join('; ') +
+        '. The split (bench/results/idle-split-*.md) shows which stage takes the difference.',
+    );
+  }
+  for (const c of x.connections.filter((c) => c.tool === 'tcpreset')) {
+    const f = x.connections.find((d) => d.tool === 'floor' && d.kind === c.kind);
+    if (c.crossed > (f?.crossed ?? 0)) {
+      out.push(
+        `New connections, request ${c.kind === 'a' ? 'at connect' : '0.5 ms after connect'}: ${num(c.crossed)} of ${num(c.attempts)} exchanged a byte before the RSTs ` +
+          `(floor ${num(f?.crossed)}); the first RST came ${us(c.firstRstUs.p50)} after the SYN at p50 (floor ${us(f?.firstRstUs.p50)}), the request left ${us(c.requestUs.p50)} after it.`,
+      );
+    }
+  }
+  for (const c of x.fresh.filter((c) => c.tool === 'tcpreset' && c.crossed > 0)) {
+    out.push(`The first connection ${c.when === 'after-restart' ? 'after a kill -9 and restart' : 'after job creation'} exchanged a byte in ${num(c.crossed)} of ${num(c.attempts)} tries.`);
   }
   return out;
 }

@@ -10,6 +10,7 @@ export interface Summary {
   p25: number;
   p50: number;
   p75: number;
+  p90: number;
   p99: number;
   max: number;
   mean: number;
@@ -42,6 +43,7 @@ export function summarize(xs: Iterable<number>): Summary {
     p25: quantileSorted(s, 0.25),
     p50: quantileSorted(s, 0.5),
     p75: quantileSorted(s, 0.75),
+    p90: quantileSorted(s, 0.9),
     p99: quantileSorted(s, 0.99),
     max: n ? s[n - 1] : NaN,
     mean: n ? sum / n : NaN,

@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { CLI_BIN } from '../testkit/demo/sensor.js';
 import { BENCH_ENGID, sleep, type BenchContext } from './context.js';
-import { roundSummary, summarize, type Summary } from './lib/stats.js';
+import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
 
 export interface CommandResult {
   runs: number;

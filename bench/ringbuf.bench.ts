@@ -22,7 +22,7 @@ import { BpfObject } from '../src/bpf/object.js';
 import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
 import { MAP_EVENTS, MAP_TARGETS, PORT_ANY, decodeEvent, encodeTargetKey, encodeTargetValue } from '../src/contract.js';
 import * as L from '../src/native/libbpf.js';
-import { median, roundSummary, summarize } from './lib/stats.js';
+import { median, roundSummary, summarize } from '../testkit/stats.js';
 
 const HOST = [10, 9, 8, 7];
 

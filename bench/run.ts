@@ -35,7 +35,7 @@ import { runScale } from './scale.js';
 import { runThroughput } from './throughput.js';
 import { renderBenchmarks, type BenchResults } from './lib/report.js';
 import { cdfSvg } from './lib/svg.js';
-import { machineInfo, readSysctl, writeSysctl } from './lib/sys.js';
+import { machineInfo, readSysctl, writeSysctl } from '../testkit/proc.js';
 import { ensureSniffAddress } from './lib/tcpkill.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/bench/

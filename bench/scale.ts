@@ -31,11 +31,11 @@ import { join } from 'node:path';
 import { SensorDaemon } from '../testkit/demo/sensor.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, sleep, type BenchContext } from './context.js';
-import { bulkRequests, stateFileWithJobs, targetHost } from './lib/control.js';
-import { median, quantileSorted, sortNumbers } from './lib/stats.js';
-import { bpfProgStats, ifCounters, machineIrqNs, processesCpuNs, readSysctl, rssBytes, writeSysctl, xdpProgId } from './lib/sys.js';
+import { bulkRequests, stateFileWithJobs, targetHost } from '../testkit/control.js';
+import { median, quantileSorted, sortNumbers } from '../testkit/stats.js';
+import { bpfProgStats, ifCounters, machineIrqNs, processesCpuNs, readSysctl, rssBytes, writeSysctl, xdpProgId } from '../testkit/proc.js';
 import { spawnTcpkill, stopTcpkill, waitListening, type TcpkillProc } from './lib/tcpkill.js';
-import { startTrafgen, tcpFrameConfig } from './lib/traffic.js';
+import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 
 
 export interface ScaleRun {

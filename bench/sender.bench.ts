@@ -12,7 +12,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Sender, type InjectMode } from '../src/net/sender.js';
-import { median } from './lib/stats.js';
+import { median } from '../testkit/stats.js';
 import { ipv4HeaderChecksum, tcpChecksumV4 } from '../src/packet/checksum.js';
 
 function sh(...args: string[]): string {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { rng } from './helpers/rng.js';
+import { rng } from '../testkit/rng.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { ValidationError } from '../src/errors.js';
 import { cidrContains, classify, formatIp, isUnicastHost, parseCidr, parseHost, parseIp, unmapV4 } from '../src/packet/addr.js';

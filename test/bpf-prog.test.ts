@@ -16,7 +16,7 @@ import { BpfObject, defaultObjectPath, numPossibleCpus, type BpfMap } from '../s
 import { RingReader } from '../src/bpf/ringbuf.js';
 import * as C from '../src/contract.js';
 import type { Counters, TcpEvent } from '../src/contract.js';
-import * as F from './helpers/frames.js';
+import * as F from '../testkit/frames.js';
 import { ptest } from './helpers/privileged.js';
 
 const XDP_PASS = 2;

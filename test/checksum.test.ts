@@ -1,7 +1,7 @@
 import test from 'ava';
-import { rng } from './helpers/rng.js';
+import { rng } from '../testkit/rng.js';
 import { fold, internetChecksum, ipv4HeaderChecksum, onesSum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
-import { LINKTYPE_RAW, hasTshark, tsharkDecode } from './helpers/tshark.js';
+import { LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 

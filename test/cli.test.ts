@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/cli/main.js';
 import type { Job } from '../src/control/protocol.js';
-import { worldReadableBuild } from './helpers/daemon.js';
+import { worldReadableBuild } from '../testkit/daemon.js';
 import { ptest } from './helpers/privileged.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));

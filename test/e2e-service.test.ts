@@ -12,7 +12,7 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { ptest } from './helpers/privileged.js';
-import { CLI_BIN, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
+import { CLI_BIN, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../testkit/lab/peer-control.js';
 

@@ -2,7 +2,7 @@ import test from 'ava';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/contract.js';
 import { DEFAULT_TTL, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
-import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from './helpers/tshark.js';
+import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';
 
 const V4A = Uint8Array.from([192, 0, 2, 10]);
 const V4B = Uint8Array.from([198, 51, 100, 20]);

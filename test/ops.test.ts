@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { DAEMON_BIN, sensorNetns, startDaemon } from './helpers/daemon.js';
+import { DAEMON_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
 
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
 

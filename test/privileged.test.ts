@@ -10,7 +10,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { REPO_ROOT } from './helpers/daemon.js';
+import { REPO_ROOT } from '../testkit/daemon.js';
 import { ptest } from './helpers/privileged.js';
 
 const SUMMARY = join(REPO_ROOT, 'test/tap-summary.mjs');

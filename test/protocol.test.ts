@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { ControlServer } from '../src/daemon/server.js';
 import { MAX_LINE_BYTES } from '../src/control/protocol.js';
 import { TcpresetError } from '../src/errors.js';
-import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, sleep, startDaemon, type DaemonProc } from './helpers/daemon.js';
+import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 
 const IDLE_MS = 3000;
 const PROTECTED_NET = '203.0.113.0/24';

@@ -10,7 +10,7 @@
  * segments share a key, the latest one at or before the RST is taken (the
  * choice that can only understate a latency, never inflate it).
  */
-import type { TcpSegment } from './pcap.js';
+import type { TcpSegment } from '../../testkit/pcap.js';
 
 const TH_FIN = 0x01;
 const TH_SYN = 0x02;

@@ -11,7 +11,7 @@ import type { KillResult } from '../kill.js';
 import type { ReactionResult } from '../reaction.js';
 import type { ScaleResult } from '../scale.js';
 import type { ThroughputResult } from '../throughput.js';
-import type { MachineInfo } from './sys.js';
+import type { MachineInfo } from '../../testkit/proc.js';
 
 export interface BenchResults {
   version: 1;

@@ -4,7 +4,7 @@
  * dependency). A CDF shows the median, the tail and the spread at once and
  * stays readable when two distributions are 10,000x apart.
  */
-import { sortNumbers } from './stats.js';
+import { sortNumbers } from '../../testkit/stats.js';
 
 export interface Series {
   label: string;

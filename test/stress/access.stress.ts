@@ -21,7 +21,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab } from '../../testkit/lab/lab.js';
-import { CLI_BIN, startDaemon, worldReadableBuild, type DaemonProc, type LogLine, type Resp } from '../helpers/daemon.js';
+import { CLI_BIN, startDaemon, worldReadableBuild, type DaemonProc, type LogLine, type Resp } from '../../testkit/daemon.js';
 import { ptest } from '../helpers/privileged.js';
 
 const GROUP = 'tcpreset';

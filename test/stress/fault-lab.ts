@@ -12,7 +12,7 @@ import { readFileSync, readdirSync, readlinkSync, writeFileSync, mkdtempSync } f
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../helpers/daemon.js';
+import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../../testkit/daemon.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
 import { connectOnce, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 

@@ -16,7 +16,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/cli/main.js';
-import { CLI_BIN } from '../helpers/daemon.js';
+import { CLI_BIN } from '../../testkit/daemon.js';
 import { Rng, seedFromEnv } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
 

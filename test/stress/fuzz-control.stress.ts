@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLab } from '../../testkit/lab/lab.js';
 import { connectOnce, startServer } from '../../testkit/lab/peer-control.js';
-import { startDaemon, type LogLine } from '../helpers/daemon.js';
+import { startDaemon, type LogLine } from '../../testkit/daemon.js';
 import { ptest } from '../helpers/privileged.js';
 import { fmtMs, seedFromEnv, sleep, summarize } from './helpers.js';
 import { SCALE, scaled } from './scale.js';

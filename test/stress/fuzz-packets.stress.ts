@@ -22,7 +22,7 @@ import { RingReader } from '../../src/bpf/ringbuf.js';
 import * as C from '../../src/contract.js';
 import type { Counters, TcpEvent } from '../../src/contract.js';
 import { forgeResets, l2Frame, type RstPacket } from '../../src/packet/forge.js';
-import * as F from '../helpers/frames.js';
+import * as F from '../../testkit/frames.js';
 import { ptest } from '../helpers/privileged.js';
 import { Rng, seedFromEnv } from './helpers.js';
 import { SCALE, scaled } from './scale.js';

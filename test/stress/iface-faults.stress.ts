@@ -14,7 +14,7 @@ import type { ExecutionContext } from 'ava';
 import { ptest } from '../helpers/privileged.js';
 import { run } from '../../testkit/lab/netns.js';
 import type { Lab } from '../../testkit/lab/lab.js';
-import type { LogLine } from '../helpers/daemon.js';
+import type { LogLine } from '../../testkit/daemon.js';
 import { scaled } from './scale.js';
 import {
   KILL_BOUND_MS, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, session, sleep, targetsMapId, type LabDaemon,

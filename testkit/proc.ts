@@ -7,7 +7,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { execFileSync } from 'node:child_process';
-import { run } from '../../testkit/lab/netns.js';
+import { run } from './lab/netns.js';
 
 /** CPU time of every live thread of `pid`, ns (sum_exec_runtime from /proc/<pid>/task/<tid>/schedstat). */
 export function processCpuNs(pid: number): number {

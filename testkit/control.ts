@@ -5,7 +5,7 @@
  * CLI process would measure process spawning, not the daemon.
  */
 import net from 'node:net';
-import type { RequestBody, Response } from '../../src/control/protocol.js';
+import type { RequestBody, Response } from '../src/control/protocol.js';
 
 export interface BulkOutcome {
   ok: number;

@@ -6,7 +6,7 @@
  * so whatever the capture itself costs is the same for both.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { Lab } from '../../testkit/lab/lab.js';
+import type { Lab } from './lab/lab.js';
 import { readPcap, type TcpSegment } from './pcap.js';
 
 export interface Capture {

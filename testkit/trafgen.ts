@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
-import type { Lab } from '../../testkit/lab/lab.js';
+import type { Lab } from './lab/lab.js';
 
 function macBytes(mac: string): string {
   return mac.split(':').map((b) => `0x${b}`).join(', ');

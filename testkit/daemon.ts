@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)); // from dist/test/helpers/
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url)); // from dist/testkit/
 export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
 export const CLI_BIN = join(REPO_ROOT, 'bin/tcpreset');
 

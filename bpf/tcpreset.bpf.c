@@ -45,10 +45,20 @@ struct {
 	__type(value, struct tr_flow_state);
 } flows SEC(".maps");
 
-struct {
+struct tr_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, TR_RINGBUF_BYTES);
-} events SEC(".maps");
+};
+
+struct tr_ring events SEC(".maps");
+
+/* Slots of the consumers' rings (see TR_RING_SLOTS); filled by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, TR_RING_SLOTS);
+	__type(key, __u32);
+	__array(values, struct tr_ring);
+} event_rings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -341,6 +351,27 @@ static __noinline void fill_event(struct tr_event *e, struct pkt_info *pi, __u32
 	__builtin_memcpy(e->daddr, pi->flow.daddr, 16);
 }
 
+/*
+ * Which ring slot a flow's events go to: a hash that is the same for both
+ * directions (XOR of the endpoints), so one consumer sees a flow in order.
+ */
+static __always_inline __u32 ring_slot(struct pkt_info *pi)
+{
+	__u32 h = (__u32)pi->flow.sport ^ (__u32)pi->flow.dport;
+	__u32 w;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 16; i += 4) {
+		__builtin_memcpy(&w, pi->flow.saddr + i, 4);
+		h ^= w;
+		__builtin_memcpy(&w, pi->flow.daddr + i, 4);
+		h ^= w;
+	}
+	h *= 0x9e3779b1u;
+	return h >> 29; /* top 3 bits: TR_RING_SLOTS = 8 */
+}
+
 /* Everything after the parse: match, suppress, emit. */
 static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *cnt)
 {
@@ -348,6 +379,7 @@ static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *
 	struct tr_target_value *tv;
 	struct tr_flow_state *st;
 	struct tr_event *e;
+	void *ring;
 	__u64 now = 0;
 	int expired = 0;
 	__u32 target_id;
@@ -404,7 +436,11 @@ static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *
 		return;
 	}
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	ring = bpf_map_lookup_elem(&event_rings, &(__u32){ ring_slot(pi) });
+	if (ring)
+		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	else
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		cnt->lost++; /* never block; the flow state stays so the next copy retries */
 		return;

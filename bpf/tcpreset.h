@@ -23,6 +23,7 @@
 #define TR_MAP_TARGETS    "targets"
 #define TR_MAP_FLOWS      "flows"
 #define TR_MAP_EVENTS     "events"
+#define TR_MAP_EVENT_RINGS "event_rings"
 #define TR_MAP_COUNTERS   "counters"
 #define TR_MAP_PREFILTER  "prefilter"
 #define TR_MAP_UDP_TUNNELS "udp_tunnels"
@@ -32,6 +33,13 @@
 #define TR_MAX_TARGETS    131072
 #define TR_MAX_FLOWS      65536
 #define TR_RINGBUF_BYTES  (8u << 20)
+/*
+ * Events are spread over up to TR_RING_SLOTS ring buffers by a symmetric
+ * hash of the flow (both directions of a connection land in one ring, so
+ * one consumer sees a flow in order). User space fills slot i with ring
+ * i % N for N consumers; an empty slot means the "events" ring (N = 1).
+ */
+#define TR_RING_SLOTS     8
 #define TR_MAX_VLANS      2
 
 /*

@@ -10,6 +10,8 @@ export const PROG_NAME = 'tcpreset_xdp';
 export const MAP_TARGETS = 'targets';
 export const MAP_FLOWS = 'flows';
 export const MAP_EVENTS = 'events';
+/** ARRAY_OF_MAPS: slot i holds the ring of consumer i % N (empty: the "events" ring). */
+export const MAP_EVENT_RINGS = 'event_rings';
 export const MAP_COUNTERS = 'counters';
 export const MAP_PREFILTER = 'prefilter';
 export const MAP_UDP_TUNNELS = 'udp_tunnels';
@@ -18,6 +20,7 @@ export const MAP_IF_COUNTERS = 'if_counters';
 export const MAX_TARGETS = 131072;
 export const MAX_FLOWS = 65536;
 export const RINGBUF_BYTES = 8 << 20;
+export const RING_SLOTS = 8;
 export const MAX_VLANS = 2;
 export const PREFILTER_BITS = 1 << 21;
 export const PREFILTER_WORDS = PREFILTER_BITS / 64;

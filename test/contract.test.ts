@@ -132,12 +132,13 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
   const { numbers, strings } = headerInfo();
   t.deepEqual(
     Object.fromEntries(strings),
-    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER, TR_MAP_UDP_TUNNELS: C.MAP_UDP_TUNNELS, TR_MAP_IF_COUNTERS: C.MAP_IF_COUNTERS },
+    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_EVENT_RINGS: C.MAP_EVENT_RINGS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER, TR_MAP_UDP_TUNNELS: C.MAP_UDP_TUNNELS, TR_MAP_IF_COUNTERS: C.MAP_IF_COUNTERS },
   );
   const expected: Record<string, number | bigint> = {
     TR_MAX_TARGETS: C.MAX_TARGETS,
     TR_MAX_FLOWS: C.MAX_FLOWS,
     TR_RINGBUF_BYTES: C.RINGBUF_BYTES,
+    TR_RING_SLOTS: C.RING_SLOTS,
     TR_MAX_VLANS: C.MAX_VLANS,
     TR_PREFILTER_BITS: C.PREFILTER_BITS,
     TR_PREFILTER_WORDS: C.PREFILTER_WORDS,
@@ -174,7 +175,7 @@ test('object BTF: the program and the seven maps carry the contract names', (t) 
   const types = btfTypes(objPath);
   t.truthy(types.find((x) => x.kind === 'FUNC' && x.name === C.PROG_NAME), `program ${C.PROG_NAME}`);
   const vars = new Set(types.filter((x) => x.kind === 'VAR').map((x) => x.name));
-  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_COUNTERS, C.MAP_PREFILTER, C.MAP_UDP_TUNNELS, C.MAP_IF_COUNTERS]) t.true(vars.has(m), `map ${m}`);
+  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_EVENT_RINGS, C.MAP_COUNTERS, C.MAP_PREFILTER, C.MAP_UDP_TUNNELS, C.MAP_IF_COUNTERS]) t.true(vars.has(m), `map ${m}`);
 });
 
 /** Offsets straight from the header's BTF, so the encoders are checked against C, not against LAYOUT. */
@@ -329,6 +330,7 @@ ptest('object maps (as libbpf sees them) have the contract names, types, key/val
     { name: C.MAP_TARGETS, type: 1 /* HASH */, keySize: L.tr_target_key.size, valueSize: L.tr_target_value.size, maxEntries: C.MAX_TARGETS },
     { name: C.MAP_FLOWS, type: 9 /* LRU_HASH */, keySize: L.tr_flow_key.size, valueSize: L.tr_flow_state.size, maxEntries: C.MAX_FLOWS },
     { name: C.MAP_EVENTS, type: 27 /* RINGBUF */, keySize: 0, valueSize: 0, maxEntries: C.RINGBUF_BYTES },
+    { name: C.MAP_EVENT_RINGS, type: 12 /* ARRAY_OF_MAPS */, keySize: 4, valueSize: 4, maxEntries: C.RING_SLOTS },
     { name: C.MAP_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_counters.size, maxEntries: 1 },
     { name: C.MAP_PREFILTER, type: 2 /* ARRAY */, keySize: 4, valueSize: 8, maxEntries: C.PREFILTER_WORDS },
     { name: C.MAP_UDP_TUNNELS, type: 2 /* ARRAY */, keySize: 4, valueSize: 4, maxEntries: C.UDP_PORTS },

@@ -281,6 +281,24 @@ ptest.serial('after kill -9 and a restart, the first new connection is answered 
   }
 });
 
+// Issue 13 (floods): with two event threads each flow is answered by the
+// thread its ring belongs to; both rings carry flows, and every new
+// connection is still answered before its request gets a reply.
+ptest.serial('eventThreads 2: flows are spread over two rings and threads, each connection is still answered', async (t) => {
+  const ctx = await setup(t, () => ({ eventThreads: 2 }));
+  const host = ctx.lab.hosts.client.v4;
+  t.is((await cli(ctx, createArgs(ctx, 'ENG', host, 60))).code, 0);
+  const r = await echoes(ctx, 24, 30);
+  t.is(r.through, 0, `requests answered despite the job: ${r.outcomes}`);
+  const st = await jsonCli(ctx, ['status']);
+  t.is(st.ring.threads, 2);
+  t.is(st.ring.perThread.length, 2);
+  // 24 flows with random ephemeral ports: all on one ring has probability 2^-23.
+  t.true(st.ring.perThread.every((n: number) => n > 0), `records per thread: ${JSON.stringify(st.ring.perThread)}`);
+  t.is(st.ring.perThread[0] + st.ring.perThread[1], st.ring.records);
+  t.is(st.ring.errors, 0);
+});
+
 ptest.serial('a protected address is refused (config entry and the sensor\'s own address), exit 65', async (t) => {
   const ctx = await setup(t, (lab) => ({ protected: [`${lab.hosts.bystander.v4}/32`] }));
   const { lab } = ctx;

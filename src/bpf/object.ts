@@ -183,6 +183,8 @@ export class BpfObject {
   private obj: L.BpfObjectPtr | null;
   private readonly maps = new Map<string, BpfMap>();
   private readonly links = new Set<XdpLink>();
+  /** Maps made after load (extra ring buffers), closed with the object. */
+  private readonly extraFds: number[] = [];
 
   private constructor(path: string, obj: L.BpfObjectPtr, progName: string, progFd: number) {
     this.path = path;
@@ -318,10 +320,24 @@ export class BpfObject {
     return [...this.links];
   }
 
+  /**
+   * A further BPF_MAP_TYPE_RINGBUF of `bytes` (a power of two, at least a
+   * page), owned by this object and closed with it: one per extra event
+   * consumer, placed in an ARRAY_OF_MAPS slot by the caller. Returns its fd.
+   */
+  createRingBuffer(name: string, bytes: number): number {
+    this.handle();
+    const fd = L.bpf_map_create(L.BPF_MAP_TYPE.RINGBUF, name, 0, 0, bytes, null);
+    if (fd < 0) throw L.failure(`create ring buffer "${name}" of ${bytes} bytes`, fd);
+    this.extraFds.push(fd);
+    return fd;
+  }
+
   /** Detach every link it made, then free the object (program and maps). Idempotent. */
   close(): void {
     if (this.obj === null) return;
     for (const link of [...this.links]) link.close();
+    for (const fd of this.extraFds.splice(0)) closeFd(fd);
     const obj = this.obj;
     this.obj = null;
     this.maps.clear();

@@ -41,6 +41,12 @@ export interface DaemonConfig {
    * CAP_SYS_NICE or RLIMIT_NICE (the unit sets LimitNICE=); without, a warning.
    */
   eventNice: number;
+  /**
+   * Event threads, each draining a ring buffer of its own (1..8): events
+   * are spread over them by flow, so a flood of many flows is answered on
+   * several cores. One is enough for alert-driven jobs; see BENCHMARKS.md §4.
+   */
+  eventThreads: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -55,6 +61,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   logLevel: 'info',
   eventSpinUs: 200,
   eventNice: -10,
+  eventThreads: 1,
 });
 
 export interface LoadedConfig {
@@ -97,6 +104,7 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('clientIdleTimeoutMs' in o) c.clientIdleTimeoutMs = intIn(o, 'clientIdleTimeoutMs', 100, 3_600_000);
   if ('maxClients' in o) c.maxClients = intIn(o, 'maxClients', 1, 65536);
   if ('summaryIntervalMs' in o) c.summaryIntervalMs = intIn(o, 'summaryIntervalMs', 100, 3_600_000);
+  if ('eventThreads' in o) c.eventThreads = intIn(o, 'eventThreads', 1, 8);
   if ('eventNice' in o) c.eventNice = intIn(o, 'eventNice', -20, 19);
   if ('eventSpinUs' in o) c.eventSpinUs = intIn(o, 'eventSpinUs', 0, 100_000);
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);

@@ -32,6 +32,7 @@ function configHelp(): string {
     [`summaryIntervalMs (${d.summaryIntervalMs})`, 'period of the per-job activity lines in the log'],
     [`flowLogLimit (${d.flowLogLimit})`, 'reset flows logged one by one per job per period'],
     [`logLevel ("${d.logLevel}")`, 'overridden by --log-level'],
+    [`eventThreads (${d.eventThreads})`, 'threads answering segments, each with its own ring buffer (1..8)'],
     [`eventNice (${d.eventNice})`, 'nice value of the thread that answers segments (-20..19)'],
     [`eventSpinUs (${d.eventSpinUs})`, 'µs the event thread keeps polling after a segment before it sleeps (0 = never)'],
   ];

@@ -14,7 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import {
-  MAP_COUNTERS, MAP_EVENTS, MAP_TARGETS, RINGBUF_BYTES, LAYOUT,
+  MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS, LAYOUT,
   decodeTargetKey, encodeTargetKey, encodeTargetValue, sumCounters,
   type Counters, type Family,
 } from '../contract.js';
@@ -24,7 +24,7 @@ import { closeSenderSockets, openSenderSockets, type InjectMode, type SenderSock
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { readInterface } from '../net/ifaces.js';
 import { Prefilter } from './prefilter.js';
-import { EventPath } from './event-path.js';
+import { EventPool } from './event-pool.js';
 import { HIT, HIT_BYTES, type EventReport } from './event-wire.js';
 
 export interface LoggerLike {
@@ -96,7 +96,8 @@ export interface EnforcerStatus {
   attached: { ifname: string; ifindex: number; mode: 'native' | 'generic' }[];
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
-  ring: { records: number; wakeups: number; stale: number; errors: number };
+  /** perThread: records each event thread handled. */
+  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[] };
   targets: number;
   faults: InterfaceFault[];
 }
@@ -111,6 +112,8 @@ export interface EnforcerOptions {
   eventSpinUs?: number;
   /** Nice value of the event thread (null: inherited). Default -10. */
   eventNice?: number | null;
+  /** Event threads, each with a ring buffer of its own (1..RING_SLOTS). Default 1. */
+  eventThreads?: number;
 }
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
@@ -127,8 +130,8 @@ interface SenderRef {
   /** Null while the interface is away. The event thread sends on them. */
   sockets: SenderSockets | null;
   refs: number;
-  /** Totals of the live sockets, as the event thread last reported them. */
-  live: { sent: number; errors: number; lastError?: string };
+  /** Totals of the live sockets per event thread, as each last reported them. */
+  live: { sent: number; errors: number; lastError?: string }[];
   /** Totals of sockets retired when their interface went away. */
   sent: number;
   errors: number;
@@ -161,8 +164,9 @@ export class Enforcer extends EventEmitter {
   private readonly targetsMap: BpfMap;
   private readonly countersMap: BpfMap;
   private readonly prefilter: Prefilter;
-  private readonly events: EventPath;
-  private ringStats = { records: 0, wakeups: 0 };
+  private readonly events: EventPool;
+  /** Per event thread, as each last reported. */
+  private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
   private readonly log: LoggerLike;
   private readonly ncpu: number;
   private readonly attachments = new Map<string, Attachment>();
@@ -175,10 +179,9 @@ export class Enforcer extends EventEmitter {
   private nextTargetId = 1;
   private nextSlotId = 1;
   private staleEvents = 0;
-  private recordErrors = 0;
   private closed = false;
 
-  private constructor(obj: BpfObject, log: LoggerLike, healthIntervalMs: number, spinUs: number | undefined, nice: number | null | undefined) {
+  private constructor(obj: BpfObject, log: LoggerLike, healthIntervalMs: number, spinUs: number | undefined, nice: number | null | undefined, threads: number) {
     super();
     this.obj = obj;
     this.log = log;
@@ -186,11 +189,20 @@ export class Enforcer extends EventEmitter {
     this.countersMap = obj.map(MAP_COUNTERS);
     this.prefilter = new Prefilter(obj);
     this.ncpu = numPossibleCpus();
-    this.events = new EventPath({
-      ringFd: obj.map(MAP_EVENTS).fd, ringBytes: RINGBUF_BYTES, spinUs, nice,
+    if (!Number.isInteger(threads) || threads < 1 || threads > RING_SLOTS) throw new ValidationError('eventThreads', threads, `must be an integer 1..${RING_SLOTS}`);
+    const ringFds = [obj.map(MAP_EVENTS).fd];
+    for (let i = 1; i < threads; i++) ringFds.push(obj.createRingBuffer(`events${i}`, RINGBUF_BYTES));
+    if (threads > 1) {
+      // Empty slots mean the "events" ring; with one thread they stay empty.
+      const slots = obj.map(MAP_EVENT_RINGS);
+      for (let i = 0; i < RING_SLOTS; i++) slots.update(u32(i), u32(ringFds[i % threads]));
+    }
+    this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0 }));
+    this.events = new EventPool({
+      ringFds, ringBytes: RINGBUF_BYTES, spinUs, nice,
       onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE or systemd LimitNICE=): first responses may wait behind other work on a loaded sensor'),
-      onReport: (r) => this.onReport(r),
-      onCrash: (err, restarts) => this.log.error({ err, restarts }, 'event thread died: restarted, enforcement resumed'),
+      onReport: (r, thread) => this.onReport(r, thread),
+      onCrash: (err, restarts, thread) => this.log.error({ err, restarts, thread }, 'event thread died: restarted, enforcement resumed'),
     });
     this.healthTimer = setInterval(() => this.checkInterfaces(), healthIntervalMs);
     this.healthTimer.unref();
@@ -199,7 +211,7 @@ export class Enforcer extends EventEmitter {
   static open(opts: EnforcerOptions = {}): Enforcer {
     const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets });
     try {
-      return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500, opts.eventSpinUs, opts.eventNice);
+      return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500, opts.eventSpinUs, opts.eventNice, opts.eventThreads ?? 1);
     } catch (err) {
       obj.close();
       throw err;
@@ -298,14 +310,22 @@ export class Enforcer extends EventEmitter {
     return {
       attached: [...this.attachments.values()].filter((a) => a.link).map((a) => ({ ifname: a.ifname, ifindex: a.ifindex, mode: a.mode })),
       senders: [...this.senders.values()].map((ref) => {
-        const lastError = ref.live.lastError ?? ref.lastError;
-        return {
-          ifname: ref.ifname, mode: ref.mode, sent: ref.sent + ref.live.sent, errors: ref.errors + ref.live.errors,
-          ...(lastError ? { lastError } : {}),
-        };
+        let sent = ref.sent;
+        let errors = ref.errors;
+        let lastError = ref.lastError;
+        for (const l of ref.live) {
+          sent += l.sent;
+          errors += l.errors;
+          lastError = l.lastError ?? lastError;
+        }
+        return { ifname: ref.ifname, mode: ref.mode, sent, errors, ...(lastError ? { lastError } : {}) };
       }),
       counters: this.counters(),
-      ring: { records: this.ringStats.records, wakeups: this.ringStats.wakeups, stale: this.staleEvents, errors: this.recordErrors },
+      ring: {
+        records: sum(this.threadStats, 'records'), wakeups: sum(this.threadStats, 'wakeups'),
+        stale: this.staleEvents + sum(this.threadStats, 'stale'), errors: sum(this.threadStats, 'errors'), threads: this.threadStats.length,
+        perThread: this.threadStats.map((s) => s.records),
+      },
       targets: this.targets.size,
       faults: [...this.faults.values()].map((f) => ({ ...f })),
     };
@@ -327,24 +347,21 @@ export class Enforcer extends EventEmitter {
   // ---- events -------------------------------------------------------------
 
   /** What the event thread did, after it did it: counters, flow sets and logs. */
-  private onReport(r: EventReport): void {
+  private onReport(r: EventReport, thread: number): void {
     if (r.type === 'stats') {
-      this.ringStats = { records: r.records, wakeups: r.wakeups };
-      this.staleEvents = r.stale;
-      if (r.errors > this.recordErrors) {
-        const before = this.recordErrors;
-        this.recordErrors = r.errors;
-        // Bounded: a flood of bad records must not become a flood of log lines.
-        if (before < 10 || Math.floor(before / 10000) !== Math.floor(r.errors / 10000)) {
-          this.log.error({ err: r.lastError, recordErrors: r.errors }, 'event handling failed');
-        }
+      const st = this.threadStats[thread];
+      const before = st.errors;
+      this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors };
+      // Bounded: a flood of bad records must not become a flood of log lines.
+      if (r.errors > before && (before < 10 || Math.floor(before / 10000) !== Math.floor(r.errors / 10000))) {
+        this.log.error({ err: r.lastError, recordErrors: r.errors, thread }, 'event handling failed');
       }
       return;
     }
     if (r.type !== 'hits') return;
     for (const s of r.senders) {
       const ref = this.senders.get(s.key);
-      if (ref) ref.live = { sent: s.sent, errors: s.errors, lastError: s.lastError };
+      if (ref) ref.live[thread] = { sent: s.sent, errors: s.errors, lastError: s.lastError };
     }
     const dv = new DataView(r.hits);
     const bytes = new Uint8Array(r.hits);
@@ -476,7 +493,7 @@ export class Enforcer extends EventEmitter {
       return key;
     }
     const sockets = openSenderSockets(ifname, mode);
-    this.senders.set(key, { key, ifname, mode, sockets, refs: 1, live: { sent: 0, errors: 0 }, sent: 0, errors: 0 });
+    this.senders.set(key, { key, ifname, mode, sockets, refs: 1, live: this.noLive(), sent: 0, errors: 0 });
     this.events.addSender(key, sockets);
     return key;
   }
@@ -554,7 +571,7 @@ export class Enforcer extends EventEmitter {
     if (!ref.sockets || ref.sockets.ifindex !== state.ifindex) {
       if (ref.sockets) this.retireSender(ref);
       ref.sockets = openSenderSockets(ref.ifname, ref.mode);
-      ref.live = { sent: 0, errors: 0 };
+      ref.live = this.noLive();
       this.events.addSender(ref.key, ref.sockets);
       this.log.warn({ ifname: ref.ifname, mode: ref.mode, ifindex: state.ifindex }, 'reset sender reopened on re-created interface');
     }
@@ -562,13 +579,19 @@ export class Enforcer extends EventEmitter {
     this.clearFault(ref.ifname, 'reset');
   }
 
+  private noLive(): SenderRef['live'] {
+    return this.threadStats.map(() => ({ sent: 0, errors: 0 }));
+  }
+
   private retireSender(ref: SenderRef): void {
     const sockets = ref.sockets;
     if (!sockets) return;
-    ref.sent += ref.live.sent;
-    ref.errors += ref.live.errors;
-    ref.lastError = ref.live.lastError ?? ref.lastError;
-    ref.live = { sent: 0, errors: 0 };
+    for (const l of ref.live) {
+      ref.sent += l.sent;
+      ref.errors += l.errors;
+      ref.lastError = l.lastError ?? ref.lastError;
+    }
+    ref.live = this.noLive();
     ref.sockets = null;
     this.events.removeSender(ref.key, () => closeSenderSockets(sockets));
   }
@@ -637,6 +660,18 @@ function binaryKey(bytes: Uint8Array, off: number, len: number): string {
   let s = '';
   for (let i = off; i < off + len; i++) s += String.fromCharCode(bytes[i]);
   return s;
+}
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+
+function sum<K extends string>(rows: Record<K, number>[], k: K): number {
+  let n = 0;
+  for (const r of rows) n += r[k];
+  return n;
 }
 
 /** Direction-free flow identity: both directions of a connection are one flow. */

@@ -180,6 +180,10 @@ export const bpf_prog_test_run_opts = lib.func('int bpf_prog_test_run_opts(int p
   opts: TestRunOptsValue,
 ) => number;
 
+/** Returns a new map's fd, or a negative errno. */
+export const bpf_map_create = lib.func(
+  'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)',
+) as (type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts: null) => number;
 export const libbpf_num_possible_cpus = lib.func('int libbpf_num_possible_cpus(void)') as () => number;
 const libbpf_strerror_raw = lib.func('int libbpf_strerror(int err, void *buf, size_t size)') as (
   err: number,

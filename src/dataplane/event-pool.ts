@@ -1,0 +1,75 @@
+/**
+ * N event threads, one per ring buffer, driven as one (issue 13, floods):
+ * the XDP program spreads events over the rings by a symmetric flow hash
+ * (bpf/tcpreset.bpf.c ring_slot), so each thread sees its flows in order
+ * and a flood of many flows is answered on N cores. Every thread knows
+ * every slot and sends on the same reset sockets with its own send slots
+ * (sendmmsg on one socket from several threads is safe: each call is one
+ * pass through the socket's send path).
+ */
+import { EventPath } from './event-path.js';
+import type { SenderSockets } from '../net/sender.js';
+import type { EventReport } from './event-wire.js';
+
+export interface EventPoolOptions {
+  /** One ring buffer fd per thread. */
+  ringFds: number[];
+  ringBytes: number;
+  spinUs?: number;
+  nice?: number | null;
+  onNiceError?: (message: string) => void;
+  onReport: (r: EventReport, thread: number) => void;
+  onCrash: (err: Error, restarts: number, thread: number) => void;
+}
+
+export class EventPool {
+  private readonly paths: EventPath[];
+
+  constructor(o: EventPoolOptions) {
+    let niceWarned = false;
+    this.paths = o.ringFds.map((ringFd, i) => new EventPath({
+      ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, nice: o.nice,
+      // The same cause for every thread: say it once.
+      onNiceError: (m) => {
+        if (!niceWarned) o.onNiceError?.(m);
+        niceWarned = true;
+      },
+      onReport: (r) => o.onReport(r, i),
+      onCrash: (err, restarts) => o.onCrash(err, restarts, i),
+    }));
+  }
+
+  get size(): number {
+    return this.paths.length;
+  }
+
+  async ready(): Promise<void> {
+    await Promise.all(this.paths.map((p) => p.ready()));
+  }
+
+  setSlot(id: number, senderKeys: string[]): void {
+    for (const p of this.paths) p.setSlot(id, senderKeys);
+  }
+
+  deleteSlot(id: number): void {
+    for (const p of this.paths) p.deleteSlot(id);
+  }
+
+  addSender(key: string, s: SenderSockets): void {
+    for (const p of this.paths) p.addSender(key, s);
+  }
+
+  /** `done` runs once no thread uses the sockets any more. */
+  removeSender(key: string, done: () => void): void {
+    let left = this.paths.length;
+    for (const p of this.paths) {
+      p.removeSender(key, () => {
+        if (--left === 0) done();
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.paths.map((p) => p.stop()));
+  }
+}

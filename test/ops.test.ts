@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { DAEMON_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
+import { CLI_BIN, DAEMON_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
 
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
 
@@ -157,3 +157,58 @@ test('--test-config: 0 and one line for a valid or empty file; 78 and one stderr
   t.false(existsSync(join(dir, 'st')), 'no state directory');
 });
 
+
+// ---------------------------------------------------------------- a data plane that cannot load
+
+/** bin/tcpreset to completion, in the daemon's namespace (the CLI itself needs none). */
+function cliSync(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI_BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+ptest('bpf() refused to the daemon (CAP_BPF/CAP_SYS_ADMIN dropped): logged at error with libbpf\'s lines, a fault in status, and the CLI exits 69 blaming the daemon, not 77', async (t) => {
+  const ns = await sensorNetns(t);
+  const create = (sock: string, host: string) => cliSync(['e1', '-i', 'sniff0', '-o', 'reset0', '-h', host, '-d', '30', '--socket', sock]);
+
+  // Positive control: the same daemon with its capabilities creates the job.
+  const ok = await startDaemon({ netns: ns });
+  t.teardown(() => ok.stop());
+  const made = create(ok.socket, '198.51.100.8');
+  t.is(made.status, 0, made.stderr);
+  const okStatus = JSON.parse(cliSync(['status', '--json', '--socket', ok.socket]).stdout);
+  t.is(okStatus.dataPlane, 'open');
+  t.is(okStatus.dataPlaneFault, undefined);
+  await ok.stop();
+
+  // The bounding set is what a root process keeps across exec: without these bpf() is refused.
+  const d = await startDaemon({ netns: ns, wrapper: ['setpriv', '--bounding-set=-bpf,-sys_admin,-perfmon', '--'] });
+  t.teardown(() => d.stop());
+  const r = create(d.socket, '198.51.100.9');
+  t.is(r.status, 69, r.stderr);
+  t.is(r.stdout, '');
+  const lines = r.stderr.split('\n').filter(Boolean);
+  t.is(lines.length, 1);
+  t.regex(lines[0], /^tcpreset: the daemon cannot load its BPF program: load BPF object \S+tcpreset\.bpf\.o failed: Operation not permitted \(errno 1\) \(a problem of the daemon, not of this request: see the daemon's log\)$/);
+  t.notRegex(r.stderr, /permission denied/i);
+
+  const again = create(d.socket, '198.51.100.9');
+  t.is(again.status, 69);
+  const st = JSON.parse(cliSync(['status', '--json', '--socket', d.socket]).stdout);
+  t.is(st.dataPlane, 'fault');
+  t.is(st.dataPlaneFault.step, 'load');
+  t.is(st.dataPlaneFault.failures, 2);
+  t.regex(st.dataPlaneFault.message, /^the daemon cannot load its BPF program: .*Operation not permitted/);
+  t.true(st.dataPlaneFault.libbpf.some((l: string) => l.startsWith('libbpf: ')), JSON.stringify(st.dataPlaneFault));
+  t.is(st.dataPlaneFailures, 2);
+  const human = cliSync(['status', '--socket', d.socket]);
+  t.regex(human.stdout, /^data plane: FAULT since \S+ \(2 failures\): the daemon cannot load its BPF program: /m);
+
+  // spawnSync held this process's event loop: let the daemon's log lines in (both refusals were logged after their error records).
+  await d.waitLog(() => d.logs.filter((x) => x.msg === 'request refused' && x.op === 'create').length >= 2);
+  const errors = d.logs.filter((l) => l.level >= 50);
+  t.is(errors.length, 1, 'one error record: the repeat within a minute is at debug');
+  t.regex(errors[0].msg!, /^the daemon cannot load its BPF program: /);
+  t.true((errors[0].libbpf as string[]).length >= 1, 'libbpf\'s reasons are in the error record');
+  t.false(d.stderr.includes('libbpf'), `libbpf wrote nothing to stderr (journald would store it at info): ${d.stderr}`);
+  t.true(d.logs.filter((l) => JSON.stringify(l).includes('libbpf: ')).every((l) => l.level >= 40 || l.level === 20), 'libbpf lines are at warning or above (or debug repeats)');
+});

@@ -262,7 +262,7 @@ ptest('every system call and address family the daemon uses while enforcing is a
   t.deepEqual([...families].filter((f) => !allowedFamilies.has(f)), []);
 });
 
-ptest("as an unprivileged user with only the unit's capabilities the daemon enforces; without them creation fails with E_PERM", async (t) => {
+ptest("as an unprivileged user with only the unit's capabilities the daemon enforces; without them creation fails with E_DATAPLANE (the daemon's problem)", async (t) => {
   const unit = readFileSync(SERVICE, 'utf8');
   const caps = unitValues(unit, 'AmbientCapabilities')[0].split(/\s+/).map((c) => c.replace(/^CAP_/, '').toLowerCase());
   const capList = caps.map((c) => `+${c}`).join(',');
@@ -283,7 +283,7 @@ ptest("as an unprivileged user with only the unit's capabilities the daemon enfo
         t.truthy(status.result.interfaces.find((i: { role: string }) => i.role === 'reset'), 'reset sender open');
       } else {
         t.false(created.ok);
-        t.is(created.error?.code, 'E_PERM', JSON.stringify(created));
+        t.is(created.error?.code, 'E_DATAPLANE', JSON.stringify(created));
       }
     } finally {
       t.deepEqual(await d.stop(), { code: 0, signal: null });

@@ -76,6 +76,8 @@ export function formatStatus(r: StatusResult): string {
     Object.entries(o ?? {})
       .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
       .join(' ');
+  const f = r.dataPlaneFault;
+  if (f) out.push(`data plane: FAULT since ${f.since} (${f.failures} failure${f.failures === 1 ? '' : 's'}): ${f.message}`);
   out.push(`counters: ${kv(r.counters) || '-'}`);
   out.push(`ring: ${kv(r.ring) || '-'}`);
   return out.join('\n') + '\n';

@@ -77,8 +77,9 @@ Rules:
             Ethernet interface (no address needed).
 
 Exit status: 0 ok, 64 usage, 65 invalid value / interface / protected host /
-no such job, 69 daemon unreachable or job limit, 70 internal, 75 timeout,
-77 permission denied. Errors are one line on stderr.
+no such job, 69 daemon unreachable, job limit, or the daemon cannot run its
+data plane (its problem: see its log), 70 internal, 75 timeout, 77 permission
+denied (to the control socket). Errors are one line on stderr.
 Socket: --socket, else $TCPRESET_SOCKET, else ${DEFAULT_SOCKET_PATH}.`;
 
 /** An argParser that refuses a second occurrence of the option. */

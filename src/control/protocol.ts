@@ -147,6 +147,10 @@ export interface StatusResult {
   counters: Record<string, number>;
   ring: Record<string, number>;
   jobs: number;
+  /** open | idle (not needed yet) | fault (it could not be loaded; see dataPlaneFault). */
+  dataPlane?: string;
+  /** The data plane's last failure, while it lasts (the daemon's problem, not a caller's). */
+  dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
 }
 export interface VersionResult {
   version: string;

@@ -20,6 +20,7 @@ import { Notifier } from './sd-notify.js';
 import { ControlServer, socketActivationFd, type Peer } from './server.js';
 import { StateStore } from './state.js';
 import { StateDirLock } from './lockfile.js';
+import { DataPlaneHealth } from './dataplane-health.js';
 
 export function packageVersion(): string {
   try {
@@ -60,10 +61,13 @@ export class Daemon {
   /** Set once the state directory is ours (locked, or unlockable and so unwritable): only then is jobs.json written. */
   private stateOwned = false;
   private stateLock: StateDirLock | null = null;
+  /** Data plane failures: E_DATAPLANE, logged at error, shown by status. */
+  readonly dataPlaneHealth: DataPlaneHealth;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
     this.log = opts.log;
+    this.dataPlaneHealth = new DataPlaneHealth(opts.log);
     const clock = opts.clock ?? systemClock;
     const protect = new ProtectList(opts.protectedEntries);
     this.jobs = new JobManager({
@@ -72,7 +76,7 @@ export class Daemon {
       maxJobs: opts.config.maxJobs,
       maxDurationSec: opts.config.maxDurationSec,
       defaultMode: opts.config.defaultMode,
-      backend: () => this.openEnforcer(),
+      backend: () => this.dataPlaneHealth.backend(() => this.openEnforcer()),
       checks: {
         protectedBy: (host) => protect.check(host),
         interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
@@ -98,6 +102,8 @@ export class Daemon {
     if (this.enforcerModule || this.enforcerLoadError) return;
     try {
       this.enforcerModule = await import('../dataplane/enforcer.js');
+      // libbpf's reasons go to the log at their level, not to stderr (journald's info).
+      (await import('../native/libbpf.js')).setLibbpfSink((level, line) => this.dataPlaneHealth.libbpfLine(level, line));
     } catch (err) {
       this.enforcerLoadError = err;
       this.log.error({ err }, 'data plane module failed to load');
@@ -279,7 +285,9 @@ export class Daemon {
       /** Targets the data plane holds (one per enforced job). */
       targets: e?.targets ?? 0,
       faultyJobs: jobs.filter((j) => j.fault !== undefined).length,
-      dataPlane: this.enforcer ? 'open' : 'idle',
+      dataPlane: this.enforcer ? 'open' : this.dataPlaneHealth.faulty ? 'fault' : 'idle',
+      ...(this.dataPlaneHealth.faulty ? { dataPlaneFault: this.dataPlaneHealth.view() } : {}),
+      dataPlaneFailures: this.dataPlaneHealth.failures,
       memory: memoryMb(),
       connections: this.server?.connections ?? 0,
       requests: this.server?.requests ?? 0,

@@ -10,6 +10,7 @@
  */
 import koffi from 'koffi';
 import { NativeError } from '../errors.js';
+import { vformat } from './libc.js';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -226,6 +227,38 @@ export function failure(step: string, ret: number | undefined, target?: string, 
 
 let silentFn: unknown = null;
 let defaultFn: unknown;
+let sinkFn: unknown = null;
+let sink: ((level: LibbpfLevel, line: string) => void) | null = null;
+
+/** libbpf_print_level (libbpf.h). */
+export type LibbpfLevel = 'warn' | 'info' | 'debug';
+const LEVELS: LibbpfLevel[] = ['warn', 'info', 'debug'];
+
+/**
+ * Send libbpf's messages to `fn`, one call per line, instead of stderr (a
+ * daemon's stderr under journald is stored at info: libbpf's reasons for a
+ * failed load were invisible to `journalctl -p warning`). Debug lines are
+ * dropped unformatted (the verifier log comes through the load call itself).
+ * The hook is global to the process; libbpf is called from the main thread
+ * only (the event thread reads the ring without libbpf).
+ */
+export function setLibbpfSink(fn: (level: LibbpfLevel, line: string) => void): void {
+  sink = fn;
+  if (sinkFn === null) {
+    sinkFn = koffi.register((level: number, fmt: string, ap: unknown) => {
+      const lvl = LEVELS[level] ?? 'debug';
+      if (lvl === 'debug' || sink === null) return 0;
+      try {
+        for (const line of vformat(fmt, ap).split('\n')) if (line.trim() !== '') sink(lvl, line.trimEnd());
+      } catch {
+        // a logging hook must never throw into libbpf
+      }
+      return 0;
+    }, koffi.pointer(PrintFn));
+  }
+  const old = libbpf_set_print(sinkFn);
+  if (defaultFn === undefined) defaultFn = old;
+}
 /**
  * Where libbpf's own messages go: 'stderr' (libbpf's default printer,
  * warnings and info) or 'silent'. The silent hook is a registered koffi

@@ -139,6 +139,7 @@ const c = {
   epoll_wait: lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   strerror: lib.func('const char *strerror(int errnum)'),
   flock: lib.func('int flock(int fd, int operation)'),
+  vsnprintf: lib.func('int vsnprintf(void *buf, size_t size, const char *fmt, void *ap)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   gettid: lib.func('int gettid(void)'),
   setpriority: lib.func('int setpriority(int which, unsigned int who, int prio)'),
@@ -160,6 +161,17 @@ export function strerror(n: number): string {
 /** Build the NativeError for the errno the last call left (read it first thing). */
 export function lastError(step: string, target?: string, err: number = koffi.errno()): NativeError {
   return new NativeError(step, err, strerror(err), target);
+}
+
+/**
+ * vsnprintf(3) of a va_list received by a native callback (e.g. libbpf's
+ * print hook), valid only during that callback. Output is cut at `max` bytes.
+ */
+export function vformat(fmt: string, ap: unknown, max = 4096): string {
+  const buf = Buffer.alloc(max);
+  const n = c.vsnprintf(buf, max, fmt, ap) as number;
+  if (n < 0) return fmt;
+  return buf.subarray(0, Math.min(n, max - 1)).toString('utf8');
 }
 
 export function close(fd: number, target?: string): void {

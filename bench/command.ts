@@ -10,8 +10,9 @@
  */
 import { spawn } from 'node:child_process';
 import { CLI_BIN } from '../testkit/demo/sensor.js';
-import { BENCH_ENGID, sleep, type BenchContext } from './context.js';
+import { BENCH_ENGID, type BenchContext } from './context.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
+import { sleep } from '../testkit/time.js';
 
 export interface CommandResult {
   runs: number;

@@ -23,7 +23,7 @@ export function toolOrder(i: number): Tool[] {
   return i % 2 === 0 ? ['tcpreset', 'tcpkill'] : ['tcpkill', 'tcpreset'];
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 
 /** The ENGID every benchmark job carries. */
 export const BENCH_ENGID = 'bench';

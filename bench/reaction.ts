@@ -21,12 +21,13 @@
  */
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { BENCH_ENGID, sleep, toolOrder, type BenchContext, type Tool } from './context.js';
+import { BENCH_ENGID, toolOrder, type BenchContext, type Tool } from './context.js';
 import { startCapture } from '../testkit/pcap-capture.js';
 import { pairResets } from './lib/pair.js';
 import { summarize, roundSummary, type Summary } from '../testkit/stats.js';
 import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
+import { sleep } from '../testkit/time.js';
 
 export interface ReactionToolResult {
   /** Per RST, µs, from the trigger on the wire (p-mirror egress). */

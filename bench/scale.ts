@@ -30,12 +30,13 @@
 import { join } from 'node:path';
 import { SensorDaemon } from '../testkit/demo/sensor.js';
 import type { StatusResult } from '../src/control/protocol.js';
-import { BENCH_DAEMON_CONFIG, BENCH_ENGID, sleep, type BenchContext } from './context.js';
+import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
 import { bulkRequests, stateFileWithJobs, targetHost } from '../testkit/control.js';
 import { median, quantileSorted, sortNumbers } from '../testkit/stats.js';
 import { bpfProgStats, ifCounters, machineIrqNs, processesCpuNs, readSysctl, rssBytes, writeSysctl, xdpProgId } from '../testkit/proc.js';
 import { spawnTcpkill, stopTcpkill, waitListening, type TcpkillProc } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
+import { sleep } from '../testkit/time.js';
 
 
 export interface ScaleRun {

@@ -13,11 +13,12 @@
  */
 import { join } from 'node:path';
 import type { StatusResult } from '../src/control/protocol.js';
-import { BENCH_ENGID, sleep, toolOrder, type BenchContext, type Tool } from './context.js';
+import { BENCH_ENGID, toolOrder, type BenchContext, type Tool } from './context.js';
 import { median } from '../testkit/stats.js';
 import { ifCounters, processesCpuNs } from '../testkit/proc.js';
 import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
+import { sleep } from '../testkit/time.js';
 
 export interface ThroughputRun {
   tool: Tool;

@@ -12,9 +12,10 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { ptest } from './helpers/privileged.js';
-import { CLI_BIN, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { CLI_BIN, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../testkit/lab/peer-control.js';
+import { sleep, wallMs as wall } from '../testkit/time.js';
 
 const ECHO_PORT = 5001;
 const OTHER_PORT = 5003;
@@ -51,7 +52,6 @@ interface CliResult {
   endedAt: number;
 }
 
-const wall = (): number => performance.timeOrigin + performance.now();
 
 /** `ip netns exec SENSOR node bin/tcpreset ARGS --socket S`. */
 function cli(ctx: Ctx, args: string[]): Promise<CliResult> {

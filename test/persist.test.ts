@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { StateStore, decodeState, encodeState } from '../src/daemon/state.js';
 import type { JobRecord, LogSink } from '../src/daemon/jobs.js';
-import { sensorNetns, sleep, startDaemon } from '../testkit/daemon.js';
+import { sensorNetns, startDaemon } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
 
 function memLog(): LogSink & { lines: { level: string; msg?: string; obj: Record<string, unknown> }[] } {
   const lines: { level: string; msg?: string; obj: Record<string, unknown> }[] = [];

@@ -16,7 +16,9 @@ import { join } from 'node:path';
 import { ControlServer } from '../src/daemon/server.js';
 import { MAX_LINE_BYTES } from '../src/control/protocol.js';
 import { TcpresetError } from '../src/errors.js';
-import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
+import { rssMb } from '../testkit/proc.js';
 
 const IDLE_MS = 3000;
 const PROTECTED_NET = '203.0.113.0/24';
@@ -167,7 +169,7 @@ test.serial('a client that pipelines requests and never reads: others are answer
   // microtask run, so one such client starved every other (answers took seconds) and grew the heap.
   const d = await startDaemon({ config: { clientIdleTimeoutMs: 1000 } });
   t.teardown(() => d.stop());
-  const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))![1]) / 1024;
+  const rss = (): number => rssMb(d.pid);
   const hog = await connect(d.socket);
   hog.pause();
   let closed = false;

@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
-import { DAEMON_BIN, REPO_ROOT, sendLines, sensorNetns, sleep, startDaemon, worldReadableBuild } from '../testkit/daemon.js';
+import { DAEMON_BIN, REPO_ROOT, sendLines, sensorNetns, startDaemon, worldReadableBuild } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
 
 const UNIT_DIR = join(REPO_ROOT, 'systemd');
 const SERVICE = join(UNIT_DIR, 'tcpreset.service');

@@ -255,7 +255,6 @@ export function readUntilClose(s: net.Socket, timeoutMs = 30_000): Promise<{ lin
   });
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A namespace with the interfaces a job needs: sniff0 and reset0 (veths,

@@ -4,7 +4,7 @@
  * of BPF programs (kernel BPF stats), RSS, interface counters, and the
  * machine's identity for the report.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { run } from './lab/netns.js';
@@ -66,6 +66,17 @@ function clockTicks(): number {
   return ticks;
 }
 
+/** CPU time of `pid` in ms (processCpuNs in ms). */
+export function cpuMs(pid: number): number {
+  return processCpuNs(pid) / 1e6;
+}
+
+/** Resident set size of `pid` in MiB (rssBytes in MiB; NaN when the process is gone). */
+export function rssMb(pid: number): number {
+  return rssBytes(pid) / 2 ** 20;
+}
+
+/** VmRSS of `pid` in bytes (/proc/<pid>/status); NaN when the process is gone. */
 export function rssBytes(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -145,4 +156,20 @@ export function machineInfo(): MachineInfo {
   };
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Ids of the BPF maps the process holds open, with their type and size (from fdinfo). */
+export function processMaps(pid: number): { id: number; type: number; maxEntries: number }[] {
+  const out: { id: number; type: number; maxEntries: number }[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let link: string;
+    try {
+      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (link !== 'anon_inode:bpf-map') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+    out.push({ id: field('map_id'), type: field('map_type'), maxEntries: field('max_entries') });
+  }
+  return out;
+}

@@ -217,4 +217,3 @@ export class Capture {
   }
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -14,7 +14,8 @@
  * JSON summary line on stdout.
  */
 import net from 'node:net';
-import { Rng, sleep } from './helpers.js';
+import { sleep } from '../../testkit/time.js';
+import { Rng } from '../../testkit/rng.js';
 
 /** The protocol's line limit (src/control/protocol.ts MAX_LINE_BYTES), restated: the fuzzer judges the daemon by it. */
 const MAX_LINE_BYTES = 65_536;

@@ -1,27 +1,25 @@
 /**
  * Shared tools of the fault and load stress tests: a lab with the REAL
  * daemon in its sensor namespace, a view of the daemon's BPF targets map
- * from outside the process (bpftool, found through /proc/PID/fdinfo), the
- * daemon's CPU time and RSS from /proc, trafgen runs into the sniff path,
- * bulk control-socket clients and TCP session helpers whose verdicts come
+ * from outside the process (bpftool, found through /proc/PID/fdinfo),
+ * trafgen runs into the sniff path, bulk control-socket clients and TCP session helpers whose verdicts come
  * from the endpoints' kernels.
  */
 import type { ExecutionContext } from 'ava';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync, readlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../../testkit/daemon.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
 import { connectOnce, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { processMaps } from '../../testkit/proc.js';
 
 export const ECHO_PORT = 5001;
 /** Both ends of a live session must be reset within this long of the job being in force (generous: 2 cores shared with a flood). */
 export const KILL_BOUND_MS = 3000;
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-export const wall = (): number => performance.timeOrigin + performance.now();
 
 export interface LabDaemon {
   lab: Lab;
@@ -121,24 +119,6 @@ export interface MapEntry {
   expiresNs: bigint;
 }
 
-/** Ids of the BPF maps the process holds open, with their type and size (from fdinfo). */
-export function processMaps(pid: number): { id: number; type: number; maxEntries: number }[] {
-  const out: { id: number; type: number; maxEntries: number }[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let link: string;
-    try {
-      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (link !== 'anon_inode:bpf-map') continue;
-    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
-    out.push({ id: field('map_id'), type: field('map_type'), maxEntries: field('max_entries') });
-  }
-  return out;
-}
-
 /** The id of the daemon's "targets" map, or null when it has none open (data plane idle). */
 export function targetsMapId(pid: number): number | null {
   for (const m of processMaps(pid)) {
@@ -185,20 +165,6 @@ export function ifindexIn(ns: string, ifname: string): number {
 }
 
 // ---- /proc figures -------------------------------------------------------------
-
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-
-/** utime + stime of the process, in ms. */
-export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-}
-
-export function rssMb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 export function rxPackets(lab: Lab, ifname = lab.sensor.sniffIf): number {
   const r = spawnSync('ip', ['netns', 'exec', lab.ns.sensor, 'cat', `/sys/class/net/${ifname}/statistics/rx_packets`], { encoding: 'utf8' });

@@ -17,12 +17,10 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ptest } from '../helpers/privileged.js';
 import { decodeState } from '../../src/daemon/state.js';
-import { Rng, seedFromEnv } from './helpers.js';
 import { scaled } from './scale.js';
-import {
-  Conn, addrText, bulk, bulkHost, createReq, deadlineSkewMs, dumpTargets, ifindexIn, labDaemon, ok, sleep, targetsMapId, tryConnect,
-  type LabDaemon,
-} from './fault-lab.js';
+import { Conn, addrText, bulk, bulkHost, createReq, deadlineSkewMs, dumpTargets, ifindexIn, labDaemon, ok, targetsMapId, tryConnect, type LabDaemon } from './fault-lab.js';
+import { sleep } from '../../testkit/time.js';
+import { Rng, seedFromEnv } from '../../testkit/rng.js';
 
 interface Known {
   host: string;

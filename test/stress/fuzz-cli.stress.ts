@@ -17,8 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/cli/main.js';
 import { CLI_BIN } from '../../testkit/daemon.js';
-import { Rng, seedFromEnv } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
+import { Rng, seedFromEnv } from '../../testkit/rng.js';
 
 const RANDOM_RUNS = scaled(5_000, 100_000);
 const CHILD_RUNS = scaled(30, 300);

@@ -11,14 +11,16 @@
  * and every request the fuzzer made is in the log with its peer credentials.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLab } from '../../testkit/lab/lab.js';
 import { connectOnce, startServer } from '../../testkit/lab/peer-control.js';
 import { startDaemon, type LogLine } from '../../testkit/daemon.js';
 import { ptest } from '../helpers/privileged.js';
-import { fmtMs, seedFromEnv, sleep, summarize } from './helpers.js';
+import { fmtMs, summarize } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
+import { sleep } from '../../testkit/time.js';
+import { seedFromEnv } from '../../testkit/rng.js';
+import { rssMb } from '../../testkit/proc.js';
 
 const FUZZER = fileURLToPath(new URL('./control-fuzzer.js', import.meta.url));
 const PROBE = fileURLToPath(new URL('./latency-probe.js', import.meta.url));
@@ -32,10 +34,6 @@ const ECHO_PORT = 5001;
 /** A connection that survives this long was not reset. */
 const HOLD_MS = 300;
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 interface ProbeResult {
   latencies: number[];
@@ -112,11 +110,11 @@ ptest(`control socket fuzz (${LINES} bad lines, ${SLOW} slow connections, non-re
       await sleep(1000);
     }
   })();
-  let rssMax = rssMiB(daemon.pid);
+  let rssMax = rssMb(daemon.pid);
   const rssStart = rssMax;
   let connMax = 0;
   const sampler = setInterval(() => {
-    rssMax = Math.max(rssMax, rssMiB(daemon.pid));
+    rssMax = Math.max(rssMax, rssMb(daemon.pid));
   }, 250);
 
   const fuzzStart = probe.origin();

@@ -24,8 +24,8 @@ import type { Counters, TcpEvent } from '../../src/contract.js';
 import { forgeResets, l2Frame, type RstPacket } from '../../src/packet/forge.js';
 import * as F from '../../testkit/frames.js';
 import { ptest } from '../helpers/privileged.js';
-import { Rng, seedFromEnv } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
+import { Rng, seedFromEnv } from '../../testkit/rng.js';
 
 const XDP_PASS = 2;
 /** BPF_PROG_TEST_RUN without a context runs as if received on lo (ifindex 1). */

@@ -1,57 +1,10 @@
 /**
- * Small shared tools of the fuzz/access stress files: a seeded PRNG (a
- * failure is replayable with STRESS_SEED), latency figures, and a prober
+ * Small shared tools of the fuzz/access stress files: latency figures, and a prober
  * that keeps asking the daemon valid questions while something else abuses
  * it.
  */
 import net from 'node:net';
-
-/** mulberry32: tiny, fast, good enough to drive fuzzing; same seed, same run. */
-export class Rng {
-  private s: number;
-  constructor(readonly seed: number) {
-    this.s = seed >>> 0;
-  }
-
-  /** Uniform 32-bit unsigned. */
-  u32(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return n <= 0 ? 0 : Math.floor((this.u32() / 0x1_0000_0000) * n);
-  }
-
-  /** Integer in [lo, hi]. */
-  range(lo: number, hi: number): number {
-    return lo + this.int(hi - lo + 1);
-  }
-
-  chance(p: number): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
-    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
-    return b;
-  }
-}
-
-/** STRESS_SEED (decimal) when given, else a fresh one; log it so a failure can be replayed. */
-export function seedFromEnv(): number {
-  const env = process.env.STRESS_SEED;
-  if (env !== undefined && /^\d+$/.test(env)) return Number(env) >>> 0;
-  return (Math.random() * 0x1_0000_0000) >>> 0;
-}
+import { sleep } from '../../testkit/time.js';
 
 export interface LatencySummary {
   n: number;
@@ -69,7 +22,6 @@ export function summarize(ms: readonly number[]): LatencySummary {
 
 export const fmtMs = (x: number): string => `${x.toFixed(2)} ms`;
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * One request line on a fresh connection, one response line; latency from

@@ -16,9 +16,8 @@ import { run } from '../../testkit/lab/netns.js';
 import type { Lab } from '../../testkit/lab/lab.js';
 import type { LogLine } from '../../testkit/daemon.js';
 import { scaled } from './scale.js';
-import {
-  KILL_BOUND_MS, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, session, sleep, targetsMapId, type LabDaemon,
-} from './fault-lab.js';
+import { KILL_BOUND_MS, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, session, targetsMapId, type LabDaemon } from './fault-lab.js';
+import { sleep } from '../../testkit/time.js';
 
 /** The Enforcer checks interfaces every 500 ms. */
 const HEALTH_MS = 500;

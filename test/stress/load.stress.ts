@@ -19,10 +19,9 @@ import { join } from 'node:path';
 import { ptest } from '../helpers/privileged.js';
 import { decodeState } from '../../src/daemon/state.js';
 import { scaled } from './scale.js';
-import {
-  KILL_BOUND_MS, addrText, bulk, bulkHost, cli, cpuMs, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, rxPackets,
-  session, sleep, targetsMapId, tcpFrames, trafgen, tryConnect, wall,
-} from './fault-lab.js';
+import { KILL_BOUND_MS, addrText, bulk, bulkHost, cli, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, rxPackets, session, targetsMapId, tcpFrames, trafgen, tryConnect } from './fault-lab.js';
+import { sleep, wallMs as wall } from '../../testkit/time.js';
+import { cpuMs } from '../../testkit/proc.js';
 
 interface Memory { rss: number; heapUsed: number; heapTotal: number; external: number }
 

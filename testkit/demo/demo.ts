@@ -20,7 +20,8 @@ import { labPrefix, ownNetns } from '../lab/netns.js';
 import { connectOnce, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
 import type { ListResult } from '../../src/control/protocol.js';
 import { Narrator, fmtBytes, fmtMs } from './narrator.js';
-import { SensorDaemon, wallMs } from './sensor.js';
+import { SensorDaemon } from './sensor.js';
+import { sleep, wallMs } from '../time.js';
 
 const ENGID = 'ids-sig-2024';
 const DURATION_S = 8;
@@ -257,9 +258,6 @@ async function connectAttempt(l: Lab, ns: string, host: string, port: number): P
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 main().then(
   (code) => {

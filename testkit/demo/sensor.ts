@@ -13,14 +13,14 @@ import type { ChildProcess } from 'node:child_process';
 import type { Lab } from '../lab/lab.js';
 import { request } from '../../src/control/client.js';
 import type { RequestBody, Response } from '../../src/control/protocol.js';
+import { wallMs } from '../time.js';
 
 /** The repository (or install) root, from dist/testkit/demo/. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const DAEMON_BIN = join(REPO_ROOT, 'bin', 'tcpresetd');
 export const CLI_BIN = join(REPO_ROOT, 'bin', 'tcpreset');
 
-/** Wall-clock epoch ms with a sub-ms fraction: the clock the lab peers stamp their events with. */
-export const wallMs = (): number => performance.timeOrigin + performance.now();
+
 
 export interface DaemonOptions {
   /** Written as the daemon's configuration file (default: {} = built-in defaults). */

@@ -19,6 +19,9 @@ import { ifCounters, processesCpuNs } from '../testkit/proc.js';
 import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
+import { fileURLToPath } from 'node:url';
+import { SensorDaemon } from '../testkit/demo/sensor.js';
+import { BENCH_DAEMON_CONFIG } from './context.js';
 
 export interface ThroughputRun {
   tool: Tool;
@@ -55,6 +58,130 @@ export interface ThroughputResult {
   points: ThroughputPoint[];
   /** Per tool: the point with the most RSTs/s. */
   best: Record<Tool, ThroughputPoint>;
+  /** tcpreset with 1 and 2 event threads against the sender alone, same run (issue 13). */
+  floods?: FloodResult;
+}
+
+export interface FloodPoint {
+  threads: number;
+  targetPps: number;
+  runs: number;
+  offeredPps: number;
+  rstPerSec: number;
+  /** RSTs sent / 2 per matching segment, whole run. */
+  answered: number;
+  ringLoss: number;
+  /** Daemon CPU in cores during the window. */
+  cores: number;
+}
+
+export interface FloodResult {
+  /** RSTs/s the daemon's Sender pushes out of reset0 with nothing else running (l3, batches of 64). */
+  senderAlone: number;
+  windowS: number;
+  points: FloodPoint[];
+}
+
+const SENDER_ALONE = fileURLToPath(new URL('./tools/sender-alone.js', import.meta.url));
+
+async function senderAlone(ctx: BenchContext, seconds: number): Promise<number> {
+  const { lab } = ctx;
+  const r = await lab.exec(lab.sensor.ns, [process.execPath, SENDER_ALONE, lab.sensor.resetIf, lab.hosts.client.v4, String(seconds)]);
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { perSec: number }).perSec;
+}
+
+/** One flood at `targetPps` against `daemon` (a job on the client host): RSTs/s, answered share, ring loss, CPU. */
+async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: number, windowS: number): Promise<Omit<FloodPoint, 'threads' | 'runs'>> {
+  const { lab } = ctx;
+  const client = lab.hosts.client;
+  const server = lab.hosts.server;
+  const cfg = tcpFrameConfig({ smac: client.mac, dmac: server.mac, src: client.v4, dst: server.v4, dport: 2222 });
+  const job = await daemon.call<{ job: { id: string } }>({
+    op: 'create', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: client.v4, duration: 3600,
+  });
+  try {
+    const c0 = (await daemon.call<StatusResult>({ op: 'status' })).counters;
+    const r0 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+    const tg = startTrafgen(lab, join(ctx.tmp, 'flood.cfg'), cfg, { rate: targetPps });
+    const tgStart = performance.now();
+    try {
+      await sleep(500);
+      const wr = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+      const cpu0 = processesCpuNs([daemon.pid]);
+      const w0 = performance.now();
+      await sleep(windowS * 1000);
+      const wre = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+      const cpu1 = processesCpuNs([daemon.pid]);
+      const secs = (performance.now() - w0) / 1000;
+      await tg.stop();
+      const tgSecs = (performance.now() - tgStart) / 1000;
+      const end = await tg.done;
+      if (end.packets === null) throw new Error(`trafgen printed no packet count: ${end.stderr.trim()}`);
+      await sleep(1500);
+      const r1 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
+      const c1 = (await daemon.call<StatusResult>({ op: 'status' })).counters;
+      const lost = (c1.lost ?? 0) - (c0.lost ?? 0);
+      const events = (c1.events ?? 0) - (c0.events ?? 0);
+      return {
+        targetPps,
+        offeredPps: Math.round(end.packets / tgSecs),
+        rstPerSec: Math.round((wre.txPackets - wr.txPackets) / secs),
+        answered: Math.round(((r1.txPackets - r0.txPackets) / (2 * end.packets)) * 1000) / 1000,
+        ringLoss: events + lost > 0 ? Math.round((lost / (events + lost)) * 10000) / 10000 : 0,
+        cores: Math.round(((cpu1 - cpu0) / 1e9 / secs) * 100) / 100,
+      };
+    } finally {
+      await tg.stop();
+    }
+  } finally {
+    await daemon.call({ op: 'cancel', jobId: job.job.id });
+  }
+}
+
+/**
+ * Floods answered by 1 and 2 event threads, each on a daemon of its own,
+ * beside the sender alone, in one run. The shared daemon holds no job
+ * meanwhile (XDP is attached by whichever daemon has the job).
+ */
+export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
+  const rates = ctx.quick ? [200_000] : [200_000, 400_000];
+  const reps = ctx.quick ? 1 : 2;
+  const windowS = ctx.quick ? 1.5 : 3;
+  const alone: number[] = [];
+  const runs: FloodPoint[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    alone.push(await senderAlone(ctx, 2));
+    ctx.log(`floods: sender alone ${alone[alone.length - 1]} RST/s`);
+    for (const threads of rep % 2 === 0 ? [1, 2] : [2, 1]) {
+      const daemon = await SensorDaemon.start(ctx.lab, { config: { ...BENCH_DAEMON_CONFIG, eventThreads: threads } });
+      try {
+        for (const targetPps of rates) {
+          const r = await floodOnce(ctx, daemon, targetPps, windowS);
+          runs.push({ threads, runs: 1, ...r });
+          ctx.log(`floods: ${threads} thread(s), ${targetPps / 1000}k asked: offered ${r.offeredPps}/s, ${r.rstPerSec} RST/s, answered ${(r.answered * 100).toFixed(1)} %, ring loss ${(r.ringLoss * 100).toFixed(1)} %, ${r.cores} cores`);
+          await sleep(500);
+        }
+      } finally {
+        await daemon.stop();
+        daemon.removeFiles();
+      }
+    }
+  }
+  const points: FloodPoint[] = [];
+  for (const threads of [1, 2]) {
+    for (const targetPps of rates) {
+      const rs = runs.filter((r) => r.threads === threads && r.targetPps === targetPps);
+      points.push({
+        threads, targetPps, runs: rs.length,
+        offeredPps: Math.round(median(rs.map((r) => r.offeredPps))),
+        rstPerSec: Math.round(median(rs.map((r) => r.rstPerSec))),
+        answered: median(rs.map((r) => r.answered)),
+        ringLoss: median(rs.map((r) => r.ringLoss)),
+        cores: median(rs.map((r) => r.cores)),
+      });
+    }
+  }
+  return { senderAlone: Math.round(median(alone)), windowS, points };
 }
 
 async function bpfCounters(ctx: BenchContext): Promise<Record<string, number>> {
@@ -164,5 +291,5 @@ export async function runThroughput(ctx: BenchContext): Promise<ThroughputResult
   for (const tool of ['tcpreset', 'tcpkill'] as const) {
     best[tool] = points.filter((p) => p.tool === tool).reduce((a, b) => (b.rstPerSec > a.rstPerSec ? b : a));
   }
-  return { windowS, runs: out, points, best };
+  return { windowS, runs: out, points, best, floods: await runFloods(ctx) };
 }

@@ -233,33 +233,46 @@ ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its or
   t.is(s.client.errorOf('c'), undefined, 'untargeted traffic untouched');
 });
 
-/** Attempts from the client that got a request and its echo through, and a compact account of all. */
-async function echoes(ctx: Ctx, count: number, gapMs = 300): Promise<{ through: number; outcomes: string }> {
-  const r = await connectionAttempts(ctx.lab, ctx.lab.ns.client, ctx.lab.hosts.server.v4, ECHO_PORT, { count, gapMs });
+/**
+ * New connections from the client, each sending its request `delayUs` after
+ * connect: how many got a byte through in either direction (the echo came
+ * back, or the server application read something), and a compact account.
+ */
+async function bytesThrough(ctx: Ctx, count: number, opts: { gapMs?: number; delayUs?: number } = {}): Promise<{ through: number; serverRx: number; outcomes: string }> {
+  const since = wall();
+  const r = await connectionAttempts(ctx.lab, ctx.lab.ns.client, ctx.lab.hosts.server.v4, ECHO_PORT, { count, gapMs: opts.gapMs ?? 300, delayUs: opts.delayUs ?? 500 });
   ctx.t.is(r.length, count, 'every attempt reported');
+  await sleep(100); // the server reports each connection's close with the bytes its application read
+  const closes = ctx.server.events.filter((e) => e.ev === 'close' && e.t >= since && (e.conn ?? '').startsWith(`${ECHO_PORT}#`));
+  const serverRx = closes.reduce((n, e) => n + (e.rx ?? 0), 0);
+  const fed = closes.filter((e) => (e.rx ?? 0) > 0).length;
   return {
-    through: r.filter((e) => e.echoed).length,
+    through: Math.max(r.filter((e) => e.echoed).length, fed),
+    serverRx,
     outcomes: r.map((e) => (e.echoed ? 'ECHO' : `${e.connected ? 'C' : '-'}/${e.code}`)).join(' '),
   };
 }
 
 // Issue 8: the first segments of a new flow reach a QUIET daemon (300 ms of
-// silence before each) and must be answered before the connection's first
-// request gets its reply. The positive controls: the same attempts echo
+// silence before each) and must be answered before the request the client
+// sends 0.5 ms after connect: no byte reaches the server application, none
+// comes back. The positive controls: the same attempts carry their bytes
 // before the job and after its cancel.
-ptest.serial('a quiet daemon answers each new connection before its request gets a reply (20 attempts, 300 ms apart)', async (t) => {
+ptest.serial('a quiet daemon answers each new connection before its request (20 attempts 300 ms apart, request 0.5 ms after connect): no byte crosses', async (t) => {
   const ctx = await setup(t);
   const host = ctx.lab.hosts.client.v4;
-  const before = await echoes(ctx, 3);
+  const before = await bytesThrough(ctx, 3);
   t.is(before.through, 3, `before the job every request is echoed: ${before.outcomes}`);
+  t.true(before.serverRx >= 3 * 5, `the server read the requests before the job (${before.serverRx} bytes)`);
   t.is((await cli(ctx, createArgs(ctx, 'ENG-C2', host, 60))).code, 0);
   await sleep(300);
-  const during = await echoes(ctx, 20);
+  const during = await bytesThrough(ctx, 20);
   const lat = ctx.daemon.logs.filter((l) => l.msg === 'flow reset').map((l) => Number(l.firstLatencyUs)).sort((a, b) => a - b);
   t.log(`during the job: ${during.outcomes}; first RSTs sent ${lat[0]}/${lat[lat.length >> 1]}/${lat[lat.length - 1]} µs (min/median/max) after XDP`);
-  t.is(during.through, 0, `requests answered despite the job: ${during.outcomes}`);
+  t.is(during.through, 0, `connections that carried a byte despite the job: ${during.outcomes}`);
+  t.is(during.serverRx, 0, 'bytes the server application read during the job');
   t.is((await cli(ctx, ['cancel', 'ENG-C2', '-i', ctx.lab.sensor.sniffIf, '-h', host])).code, 0);
-  const after = await echoes(ctx, 3);
+  const after = await bytesThrough(ctx, 3);
   t.is(after.through, 3, `after cancel every request is echoed: ${after.outcomes}`);
 });
 
@@ -269,15 +282,16 @@ ptest.serial('after kill -9 and a restart, the first new connection is answered 
   t.is((await cli(ctx, createArgs(ctx, 'ENG', host, 120))).code, 0);
   for (let i = 0; i < 3; i++) {
     await ctx.daemon.stop('SIGKILL');
-    const gone = await echoes(ctx, 1);
+    const gone = await bytesThrough(ctx, 1);
     t.is(gone.through, 1, `no daemon: the request is echoed (${gone.outcomes})`);
     const d = await startDaemon({ dir: ctx.daemon.dir, socket: ctx.daemon.socket, stateDir: ctx.daemon.stateDir, netns: ctx.lab.ns.sensor, args: ['--config', `${ctx.daemon.dir}/config.json`] });
     t.teardown(async () => {
       await d.stop();
     });
     ctx.daemon = d;
-    const first = await echoes(ctx, 1);
-    t.is(first.through, 0, `restart ${i + 1}: first connection after READY got its echo (${first.outcomes})`);
+    const first = await bytesThrough(ctx, 1);
+    t.is(first.through, 0, `restart ${i + 1}: the first connection after READY carried a byte (${first.outcomes})`);
+    t.is(first.serverRx, 0, `restart ${i + 1}: bytes the server application read`);
   }
 });
 
@@ -288,7 +302,7 @@ ptest.serial('eventThreads 2: flows are spread over two rings and threads, and e
   const ctx = await setup(t, () => ({ eventThreads: 2 }));
   const host = ctx.lab.hosts.client.v4;
   t.is((await cli(ctx, createArgs(ctx, 'ENG', host, 60))).code, 0);
-  const r = await echoes(ctx, 24, 30);
+  const r = await bytesThrough(ctx, 24, { gapMs: 30, delayUs: 0 });
   t.log(r.outcomes);
   await sleep(200);
   const job = (await jsonCli(ctx, ['list'])).jobs[0];

@@ -281,6 +281,27 @@ export function renderBenchmarks(r: BenchResults): string {
     ]);
     out.push(table(['Tool', 'Asked of trafgen (packets/s)', 'Matching packets/s offered', 'RSTs/s', 'Answered', 'Ring-buffer loss', 'Tool CPU (cores)'], rows));
     out.push('');
+    const fl = thr.floods;
+    if (fl) {
+      out.push('### Floods: event threads against the sender alone');
+      out.push('');
+      out.push(
+        `The same flood, answered by a daemon with 1 and with 2 event threads (config \`eventThreads\`; each thread drains a ring of its own, ` +
+          `flows spread by a symmetric hash in XDP), beside the daemon's Sender alone pushing batches of 64 RSTs out of reset0 with nothing ` +
+          `else running: **${num(fl.senderAlone)} RSTs/s** in this run. Goals (issue 13): ≥ 60 % of the sender alone, and ≥ 90 % of a 200k ` +
+          `packets/s matching flood answered. On 2 vCPUs trafgen, the veth receive path (XDP runs in the sender's softirq), the threads ` +
+          'and the kernel\'s RST transmit share two cores; a sensor with more cores gives each thread one.',
+      );
+      out.push('');
+      out.push(table(
+        ['Event threads', 'Asked (packets/s)', 'Offered', 'RSTs/s', 'vs sender alone', 'Answered', 'Ring-buffer loss', 'Daemon CPU (cores)'],
+        fl.points.map((p) => [
+          String(p.threads), num(p.targetPps), num(p.offeredPps), num(p.rstPerSec), pct(p.rstPerSec / fl.senderAlone, 1),
+          pct(p.answered, 1), pct(p.ringLoss, 2), num(p.cores, 2),
+        ]),
+      ));
+      out.push('');
+    }
   }
 
   // ---- 5. command

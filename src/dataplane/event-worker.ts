@@ -20,7 +20,7 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { LAYOUT, decodeEvent } from '../contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
-import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadNice } from '../native/libc.js';
+import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadName, setThreadNice } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
@@ -286,6 +286,7 @@ function binaryKey(bytes: Uint8Array): string {
 }
 
 const { data, port } = workerData as { data: EventThreadData; port: MessagePort };
+setThreadName('tcpreset-event');
 let niceError: string | undefined;
 if (data.nice !== null) {
   try {

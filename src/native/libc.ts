@@ -143,6 +143,7 @@ const c = {
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   gettid: lib.func('int gettid(void)'),
   setpriority: lib.func('int setpriority(int which, unsigned int who, int prio)'),
+  prctl: lib.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   write: lib.func('long write(int fd, const void *buf, size_t count)'),
   read: lib.func('long read(int fd, void *buf, size_t count)'),
 };
@@ -391,6 +392,13 @@ const PRIO_PROCESS = 0;
 export function setThreadNice(nice: number): void {
   const tid = c.gettid() as number;
   if (c.setpriority(PRIO_PROCESS, tid, nice) < 0) throw lastError('setpriority', `thread ${tid} nice ${nice}`);
+}
+
+const PR_SET_NAME = 15;
+
+/** Name the calling thread (comm, 15 bytes at most) for top -H, ps -L and perf. Best effort. */
+export function setThreadName(name: string): void {
+  c.prctl(PR_SET_NAME, name.slice(0, 15), 0, 0, 0);
 }
 
 // ---- eventfd doorbell ------------------------------------------------------

@@ -182,20 +182,20 @@ export async function startClient(
 }
 
 /**
- * `count` new connections `gapMs` apart, each sending a request the moment
- * it connects; resolves with one 'attempt' event each ({connected, echoed, code}).
+ * `count` new connections `gapMs` apart, each sending a request `delayUs`
+ * after it connects (default at once); resolves with one 'attempt' event each ({connected, echoed, code}).
  */
 export async function connectionAttempts(
   lab: Lab,
   ns: string,
   host: string,
   port: number,
-  opts: { count: number; gapMs?: number; timeoutMs?: number },
+  opts: { count: number; gapMs?: number; timeoutMs?: number; delayUs?: number },
 ): Promise<PeerEvent[]> {
   const gapMs = opts.gapMs ?? 300;
   const timeoutMs = opts.timeoutMs ?? 300;
   const peer = spawnPeer(lab, ns, ['attempts', '--host', host, '--port', String(port), '--count', String(opts.count),
-    '--gap', String(gapMs), '--timeout', String(timeoutMs)]);
+    '--gap', String(gapMs), '--timeout', String(timeoutMs), '--delay-us', String(opts.delayUs ?? 0)]);
   try {
     await peer.waitFor((e) => e.ev === 'done', opts.count * (gapMs + timeoutMs + 200) + 10_000, 'attempts done');
     return peer.events.filter((e) => e.ev === 'attempt');

@@ -24,8 +24,9 @@
  *   reports {ev:"result", ok, connected, echoed, code?}: a connection that was
  *   reset while held counts as failed.
  * attempts: --count N connection attempts --gap MS apart (default 300: a
- *   quiet link between them), each sending "ping" the moment it connects
- *   (as an exploit or a beacon would) and waiting --timeout MS for the echo;
+ *   quiet link between them), each sending "ping" --delay-us after it
+ *   connects (default 0: at once, as an exploit or a beacon would) and
+ *   waiting --timeout MS for the echo;
  *   one {ev:"attempt", attempt, connected, echoed, code?} per attempt, then
  *   {ev:"done"}. `echoed` is the case the product must prevent: a request
  *   and its answer got through before the RSTs.
@@ -261,7 +262,7 @@ function connectOnce(a: Args): void {
 }
 
 /** One attempt as in `attempts`; resolves when it has an outcome. */
-function attemptOnce(host: string, port: number, timeout: number): Promise<{ connected: boolean; echoed: boolean; code?: string }> {
+function attemptOnce(host: string, port: number, timeout: number, delayUs: number): Promise<{ connected: boolean; echoed: boolean; code?: string }> {
   return new Promise((resolve) => {
     let connected = false;
     let echoed = false;
@@ -277,7 +278,10 @@ function attemptOnce(host: string, port: number, timeout: number): Promise<{ con
     const timer = setTimeout(() => finish('ETIMEDOUT'), timeout);
     sock.on('connect', () => {
       connected = true;
-      sock.write('ping\n');
+      // Sub-millisecond: a timer cannot wait 0.5 ms, so spin (a test client, one connection at a time).
+      const until = performance.now() + delayUs / 1000;
+      while (performance.now() < until);
+      if (!sock.destroyed) sock.write('ping\n');
     });
     sock.on('data', (d: Buffer) => {
       got += d.toString('latin1');
@@ -297,9 +301,10 @@ async function attempts(a: Args): Promise<void> {
   const count = intOpt(a, 'count', 10);
   const gap = intOpt(a, 'gap', 300);
   const timeout = intOpt(a, 'timeout', 300);
+  const delayUs = intOpt(a, 'delay-us', 0);
   for (let i = 0; i < count; i++) {
     if (i > 0) await new Promise((r) => setTimeout(r, gap));
-    emit({ ev: 'attempt', attempt: i, ...(await attemptOnce(host, port, timeout)) });
+    emit({ ev: 'attempt', attempt: i, ...(await attemptOnce(host, port, timeout, delayUs)) });
   }
   emit({ ev: 'done' });
   setImmediate(() => process.exit(0));

@@ -73,6 +73,16 @@ export interface JobRecord extends JobFields {
   counters: JobCounters;
 }
 
+/**
+ * One change, as the state journal records it: a job written whole (created,
+ * extended, swapped; counters as totals at that moment), a job ended, or
+ * "all" when many changed at once (a restore) and the set is saved whole.
+ */
+export type JobChange =
+  | { op: 'put'; rec: JobRecord }
+  | { op: 'del'; id: string; why: 'cancelled' | 'expired' }
+  | { op: 'all' };
+
 /** The protocol's Job (times as ISO strings). */
 export type JobView = ProtocolJob;
 
@@ -101,8 +111,11 @@ export interface JobManagerOptions {
   defaultMode?: InjectMode;
   /** How often a job whose target could not be (re)added is retried. */
   retryMs?: number;
-  /** Called after every change of the job set or of a job's end time. */
-  onChange?: () => void;
+  /**
+   * Called after every change of the job set or of a job's end time, with
+   * the change (for the journal; `rec` is valid during the call only).
+   */
+  onChange?: (change: JobChange) => void;
 }
 
 export interface CreateResult {
@@ -152,7 +165,7 @@ function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounte
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
 export class JobManager {
-  private readonly opts: Required<Omit<JobManagerOptions, 'onChange'>> & { onChange: () => void };
+  private readonly opts: Required<Omit<JobManagerOptions, 'onChange'>> & { onChange: (change: JobChange) => void };
   private readonly jobs = new Map<string, Job>();
   private readonly byIdentity = new Map<string, Job>();
   private readonly byTarget = new Map<number, Job>();
@@ -216,7 +229,7 @@ export class JobManager {
     job.targetId = this.backend().add(this.spec(rec)).id;
     this.insert(job);
     this.opts.log.info({ job: this.logFields(job), durationSec: args.duration }, 'job created');
-    this.changed();
+    this.changed({ op: 'put', rec });
     return { action: 'created', job: this.view(job) };
   }
 
@@ -245,7 +258,7 @@ export class JobManager {
       newEnd === before ? 'job kept (already ends later)' : 'job extended',
     );
     this.armExpiry();
-    this.changed();
+    this.changed({ op: 'put', rec: { ...job.rec, counters: this.totals(job) } });
     return job;
   }
 
@@ -337,7 +350,7 @@ export class JobManager {
       else faulty++;
     }
     this.armRetry();
-    if (restored + faulty > 0 || expired + dropped > 0) this.changed();
+    if (restored + faulty > 0 || expired + dropped > 0) this.changed({ op: 'all' });
     return { restored, expired, dropped, faulty };
   }
 
@@ -430,7 +443,7 @@ export class JobManager {
     const view = this.view(job);
     this.opts.log.info({ job: this.logFields(job), counters: view.counters }, why === 'cancelled' ? 'job cancelled' : 'job expired');
     this.armExpiry();
-    this.changed();
+    this.changed({ op: 'del', id: r.id, why });
     return view;
   }
 
@@ -525,9 +538,9 @@ export class JobManager {
     }, this.opts.retryMs);
   }
 
-  private changed(): void {
+  private changed(change: JobChange): void {
     try {
-      this.opts.onChange();
+      this.opts.onChange(change);
     } catch (err) {
       this.opts.log.error({ err }, 'job change listener failed');
     }

@@ -13,7 +13,7 @@ import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
-import { JobManager, type JobView, type LogSink } from './jobs.js';
+import { JobManager, type JobChange, type JobView, type LogSink } from './jobs.js';
 import { ProtectList } from './protect.js';
 import type { ProtectedEntry } from './protect.js';
 import { Notifier } from './sd-notify.js';
@@ -84,7 +84,7 @@ export class Daemon {
           checkResetInterface(resetIf, family, { mode, host });
         },
       },
-      onChange: () => this.onJobsChanged(),
+      onChange: (change) => this.onJobsChanged(change),
     });
     this.store = new StateStore(opts.stateDir, opts.log, () => this.jobs.snapshot());
     this.activity = new ActivityLog({
@@ -123,8 +123,9 @@ export class Daemon {
       await this.dataPlaneReady();
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');
     }
-    // Persist what was restored (drops expired ones from the file; writes a fresh file after a corrupt one).
-    if (loaded.jobs.length || loaded.corruptCopy) await this.store.save();
+    // Rewrite what was restored as one snapshot: drops expired ones and the replayed journal, replaces a
+    // torn tail or a corrupt file, migrates the old format.
+    if (loaded.jobs.length || loaded.corruptCopy || loaded.dropped || loaded.migrated) await this.store.compact();
     this.activity.start();
 
     const listenFd = socketActivationFd();
@@ -201,10 +202,10 @@ export class Daemon {
     return `${n} job${n === 1 ? '' : 's'} active`;
   }
 
-  private onJobsChanged(): void {
+  private onJobsChanged(change: JobChange): void {
     this.notifier?.status(this.statusLine());
-    // Every change is written; failures are reported by the caller that awaits it.
-    void this.store.save();
+    // Every change is journaled; failures are reported by the caller that awaits it.
+    this.store.record(change);
   }
 
   /** Wait for the state file to hold the current jobs; a warning when it cannot. */
@@ -289,6 +290,7 @@ export class Daemon {
       ...(this.dataPlaneHealth.faulty ? { dataPlaneFault: this.dataPlaneHealth.view() } : {}),
       dataPlaneFailures: this.dataPlaneHealth.failures,
       memory: memoryMb(),
+      state: this.store.stats(),
       connections: this.server?.connections ?? 0,
       requests: this.server?.requests ?? 0,
     };
@@ -310,7 +312,9 @@ export class Daemon {
       this.jobs.close();
       // A daemon refused at start (the directory is another's) must not overwrite that one's jobs.json.
       if (this.stateOwned) {
-        const saved = await this.store.save();
+        // One snapshot with the counters as they are now (the journal has them as of each job's last change).
+        const saved = await this.store.compact();
+        await this.store.close();
         if (saved.ok) this.log.info({ path: this.store.path, jobs: this.jobs.size }, 'jobs saved');
       }
       try {

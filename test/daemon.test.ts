@@ -14,6 +14,7 @@ import { JobManager, type JobChecks, type LogSink, type TargetBackend } from '..
 import { DEFAULT_CONFIG, loadConfig, validateConfig } from '../src/daemon/config.js';
 import { ProtectList, parseProtected } from '../src/daemon/protect.js';
 import { ActivityLog } from '../src/daemon/activity.js';
+import { passedThisTurn, perTurn } from '../src/daemon/turn.js';
 import { prefixPriority, syslogPriority, stdoutIsJournal } from '../src/daemon/log.js';
 import { watchdogIntervalMs, Notifier } from '../src/daemon/sd-notify.js';
 import { TcpresetError } from '../src/errors.js';
@@ -410,6 +411,33 @@ test('every change notifies (persistence hook)', (t) => {
   s.jobs.create({ ...base, duration: 1 });
   s.clock.advance(1000);
   t.is(s.changes(), 5, 'expiry too');
+});
+
+test('host facts (addresses, interface checks) are read once per event-loop turn and afresh in the next; failed checks are never remembered', async (t) => {
+  let reads = 0;
+  const addrs = perTurn(() => ++reads);
+  t.is(addrs(), 1);
+  t.is(addrs(), 1, 'same turn: not read again');
+  await new Promise((r) => setImmediate(r));
+  t.is(addrs(), 2, 'next turn: read again');
+  const checked = passedThisTurn();
+  let checks = 0;
+  let down = false;
+  const check = (): void => {
+    checks++;
+    if (down) throw new Error('interface is down');
+  };
+  checked('sniff/a', check);
+  checked('sniff/a', check);
+  t.is(checks, 1);
+  down = true;
+  t.throws(() => checked('sniff/b', check), { message: 'interface is down' });
+  t.throws(() => checked('sniff/b', check), { message: 'interface is down' });
+  t.is(checks, 3, 'a failure is checked again each time');
+  checked('sniff/a', check);
+  t.is(checks, 3, 'a pass holds for the rest of the turn');
+  await new Promise((r) => setImmediate(r));
+  t.throws(() => checked('sniff/a', check), { message: 'interface is down' }, 'next turn: checked afresh');
 });
 
 // ---- configuration --------------------------------------------------------

@@ -14,7 +14,8 @@ import type { JobCounters, JobRecord, LogSink } from './jobs.js';
 
 export interface JobSource {
   jobOfTarget(targetId: number): JobRecord | undefined;
-  snapshot(): JobRecord[];
+  /** Every job whose counters are not all zero, with its totals (jobs that saw nothing cost no allocation). */
+  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters) => void): void;
 }
 
 export interface ActivityOptions {
@@ -85,14 +86,17 @@ export class ActivityLog {
     );
   }
 
-  /** One line per job whose counters moved (or whose flows were not all logged) since the last summary. */
+  /**
+   * One line per job whose counters moved (or whose flows were not all
+   * logged) since the last summary. Only jobs that saw traffic are visited
+   * and remembered: with 100,000 quiet jobs this keeps nothing per job.
+   */
   summarize(): number {
     let lines = 0;
     const seen = new Set<string>();
-    for (const job of this.o.jobs.snapshot()) {
+    this.o.jobs.forEachActive((job, c) => {
       seen.add(job.id);
       const e = this.entry(job.id);
-      const c = job.counters;
       const moved = c.matched !== e.last.matched || c.rstsSent !== e.last.rstsSent || c.flows !== e.last.flows;
       if (moved || e.notLogged > 0) {
         lines++;
@@ -110,7 +114,7 @@ export class ActivityLog {
       e.last = { ...c };
       e.logged = 0;
       e.notLogged = 0;
-    }
+    });
     for (const id of this.perJob.keys()) if (!seen.has(id)) this.perJob.delete(id);
     return lines;
   }

@@ -10,8 +10,16 @@
  *
  * No I/O here beyond the injected backend, checks and clock, so the logic
  * is tested with a stepped clock.
+ *
+ * Memory: a daemon may hold 100,000 jobs, so a job is a slot in a table of
+ * typed-array columns (times, target id, port, mode, links of the lookup
+ * chains, its place in the expiry heap) plus its id and host strings, about
+ * 200 bytes in all, instead of several objects per job. Counters carried
+ * from earlier targets and faults are kept only for the jobs that have
+ * them. One timer serves every job: it is armed for the top of an indexed
+ * min-heap of end times.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { TcpresetError, ValidationError } from '../errors.js';
 import { parseHost } from '../packet/addr.js';
 import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/enforcer.js';
@@ -123,14 +131,6 @@ export interface CreateResult {
   job: JobView;
 }
 
-interface Job {
-  rec: JobRecord;
-  targetId: number | null;
-  /** Counters from targets this job held before its current one (swaps, previous daemon runs). */
-  base: JobCounters;
-  fault: string | undefined;
-}
-
 const zeroCounters = (): JobCounters => ({ matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null });
 
 /**
@@ -146,33 +146,89 @@ function normPort(port: number | null | undefined): number | null {
   return port === undefined || port === null || port === 0 ? null : port;
 }
 
-function identityKey(engid: string, sniffIf: string, host: string, port: number | null): string {
-  return JSON.stringify([engid, sniffIf, host, port]);
+function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounters {
+  const first = a.firstHitAt === null ? b.firstHitAt : b.firstHitAt === null ? a.firstHitAt : Math.min(a.firstHitAt, b.firstHitAt);
+  const last = a.lastHitAt === null ? b.lastHitAt : b.lastHitAt === null ? a.lastHitAt : Math.max(a.lastHitAt, b.lastHitAt);
+  return { matched: a.matched + b.matched, rstsSent: a.rstsSent + b.rstsSent, flows: a.flows + b.flows, firstHitAt: first, lastHitAt: last };
 }
 
-function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounters {
-  const first = [a.firstHitAt, b.firstHitAt].filter((x): x is number => x !== null);
-  const last = [a.lastHitAt, b.lastHitAt].filter((x): x is number => x !== null);
-  return {
-    matched: a.matched + b.matched,
-    rstsSent: a.rstsSent + b.rstsSent,
-    flows: a.flows + b.flows,
-    firstHitAt: first.length ? Math.min(...first) : null,
-    lastHitAt: last.length ? Math.max(...last) : null,
-  };
-}
+const isZero = (c: JobCounters): boolean => c.matched === 0 && c.rstsSent === 0 && c.flows === 0 && c.firstHitAt === null && c.lastHitAt === null;
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
+const MODES: readonly InjectMode[] = ['l3', 'l2'];
+/** No slot / no target. Target ids from the backend are positive. */
+const NONE = -1;
+
+/**
+ * Strings many jobs repeat (interface names, ENGIDs) are kept once: each
+ * request's JSON parse makes a new copy. Bounded, so unique values cannot
+ * grow it; past the bound a value is simply not shared.
+ */
+class Interner {
+  private readonly m = new Map<string, string>();
+  intern(s: string): string {
+    const have = this.m.get(s);
+    if (have !== undefined) return have;
+    if (this.m.size < 4096) this.m.set(s, s);
+    return s;
+  }
+}
+
+/** Job ids: 12 hex digits from a pooled random buffer (one getrandom(2) per 1,024 ids, not per job). */
+class IdSource {
+  private readonly pool = Buffer.alloc(6 * 1024);
+  private off = this.pool.length;
+  next(): string {
+    if (this.off === this.pool.length) {
+      randomFillSync(this.pool);
+      this.off = 0;
+    }
+    const id = this.pool.toString('hex', this.off, this.off + 6);
+    this.off += 6;
+    return id;
+  }
+}
+
 export class JobManager {
   private readonly opts: Required<Omit<JobManagerOptions, 'onChange'>> & { onChange: (change: JobChange) => void };
-  private readonly jobs = new Map<string, Job>();
-  private readonly byIdentity = new Map<string, Job>();
-  private readonly byTarget = new Map<number, Job>();
+  // ---- the job table: slot-indexed columns ----
+  private cap = 0;
+  private count = 0;
+  private createdAtCol = new Float64Array(0);
+  private expiresAtCol = new Float64Array(0);
+  private targetCol = new Int32Array(0);
+  /** Remote port, 0 = every port. */
+  private portCol = new Uint16Array(0);
+  /** Index into MODES. */
+  private modeCol = new Uint8Array(0);
+  /** Next slot with the same host (the identity chain), or NONE. */
+  private nextSameHost = new Int32Array(0);
+  /** Position in the expiry heap, or NONE for a free slot. */
+  private heapPos = new Int32Array(0);
+  private ids: (string | undefined)[] = [];
+  private hosts: (string | undefined)[] = [];
+  private engids: (string | undefined)[] = [];
+  private sniffIfs: (string | undefined)[] = [];
+  private resetIfs: (string | undefined)[] = [];
+  private free: number[] = [];
+  /** Counters from targets a job held before its current one (swaps, previous daemon runs); only when non-zero. */
+  private readonly base = new Map<number, JobCounters>();
+  private readonly faults = new Map<number, string>();
+  /** Live jobs that hold no target (their add failed): retried. */
+  private readonly unenforced = new Set<number>();
+  // ---- lookups ----
+  private readonly byId = new Map<string, number>();
+  /** First slot of each host's identity chain. */
+  private readonly byHost = new Map<string, number>();
+  private readonly byTarget = new Map<number, number>();
+  // ---- the expiry heap: slots ordered by end time ----
+  private heap = new Int32Array(0);
+  private heapSize = 0;
+  private readonly strings = new Interner();
+  private readonly idSource = new IdSource();
   private expiryTimer: TimerHandle | undefined;
   private expiryAt = Infinity;
-  /** End times, earliest first; an entry outdated by an extension or an end is dropped when it surfaces. */
-  private readonly deadlines = new DeadlineHeap();
   /** Set while due jobs are being finished: the timer is armed once afterwards. */
   private expiring = false;
   private retryTimer: TimerHandle | undefined;
@@ -184,7 +240,7 @@ export class JobManager {
   }
 
   get size(): number {
-    return this.jobs.size;
+    return this.count;
   }
 
   /** Create a job, or extend the job with the same identity to the later end time. */
@@ -212,10 +268,10 @@ export class JobManager {
     this.opts.checks.interfaces({ sniffIf: args.sniffIf, resetIf: args.resetIf, host, family, mode });
 
     const expiresAt = now + args.duration * 1000;
-    const existing = this.byIdentity.get(identityKey(args.engid, args.sniffIf, host, port));
-    if (existing) return { action: 'extended', job: this.view(this.extend(existing, args.resetIf, mode, expiresAt)) };
+    const existing = this.findIdentity(args.engid, args.sniffIf, host, port);
+    if (existing !== NONE) return { action: 'extended', job: this.view(this.extend(existing, args.resetIf, mode, expiresAt)) };
 
-    if (this.jobs.size >= this.opts.maxJobs) {
+    if (this.count >= this.opts.maxJobs) {
       throw new TcpresetError('E_LIMIT', `too many jobs: the limit is ${this.opts.maxJobs} (config maxJobs)`, {
         details: { maxJobs: this.opts.maxJobs },
       });
@@ -224,89 +280,102 @@ export class JobManager {
       id: this.newId(), engid: args.engid, sniffIf: args.sniffIf, resetIf: args.resetIf, host, port, mode,
       createdAt: now, expiresAt, counters: zeroCounters(),
     };
-    const job: Job = { rec, targetId: null, base: zeroCounters(), fault: undefined };
     // Add the target before the job exists: a failure leaves nothing behind.
-    job.targetId = this.backend().add(this.spec(rec)).id;
-    this.insert(job);
-    this.opts.log.info({ job: this.logFields(job), durationSec: args.duration }, 'job created');
+    const targetId = this.backend().add(this.spec(rec)).id;
+    const slot = this.insert(rec, targetId);
+    this.opts.log.info({ job: this.logFields(slot), durationSec: args.duration }, 'job created');
     this.changed({ op: 'put', rec });
-    return { action: 'created', job: this.view(job) };
+    return { action: 'created', job: this.view(slot) };
   }
 
-  private extend(job: Job, resetIf: string, mode: InjectMode, expiresAt: number): Job {
-    const newEnd = Math.max(job.rec.expiresAt, expiresAt);
-    const swap = resetIf !== job.rec.resetIf || mode !== job.rec.mode;
-    const before = job.rec.expiresAt;
-    if (swap || job.targetId === null) {
+  private extend(slot: number, resetIf: string, mode: InjectMode, expiresAt: number): number {
+    const before = this.expiresAtCol[slot]!;
+    const newEnd = Math.max(before, expiresAt);
+    const swap = resetIf !== this.resetIfs[slot] || mode !== MODES[this.modeCol[slot]!];
+    const targetId = this.targetCol[slot]!;
+    if (swap || targetId === NONE) {
       // The newest order names the reset interface/mode; add the new target
       // before removing the old one so enforcement has no gap.
-      const next = { ...job.rec, resetIf, mode, expiresAt: newEnd };
+      const next = { ...this.record(slot, zeroCounters()), resetIf, mode, expiresAt: newEnd };
       const added = this.backend().add(this.spec(next));
-      this.dropTarget(job);
-      job.rec = next;
-      job.targetId = added.id;
-      job.fault = undefined;
-      this.byTarget.set(added.id, job);
-      this.deadlines.push(newEnd, job);
+      this.dropTarget(slot);
+      this.resetIfs[slot] = this.strings.intern(resetIf);
+      this.modeCol[slot] = MODES.indexOf(mode);
+      this.setTarget(slot, added.id);
+      this.faults.delete(slot);
+      this.setExpiry(slot, newEnd);
     } else if (newEnd !== before) {
-      this.backend().extend(job.targetId, newEnd);
-      job.rec.expiresAt = newEnd;
-      this.deadlines.push(newEnd, job);
+      this.backend().extend(targetId, newEnd);
+      this.setExpiry(slot, newEnd);
     }
     this.opts.log.info(
-      { job: this.logFields(job), previousExpiresAt: iso(before), ...(swap ? { swapped: true } : {}) },
+      { job: this.logFields(slot), previousExpiresAt: iso(before), ...(swap ? { swapped: true } : {}) },
       newEnd === before ? 'job kept (already ends later)' : 'job extended',
     );
     this.armExpiry();
-    this.changed({ op: 'put', rec: { ...job.rec, counters: this.totals(job) } });
-    return job;
+    this.changed({ op: 'put', rec: this.record(slot, this.totals(slot)) });
+    return slot;
   }
 
   cancelById(id: string): JobView {
     this.assertOpen();
-    const job = this.jobs.get(id);
-    if (!job) throw new TcpresetError('E_NOT_FOUND', `no job with id ${JSON.stringify(id)}`, { details: { jobId: id } });
-    return this.finish(job, 'cancelled');
+    const slot = this.byId.get(id);
+    if (slot === undefined) throw new TcpresetError('E_NOT_FOUND', `no job with id ${JSON.stringify(id)}`, { details: { jobId: id } });
+    return this.finish(slot, 'cancelled');
   }
 
   cancelByIdentity(who: CancelIdentity): JobView {
     this.assertOpen();
     const { canonical } = canonicalHost(who.host);
     const port = normPort(who.port);
-    const job = this.byIdentity.get(identityKey(who.engid, who.sniffIf, canonical, port));
-    if (!job) {
+    const slot = this.findIdentity(who.engid, who.sniffIf, canonical, port);
+    if (slot === NONE) {
       throw new TcpresetError(
         'E_NOT_FOUND',
         `no job for engid ${JSON.stringify(who.engid)} on ${who.sniffIf} host ${canonical}${port === null ? '' : ` port ${port}`}`,
         { details: { engid: who.engid, sniffIf: who.sniffIf, host: canonical, port } },
       );
     }
-    return this.finish(job, 'cancelled');
+    return this.finish(slot, 'cancelled');
   }
 
   list(): JobView[] {
-    return [...this.jobs.values()].sort((a, b) => a.rec.createdAt - b.rec.createdAt).map((j) => this.view(j));
+    return this.liveSlots().sort((a, b) => this.createdAtCol[a]! - this.createdAtCol[b]!).map((s) => this.view(s));
   }
 
   get(id: string): JobView | undefined {
-    const job = this.jobs.get(id);
-    return job ? this.view(job) : undefined;
+    const slot = this.byId.get(id);
+    return slot === undefined ? undefined : this.view(slot);
   }
 
   /** The job a target belongs to (for the Enforcer's flow events). */
   jobOfTarget(targetId: number): JobRecord | undefined {
-    return this.byTarget.get(targetId)?.rec;
+    const slot = this.byTarget.get(targetId);
+    return slot === undefined ? undefined : this.record(slot, this.totals(slot));
   }
 
   /** Current totals of a job, including counters from earlier targets. */
   counters(id: string): JobCounters | undefined {
-    const job = this.jobs.get(id);
-    return job ? this.totals(job) : undefined;
+    const slot = this.byId.get(id);
+    return slot === undefined ? undefined : this.totals(slot);
   }
 
   /** Records to persist: counters are the totals at this moment. */
   snapshot(): JobRecord[] {
-    return [...this.jobs.values()].map((j) => ({ ...j.rec, counters: this.totals(j) }));
+    return this.liveSlots().map((s) => this.record(s, this.totals(s)));
+  }
+
+  /**
+   * Visit every job whose counters are not all zero, with its totals,
+   * without building a record for the others (the activity summary runs
+   * over every job every period).
+   */
+  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters) => void): void {
+    for (const slot of this.byId.values()) {
+      const c = this.totals(slot);
+      if (isZero(c)) continue;
+      fn({ id: this.ids[slot]!, engid: this.engids[slot]!, host: this.hosts[slot]!, port: this.portCol[slot] || null, expiresAt: this.expiresAtCol[slot]! }, c);
+    }
   }
 
   /**
@@ -339,14 +408,14 @@ export class JobManager {
         this.opts.log.error({ job: { id: rec.id, engid: rec.engid, host }, protectedBy: hit }, 'saved job targets a protected address: dropped');
         continue;
       }
-      if (this.jobs.has(rec.id) || this.byIdentity.has(identityKey(rec.engid, rec.sniffIf, host, rec.port))) {
+      if (this.byId.has(rec.id) || this.findIdentity(rec.engid, rec.sniffIf, host, rec.port) !== NONE) {
         dropped++;
         this.opts.log.error({ job: { id: rec.id } }, 'saved job duplicates another: dropped');
         continue;
       }
-      const job: Job = { rec: { ...rec, host }, targetId: null, base: { ...rec.counters }, fault: undefined };
-      this.insert(job);
-      if (this.tryEnforce(job)) restored++;
+      const slot = this.insert({ ...rec, host }, NONE);
+      if (!isZero(rec.counters)) this.base.set(slot, { ...rec.counters });
+      if (this.tryEnforce(slot)) restored++;
       else faulty++;
     }
     this.armRetry();
@@ -361,15 +430,16 @@ export class JobManager {
    * and without them the job would end (and be logged) with zero counters.
    */
   targetExpired(targetId: number, final?: TargetCounters): void {
-    const job = this.byTarget.get(targetId);
-    if (!job) return;
+    const slot = this.byTarget.get(targetId);
+    if (slot === undefined) return;
     this.byTarget.delete(targetId);
-    job.targetId = null;
-    if (final) job.base = addCounters(job.base, final);
-    if (job.rec.expiresAt <= this.opts.clock.now()) this.finish(job, 'expired');
+    this.targetCol[slot] = NONE;
+    this.unenforced.add(slot);
+    if (final) this.addBase(slot, final);
+    if (this.expiresAtCol[slot]! <= this.opts.clock.now()) this.finish(slot, 'expired');
     else {
       // Should not happen (deadlines are the same); re-enforce rather than silently stop.
-      this.tryEnforce(job);
+      this.tryEnforce(slot);
       this.armRetry();
     }
   }
@@ -393,6 +463,26 @@ export class JobManager {
     return this.backendInstance;
   }
 
+  private liveSlots(): number[] {
+    return [...this.byId.values()];
+  }
+
+  /** The job (engid, sniffIf, host, port), or NONE. */
+  private findIdentity(engid: string, sniffIf: string, host: string, port: number | null): number {
+    const p = port ?? 0;
+    for (let s = this.byHost.get(host) ?? NONE; s !== NONE; s = this.nextSameHost[s]!) {
+      if (this.portCol[s] === p && this.engids[s] === engid && this.sniffIfs[s] === sniffIf) return s;
+    }
+    return NONE;
+  }
+
+  private record(slot: number, counters: JobCounters): JobRecord {
+    return {
+      id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
+      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!, createdAt: this.createdAtCol[slot]!, expiresAt: this.expiresAtCol[slot]!, counters,
+    };
+  }
+
   private spec(rec: JobRecord): TargetSpec {
     return {
       sniffIf: rec.sniffIf, resetIf: rec.resetIf, host: rec.host, port: rec.port ?? 0, mode: rec.mode,
@@ -400,107 +490,239 @@ export class JobManager {
     };
   }
 
-  private tryEnforce(job: Job): boolean {
+  private tryEnforce(slot: number): boolean {
     try {
-      const info = this.backend().add(this.spec(job.rec));
-      job.targetId = info.id;
-      this.byTarget.set(info.id, job);
-      if (job.fault !== undefined) this.opts.log.info({ job: this.logFields(job) }, 'job enforced again');
-      job.fault = undefined;
+      const info = this.backend().add(this.spec(this.record(slot, zeroCounters())));
+      this.setTarget(slot, info.id);
+      if (this.faults.has(slot)) this.opts.log.info({ job: this.logFields(slot) }, 'job enforced again');
+      this.faults.delete(slot);
       return true;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      if (job.fault !== message) this.opts.log.error({ job: this.logFields(job), err }, 'job not enforced: will retry');
-      job.fault = message;
+      if (this.faults.get(slot) !== message) this.opts.log.error({ job: this.logFields(slot), err }, 'job not enforced: will retry');
+      this.faults.set(slot, message);
       return false;
     }
   }
 
-  private insert(job: Job): void {
-    const r = job.rec;
-    this.jobs.set(r.id, job);
-    this.byIdentity.set(identityKey(r.engid, r.sniffIf, r.host, r.port), job);
-    if (job.targetId !== null) this.byTarget.set(job.targetId, job);
-    this.deadlines.push(r.expiresAt, job);
+  private setTarget(slot: number, targetId: number): void {
+    this.targetCol[slot] = targetId;
+    this.byTarget.set(targetId, slot);
+    this.unenforced.delete(slot);
+  }
+
+  private grow(): void {
+    const cap = Math.max(1024, this.cap * 2);
+    const f64 = (a: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> => {
+      const b = new Float64Array(cap);
+      b.set(a);
+      return b;
+    };
+    const i32 = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
+      const b = new Int32Array(cap).fill(NONE);
+      b.set(a);
+      return b;
+    };
+    this.createdAtCol = f64(this.createdAtCol);
+    this.expiresAtCol = f64(this.expiresAtCol);
+    this.targetCol = i32(this.targetCol);
+    this.nextSameHost = i32(this.nextSameHost);
+    this.heapPos = i32(this.heapPos);
+    const port = new Uint16Array(cap);
+    port.set(this.portCol);
+    this.portCol = port;
+    const mode = new Uint8Array(cap);
+    mode.set(this.modeCol);
+    this.modeCol = mode;
+    const heap = new Int32Array(cap);
+    heap.set(this.heap);
+    this.heap = heap;
+    for (let s = cap - 1; s >= this.cap; s--) this.free.push(s);
+    this.cap = cap;
+  }
+
+  private insert(r: JobRecord, targetId: number): number {
+    if (this.free.length === 0) this.grow();
+    const slot = this.free.pop()!;
+    this.ids[slot] = r.id;
+    this.engids[slot] = this.strings.intern(r.engid);
+    this.sniffIfs[slot] = this.strings.intern(r.sniffIf);
+    this.resetIfs[slot] = this.strings.intern(r.resetIf);
+    this.hosts[slot] = r.host;
+    this.portCol[slot] = r.port ?? 0;
+    this.modeCol[slot] = MODES.indexOf(r.mode);
+    this.createdAtCol[slot] = r.createdAt;
+    this.expiresAtCol[slot] = r.expiresAt;
+    this.targetCol[slot] = NONE;
+    this.byId.set(r.id, slot);
+    this.nextSameHost[slot] = this.byHost.get(r.host) ?? NONE;
+    this.byHost.set(r.host, slot);
+    if (targetId !== NONE) this.setTarget(slot, targetId);
+    else this.unenforced.add(slot);
+    this.heapPush(slot);
+    this.count++;
     this.armExpiry();
+    return slot;
   }
 
-  private dropTarget(job: Job): void {
-    if (job.targetId === null) return;
-    const info = this.backend().get(job.targetId);
-    if (info) job.base = addCounters(job.base, info.counters);
-    this.backend().remove(job.targetId);
-    this.byTarget.delete(job.targetId);
-    job.targetId = null;
+  /** Take the job out of every table; its slot is free again. */
+  private release(slot: number): void {
+    const id = this.ids[slot]!;
+    const host = this.hosts[slot]!;
+    this.byId.delete(id);
+    // Unlink from the host's identity chain.
+    const head = this.byHost.get(host)!;
+    if (head === slot) {
+      const next = this.nextSameHost[slot]!;
+      if (next === NONE) this.byHost.delete(host);
+      else this.byHost.set(host, next);
+    } else {
+      let p = head;
+      while (this.nextSameHost[p] !== slot) p = this.nextSameHost[p]!;
+      this.nextSameHost[p] = this.nextSameHost[slot]!;
+    }
+    this.heapRemove(slot);
+    this.base.delete(slot);
+    this.faults.delete(slot);
+    this.unenforced.delete(slot);
+    this.ids[slot] = this.hosts[slot] = this.engids[slot] = this.sniffIfs[slot] = this.resetIfs[slot] = undefined;
+    this.nextSameHost[slot] = NONE;
+    this.free.push(slot);
+    this.count--;
   }
 
-  private finish(job: Job, why: 'cancelled' | 'expired'): JobView {
+  private addBase(slot: number, c: TargetCounters | JobCounters): void {
+    const sum = addCounters(this.base.get(slot) ?? zeroCounters(), c);
+    if (isZero(sum)) this.base.delete(slot);
+    else this.base.set(slot, sum);
+  }
+
+  private dropTarget(slot: number): void {
+    const targetId = this.targetCol[slot]!;
+    if (targetId === NONE) return;
+    // The counters first: once removed, the target (and what it counted) is gone.
+    const info = this.backend().get(targetId);
+    if (info) this.addBase(slot, info.counters);
+    this.backend().remove(targetId);
+    this.byTarget.delete(targetId);
+    this.targetCol[slot] = NONE;
+    this.unenforced.add(slot);
+  }
+
+  private finish(slot: number, why: 'cancelled' | 'expired'): JobView {
     // Enforcement stops first (the Enforcer deletes the map entry at once).
-    this.dropTarget(job);
-    const r = job.rec;
-    this.jobs.delete(r.id);
-    this.byIdentity.delete(identityKey(r.engid, r.sniffIf, r.host, r.port));
-    const view = this.view(job);
-    this.opts.log.info({ job: this.logFields(job), counters: view.counters }, why === 'cancelled' ? 'job cancelled' : 'job expired');
+    this.dropTarget(slot);
+    const view = this.view(slot);
+    const fields = this.logFields(slot);
+    const id = this.ids[slot]!;
+    this.release(slot);
+    this.opts.log.info({ job: fields, counters: view.counters }, why === 'cancelled' ? 'job cancelled' : 'job expired');
     this.armExpiry();
-    this.changed({ op: 'del', id: r.id, why });
+    this.changed({ op: 'del', id, why });
     return view;
   }
 
-  private totals(job: Job): JobCounters {
-    const info = job.targetId === null || !this.backendInstance ? undefined : this.backendInstance.get(job.targetId);
-    return info ? addCounters(job.base, info.counters) : { ...job.base };
+  private totals(slot: number): JobCounters {
+    const b = this.base.get(slot);
+    const targetId = this.targetCol[slot]!;
+    const info = targetId === NONE || !this.backendInstance ? undefined : this.backendInstance.get(targetId);
+    if (!info) return b ? { ...b } : zeroCounters();
+    return b ? addCounters(b, info.counters) : { ...info.counters };
   }
 
-  private view(job: Job): JobView {
-    const r = job.rec;
-    const c = this.totals(job);
+  private view(slot: number): JobView {
+    const c = this.totals(slot);
+    const expiresAt = this.expiresAtCol[slot]!;
+    const fault = this.faults.get(slot);
     return {
-      id: r.id, engid: r.engid, sniffIf: r.sniffIf, resetIf: r.resetIf, host: r.host, port: r.port, mode: r.mode,
-      createdAt: new Date(r.createdAt).toISOString(), expiresAt: new Date(r.expiresAt).toISOString(),
-      remainingMs: Math.max(0, r.expiresAt - this.opts.clock.now()),
+      id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
+      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!,
+      createdAt: new Date(this.createdAtCol[slot]!).toISOString(), expiresAt: new Date(expiresAt).toISOString(),
+      remainingMs: Math.max(0, expiresAt - this.opts.clock.now()),
       counters: { matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt) },
-      ...(job.fault !== undefined ? { fault: job.fault } : {}),
+      ...(fault !== undefined ? { fault } : {}),
     };
   }
 
-  private logFields(job: Job): object {
-    const r = job.rec;
+  private logFields(slot: number): object {
+    const targetId = this.targetCol[slot]!;
     return {
-      id: r.id, engid: r.engid, sniffIf: r.sniffIf, resetIf: r.resetIf, host: r.host, port: r.port, mode: r.mode,
-      expiresAt: new Date(r.expiresAt).toISOString(), ...(job.targetId !== null ? { targetId: job.targetId } : {}),
+      id: this.ids[slot], engid: this.engids[slot], sniffIf: this.sniffIfs[slot], resetIf: this.resetIfs[slot], host: this.hosts[slot],
+      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!], expiresAt: new Date(this.expiresAtCol[slot]!).toISOString(),
+      ...(targetId !== NONE ? { targetId } : {}),
     };
   }
 
   private newId(): string {
     for (;;) {
-      const id = randomBytes(6).toString('hex');
-      if (!this.jobs.has(id)) return id;
+      const id = this.idSource.next();
+      if (!this.byId.has(id)) return id;
     }
   }
 
-  /** Whether a heap entry is still a live job's end time. */
-  private isCurrent(e: { at: number; job: Job }): boolean {
-    return this.jobs.get(e.job.rec.id) === e.job && e.job.rec.expiresAt === e.at;
+  // ---- the expiry heap (indexed: each live slot is in it once, at heapPos) ----
+
+  private setExpiry(slot: number, at: number): void {
+    const old = this.expiresAtCol[slot]!;
+    this.expiresAtCol[slot] = at;
+    const i = this.heapPos[slot]!;
+    if (at < old) this.siftUp(i);
+    else this.siftDown(i);
   }
 
-  /**
-   * One timer for the earliest end time. O(log n) per change (a heap, not a
-   * scan of every job), so ending or expiring many jobs at once stays linear.
-   */
+  private heapPush(slot: number): void {
+    const i = this.heapSize++;
+    this.heap[i] = slot;
+    this.heapPos[slot] = i;
+    this.siftUp(i);
+  }
+
+  private heapRemove(slot: number): void {
+    const i = this.heapPos[slot]!;
+    const last = this.heap[--this.heapSize]!;
+    this.heapPos[slot] = NONE;
+    if (i === this.heapSize) return;
+    this.heap[i] = last;
+    this.heapPos[last] = i;
+    this.siftUp(i);
+    this.siftDown(this.heapPos[last]!);
+  }
+
+  private siftUp(i: number): void {
+    const h = this.heap, at = this.expiresAtCol;
+    const s = h[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (at[h[p]!]! <= at[s]!) break;
+      h[i] = h[p]!;
+      this.heapPos[h[i]!] = i;
+      i = p;
+    }
+    h[i] = s;
+    this.heapPos[s] = i;
+  }
+
+  private siftDown(i: number): void {
+    const h = this.heap, at = this.expiresAtCol, n = this.heapSize;
+    const s = h[i]!;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && at[h[r]!]! < at[h[l]!]! ? r : l;
+      if (at[h[c]!]! >= at[s]!) break;
+      h[i] = h[c]!;
+      this.heapPos[h[i]!] = i;
+      i = c;
+    }
+    h[i] = s;
+    this.heapPos[s] = i;
+  }
+
+  /** One timer for the earliest end time (the heap's top). */
   private armExpiry(): void {
     if (this.closed || this.expiring) return;
-    let top = this.deadlines.peek();
-    while (top && !this.isCurrent(top)) {
-      this.deadlines.pop();
-      top = this.deadlines.peek();
-    }
-    // Entries outdated by extensions of long jobs surface only late: rebuild when they outnumber the jobs.
-    if (this.deadlines.size > 2 * this.jobs.size + 1024) {
-      this.deadlines.rebuild([...this.jobs.values()].map((job) => ({ at: job.rec.expiresAt, job })));
-      top = this.deadlines.peek();
-    }
-    const next = top ? top.at : Infinity;
+    const next = this.heapSize > 0 ? this.expiresAtCol[this.heap[0]!]! : Infinity;
     if (next === this.expiryAt && this.expiryTimer) return;
     if (this.expiryTimer) this.opts.clock.clearTimer(this.expiryTimer);
     this.expiryTimer = undefined;
@@ -518,10 +740,7 @@ export class JobManager {
     const now = this.opts.clock.now();
     this.expiring = true;
     try {
-      for (let top = this.deadlines.peek(); top && top.at <= now; top = this.deadlines.peek()) {
-        this.deadlines.pop();
-        if (this.isCurrent(top)) this.finish(top.job, 'expired');
-      }
+      while (this.heapSize > 0 && this.expiresAtCol[this.heap[0]!]! <= now) this.finish(this.heap[0]!, 'expired');
     } finally {
       this.expiring = false;
     }
@@ -529,11 +748,10 @@ export class JobManager {
   }
 
   private armRetry(): void {
-    if (this.closed || this.retryTimer) return;
-    if (![...this.jobs.values()].some((j) => j.targetId === null)) return;
+    if (this.closed || this.retryTimer || this.unenforced.size === 0) return;
     this.retryTimer = this.opts.clock.setTimer(() => {
       this.retryTimer = undefined;
-      for (const job of this.jobs.values()) if (job.targetId === null) this.tryEnforce(job);
+      for (const slot of [...this.unenforced]) this.tryEnforce(slot);
       this.armRetry();
     }, this.opts.retryMs);
   }
@@ -548,60 +766,5 @@ export class JobManager {
 
   private assertOpen(): void {
     if (this.closed) throw new TcpresetError('E_UNAVAILABLE', 'the daemon is shutting down');
-  }
-}
-
-/** A binary min-heap of (end time, job). */
-class DeadlineHeap {
-  private a: { at: number; job: Job }[] = [];
-
-  get size(): number {
-    return this.a.length;
-  }
-
-  peek(): { at: number; job: Job } | undefined {
-    return this.a[0];
-  }
-
-  push(at: number, job: Job): void {
-    const a = this.a;
-    a.push({ at, job });
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]!.at <= a[i]!.at) break;
-      [a[p], a[i]] = [a[i]!, a[p]!];
-      i = p;
-    }
-  }
-
-  pop(): { at: number; job: Job } | undefined {
-    const a = this.a;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last) {
-      a[0] = last;
-      this.down(0);
-    }
-    return top;
-  }
-
-  rebuild(entries: { at: number; job: Job }[]): void {
-    this.a = entries;
-    for (let i = (entries.length >> 1) - 1; i >= 0; i--) this.down(i);
-  }
-
-  private down(i: number): void {
-    const a = this.a;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < a.length && a[l]!.at < a[m]!.at) m = l;
-      if (r < a.length && a[r]!.at < a[m]!.at) m = r;
-      if (m === i) return;
-      [a[m], a[i]] = [a[i]!, a[m]!];
-      i = m;
-    }
   }
 }

@@ -14,7 +14,8 @@ import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
 import { JobManager, type JobChange, type JobView, type LogSink } from './jobs.js';
-import { ProtectList } from './protect.js';
+import { ProtectList, localAddresses } from './protect.js';
+import { passedThisTurn, perTurn } from './turn.js';
 import type { ProtectedEntry } from './protect.js';
 import { Notifier } from './sd-notify.js';
 import { ControlServer, socketActivationFd, type Peer } from './server.js';
@@ -69,7 +70,8 @@ export class Daemon {
     this.log = opts.log;
     this.dataPlaneHealth = new DataPlaneHealth(opts.log);
     const clock = opts.clock ?? systemClock;
-    const protect = new ProtectList(opts.protectedEntries);
+    const protect = new ProtectList(opts.protectedEntries, perTurn(localAddresses));
+    const ifaceChecked = passedThisTurn();
     this.jobs = new JobManager({
       clock,
       log: opts.log,
@@ -80,8 +82,10 @@ export class Daemon {
       checks: {
         protectedBy: (host) => protect.check(host),
         interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
-          checkSniffInterface(sniffIf);
-          checkResetInterface(resetIf, family, { mode, host });
+          ifaceChecked(`sniff/${sniffIf}`, () => checkSniffInterface(sniffIf));
+          // Only a link-local IPv6 host changes what the reset interface needs.
+          const linkLocal = family === 6 && /^fe[89ab]/i.test(host);
+          ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
         },
       },
       onChange: (change) => this.onJobsChanged(change),

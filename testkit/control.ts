@@ -6,6 +6,8 @@
  */
 import net from 'node:net';
 import type { RequestBody, Response } from '../src/control/protocol.js';
+import type { JobRecord } from '../src/daemon/jobs.js';
+import { encodeState } from '../src/daemon/state.js';
 
 export interface BulkOutcome {
   ok: number;
@@ -79,14 +81,12 @@ export function targetHost(i: number): string {
 }
 
 /**
- * A tcpresetd state file (STATE_DIR/jobs.json, format of src/daemon/state.ts)
- * holding `n` jobs on distinct hosts: a daemon started on it restores them
- * all at once, the way it comes back after a restart.
+ * A tcpresetd state file (STATE_DIR/jobs.json, the format of
+ * src/daemon/state.ts) holding `n` jobs on distinct hosts: a daemon started
+ * on it restores them all at once, the way it comes back after a restart.
  */
 export function stateFileWithJobs(n: number, sniffIf: string, resetIf: string, durationS = 3600, now = Date.now()): string {
-  const createdAt = new Date(now).toISOString();
-  const expiresAt = new Date(now + durationS * 1000).toISOString();
-  const jobs = Array.from({ length: n }, (_, i) => ({
+  const records: JobRecord[] = Array.from({ length: n }, (_, i) => ({
     id: `bench${i}`,
     engid: 'bench',
     sniffIf,
@@ -94,9 +94,9 @@ export function stateFileWithJobs(n: number, sniffIf: string, resetIf: string, d
     host: targetHost(i),
     port: null,
     mode: 'l3',
-    createdAt,
-    expiresAt,
+    createdAt: now,
+    expiresAt: now + durationS * 1000,
     counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
   }));
-  return `${JSON.stringify({ v: 1, savedAt: createdAt, jobs })}\n`;
+  return encodeState(records, now);
 }

@@ -98,6 +98,12 @@ export function renderBenchmarks(r: BenchResults): string {
   const thr = r.throughput;
   const cmd = r.command;
   const rss100k = sc?.memory.hundredThousandMB ?? null;
+  const curve = sc?.createCurve;
+  const firstK = curve?.points.find((p) => p.jobs === 1000)?.perSec ?? null;
+  const lastPoint = curve && curve.points.length ? curve.points[curve.points.length - 1]! : null;
+  const createdK100 = lastPoint && lastPoint.jobs === 100_000 ? lastPoint.perSec : null;
+  const flat = firstK !== null && createdK100 !== null ? createdK100 / firstK : null;
+  const createdRss = curve?.memory?.rssMB ?? null;
   out.push('## Goals');
   out.push('');
   out.push(
@@ -118,7 +124,15 @@ export function renderBenchmarks(r: BenchResults): string {
         ['RSTs forged and sent per second', '≥ 500,000', num(thr?.best.tcpreset.rstPerSec), num(thr?.best.tcpkill.rstPerSec), verdict(thr ? thr.best.tcpreset.rstPerSec >= 500_000 : null)],
         ['`tcpreset list` vs `node -e 0`', '≤ 1.3×', cmd ? `${num(cmd.ratio.list, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.list <= 1.3 : null)],
         ['Job submission vs `node -e 0`', '≤ 1.3×', cmd ? `${num(cmd.ratio.submit, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.submit <= 1.3 : null)],
-        ['Daemon RSS with 100,000 targets', '≤ 100 MB', rss100k === null ? 'n/a (not measured)' : `${num(rss100k, 0)} MB`, 'n/a', verdict(rss100k === null ? null : rss100k <= 100)],
+        ['Daemon RSS with 100,000 targets', '≤ 100 MB', rss100k === null ? 'n/a (not measured)' : `${num(rss100k, 0)} MB restored${createdRss === null ? '' : `, ${num(createdRss, 0)} MB created one by one`}`, 'n/a', verdict(rss100k === null ? null : rss100k <= 100 && (createdRss === null || createdRss <= 100))],
+        ['Job creation, one request each (the 1,000th)', '≥ 3,000/s', firstK === null ? 'n/a' : `${num(firstK)}/s`, 'n/a', verdict(firstK === null ? null : firstK >= 3000)],
+        [
+          'Job creation flat to 100,000 (100,000th vs 1,000th)',
+          '±20 %',
+          flat === null ? `n/a (${curve ? `stopped at ${num(curve.jobs)} jobs` : 'not measured'})` : `${num(createdK100)}/s (${num(flat, 2)}×)`,
+          'n/a',
+          verdict(flat === null ? (curve ? false : null) : Math.abs(flat - 1) <= 0.2),
+        ],
       ],
     ),
   );
@@ -239,7 +253,22 @@ export function renderBenchmarks(r: BenchResults): string {
     ]);
     out.push(table(['Configuration', 'Rounds', 'Attributable', 'of which XDP', 'Kernel marginal', 'Total', 'Daemon RSS', 'Daemon start with its jobs'], rows));
     out.push('');
-    if (sc.createRate.length) {
+    const scaleAt = r.sectionRuns?.scale;
+    if (scaleAt) {
+      out.push(`Sections 3 and 6 measured on ${scaleAt.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only scale --into-latest"\`).`);
+      out.push('');
+    }
+    if (sc.createCurve && sc.createCurve.points.length) {
+      const c = sc.createCurve;
+      out.push(
+        `Creating jobs one control request each (16 connections, 64 requests in flight each), 0 to ${num(c.jobs)} on one daemon: ` +
+          c.points.map((p) => `the ${num(p.jobs)}th at ${num(p.perSec)} jobs/s`).join(', ') +
+          ` (jobs/s of the 1,000 creations ending there); ${num(c.jobs)} in ${ms(c.totalMs)} in all` +
+          (c.memory ? `, after which the daemon's RSS was ${num(c.memory.rssMB, 0)} MB (V8 heap in use ${num(c.memory.heapUsedMB, 0)} MiB, off-heap ${num(c.memory.externalMB, 0)} MiB)` : '') +
+          '. The configurations above restore their jobs from a state file, the way a restarted daemon loads them.',
+      );
+      out.push('');
+    } else if (sc.createRate.length) {
       out.push(
         'Creating jobs one control request each (16 connections, 64 requests in flight each): ' +
           sc.createRate.map((c) => `${num(c.jobs)} jobs in ${ms(c.ms)} (${num(c.perSec)} jobs/s)`).join('; ') +
@@ -340,7 +369,13 @@ export function renderBenchmarks(r: BenchResults): string {
           ['0 (idle)', mem.idleMB === null ? 'n/a' : `${num(mem.idleMB, 0)} MB`],
           ['1', mem.oneJobMB === null ? 'n/a' : `${num(mem.oneJobMB, 0)} MB`],
           ['1,000', mem.thousandMB === null ? 'n/a' : `${num(mem.thousandMB, 0)} MB`],
-          ['100,000', mem.hundredThousandMB === null ? 'n/a (not measured: see section 3)' : `${num(mem.hundredThousandMB, 0)} MB`],
+          ['100,000 (restored from the state file)', mem.hundredThousandMB === null ? 'n/a (not measured: see section 3)' : `${num(mem.hundredThousandMB, 0)} MB`],
+          ...(sc.createCurve?.memory
+            ? [[
+                `${num(sc.createCurve.jobs)} (created one request each)`,
+                `${num(sc.createCurve.memory.rssMB, 0)} MB (V8 heap in use ${num(sc.createCurve.memory.heapUsedMB, 0)} MiB, off-heap ${num(sc.createCurve.memory.externalMB, 0)} MiB)`,
+              ]]
+            : []),
         ],
       ),
     );
@@ -402,7 +437,17 @@ function shortfalls(r: BenchResults): string[] {
     }
     if (!big) out.push('Per-packet cost with 100,000 targets was not measured (see the notes of section 3).');
     const cr = sc.createRate;
-    if (cr.length >= 2 && cr[1]!.perSec < 0.7 * cr[0]!.perSec) {
+    const cc = sc.createCurve;
+    if (cc && cc.points.length >= 2) {
+      const a = cc.points[0]!;
+      const b = cc.points[cc.points.length - 1]!;
+      if (a.perSec < 3000 || Math.abs(b.perSec / a.perSec - 1) > 0.2 || b.jobs < 100_000) {
+        out.push(
+          `Job creation: the ${num(a.jobs)}th at ${num(a.perSec)} jobs/s, the ${num(b.jobs)}th at ${num(b.perSec)} jobs/s ` +
+            `(${num(b.perSec / a.perSec, 2)}×), against ≥ 3,000/s and flat within ±20 % to 100,000.`,
+        );
+      }
+    } else if (cr.length >= 2 && cr[1]!.perSec < 0.7 * cr[0]!.perSec) {
       out.push(
         `Creating jobs slows down as jobs accumulate: ${num(cr[0]!.perSec)} jobs/s for the first ${num(cr[0]!.jobs)}, ${num(cr[1]!.perSec)} jobs/s for ${num(cr[1]!.jobs)}; ` +
           'the cost of one change grows with the number of jobs.',

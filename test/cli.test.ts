@@ -103,6 +103,17 @@ async function peer(reply: (req: Record<string, unknown>) => Reply) {
 
 const ok = (result: unknown) => ({ v: 1, ok: true, result });
 
+/**
+ * A socket file nobody listens on (its process exited). Made by a child
+ * without blocking: tests in this file run concurrently, and a blocked event
+ * loop turns another test's 0.5 s wait into a timeout.
+ */
+function staleSocket(path: string): Promise<void> {
+  return new Promise((res, rej) => {
+    execFile(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`], (err) => (err ? rej(err) : res()));
+  });
+}
+
 const job: Job = {
   id: '3f2a9c01bd4e',
   engid: 'ids-1',
@@ -121,20 +132,43 @@ const CREATE = ['ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '18
 
 // ---------------------------------------------------------------- help and usage
 
-test('--help prints the seed syntax on stdout and exits 0; -h is HOST, not help', async (t) => {
+test('--help and help print the seed syntax on stdout and exit 0; help SUBCOMMAND; -h is HOST, not help', async (t) => {
   const h = await cli(['--help']);
   t.is(h.code, 0);
   t.is(h.stderr, '');
   t.regex(h.stdout, /^Usage: tcpreset ENGID -i SNIFF_IF -o RESET_IF -h HOST \[-p DSTPORT\] -d SECONDS/);
   t.regex(h.stdout, /-h, --host HOST/);
   t.regex(h.stdout, /tcpreset create ENGID/);
+  t.regex(h.stdout, /\n {2}-s, --socket PATH /);
+  t.deepEqual(await cli(['help']), h);
+  t.deepEqual(await cli(['-s', '/x', 'help']), h);
   const c = await cli(['create', '--help']);
   t.is(c.code, 0);
-  t.regex(c.stdout, /-h, --host <HOST>/);
+  t.regex(c.stdout, /^Usage: tcpreset \[create\] ENGID -i SNIFF_IF/);
+  t.regex(c.stdout, /-h, --host HOST/);
   t.regex(c.stdout, /--help\s+show help/);
+  t.deepEqual(await cli(['help', 'create']), c);
+  t.deepEqual(await cli(['ids-1', '-i', 'eth1', '--help']), h); // commander: the default command's --help is the program's
+  for (const sub of ['cancel', 'list', 'status', 'version', 'help']) {
+    const s = await cli(['help', sub]);
+    t.is(s.code, 0, sub);
+    t.regex(s.stdout, new RegExp(`^Usage: tcpreset ${sub}\\b`), sub);
+    if (sub !== 'help') t.deepEqual(await cli([sub, '--help']), s, sub);
+  }
   // "-h" alone is HOST without a value: a usage error, not help.
   oneLineError(t, await cli(['ids-1', '-h']), 64, /option '-h, --host <HOST>' argument missing/);
   oneLineError(t, await cli(['list', '-h']), 64, /unknown option '-h'/);
+  oneLineError(t, await cli(['help', 'bogus']), 64, /^no subcommand "bogus" \(subcommands: create, cancel, list, status, version, help\)$/);
+  oneLineError(t, await cli(['help', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5']), 64, /^"help" is a subcommand name: .*"tcpreset create help -i \.\.\."$/);
+  oneLineError(t, await cli(['help', 'list', 'status']), 64, /"help" is a subcommand name/);
+});
+
+test('-V / --version print this command\'s version and exit 0 without asking the daemon', async (t) => {
+  for (const argv of [['-V'], ['--version'], ['-s', '/x', '-V']]) {
+    t.deepEqual(await cli(argv), { code: 0, stdout: `tcpreset ${pkgVersion}\n`, stderr: '' }, argv.join(' '));
+  }
+  // The bundle bin/tcpreset runs has the version built in.
+  t.deepEqual(await child(['--version']), { code: 0, stdout: `tcpreset ${pkgVersion}\n`, stderr: '' });
 });
 
 test('usage errors: exit 64, one line, no request sent', async (t) => {
@@ -160,7 +194,9 @@ test('usage errors: exit 64, one line, no request sent', async (t) => {
     [['cancel', 'ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], /unknown option '-o'/],
     // A subcommand name not in first position is refused rather than guessed.
     [['-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '9', 'list'], /"list" is a subcommand name: .*tcpreset create list -i/],
-    [['--json', 'status'], /"status" is a subcommand name/],
+    [['--json', '-i', 'eth1', 'status'], /"status" is a subcommand name/],
+    [['list', '-s'], /option '-s, --socket <PATH>' argument missing/],
+    [['-s', 'a', 'list', '--socket', 'b'], /option '-s, --socket <PATH>' argument 'b' is invalid. the option is given more than once/],
   ];
   for (const [argv, msg] of cases) oneLineError(t, await cli(argv, env), 64, msg);
   // Found by the CLI fuzz: commander quoted a repeated option's 100,000-character value whole.
@@ -207,7 +243,7 @@ test('invalid values: exit 65, one line naming the value and why, no request sen
     [[...CREATE, '--timeout', '4294967296'], /^timeout \(--timeout\) "4294967296": must be at most 86400 seconds$/],
     [[...CREATE, '--timeout', '9'.repeat(400)], /must be at most 86400 seconds$/],
     [['list', '--timeout', '86400.5'], /must be at most 86400 seconds$/],
-    [[...CREATE, '--socket', ''], /^socket \(--socket\) "": must not be empty/],
+    [[...CREATE, '--socket', ''], /^socket \(-s\/--socket\) "": must not be empty/],
     [['cancel', 'a b'], /^job id "a b": is not a job id/],
     [['cancel', 'ids-1', '-i', 'eth1', '-h', '::1'], /loopback/],
   ];
@@ -233,7 +269,7 @@ test('create: the request carries exactly the validated, canonical values', asyn
   t.is((await cli(['ids-1', '-d180', '-ieth1', '-oeth0', '-h', '2001:DB8:0::7', '-p', '443', '--l2'], env)).code, 0);
   t.is((await cli(['create', 'list', '--sniff', 'eth1', '--reset', 'eth0', '--host=::ffff:10.1.2.3', '--duration', '5'], env)).code, 0);
   t.is((await cli(['create', 'create', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5'], env)).code, 0);
-  t.is((await cli(['help', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5'], env)).code, 0); // "help" is no subcommand
+  t.is((await cli(['create', 'help', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5'], env)).code, 0);
   t.deepEqual(p.requests, [
     { v: 1, op: 'create', engid: 'ids-1', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 180 },
     { v: 1, op: 'create', engid: 'ids-1', sniffIf: 'eth1', resetIf: 'eth0', host: '2001:db8::7', duration: 180, port: 443, mode: 'l2' },
@@ -257,6 +293,86 @@ test('other subcommands send their ops; --socket beats $TCPRESET_SOCKET', async 
     { v: 1, op: 'list' },
     { v: 1, op: 'version' },
   ]);
+});
+
+test('global options (-s/--socket, --timeout, --json) before or after the subcommand, in every spelling', async (t) => {
+  const p = await peer((req) => ok(req.op === 'list' ? { jobs: [] } : req.op === 'create' ? { action: 'created', job } : { version: '1.2.3' }));
+  t.teardown(p.close);
+  const env = { TCPRESET_SOCKET: '/nonexistent/x.sock' };
+  const lines: string[][] = [
+    ['-s', p.path, 'list'],
+    ['list', '-s', p.path],
+    [`-s${p.path}`, 'list'],
+    ['--socket', p.path, 'list', '--timeout', '5'],
+    [`--socket=${p.path}`, '--json', 'list'],
+    ['--json', 'list', `--socket=${p.path}`],
+    ['--timeout', '5', '-s', p.path, '--json', 'list', '--json'],
+    ['-s', p.path, 'ids-1', ...CREATE.slice(1)],
+    ['--json', '-s', p.path, 'create', 'ids-1', ...CREATE.slice(1)],
+    [...CREATE, '-s', p.path],
+  ];
+  for (const argv of lines) {
+    const r = await cli(argv, env);
+    t.is(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
+    t.is(r.stderr, '');
+    if (argv.includes('--json')) t.notThrows(() => JSON.parse(r.stdout), argv.join(' '));
+    else t.regex(r.stdout, /^(no jobs\n|created job )/, argv.join(' '));
+  }
+  t.deepEqual(
+    p.requests.map((r) => r.op),
+    ['list', 'list', 'list', 'list', 'list', 'list', 'list', 'create', 'create', 'create'],
+  );
+  t.deepEqual(p.requests[7], { v: 1, op: 'create', engid: 'ids-1', sniffIf: 'eth1', resetIf: 'eth0', host: '10.1.2.3', duration: 180 });
+});
+
+test('both transports (Node\'s pipe handle and node:net) give the same results and the same errors', async (t) => {
+  const { request } = await import('../src/control/client.js');
+  const good = await peer(() => ok({ jobs: [] }));
+  const hang = await peer(() => 'hang');
+  const closer = await peer(() => 'close');
+  const garbler = await peer(() => 'not json\n');
+  const split = await peer(() => `${JSON.stringify(ok({ jobs: [job] }))}`.replace(/^(.{10})/, '$1') + '\n');
+  t.teardown(async () => {
+    for (const p of [good, hang, closer, garbler, split]) await p.close();
+  });
+  const stale = join(tmp, 'stale-transport.sock');
+  await staleSocket(stale);
+  const outcome = async (path: string, transport: 'pipe' | 'net', timeoutMs = 3000): Promise<string> => {
+    try {
+      return `ok ${JSON.stringify(await request(path, { op: 'list' }, { transport, timeoutMs }))}`;
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      return `${e.code} ${e.message}`;
+    }
+  };
+  const cases: Array<[string, string, number?]> = [
+    ['ok', good.path],
+    ['ok, a job', split.path],
+    ['ENOENT', '/nonexistent/tcpreset-t.sock'],
+    ['ENOTDIR', join(fileURLToPath(import.meta.url), 'x.sock')],
+    ['ECONNREFUSED', stale],
+    ['no answer', hang.path, 300],
+    ['hang-up', closer.path],
+    ['garbled', garbler.path],
+  ];
+  const expect: RegExp[] = [
+    /^ok \{"v":1,"ok":true,"result":\{"jobs":\[\]\}\}$/,
+    /^ok \{"v":1,"ok":true,"result":\{"jobs":\[\{"id":"3f2a9c01bd4e"/,
+    /^E_UNAVAILABLE daemon not reachable at \/nonexistent\/tcpreset-t\.sock: connect ENOENT — is tcpresetd running\?$/,
+    /^E_UNAVAILABLE daemon not reachable at .*x\.sock: connect ENOTDIR/,
+    /^E_UNAVAILABLE daemon not reachable at .*: connect ECONNREFUSED/,
+    /^E_TIMEOUT no answer from the daemon at .* within 0\.3 s$/,
+    /^E_UNAVAILABLE the daemon at .* closed the connection without answering$/,
+    /^E_PROTOCOL response is not valid JSON/,
+  ];
+  for (const [i, [name, path, ms]] of cases.entries()) {
+    const viaPipe = await outcome(path, 'pipe', ms);
+    const viaNet = await outcome(path, 'net', ms);
+    t.regex(viaPipe, expect[i], `pipe: ${name}`);
+    t.is(viaPipe, viaNet, name);
+  }
+  // Every good exchange closed its handle: nothing keeps a test process (or the CLI) alive.
+  t.is(hang.requests.length, 2);
 });
 
 test('human output: one line per result, aligned list, status summary', async (t) => {
@@ -354,7 +470,7 @@ test('a structured error response becomes its exit code and one line', async (t)
 test('daemon not reachable: no socket (ENOENT) and nobody listening (ECONNREFUSED) -> 69', async (t) => {
   oneLineError(t, await cli(['list']), 69, /^daemon not reachable at \/nonexistent\/tcpreset-test\.sock: connect ENOENT — is tcpresetd running\?$/);
   const stale = join(tmp, 'stale.sock');
-  execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.exit(0))`]);
+  await staleSocket(stale);
   t.true(existsSync(stale));
   oneLineError(t, await cli(['status', '--socket', stale]), 69, /connect ECONNREFUSED — is tcpresetd running\?/);
   // version still says which client it is before failing.
@@ -466,6 +582,12 @@ test('the CLI import graph reaches neither koffi nor pino (nor native/daemon cod
   t.true(rel.includes('src/control/client.js') && rel.includes('src/cli/format.js') && rel.includes('src/packet/addr.js'), rel.join(' '));
   t.deepEqual([...bare].sort(), ['commander', 'node:']);
   for (const f of rel) t.false(/^src\/(native|daemon|bpf|dataplane)\//.test(f), f);
+  // The bundle bin/tcpreset runs was made from that graph: it requires only Node's own modules and commander.
+  const bundle = readFileSync(join(root, 'dist/tcpreset.cjs'), 'utf8');
+  const required = new Set([...bundle.matchAll(/\brequire\("([^"]+)"\)/g)].map((m) => m[1]));
+  t.true(required.has('commander') && required.has('node:fs'), [...required].join(' '));
+  for (const r of required) t.true(r === 'commander' || r.startsWith('node:'), `the bundle requires ${r}`);
+  t.notRegex(bundle, /koffi|pino/);
   // commander itself has no dependencies.
   const cpkg = JSON.parse(readFileSync(join(root, 'node_modules/commander/package.json'), 'utf8')) as { dependencies?: object };
   t.deepEqual(Object.keys(cpkg.dependencies ?? {}), []);

@@ -206,7 +206,7 @@ function child(argv: string[], socket: string): Promise<Outcome> {
 async function documentedCodes(socket: string): Promise<Set<number>> {
   const h = await cli(['--help'], socket);
   const line = h.stdout.slice(h.stdout.indexOf('Exit status:'));
-  return new Set([...line.slice(0, line.indexOf('Socket:')).matchAll(/\b(\d{1,3})\b/g)].map((m) => Number(m[1])));
+  return new Set([...line.slice(0, line.indexOf('Environment:')).matchAll(/\b(\d{1,3})\b/g)].map((m) => Number(m[1])));
 }
 
 interface Judge {

@@ -1,0 +1,323 @@
+/**
+ * The command line of `tcpreset` as data, and what a parsed command line
+ * means. One source for the fast parser (fast.ts), the commander parser
+ * (main.ts), the help text, the man page tcpreset(8) and the bash
+ * completion (doc.ts), so none of them can drift from the others.
+ *
+ * Light: imports only errors, validate and the protocol's constants (the
+ * fast path loads it before it connects).
+ */
+import { EXIT, UsageError, ValidationError } from '../errors.js';
+import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
+import { DEFAULT_SOCKET_PATH, JOB_ID_RE, type RequestBody } from '../control/protocol.js';
+
+/** One option. `arg` set: it takes a value (the placeholder shown in help). */
+export interface OptSpec {
+  short?: `-${string}`;
+  long: `--${string}`;
+  /** Property name in the parsed options. */
+  key: string;
+  arg?: string;
+  desc: string;
+  /** Words the bash completion offers for the value. */
+  complete?: 'interface' | 'file';
+}
+
+export type CommandName = 'create' | 'cancel' | 'list' | 'status' | 'version' | 'help';
+
+export interface CommandSpec {
+  name: CommandName;
+  /** Operand placeholder as in the usage line, e.g. "[ENGID]". */
+  operand?: string;
+  /** Usage after "tcpreset NAME" (the options part included). */
+  usage: string;
+  summary: string;
+  /** Longer text for `tcpreset help NAME` and the man page. */
+  details?: string[];
+  opts: OptSpec[];
+}
+
+/** Daemon-independent options of every subcommand; accepted before or after the subcommand. */
+export const GLOBAL_OPTS: OptSpec[] = [
+  { short: '-s', long: '--socket', key: 'socket', arg: 'PATH', desc: `control socket (default: $TCPRESET_SOCKET, else ${DEFAULT_SOCKET_PATH})`, complete: 'file' },
+  { long: '--timeout', key: 'timeout', arg: 'SECONDS', desc: 'give up waiting for the daemon after this long (default 10, at most 86400; fractions allowed)' },
+  { long: '--json', key: 'json', desc: 'print the result as one JSON line on stdout' },
+];
+
+/** Options that only print and exit; commander handles them. */
+export const INFO_OPTS: OptSpec[] = [
+  { short: '-V', long: '--version', key: 'version', desc: 'print the version of this command and exit (the daemon is not asked)' },
+  { long: '--help', key: 'help', desc: 'show help (-h is HOST)' },
+];
+
+const SNIFF: OptSpec = { short: '-i', long: '--sniff', key: 'sniff', arg: 'SNIFF_IF', desc: 'interface that sees the mirrored traffic', complete: 'interface' };
+const HOST: OptSpec = { short: '-h', long: '--host', key: 'host', arg: 'HOST', desc: 'IPv4 or IPv6 address whose TCP sessions are reset' };
+const PORT: OptSpec = { short: '-p', long: '--port', key: 'port', arg: 'DSTPORT', desc: 'only traffic between HOST and this remote port' };
+
+export const CREATE_USAGE = 'ENGID -i SNIFF_IF -o RESET_IF -h HOST [-p DSTPORT] -d SECONDS [--l2]';
+
+export const COMMANDS: CommandSpec[] = [
+  {
+    name: 'create',
+    operand: '[ENGID]',
+    usage: CREATE_USAGE,
+    summary: 'create or extend a job (the default: "create" may be left out)',
+    details: [
+      'For SECONDS, every TCP packet seen on SNIFF_IF that involves HOST (with -p, only traffic between HOST and remote port DSTPORT) triggers RSTs to both endpoints, sent out of RESET_IF. Running the same command again (same ENGID, SNIFF_IF, HOST, DSTPORT) extends the job to the later end time.',
+      'The word "create" is needed only when ENGID is a subcommand name: tcpreset create list -i ...',
+    ],
+    opts: [
+      { ...SNIFF, desc: `${SNIFF.desc} (required)` },
+      { short: '-o', long: '--reset', key: 'reset', arg: 'RESET_IF', desc: 'interface the RSTs are sent from (required)', complete: 'interface' },
+      { ...HOST, desc: `${HOST.desc} (required)` },
+      PORT,
+      { short: '-d', long: '--duration', key: 'duration', arg: 'SECONDS', desc: 'how long the job lasts, whole seconds (required)' },
+      { long: '--l2', key: 'l2', desc: 'inject Ethernet frames instead of routed packets' },
+    ],
+  },
+  {
+    name: 'cancel',
+    operand: '[JOBID|ENGID]',
+    usage: 'JOBID | cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]',
+    summary: 'end a job now: by its id, or by ENGID -i SNIFF_IF -h HOST [-p DSTPORT]',
+    details: ['The job\'s counters are printed. A job is identified by the id that create and list print, or by what was given to create (the reset interface is not part of a job\'s identity).'],
+    opts: [
+      { ...SNIFF, desc: "with ENGID: the job's sniff interface" },
+      { ...HOST, desc: "with ENGID: the job's host" },
+      { ...PORT, desc: "with ENGID: the job's port, if it has one" },
+    ],
+  },
+  { name: 'list', usage: '', summary: 'list the jobs with remaining time and counters', opts: [] },
+  { name: 'status', usage: '', summary: 'daemon version, uptime, interfaces, faults and counters', opts: [] },
+  { name: 'version', usage: '', summary: 'versions of this command and of the daemon (asks the daemon; -V does not)', opts: [] },
+  { name: 'help', operand: '[SUBCOMMAND]', usage: '[SUBCOMMAND]', summary: 'show help, for one subcommand if named', opts: [] },
+];
+
+/** Words that are subcommands; an ENGID equal to one needs `tcpreset create ENGID ...`. */
+export const SUBCOMMANDS: readonly CommandName[] = COMMANDS.map((c) => c.name);
+
+export function commandSpec(name: CommandName): CommandSpec {
+  return COMMANDS.find((c) => c.name === name)!;
+}
+
+/** Usage lines of the whole command (help and SYNOPSIS). */
+export const USAGE_LINES = [
+  CREATE_USAGE,
+  'create ENGID ...   (the same; needed when ENGID is a subcommand name)',
+  'cancel JOBID | cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]',
+  'list | status | version',
+  'help [SUBCOMMAND] | --help | -V',
+];
+
+export const DESCRIPTION =
+  'Reset the TCP connections of HOST seen on a mirror port, for SECONDS. tcpreset asks the daemon tcpresetd over its control socket; the daemon watches SNIFF_IF with XDP and answers each packet of HOST with exact-sequence RSTs to both endpoints.';
+
+/** A paragraph, or a two-column table. */
+export type Block = string | { rows: Array<[string, string]> };
+export interface Section {
+  title: string;
+  blocks: Block[];
+}
+
+/** Exit status of the command: sysexits(3). */
+export const EXIT_ROWS: Array<[string, string]> = [
+  [String(EXIT.OK), 'success'],
+  [String(EXIT.USAGE), 'usage: bad command line (EX_USAGE)'],
+  [String(EXIT.DATAERR), 'a value is wrong: address, port, duration, interface missing or down, protected host, no such job (EX_DATAERR)'],
+  [String(EXIT.UNAVAILABLE), 'the daemon is not reachable, the job limit is reached, or the daemon cannot run its data plane (its problem: see its log) (EX_UNAVAILABLE)'],
+  [String(EXIT.SOFTWARE), 'internal error, in this command or the daemon (EX_SOFTWARE)'],
+  [String(EXIT.TEMPFAIL), 'no answer in time, or the daemon is busy: try again (EX_TEMPFAIL)'],
+  [String(EXIT.NOPERM), 'permission denied on the control socket (EX_NOPERM)'],
+];
+
+export const SECTIONS: Section[] = [
+  {
+    title: 'Values',
+    blocks: [
+      {
+        rows: [
+          ['ENGID', '1-64 printable characters, no whitespace, not starting with "-". It labels the job and is part of its identity.'],
+          ['HOST', 'one unicast IPv4 or IPv6 address; no leading zeros, zone ids or prefixes; loopback, multicast, broadcast and unspecified are refused, and so are the protected hosts of the daemon and its own addresses.'],
+          ['DSTPORT', 'decimal 1-65535, no sign or leading zeros.'],
+          ['SECONDS', 'whole seconds, at least 1; the daemon enforces its configured maximum (maxDurationSec).'],
+          ['SNIFF_IF', 'must exist and be active: up, and operstate up or unknown (no carrier is not active). Checked by the daemon.'],
+          ['RESET_IF', "must be active and have an address of HOST's family (IPv6: a global one unless HOST is link-local); with --l2, an Ethernet interface, no address needed."],
+        ],
+      },
+    ],
+  },
+  {
+    title: 'Output',
+    blocks: [
+      'Results go to stdout: one line per created, extended or cancelled job, a table for list, a summary for status; with --json the daemon\'s result as one JSON line. Any failure is one line "tcpreset: MESSAGE" on stderr naming the value at fault, and a non-zero exit status. A job accepted with a caveat (e.g. not saved to disk) prints "tcpreset: warning: ..." on stderr and exits 0.',
+    ],
+  },
+  { title: 'Exit status', blocks: [{ rows: EXIT_ROWS }] },
+  {
+    title: 'Environment',
+    blocks: [{ rows: [['TCPRESET_SOCKET', `control socket when -s/--socket is not given (default ${DEFAULT_SOCKET_PATH})`]] }],
+  },
+  {
+    title: 'Examples',
+    blocks: [
+      {
+        rows: [
+          ['tcpreset ids-4711 -i eth1 -o eth0 -h 192.0.2.7 -p 443 -d 300', 'reset every session between 192.0.2.7 and remote port 443 seen on eth1, for 5 minutes'],
+          ['tcpreset list -s /run/tcpreset.sock', 'the jobs, their remaining time and counters'],
+          ['tcpreset cancel ids-4711 -i eth1 -h 192.0.2.7 -p 443', 'end that job now'],
+        ],
+      },
+    ],
+  },
+];
+
+// ---------------------------------------------------------------- meaning of a parsed line
+
+/** Option values as either parser collects them (strings; booleans for flags). */
+export interface ParsedOpts {
+  json?: boolean;
+  socket?: string;
+  timeout?: string;
+  sniff?: string;
+  reset?: string;
+  host?: string;
+  port?: string;
+  duration?: string;
+  l2?: boolean;
+}
+
+/** What the command will do: one request to the daemon, printed one way. */
+export interface Plan {
+  command: 'create' | 'cancel' | 'list' | 'status' | 'version';
+  body: RequestBody;
+  json: boolean;
+  socket: string;
+  timeoutMs?: number;
+}
+
+/** Longest --timeout: a day is already far past any useful wait, and well inside setTimeout's range. */
+export const MAX_TIMEOUT_S = 86400;
+
+export const CREATE_HINT = 'usage: tcpreset ENGID -i SNIFF_IF -o RESET_IF -h HOST [-p DSTPORT] -d SECONDS';
+
+/**
+ * Index in `argv` of the first word that is neither a global option nor a
+ * global option's value: where the subcommand (or the implicit create's
+ * ENGID or first option) begins. Mirrors commander's rules for the global
+ * options: a value is the next word whatever it is, or glued ("-sPATH",
+ * "--socket=PATH").
+ */
+export function commandIndex(argv: readonly string[]): number {
+  let i = 0;
+  while (i < argv.length) {
+    const a = argv[i];
+    const opt = GLOBAL_OPTS.find((o) => a === o.long || a === o.short);
+    if (opt) {
+      i += opt.arg ? 2 : 1;
+      continue;
+    }
+    if (GLOBAL_OPTS.some((o) => o.arg && (a.startsWith(`${o.long}=`) || (o.short !== undefined && a.length > 2 && a.startsWith(o.short))))) {
+      i += 1;
+      continue;
+    }
+    break;
+  }
+  return i;
+}
+
+/**
+ * The plan for a parsed command line, or a TcpresetError (usage 64, value 65).
+ * Both parsers end here, so they give the same answer for the same words.
+ * `explicit`: the word "create" was given.
+ */
+export function planFor(
+  command: Plan['command'],
+  operands: readonly string[],
+  opts: ParsedOpts,
+  env: Record<string, string | undefined>,
+  explicit: boolean,
+): Plan {
+  let body: RequestBody;
+  const what = operands[0];
+  switch (command) {
+    case 'create': {
+      if (what === undefined) throw new UsageError(`missing ENGID; ${CREATE_HINT}`);
+      if (!explicit && (SUBCOMMANDS as readonly string[]).includes(what)) {
+        throw new UsageError(
+          `"${what}" is a subcommand name: put a subcommand first ("tcpreset ${what} ..."), ` +
+            `or create a job for ENGID "${what}" with "tcpreset create ${what} -i ..."`,
+        );
+      }
+      const missing = [
+        opts.sniff === undefined && '-i SNIFF_IF',
+        opts.reset === undefined && '-o RESET_IF',
+        opts.host === undefined && '-h HOST',
+        opts.duration === undefined && '-d SECONDS',
+      ].filter((x): x is string => x !== false);
+      if (missing.length > 0) throw new UsageError(`missing required option${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+      const create: RequestBody = {
+        op: 'create',
+        engid: validateEngid(what, 'ENGID'),
+        sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
+        resetIf: validateIfname(opts.reset, 'reset interface (-o)'),
+        host: validateHost(opts.host, 'host (-h)').canonical,
+        // Syntax only: the daemon applies its configured maximum.
+        duration: validateDuration(opts.duration, Number.MAX_SAFE_INTEGER, 'duration (-d)'),
+      };
+      if (opts.port !== undefined) create.port = validatePort(opts.port, 'port (-p)');
+      if (opts.l2) create.mode = 'l2';
+      body = create;
+      break;
+    }
+    case 'cancel': {
+      if (what === undefined) throw new UsageError('missing JOBID or ENGID; usage: tcpreset cancel JOBID | tcpreset cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]');
+      if (opts.sniff !== undefined || opts.host !== undefined || opts.port !== undefined) {
+        const missing = [opts.sniff === undefined && '-i SNIFF_IF', opts.host === undefined && '-h HOST'].filter((x): x is string => x !== false);
+        if (missing.length > 0) throw new UsageError(`cancel by ENGID needs ${missing.join(' and ')}`);
+        const byKey: RequestBody = {
+          op: 'cancel',
+          engid: validateEngid(what, 'ENGID'),
+          sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
+          host: validateHost(opts.host, 'host (-h)').canonical,
+        };
+        if (opts.port !== undefined) byKey.port = validatePort(opts.port, 'port (-p)');
+        body = byKey;
+      } else {
+        if (!JOB_ID_RE.test(what)) {
+          throw new ValidationError('job id', what, 'is not a job id (1-64 of A-Z a-z 0-9 _ -); to cancel by ENGID add -i SNIFF_IF -h HOST');
+        }
+        body = { op: 'cancel', jobId: what };
+      }
+      break;
+    }
+    default:
+      body = { op: command };
+  }
+  const socket = opts.socket ?? env.TCPRESET_SOCKET ?? DEFAULT_SOCKET_PATH;
+  if (socket === '') throw new ValidationError('socket (-s/--socket)', socket, 'must not be empty');
+  const plan: Plan = { command, body, json: opts.json === true, socket };
+  if (opts.timeout !== undefined) {
+    if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.timeout) || Number(opts.timeout) <= 0) {
+      throw new ValidationError('timeout (--timeout)', opts.timeout, 'must be a positive number of seconds');
+    }
+    // Past setTimeout's range Node fires at once (and warns on stderr): refuse instead.
+    if (Number(opts.timeout) > MAX_TIMEOUT_S) {
+      throw new ValidationError('timeout (--timeout)', opts.timeout, `must be at most ${MAX_TIMEOUT_S} seconds`);
+    }
+    plan.timeoutMs = Math.ceil(Number(opts.timeout) * 1000);
+  }
+  return plan;
+}
+
+declare const TCPRESET_VERSION: string | undefined;
+
+/** This command's version: inlined by the bundle, else read from package.json. */
+export function clientVersion(readFile: (url: URL) => string): string {
+  if (typeof TCPRESET_VERSION === 'string') return TCPRESET_VERSION;
+  try {
+    const pkg = JSON.parse(readFile(new URL('../../../package.json', import.meta.url))) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

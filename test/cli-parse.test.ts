@@ -11,7 +11,7 @@ import test from 'ava';
 import { commanderParse } from '../src/cli/commander.js';
 import { fastPlan } from '../src/cli/fast.js';
 import { TcpresetError, exitCodeFor } from '../src/errors.js';
-import { rng } from './helpers/rng.js';
+import { rng } from '../testkit/rng.js';
 
 const ENV = { TCPRESET_SOCKET: '/run/test.sock' };
 type Outcome = { plan: unknown } | { exit: number; message: string } | { declined: true } | { printed: string };

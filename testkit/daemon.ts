@@ -42,7 +42,7 @@ async function makeWorldReadableBuild(): Promise<{ root: string; cli: string; da
   const prodModules = Object.entries(lock.packages).filter(([path, p]) => path.split('node_modules/').length === 2 && path.startsWith('node_modules/') && !p.dev).map(([path]) => path);
   for (const dir of ['dist', 'build', 'node_modules', ...prodModules.map((m) => dirname(m))]) mkdirSync(join(root, dir), { recursive: true });
   // A real copy, not hard links: making it readable must not change the checkout's own file modes.
-  for (const part of ['bin', 'dist/src', 'build/tcpreset.bpf.o', 'package.json', ...prodModules]) {
+  for (const part of ['bin', 'dist/src', 'dist/tcpreset.cjs', 'dist/tcpreset.cjs.cache', 'build/tcpreset.bpf.o', 'package.json', ...prodModules]) {
     await run('cp', ['-r', join(REPO_ROOT, part), join(root, part)]);
   }
   await run('chmod', ['-R', 'a+rX', root]);

@@ -11,7 +11,7 @@ import test from 'ava';
 import { commanderParse } from '../src/cli/commander.js';
 import { fastPlan } from '../src/cli/fast.js';
 import { TcpresetError, exitCodeFor } from '../src/errors.js';
-import { rng } from '../testkit/rng.js';
+import { Rng } from '../testkit/rng.js';
 
 const ENV = { TCPRESET_SOCKET: '/run/test.sock' };
 type Outcome = { plan: unknown } | { exit: number; message: string } | { declined: true } | { printed: string };
@@ -174,7 +174,8 @@ test('3000 random command lines (word soup, and common lines with a few words dr
     '--port', '--duration', '--socket=/y', '--sniff=eth1', '--json=1', '--', '-', '-x', '--nope', '-ieth1', '-seth0', '-d9',
     'eth1', 'eth0', '10.1.2.3', '2001:db8::1', '127.0.0.1', '443', '0', '9', '-5', '1.5', '/x.sock', '3f2a9c01bd4e',
   ];
-  const next = rng(0x5eed);
+  const r = new Rng(0x5eed);
+  const next = (): number => r.u32();
   const pick = <T>(a: readonly T[]): T => a[next() % a.length];
   /** A common line with 1-3 edits: a word dropped, repeated, inserted, swapped or replaced. */
   const mutate = (line: string[]): string[] => {

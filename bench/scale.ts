@@ -179,7 +179,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
     const bodies = Array.from({ length: STEP }, (_, i) => ({
       op: 'create' as const, engid: `${BENCH_ENGID}-create`, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: targetHost(base + i), duration: 3600,
     }));
-    const r = await bulkRequests(ctx.daemon.socket, bodies, { connections: 16, window: 64, timeoutMs: 120_000 }).catch((err: Error) => {
+    const r = await bulkRequests(ctx.daemon.socket, bodies.length, (i) => ({ v: 1, ...bodies[i] }), { connections: 16, window: 64, timeoutMs: 120_000 }).catch((err: Error) => {
       notes.push(`creating jobs ${base + 1}-${base + STEP} over the control socket failed: ${err.message}`);
       return null;
     });

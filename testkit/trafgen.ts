@@ -41,9 +41,23 @@ export function tcpFrameConfig(f: { smac: string; dmac: string; src: string | nu
 `;
 }
 
+/** A TCP frame template with the given addresses; ports and sequence numbers vary per frame. */
+export function tcpFrames(o: { src: string; dst: string; dport: number; srcMac?: string; dstMac?: string; payload?: number }): string {
+  const v6 = o.src.includes(':');
+  return `{
+  eth(da=${o.dstMac ?? '02:00:00:00:00:02'}, sa=${o.srcMac ?? '02:00:00:00:00:01'}),
+  ${v6 ? 'ipv6' : 'ipv4'}(sa=${o.src}, da=${o.dst}, ttl=64),
+  tcp(sp=dinc(1024, 65000), dp=${o.dport}, seq=drnd(), aseq=drnd(), ack, win=512),
+  fill(0x41, ${o.payload ?? 16})
+}
+`;
+}
+
 export interface TrafgenEnd {
   code: number | null;
   stderr: string;
+  /** The tail of stdout and stderr together (for a failure message). */
+  output: string;
   /** From trafgen's summary ("N packets outgoing"); null if it printed none. */
   packets: number | null;
 }
@@ -51,7 +65,10 @@ export interface TrafgenEnd {
 export interface TrafgenRun {
   child: ChildProcess;
   done: Promise<TrafgenEnd>;
-  stop(): Promise<void>;
+  /** True once trafgen has exited (by itself, or after stop()). */
+  readonly exited: boolean;
+  /** Stops trafgen (SIGINT to its group, SIGKILL after 3 s); `exitedEarly`: it had ended before stop() was called. */
+  stop(): Promise<TrafgenEnd & { exitedEarly: boolean }>;
 }
 
 /**
@@ -60,8 +77,12 @@ export interface TrafgenRun {
  * of that long (evenly spaced, at most some 10k packets/s); neither = as
  * fast as one CPU goes. `count` packets (undefined = until stopped).
  * One CPU (--cpus 1): more abort with "Flushing TX_RING failed" once
- * native XDP is attached on the peer. -A/-Q: leave the machine's socket
- * memory and IRQ affinity settings alone.
+ * native XDP is attached on the peer. With a rate, trafgen takes its
+ * per-packet path, which drops what does not fit when the sniff side's XDP
+ * falls behind and goes on (its TX_RING path aborts instead), so a flood
+ * that must last asks for a rate above what it can make (about 0.9 Mpps
+ * here). -A/-Q: leave the machine's socket memory and IRQ affinity
+ * settings alone.
  */
 export function startTrafgen(lab: Lab, cfgPath: string, cfg: string, opts: { rate?: number; gapUs?: number; count?: number; qdiscPath?: boolean } = {}): TrafgenRun {
   writeFileSync(cfgPath, cfg);
@@ -83,22 +104,35 @@ export function startTrafgen(lab: Lab, cfgPath: string, cfg: string, opts: { rat
   };
   let stderr = '';
   let stdout = '';
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => (stdout = (stdout + s).slice(-4096)));
+  let output = '';
+  const keep = (s: string): void => void (output = (output + s).slice(-4096));
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => ((stderr += s), keep(s)));
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => ((stdout = (stdout + s).slice(-4096)), keep(s)));
+  let exited = false;
+  let stopping = false;
   const done = new Promise<TrafgenEnd>((resolve) =>
     child.once('close', (code) => {
+      exited = true;
       const m = /(\d+) packets outgoing/.exec(stdout);
-      resolve({ code, stderr, packets: m ? Number(m[1]) : null });
+      resolve({ code, stderr, output, packets: m ? Number(m[1]) : null });
     }),
   );
   return {
     child,
     done,
+    get exited() {
+      return exited;
+    },
     async stop() {
-      signalGroup('SIGINT');
-      const t = setTimeout(() => signalGroup('SIGKILL'), 3000);
-      await done;
-      clearTimeout(t);
+      const exitedEarly = exited && !stopping;
+      stopping = true;
+      if (!exited) {
+        signalGroup('SIGINT');
+        const t = setTimeout(() => signalGroup('SIGKILL'), 3000);
+        await done;
+        clearTimeout(t);
+      }
+      return { ...(await done), exitedEarly };
     },
   };
 }

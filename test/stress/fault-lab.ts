@@ -6,15 +6,14 @@
  * from the endpoints' kernels.
  */
 import type { ExecutionContext } from 'ava';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../../testkit/daemon.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
 import { connectOnce, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 import { processMaps } from '../../testkit/proc.js';
+import { bulkRequests } from '../../testkit/control.js';
 
 export const ECHO_PORT = 5001;
 /** Both ends of a live session must be reset within this long of the job being in force (generous: 2 cores shared with a flood). */
@@ -171,81 +170,6 @@ export function rxPackets(lab: Lab, ifname = lab.sensor.sniffIf): number {
   return Number(r.stdout.trim());
 }
 
-// ---- trafgen into the sniff path -----------------------------------------------
-
-export interface TrafgenRun {
-  child: ChildProcess;
-  /** Stops trafgen (SIGINT) and returns the packets it says it sent. */
-  stop(): Promise<{ sent: number; output: string; exitedEarly: boolean }>;
-  readonly exited: boolean;
-}
-
-/**
- * Sends the frames of `conf` (trafgen syntax) out of the switch's mirror port,
- * so they arrive on the sensor's sniff interface as mirror copies would. One
- * CPU (DESIGN.md: more abort once native XDP is attached to the peer);
- * `rate` e.g. "300000pps", default as fast as it goes. What arrives is
- * measured at the sniff interface (trafgen counts what it tried to send).
- */
-export function trafgen(lab: Lab, conf: string, rate?: string): TrafgenRun {
-  const dir = mkdtempSync(join(tmpdir(), 'trafgen-'));
-  const file = join(dir, 'frames.cfg');
-  writeFileSync(file, conf);
-  // Always trafgen's per-packet path (a rate, by default more than one CPU makes): its
-  // TX_RING path aborts ("Flushing TX_RING failed: Resource temporarily unavailable") as
-  // soon as the sniff side's XDP falls behind and veth pushes back, while the per-packet
-  // path drops what does not fit and goes on. Measured here: ~0.9 Mpps either way.
-  const args = ['trafgen', '--dev', lab.sw.ports.mirror, '--conf', file, '--cpus', '1', '-b', rate ?? '10000000pps'];
-  const child = lab.spawn(lab.sw.ns, args, { detached: true });
-  const signalGroup = (sig: NodeJS.Signals): void => {
-    try {
-      process.kill(-child.pid!, sig);
-    } catch {
-      // already gone
-    }
-  };
-  let output = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
-  let exited = false;
-  let stopping = false;
-  const done = new Promise<void>((resolve) => child.once('close', () => {
-    exited = true;
-    resolve();
-  }));
-  return {
-    child,
-    get exited() {
-      return exited;
-    },
-    async stop() {
-      const exitedEarly = exited && !stopping;
-      stopping = true;
-      if (!exited) {
-        signalGroup('SIGINT');
-        const hard = setTimeout(() => signalGroup('SIGKILL'), 3000);
-        await done;
-        clearTimeout(hard);
-      }
-      await done;
-      const m = /(\d+) packets outgoing/.exec(output);
-      return { sent: m ? Number(m[1]) : 0, output, exitedEarly };
-    },
-  };
-}
-
-/** A TCP frame template with the given addresses; ports and sequence numbers vary per frame. */
-export function tcpFrames(o: { src: string; dst: string; dport: number; srcMac?: string; dstMac?: string; payload?: number }): string {
-  const v6 = o.src.includes(':');
-  return `{
-  eth(da=${o.dstMac ?? '02:00:00:00:00:02'}, sa=${o.srcMac ?? '02:00:00:00:00:01'}),
-  ${v6 ? 'ipv6' : 'ipv4'}(sa=${o.src}, da=${o.dst}, ttl=64),
-  tcp(sp=dinc(1024, 65000), dp=${o.dport}, seq=drnd(), aseq=drnd(), ack, win=512),
-  fill(0x41, ${o.payload ?? 16})
-}
-`;
-}
-
 // ---- bulk control-socket clients ------------------------------------------------
 
 /** One connection that sends requests one at a time (the daemon answers a connection's requests in order). */
@@ -300,24 +224,12 @@ export class Conn {
 }
 
 /**
- * Sends `count` requests made by `make(i)` over `conns` connections at once.
- * Returns the responses by index (those that got none: E_CLOSED).
+ * Sends `count` requests made by `make(i)` over `conns` connections at once,
+ * one at a time on each. Returns the responses by index (those that got
+ * none: E_CLOSED).
  */
 export async function bulk(path: string, count: number, conns: number, make: (i: number) => object, onResp?: (i: number, r: Resp) => void): Promise<Resp[]> {
-  const out = new Array<Resp>(count);
-  let next = 0;
-  const workers = await Promise.all(Array.from({ length: Math.min(conns, count) }, () => Conn.open(path)));
-  await Promise.all(workers.map(async (c) => {
-    for (;;) {
-      const i = next++;
-      if (i >= count) break;
-      const r = await c.request(make(i));
-      out[i] = r;
-      onResp?.(i, r);
-    }
-    c.close();
-  }));
-  return out;
+  return (await bulkRequests<Resp>(path, count, make, { connections: conns, onResponse: onResp })).responses;
 }
 
 /** Documentation/benchmark addresses, one distinct host per index (never a lab or local address), in canonical form. */

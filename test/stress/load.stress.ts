@@ -14,14 +14,20 @@
  *   the losses are counted and shown by `tcpreset status`, and once the
  *   flood ends the daemon kills a real session again by itself.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from '../helpers/privileged.js';
 import { decodeState } from '../../src/daemon/state.js';
 import { scaled } from './scale.js';
-import { KILL_BOUND_MS, addrText, bulk, bulkHost, cli, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, rxPackets, session, targetsMapId, tcpFrames, trafgen, tryConnect } from './fault-lab.js';
+import { KILL_BOUND_MS, addrText, bulk, bulkHost, cli, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, rxPackets, session, targetsMapId, tryConnect } from './fault-lab.js';
 import { sleep, wallMs as wall } from '../../testkit/time.js';
 import { cpuMs } from '../../testkit/proc.js';
+import { startTrafgen, tcpFrames } from '../../testkit/trafgen.js';
+
+/** Asked of trafgen when it must flood for a while: more than it makes, so it stays on its per-packet path (see startTrafgen). */
+const FULL_RATE = 10_000_000;
+const frameFile = (): string => join(mkdtempSync(join(tmpdir(), 'trafgen-')), 'frames.cfg');
 
 interface Memory { rss: number; heapUsed: number; heapTotal: number; external: number }
 
@@ -142,7 +148,7 @@ ptest.serial('background traffic at the lab\'s highest rate, none matching, whil
   // XDP stays attached all along: a job on an address that never appears.
   await ok(d, createReq(lab, '198.51.100.77', 3600));
   const v4 = lab.prefix.v4.replace(/\.0\/24$/, '');
-  const tg = trafgen(lab, tcpFrames({ src: `${v4}.200`, dst: `${v4}.201`, dport: 443 }));
+  const tg = startTrafgen(lab, frameFile(), tcpFrames({ src: `${v4}.200`, dst: `${v4}.201`, dport: 443 }), { rate: FULL_RATE });
   t.teardown(() => void tg.stop());
   // Running at full rate before the window opens.
   const rxStart = rxPackets(lab);
@@ -212,11 +218,11 @@ ptest.serial('a flood of matching segments from many flows overflows the ring: l
   let sent = 0;
   // As fast as trafgen goes; restarted should it stop early.
   while (Date.now() - floodStart < FLOOD_MS) {
-    const tg = trafgen(lab, frames);
+    const tg = startTrafgen(lab, frameFile(), frames, { rate: FULL_RATE });
     runs++;
     while (!tg.exited && Date.now() - floodStart < FLOOD_MS) await sleep(100);
     const r = await tg.stop();
-    sent += r.sent;
+    sent += r.packets ?? 0;
     if (r.exitedEarly && runs <= 2) t.log(`trafgen stopped early: ${r.output.replace(/Cannot set system socket memory[^\n]*\n/g, '')}`);
   }
   const during = (await ok(d, { v: 1, op: 'status' })) as Status & { senders: { sent: number; errors: number }[] };

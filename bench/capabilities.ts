@@ -19,11 +19,11 @@
 import { join } from 'node:path';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { connectOnce, startServer, type Peer } from '../testkit/lab/peer-control.js';
-import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext, type Tool } from './context.js';
 import { PORTS, killOnce } from './kill.js';
 import { ensureSniffAddress, spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { sleep } from '../testkit/time.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 export interface Outcome {
   ok: boolean;

@@ -9,10 +9,10 @@
  * reported on its own.
  */
 import { spawn } from 'node:child_process';
-import { CLI_BIN } from '../testkit/demo/sensor.js';
 import { BENCH_ENGID, type BenchContext } from './context.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
 import { sleep } from '../testkit/time.js';
+import { CLI_BIN } from '../testkit/daemon.js';
 
 export interface CommandResult {
   runs: number;

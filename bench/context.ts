@@ -3,7 +3,7 @@
  * scratch directory, the run mode, and helpers shared by the sections.
  */
 import type { Lab } from '../testkit/lab/lab.js';
-import type { SensorDaemon } from '../testkit/demo/sensor.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 export interface BenchContext {
   lab: Lab;

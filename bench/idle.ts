@@ -38,13 +38,13 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startServer, type Peer } from '../testkit/lab/peer-control.js';
-import { REPO_ROOT, SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
 import { startCapture } from '../testkit/pcap-capture.js';
 import { pairResets } from './lib/pair.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
 import { startTrafgen } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
+import { REPO_ROOT, SensorDaemon } from '../testkit/daemon.js';
 
 export type IdleTool = 'tcpreset' | 'floor';
 export const IDLE_TOOLS: readonly IdleTool[] = ['tcpreset', 'floor'];

@@ -17,11 +17,11 @@
 import { join } from 'node:path';
 import type { Lab } from '../testkit/lab/lab.js';
 import { startClient, startServer, type Peer, type PeerEvent } from '../testkit/lab/peer-control.js';
-import { type SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_ENGID, toolOrder, type BenchContext, type Tool } from './context.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
 import { spawnTcpkill, stopTcpkill } from './lib/tcpkill.js';
 import { sleep, wallMs } from '../testkit/time.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 export type SessionKind = 'interactive' | 'bulk';
 const KINDS: readonly SessionKind[] = ['interactive', 'bulk'];

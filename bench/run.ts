@@ -24,7 +24,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
-import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, type BenchContext } from './context.js';
 import { runCapabilities } from './capabilities.js';
 import { runCommand } from './command.js';
@@ -37,6 +36,7 @@ import { renderBenchmarks, type BenchResults } from './lib/report.js';
 import { cdfSvg } from './lib/svg.js';
 import { machineInfo, readSysctl, writeSysctl } from '../testkit/proc.js';
 import { ensureSniffAddress } from './lib/tcpkill.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/bench/
 const SECTIONS = ['command', 'reaction', 'idle', 'kill', 'capabilities', 'throughput', 'scale'] as const;

@@ -28,7 +28,6 @@
  * The daemon's resident memory is taken in each tcpreset configuration.
  */
 import { join } from 'node:path';
-import { SensorDaemon } from '../testkit/demo/sensor.js';
 import type { StatusResult } from '../src/control/protocol.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
 import { bulkRequests, stateFileWithJobs, targetHost } from '../testkit/control.js';
@@ -37,6 +36,7 @@ import { bpfProgStats, ifCounters, machineIrqNs, processesCpuNs, readSysctl, rss
 import { spawnTcpkill, stopTcpkill, waitListening, type TcpkillProc } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 
 export interface ScaleRun {

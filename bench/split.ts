@@ -43,13 +43,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
-import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID } from './context.js';
 import { BPF_OBJECT, FLOOR_BIN, ensureFloor, idleFrameConfig, type IdleTool } from './idle.js';
 import { quantileSorted, sortNumbers } from '../testkit/stats.js';
 import { startTrafgen } from '../testkit/trafgen.js';
 import { machineInfo } from '../testkit/proc.js';
 import { sleep } from '../testkit/time.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MARKER = fileURLToPath(new URL('./split/marker.js', import.meta.url));

@@ -1,16 +1,22 @@
 /**
- * Runs the REAL daemon (`node bin/tcpresetd ...`) as a child process for the
- * service tests, optionally inside a network namespace, and talks to its
- * control socket with plain net sockets (newline-delimited JSON).
+ * Runs the REAL daemon (`node bin/tcpresetd ...`) as a child process, for
+ * the tests, the bench and the demo: DaemonProc (optionally inside a network
+ * namespace) talks to its control socket with plain net sockets
+ * (newline-delimited JSON); SensorDaemon is a DaemonProc in a lab's sensor
+ * namespace with the product's own control client and the real CLI.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { request } from '../src/control/client.js';
+import type { RequestBody, Response } from '../src/control/protocol.js';
+import type { Lab } from './lab/lab.js';
+import { wallMs } from './time.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url)); // from dist/testkit/
 export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
@@ -73,6 +79,12 @@ export interface StartOptions {
   wrapper?: string[];
   /** The daemon script (default bin/tcpresetd of the checkout; see worldReadableBuild). */
   daemonBin?: string;
+  /** Starts the command (default child_process.spawn), e.g. a lab's spawn so the lab owns the process. */
+  spawn?: (cmd: string[], opts: SpawnOptions) => ChildProcess;
+  /** Also append stdout and stderr to this file. */
+  logFile?: string;
+  /** Keep every log line in memory, in `logs` and `rawLines` (default true; off for runs with very many jobs). */
+  keepLogs?: boolean;
 }
 
 export class DaemonProc {
@@ -107,9 +119,16 @@ export class DaemonProc {
     delete env.NOTIFY_SOCKET;
     if (opts.env?.JOURNAL_STREAM) env.JOURNAL_STREAM = opts.env.JOURNAL_STREAM;
     if (opts.env?.NOTIFY_SOCKET) env.NOTIFY_SOCKET = opts.env.NOTIFY_SOCKET;
-    this.child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const spawnOpts: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], env };
+    this.child = opts.spawn ? opts.spawn(cmd, spawnOpts) : spawn(cmd[0], cmd.slice(1), spawnOpts);
+    const keep = opts.keepLogs !== false;
+    if (opts.logFile) {
+      const log = createWriteStream(opts.logFile);
+      this.child.stdout!.pipe(log);
+      this.child.stderr!.pipe(log);
+    }
     createInterface({ input: this.child.stdout! }).on('line', (raw) => {
-      this.rawLines.push(raw);
+      if (keep) this.rawLines.push(raw);
       const text = raw.replace(/^<\d>/, '');
       let line: LogLine;
       try {
@@ -117,7 +136,7 @@ export class DaemonProc {
       } catch {
         return;
       }
-      this.logs.push(line);
+      if (keep) this.logs.push(line);
       for (const w of [...this.waiters]) {
         if (w.pred(line)) {
           this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -126,7 +145,7 @@ export class DaemonProc {
       }
     });
     this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => (this.stderr += d));
+    this.child.stderr!.on('data', (d: string) => (this.stderr = keep ? this.stderr + d : (this.stderr + d).slice(-8192)));
     this.exited = new Promise((resolve) => {
       this.child.once('close', (code, signal) => {
         this.exit = { code, signal };
@@ -274,4 +293,135 @@ export async function sensorNetns(t: import('ava').ExecutionContext): Promise<st
   ip('-n', ns, 'addr', 'add', '192.0.2.1/24', 'dev', 'reset0');
   ip('-n', ns, 'addr', 'add', '2001:db8::1/64', 'dev', 'reset0', 'nodad');
   return ns;
+}
+
+// ---- the daemon in a lab's sensor namespace (make demo, make bench) --------------
+
+export interface DaemonOptions {
+  /** Written as the daemon's configuration file (default: {} = built-in defaults). */
+  config?: Record<string, unknown>;
+  logLevel?: string;
+  readyTimeoutMs?: number;
+  /** Contents of STATE_DIR/jobs.json before the start: the daemon restores these jobs (fast path to many jobs). */
+  stateFile?: string;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Wall-clock ms just before the spawn and when the process had exited. */
+  startedAt: number;
+  exitedAt: number;
+}
+
+/**
+ * tcpresetd in the lab's sensor namespace, started by the lab (so the lab's
+ * teardown ends it): a private socket, state directory and configuration in
+ * a temporary directory, its log in a file there (shown only when something
+ * goes wrong, and not kept in memory: a bench run makes 100,000 jobs).
+ */
+export class SensorDaemon {
+  readonly logPath: string;
+
+  private constructor(
+    readonly lab: Lab,
+    readonly proc: DaemonProc,
+  ) {
+    this.logPath = join(proc.dir, 'tcpresetd.log');
+  }
+
+  /** Starts tcpresetd in the lab's sensor namespace and waits for its ready line (it listens by then). */
+  static async start(lab: Lab, opts: DaemonOptions = {}): Promise<SensorDaemon> {
+    const dir = mkdtempSync(join(tmpdir(), 'tcpreset-lab-'));
+    if (opts.stateFile !== undefined) {
+      mkdirSync(join(dir, 'state'), { mode: 0o700 });
+      writeFileSync(join(dir, 'state', 'jobs.json'), opts.stateFile, { mode: 0o600 });
+    }
+    const proc = new DaemonProc({
+      dir,
+      socket: join(dir, 'tcpreset.sock'),
+      config: opts.config ?? {},
+      args: ['--log-level', opts.logLevel ?? 'info'],
+      spawn: (cmd, spawnOpts) => lab.spawn(lab.sensor.ns, cmd, spawnOpts),
+      logFile: join(dir, 'tcpresetd.log'),
+      keepLogs: false,
+    });
+    const d = new SensorDaemon(lab, proc);
+    try {
+      await proc.ready(opts.readyTimeoutMs ?? 15_000);
+    } catch (err) {
+      throw new Error(`tcpresetd did not start: ${(err as Error).message.split('\n')[0]}\n${d.logTail()}`, { cause: err });
+    }
+    return d;
+  }
+
+  get dir(): string {
+    return this.proc.dir;
+  }
+
+  get socket(): string {
+    return this.proc.socket;
+  }
+
+  get child(): ChildProcess {
+    return this.proc.child;
+  }
+
+  get pid(): number {
+    return this.proc.child.pid ?? 0;
+  }
+
+  get exited(): boolean {
+    return this.proc.exit !== null;
+  }
+
+  request<R = unknown>(body: RequestBody, timeoutMs = 10_000): Promise<Response<R>> {
+    return request(this.socket, body, { timeoutMs }) as Promise<Response<R>>;
+  }
+
+  /** Like request(), but throws on an error response. */
+  async call<R = unknown>(body: RequestBody, timeoutMs = 10_000): Promise<R> {
+    const res = await this.request<R>(body, timeoutMs);
+    if (!res.ok) throw new Error(`tcpresetd: ${body.op} failed: ${res.error.code}: ${res.error.message}`);
+    return res.result;
+  }
+
+  /** Runs `tcpreset ARGS` in the sensor namespace, the way an operator on the sensor would. */
+  cli(args: readonly string[], timeoutMs = 15_000): Promise<CliResult> {
+    return new Promise((resolve) => {
+      const startedAt = wallMs();
+      const child = this.lab.spawn(this.lab.sensor.ns, [process.execPath, CLI_BIN, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, TCPRESET_SOCKET: this.socket },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+      child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr, startedAt, exitedAt: wallMs() });
+      });
+    });
+  }
+
+  logTail(lines = 20): string {
+    try {
+      return readFileSync(this.logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  /** SIGTERM (orderly: the daemon saves jobs and detaches XDP), SIGKILL after `graceMs`. */
+  stop(graceMs = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.proc.stop('SIGTERM', graceMs);
+  }
+
+  /** Removes the temporary directory (socket, state, log). */
+  removeFiles(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }

@@ -20,8 +20,8 @@ import { labPrefix, ownNetns } from '../lab/netns.js';
 import { connectOnce, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
 import type { ListResult } from '../../src/control/protocol.js';
 import { Narrator, fmtBytes, fmtMs } from './narrator.js';
-import { SensorDaemon } from './sensor.js';
 import { sleep, wallMs } from '../time.js';
+import { SensorDaemon } from '../daemon.js';
 
 const ENGID = 'ids-sig-2024';
 const DURATION_S = 8;

@@ -1,5 +1,8 @@
-# tcpreset build. `make` installs what is missing, builds the BPF objects
-# with clang and the TypeScript with tsc; a second `make` does nothing.
+# tcpreset build. `make` builds the BPF objects with clang and the
+# TypeScript with tsc (after `npm ci`); a second `make` does nothing. It
+# installs nothing on the system: `make deps` (as root) installs the Debian
+# packages that are missing, and `make test`, `make demo`, `make bench` and
+# `make stress` run it first, so they work on a fresh Debian 12 machine.
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
@@ -29,7 +32,7 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 # (a unit whose ExecStart names a missing file fails with 203/EXEC).
 UNIT_SED   := -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/lib/tcpreset|$(LIBDIR)|g'
 
-build all: $(DEPS_STAMP) node_modules/.stamp $(BPF_OBJS) dist/.stamp dist/tcpreset.cjs
+build all: node_modules/.stamp $(BPF_OBJS) dist/.stamp dist/tcpreset.cjs
 
 deps: $(DEPS_STAMP) node_modules/.stamp
 
@@ -52,7 +55,9 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build/%.bpf.o: bpf/%.bpf.c bpf/tcpreset.h bpf/encap.h | $(DEPS_STAMP)
+build/%.bpf.o: bpf/%.bpf.c bpf/tcpreset.h bpf/encap.h
+	@command -v $(CLANG) >/dev/null 2>&1 || { echo "make: $(CLANG) not found: run 'make deps' (as root) to install the build tools" >&2; exit 1; }
+	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
@@ -71,22 +76,22 @@ build/floor: bench/floor/floor.c bpf/tcpreset.h | $(DEPS_STAMP)
 
 # Every test; privileged ones need root (CI is root). Prints TAP, then one
 # line "N passed, N failed, N skipped" (also in build/test-summary.txt).
-test: build
+test: deps build
 	@set -o pipefail; npx ava --tap $(AVA_ARGS) | node test/tap-summary.mjs build/test-summary.txt
 
 # The main job on an embedded default: a throwaway namespace lab, the real
 # daemon and CLI, live sessions killed. Root needed.
-demo: build
+demo: deps build
 	node dist/testkit/demo/demo.js
 
 # tcpreset vs tcpkill on the same lab traffic; writes bench/results/latest.json
 # and regenerates BENCHMARKS.md. BENCH_ARGS=--quick for a smoke run.
-bench: build build/floor
+bench: deps build build/floor
 	@command -v tcpkill >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dsniff >/dev/null; }
 	node dist/bench/run.js $(BENCH_ARGS)
 
 # The stress suite at full scale (make test runs it in its short form).
-stress: build
+stress: deps build
 	@set -o pipefail; STRESS_SCALE=full npx ava --tap --timeout=30m 'dist/test/stress/**/*.stress.js' | node test/tap-summary.mjs build/stress-summary.txt
 
 # Code, the shipped BPF object and production node_modules under

@@ -20,8 +20,8 @@ import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
 import { fileURLToPath } from 'node:url';
-import { SensorDaemon } from '../testkit/demo/sensor.js';
 import { BENCH_DAEMON_CONFIG } from './context.js';
+import { SensorDaemon } from '../testkit/daemon.js';
 
 export interface ThroughputRun {
   tool: Tool;

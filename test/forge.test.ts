@@ -49,7 +49,7 @@ const u32 = (x: number): number => x >>> 0;
 const S = 0x1000_0000;
 const K = 0x2000_0000;
 
-/** Each row of DESIGN.md's table, as (observed flags, payload) -> expected RSTs. */
+/** Each row of docs/design.md's table, as (observed flags, payload) -> expected RSTs. */
 const ROWS: Array<{ name: string; flags: number; seq: number; ack: number; len: number; want: Expect[] }> = [
   {
     name: 'data (PSH|ACK, 100 bytes)',

@@ -1,7 +1,7 @@
 /**
  * Pairs each forged RST captured on the reset interface with the segment
  * captured on the sniff interface that caused it, by sequence arithmetic
- * (DESIGN.md's table): from a segment A->B with seq S, ack K, payload L,
+ * (docs/design.md's table): from a segment A->B with seq S, ack K, payload L,
  *   - a RST to A carries seq K (tcpkill: also K+win and K+3win, its
  *     "strafing" at the default severity 3: seq += i*win for i = 0, 1, 2),
  *   - a RST to B carries seq N = S + L (+1 for SYN, +1 for FIN),

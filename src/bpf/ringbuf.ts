@@ -13,7 +13,8 @@
  * record committed while the consumer had caught up with it; the fd polls
  * readable whenever producer_pos != consumer_pos. Two waiters (start()):
  * libuv's level-triggered poll of the ring fd on the event loop (default),
- * or the hybrid loop of DESIGN.md with epoll_wait on a worker thread.
+ * or a hybrid loop that drains and, once the ring is empty, waits in
+ * epoll_wait on a worker thread.
  *
  * One consumer per ring: the reader keeps its consumer position in JS.
  */

@@ -1,7 +1,7 @@
 /**
  * The control protocol between `tcpreset` and `tcpresetd`: one JSON object
  * per '\n'-terminated UTF-8 line on a Unix stream socket, one response line
- * per request line (COMMON.md). Pure: no I/O, imports only errors and
+ * per request line (docs/design.md, "Control protocol"). Pure: no I/O, imports only errors and
  * validate, so both the light CLI and the daemon use it.
  *
  * Error codes of parse failures:

@@ -1,6 +1,6 @@
 /**
  * RST forging: from one observed TCP segment, the 0..2 resets that kill the
- * connection at both ends (DESIGN.md, "RST forging rules"). Pure: builds
+ * connection at both ends (docs/design.md, "RST forging rules"). Pure: builds
  * bytes, sends nothing.
  *
  * Naming: the observed segment goes A -> B, A = (ev.saddr, ev.sport) = the
@@ -22,15 +22,13 @@
  * | ACK set, no SYN     | RST|ACK seq=K ack=N     | RST|ACK seq=N ack=K      |
  * | no ACK, no SYN      | none (no K to trust)    | RST seq=N ack=0          |
  *
- * SYN-ACK in the table's terms: the observed sender A here is the server
- * (DESIGN's "B", seq Sb = S) and the receiver B here is the client (DESIGN's
- * "A"). DESIGN's "RST to A: seq=Sb+1, ack=K" is our toward 'dst' (the
- * client; in SYN-SENT it checks only that ack = its ISN+1 = K; once it took
- * the SYN-ACK its RCV.NXT is Sb+1+L = N, equal to Sb+1 when the SYN-ACK
- * carries no data). DESIGN's "RST to B: seq=K, ack=Sb+1" is our toward
- * 'src' (the server: its SYN-RECV request expects seq K, and Linux's
- * tcp_check_req drops any segment with ACK set whose ack is not exactly its
- * ISN+1 = Sb+1, so that ack must not be N).
+ * SYN-ACK: the observed sender A is the server, the receiver B the client.
+ * Toward 'dst' (the client: in SYN-SENT it checks only that ack = its
+ * ISN+1 = K; once it took the SYN-ACK its RCV.NXT is S+1+L = N, equal to
+ * S+1 when the SYN-ACK carries no data). Toward 'src' (the server: its
+ * SYN-RECV request expects seq K, and Linux's tcp_check_req drops any
+ * segment with ACK set whose ack is not exactly its ISN+1 = S+1, so that
+ * ack must not be N).
  *
  * RST|ACK, not bare RST, wherever a K is known: the ACK field is what a
  * socket in SYN-SENT checks (it refuses a RST that does not ack its SYN),

@@ -187,7 +187,7 @@ function refMatch(s: RefSegment): { live: RefTarget | null; match: number; expir
 
 // ---------------------------------------------------------------- RST checks (independent of forge.ts)
 
-/** Why these RSTs are not what the DESIGN.md table says for `ev`, or null. */
+/** Why these RSTs are not what the docs/design.md table says for `ev`, or null. */
 function checkRsts(ev: TcpEvent, rsts: RstPacket[], srcMac: Uint8Array): string | null {
   const f = ev.tcpFlags;
   const S = ev.seq >>> 0;

@@ -113,7 +113,8 @@ export function startTrafgen(lab: Lab, cfgPath: string, cfg: string, opts: { rat
   const done = new Promise<TrafgenEnd>((resolve) =>
     child.once('close', (code) => {
       exited = true;
-      const m = /(\d+) packets outgoing/.exec(stdout);
+      // The summary is on stdout; the stress files read it from both streams, so keep doing that.
+      const m = /(\d+) packets outgoing/.exec(stdout) ?? /(\d+) packets outgoing/.exec(output);
       resolve({ code, stderr, output, packets: m ? Number(m[1]) : null });
     }),
   );

@@ -3,7 +3,7 @@
  * child process): malformed input, unknown verbs, wrong types, oversized
  * lines, stalled and concurrent clients, the socket's life cycle, flags
  * and configuration errors, journald priorities. Nothing here creates a
- * job (that needs BPF, see e2e-service), so it runs without root; create
+ * job (that needs BPF, see test/e2e/service.test.ts), so it runs without root; create
  * requests refused before the data plane (interfaces, protected hosts,
  * limits) are covered.
  */

@@ -59,7 +59,7 @@ export function isPerCpuMapType(type: number): boolean {
  * struct bpf_link_create_opts (bpf.h, libbpf 1.1.2): 64 bytes on x86_64.
  * Only sz and flags are set for XDP; the rest is declared so sizeof and
  * offsets match the C layout (checked against the C compiler by
- * test/loader.test.ts).
+ * test/object.test.ts).
  */
 export const LinkCreateOpts = koffi.struct('bpf_link_create_opts', {
   sz: 'size_t',

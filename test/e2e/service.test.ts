@@ -11,11 +11,11 @@
  */
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { ptest } from './helpers/privileged.js';
-import { CLI_BIN, startDaemon, type DaemonProc } from '../testkit/daemon.js';
-import { createLab, type Lab } from '../testkit/lab/lab.js';
-import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../testkit/lab/peer-control.js';
-import { sleep, wallMs as wall } from '../testkit/time.js';
+import { ptest } from '../helpers/privileged.js';
+import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
+import { createLab, type Lab } from '../../testkit/lab/lab.js';
+import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { sleep, wallMs as wall } from '../../testkit/time.js';
 
 const ECHO_PORT = 5001;
 const OTHER_PORT = 5003;

@@ -1,0 +1,37 @@
+/** The daemon's configuration file (src/daemon/config.ts). */
+import test from 'ava';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_CONFIG, loadConfig, validateConfig } from '../src/daemon/config.js';
+
+test('config: absent default file = defaults; explicit absent file, bad JSON, bad values, unknown keys are refused', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-cfg-'));
+  t.deepEqual(loadConfig(join(dir, 'none.json')).config, DEFAULT_CONFIG);
+  t.is(loadConfig(join(dir, 'none.json')).source, null);
+  t.is(t.throws(() => loadConfig(join(dir, 'none.json'), true))?.message.includes('cannot read'), true);
+  const write = (name: string, text: string): string => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+  t.regex(t.throws(() => loadConfig(write('a.json', '{"maxJobs": 5,}')))!.message, /a\.json: not valid JSON/);
+  t.regex(t.throws(() => loadConfig(write('b.json', '{"maxJobs": 0}')))!.message, /maxJobs.*1\.\.131072/);
+  t.regex(t.throws(() => loadConfig(write('c.json', '{"protect": ["10.0.0.0/8"]}')))!.message, /unknown key/);
+  t.regex(t.throws(() => loadConfig(write('d.json', '{"protected": ["10.0.0.1/8"]}')))!.message, /protected\[0\].*host bits/);
+  t.regex(t.throws(() => loadConfig(write('e.json', '{"protected": "10.0.0.0/8"}')))!.message, /array/);
+  t.regex(t.throws(() => loadConfig(write('f.json', '{"defaultMode": "l4"}')))!.message, /defaultMode/);
+  t.regex(t.throws(() => loadConfig(write('g.json', '[]')))!.message, /JSON object/);
+  const ok = loadConfig(write('h.json', '{"// note": "x", "maxJobs": 7, "protected": ["::ffff:10.0.0.0/104"], "logLevel": "debug"}'));
+  t.is(ok.config.maxJobs, 7);
+  t.is(ok.config.logLevel, 'debug');
+  t.is(ok.protectedEntries[0].cidr.canonical, '10.0.0.0/8');
+  t.is(ok.source, join(dir, 'h.json'));
+});
+
+test('config: the shipped example is valid', (t) => {
+  const example = new URL('../../systemd/config.example.json', import.meta.url).pathname;
+  const c = loadConfig(example, true);
+  t.true(c.protectedEntries.length > 0);
+  t.deepEqual(validateConfig({}).config, DEFAULT_CONFIG);
+});

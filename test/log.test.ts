@@ -1,0 +1,62 @@
+/** The daemon's logger (src/daemon/log.ts): journald priorities and a congested stdout. */
+import test from 'ava';
+import { prefixPriority, syslogPriority, stdoutIsJournal } from '../src/daemon/log.js';
+
+test('journald priority prefix follows the pino level', (t) => {
+  t.is(syslogPriority(60), 2);
+  t.is(syslogPriority(50), 3);
+  t.is(syslogPriority(40), 4);
+  t.is(syslogPriority(30), 6);
+  t.is(syslogPriority(20), 7);
+  t.is(syslogPriority(10), 7);
+  t.is(prefixPriority('{"level":40,"msg":"x"}\n'), '<4>{"level":40,"msg":"x"}\n');
+  t.is(prefixPriority('{"level":50,"time":1}\n').slice(0, 3), '<3>');
+  t.false(stdoutIsJournal({}));
+  t.false(stdoutIsJournal({ JOURNAL_STREAM: '1:1' }), 'a stale JOURNAL_STREAM (another stream) is not ours');
+});
+
+
+test('the logger never stalls the event loop on a congested stdout, loses nothing it can buffer, and flush() writes the rest at exit', async (t) => {
+  // Regression: synchronous pino on Node's non-blocking stdout pipe hit EAGAIN when the reader
+  // lagged, and sonic-boom then slept 100 ms per retry with the whole thread (stalls of 100-300 ms
+  // in the control fuzz). The child logs 20,000 lines (~2.6 MB) into a pipe nobody reads yet.
+  const { spawn } = await import('node:child_process');
+  const logModule = new URL('../src/daemon/log.js', import.meta.url).href;
+  const script = `
+    const { createLogger } = await import(${JSON.stringify(logModule)});
+    process.stdout; // as in the daemon: Node makes the stdout pipe non-blocking
+    const { logger, flush } = createLogger({ level: 'info' });
+    let worstGap = 0, last = performance.now();
+    const tick = setInterval(() => { const now = performance.now(); worstGap = Math.max(worstGap, now - last); last = now; }, 1);
+    const t0 = performance.now();
+    for (let i = 0; i < 20000; i++) {
+      logger.info({ i, pad: 'x'.repeat(64) }, 'line');
+      if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
+    }
+    const loggingMs = performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 200));
+    clearInterval(tick);
+    process.stderr.write(JSON.stringify({ loggingMs, worstGap }) + '\\n');
+    logger.info({}, 'bye');
+    flush();
+    process.exit(0);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  child.stdout.pause(); // congested: not read until the child has finished logging
+  while (!err.includes('\n') && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stdout.resume();
+  const code = await new Promise<number | null>((ok) => child.once('close', ok));
+  t.is(code, 0, err);
+  const m = JSON.parse(err.split('\n')[0]) as { loggingMs: number; worstGap: number };
+  t.true(m.loggingMs < 1000, `20,000 lines logged in ${m.loggingMs.toFixed(0)} ms`);
+  t.true(m.worstGap < 90, `worst event-loop gap while logging into a full pipe: ${m.worstGap.toFixed(1)} ms`);
+  const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { i?: number; msg: string });
+  const missing = [...Array(20000).keys()].filter((i) => !lines.some((l) => l.i === i));
+  t.is(lines.length, 20001, `every line arrives; missing ${missing.length}: ${missing.slice(0, 5)}..${missing.slice(-3)}; last ${JSON.stringify(lines.at(-1))}`);
+  t.true(lines.slice(0, 20000).every((l, i) => l.i === i), 'in order');
+  t.is(lines.at(-1)!.msg, 'bye', 'flush() at exit wrote the last line');
+});

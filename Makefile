@@ -18,7 +18,7 @@ APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtoo
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
               trafgen:netsniff-ng iperf3:iperf3 sysctl:procps \
               dh:debhelper lintian:lintian systemd-nspawn:systemd-container \
-              debootstrap:debootstrap dpkg-repack:dpkg-repack
+              debootstrap:debootstrap dpkg-repack:dpkg-repack groff:groff-base man:man-db
 DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src testkit test bench -name '*.ts' 2>/dev/null)
@@ -28,11 +28,14 @@ BINDIR     := $(PREFIX)/bin
 LIBDIR     := $(PREFIX)/lib/tcpreset
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MANDIR     ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+DOCS       := build/man/tcpreset.8 build/man/tcpresetd.8 build/man/tcpreset.conf.5 build/completion/tcpreset
 # The units in systemd/ name the default PREFIX; installed copies name this one
 # (a unit whose ExecStart names a missing file fails with 203/EXEC).
 UNIT_SED   := -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/lib/tcpreset|$(LIBDIR)|g'
 
-build all: node_modules/.stamp $(BPF_OBJS) dist/.stamp dist/tcpreset.cjs
+build all: node_modules/.stamp $(BPF_OBJS) dist/.stamp dist/tcpreset.cjs $(DOCS)
 
 deps: $(DEPS_STAMP) node_modules/.stamp
 
@@ -72,6 +75,11 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 # bin/tcpreset runs it. Its start-up time is added to every kill.
 dist/tcpreset.cjs: dist/.stamp package.json
 	node dist/src/cli/bundle.js
+
+# Manual pages and bash completion, made from the sources of the help texts
+# (src/cli/docgen.ts), so they say what --help says.
+$(DOCS) &: dist/.stamp package.json
+	node dist/src/cli/docgen.js build
 
 # The C floor of the design for bench/idle.ts (not part of the product, so
 # only `make bench` builds it).
@@ -116,6 +124,10 @@ install: build
 	  sed $(UNIT_SED) systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 systemd/tcpreset.sysusers $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0644 build/man/tcpreset.8 build/man/tcpresetd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 build/man/tcpreset.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 build/completion/tcpreset $(DESTDIR)$(BASHCOMPDIR)/tcpreset
 	[ -e $(DESTDIR)/etc/tcpreset/config.json ] || install -m 0644 systemd/config.example.json $(DESTDIR)/etc/tcpreset/config.example.json
 
 # The Debian package, in build/deb/. What `dpkg-buildpackage -b -us -uc` does
@@ -140,7 +152,9 @@ $(DEB): $(DEPS_STAMP) node_modules/.stamp $(BPF_OBJS) dist/.stamp $(DEB_SRCS) $(
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)/tcpreset $(DESTDIR)$(BINDIR)/tcpresetd \
-	  $(DESTDIR)$(UNITDIR)/tcpreset.service $(DESTDIR)$(UNITDIR)/tcpreset.socket $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf
+	  $(DESTDIR)$(UNITDIR)/tcpreset.service $(DESTDIR)$(UNITDIR)/tcpreset.socket $(DESTDIR)$(SYSUSERSDIR)/tcpreset.conf \
+	  $(DESTDIR)$(MANDIR)/man8/tcpreset.8 $(DESTDIR)$(MANDIR)/man8/tcpresetd.8 $(DESTDIR)$(MANDIR)/man5/tcpreset.conf.5 \
+	  $(DESTDIR)$(BASHCOMPDIR)/tcpreset
 
 clean:
 	rm -rf dist build/*.o

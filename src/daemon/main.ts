@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { EXIT, TcpresetError } from '../errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
 import { loadConfig, DEFAULT_CONFIG } from './config.js';
+import { CONFIG_DOC } from './config-doc.js';
 import { createLogger, LOG_LEVELS, stdoutIsJournal, type LogLevel } from './log.js';
 import { Daemon, packageVersion } from './service.js';
 
@@ -20,22 +21,8 @@ const DEFAULT_CONFIG_PATH = '/etc/tcpreset/config.json';
 const SHUTDOWN_LIMIT_MS = 15_000;
 
 function configHelp(): string {
-  const d = DEFAULT_CONFIG;
-  const rows: [string, string][] = [
-    [`maxJobs (${d.maxJobs})`, 'jobs at once; more are refused (E_LIMIT)'],
-    [`maxDurationSec (${d.maxDurationSec})`, 'longest accepted -d, seconds'],
-    ['protected ([])', 'addresses/CIDRs never reset, e.g. ["10.0.0.0/8", "2001:db8::1"];'],
-    ['', "the sensor's own addresses are always protected"],
-    [`defaultMode ("${d.defaultMode}")`, 'injection mode of jobs that do not name one: l3 | l2'],
-    [`clientIdleTimeoutMs (${d.clientIdleTimeoutMs})`, 'idle or stalled control clients are dropped after this'],
-    [`maxClients (${d.maxClients})`, 'control connections at once'],
-    [`summaryIntervalMs (${d.summaryIntervalMs})`, 'period of the per-job activity lines in the log'],
-    [`flowLogLimit (${d.flowLogLimit})`, 'reset flows logged one by one per job per period'],
-    [`logLevel ("${d.logLevel}")`, 'overridden by --log-level'],
-    [`eventThreads (${d.eventThreads})`, 'threads answering segments, each with its own ring buffer (1..8)'],
-    [`eventNice (${d.eventNice})`, 'nice value of the thread that answers segments (-20..19)'],
-    [`eventSpinUs (${d.eventSpinUs})`, 'µs the event thread keeps polling after a segment before it sleeps (0 = never)'],
-  ];
+  // One source with tcpreset.conf(5): src/daemon/config-doc.ts.
+  const rows = (Object.keys(CONFIG_DOC) as (keyof typeof CONFIG_DOC)[]).map((k) => [`${k} (${JSON.stringify(DEFAULT_CONFIG[k])})`, CONFIG_DOC[k].summary]);
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   return rows.map(([k, v]) => `  ${k.padEnd(w)}${v}`).join('\n');
 }

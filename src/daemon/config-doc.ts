@@ -1,0 +1,96 @@
+/**
+ * What each key of the daemon's configuration file means: one source for
+ * `tcpresetd --help` (its Configuration section) and the manual page
+ * tcpreset.conf(5). Typed by DaemonConfig, so a key added to the config
+ * without a line here does not compile; test/man.test.ts checks the ranges
+ * stated here against what validateConfig() accepts, and that every key is
+ * in the manual page. Defaults come from DEFAULT_CONFIG itself.
+ */
+import type { DaemonConfig } from './config.js';
+
+export interface KeyDoc {
+  /** JSON type as the manual states it. */
+  type: 'integer' | 'string' | 'array of strings';
+  /** Inclusive bounds of an integer, as validateConfig() enforces them. */
+  range?: [number, number];
+  /** Accepted values of a string. */
+  choices?: readonly string[];
+  /** One line for --help. */
+  summary: string;
+  /** The manual's paragraph (the summary is not repeated there). */
+  text: string;
+}
+
+export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
+  maxJobs: {
+    type: 'integer',
+    range: [1, 131072],
+    summary: 'jobs at once; more are refused (E_LIMIT)',
+    text: 'Jobs that may exist at once. Creating one more is refused with E_LIMIT and the CLI exits 69; extending an existing job is always accepted.',
+  },
+  maxDurationSec: {
+    type: 'integer',
+    range: [1, 30 * 86400],
+    summary: 'longest accepted -d, seconds',
+    text: 'Longest duration a job may be created or extended with, in seconds. A longer -d is refused with E_INVALID (the CLI exits 65) naming this key. 30 days at most: a longer "temporary" block is a firewall rule, not a reset job.',
+  },
+  protected: {
+    type: 'array of strings',
+    summary: 'addresses/CIDRs never reset, e.g. ["10.0.0.0/8", "2001:db8::1"]; the sensor\'s own addresses always are',
+    text: 'Addresses and networks (CIDR) whose sessions are never reset, e.g. ["10.0.0.0/8", "2001:db8::1"]: a job for such a HOST is refused with E_PROTECTED (the CLI exits 65). The addresses of the sensor itself are always protected, whether listed or not.',
+  },
+  defaultMode: {
+    type: 'string',
+    choices: ['l3', 'l2'],
+    summary: 'injection mode of jobs that do not name one: l3 | l2',
+    text: 'How RSTs are sent for a job created without --l2: "l3" routes them as IP packets out of the reset interface; "l2" writes Ethernet frames to it.',
+  },
+  clientIdleTimeoutMs: {
+    type: 'integer',
+    range: [100, 3_600_000],
+    summary: 'idle or stalled control clients are dropped after this, ms',
+    text: 'A control-socket client that sends nothing, or part of a line and then nothing, for this many milliseconds is disconnected, so stalled clients cannot hold connections.',
+  },
+  maxClients: {
+    type: 'integer',
+    range: [1, 65536],
+    summary: 'control connections at once',
+    text: 'Control-socket connections open at once. At the limit a newcomer takes the place of the longest idle connection; when every connection is working, the newcomer is refused with E_LIMIT.',
+  },
+  summaryIntervalMs: {
+    type: 'integer',
+    range: [100, 3_600_000],
+    summary: 'period of the per-job activity lines in the log, ms',
+    text: 'Period of the per-job activity summary in the log, in milliseconds. Only jobs whose counters moved are logged.',
+  },
+  flowLogLimit: {
+    type: 'integer',
+    range: [0, 1_000_000],
+    summary: 'reset flows logged one by one per job per period',
+    text: 'Reset flows logged one by one per job in each summary period; the rest are only counted in the summary line.',
+  },
+  logLevel: {
+    type: 'string',
+    choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    summary: 'log level; --log-level overrides it',
+    text: 'Least severe level logged. The --log-level option of tcpresetd overrides it.',
+  },
+  eventThreads: {
+    type: 'integer',
+    range: [1, 8],
+    summary: 'threads answering segments, each with its own ring buffer (1..8)',
+    text: 'Event threads, each draining a ring buffer of its own. Events are spread over them by flow, so a flood of many flows is answered on several cores; one is enough for alert-driven jobs.',
+  },
+  eventNice: {
+    type: 'integer',
+    range: [-20, 19],
+    summary: 'nice value of the thread that answers segments (-20..19)',
+    text: 'Nice value of the event threads: on a loaded sensor the thread that answers a segment must not queue behind the IDS. Lowering it needs CAP_SYS_NICE or RLIMIT_NICE (the unit sets LimitNICE=); without either, a warning is logged and the default priority stays.',
+  },
+  eventSpinUs: {
+    type: 'integer',
+    range: [0, 100_000],
+    summary: 'µs the event thread keeps polling after a segment before it sleeps (0 = sleep at once)',
+    text: 'Microseconds an event thread keeps polling its ring buffer after the last matching segment before it sleeps in epoll_wait: the segments that follow a SYN come within a round trip, and each sleep costs a wake-up. 0 sleeps at once (least CPU); at most this much CPU is spent per burst.',
+  },
+};

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { CLI_BIN, DAEMON_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
+import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
 
@@ -211,4 +211,97 @@ ptest('bpf() refused to the daemon (CAP_BPF/CAP_SYS_ADMIN dropped): logged at er
   t.true((errors[0].libbpf as string[]).length >= 1, 'libbpf\'s reasons are in the error record');
   t.false(d.stderr.includes('libbpf'), `libbpf wrote nothing to stderr (journald would store it at info): ${d.stderr}`);
   t.true(d.logs.filter((l) => JSON.stringify(l).includes('libbpf: ')).every((l) => l.level >= 40 || l.level === 20), 'libbpf lines are at warning or above (or debug repeats)');
+});
+
+// ---------------------------------------------------------------- reload (SIGHUP)
+
+/** SIGHUP, then the reload's outcome line (or its refusal). */
+async function hup(d: DaemonProc): Promise<Record<string, unknown>> {
+  const before = d.logs.length;
+  d.child.kill('SIGHUP');
+  return d.waitLog((l) => d.logs.indexOf(l) >= before && (l.msg === 'configuration reloaded' || /^configuration reload refused/.test(l.msg ?? '')), 10_000, 'reload outcome');
+}
+
+const createReq = (host: string, duration: number) => ({ v: 1, op: 'create', engid: 'e1', sniffIf: 'nosuch0', resetIf: 'nosuch1', host, duration });
+
+test('SIGHUP applies limits, protected, idle timeout and log level at once, names the key needing a restart, keeps connections; a bad file is refused and the old configuration stays', async (t) => {
+  const d = await startDaemon({ config: { maxDurationSec: 3600, clientIdleTimeoutMs: 10_000, eventThreads: 1 } });
+  t.teardown(() => d.stop());
+  const cfg = join(d.dir, 'config.json');
+  const held = await connect(d.socket); // a control connection open across the reload
+  const ask = (line: object): Promise<{ ok: boolean; error?: { code: string; message: string }; result?: unknown }> => new Promise((resolve) => {
+    held.once('data', (b: Buffer) => resolve(JSON.parse(b.toString().split('\n')[0])));
+    held.write(`${JSON.stringify(line)}\n`);
+  });
+
+  // Before: the duration and host are accepted as far as the (missing) interfaces; requests are logged at info.
+  const pre = await d.request(createReq('203.0.113.5', 100));
+  t.is(pre.error?.code, 'E_IFACE', JSON.stringify(pre));
+  await d.request({ v: 1, op: 'version', id: 'before' });
+  await d.waitLog((l) => l.msg === 'request' && l.reqId === 'before');
+
+  writeFileSync(cfg, JSON.stringify({ maxDurationSec: 50, protected: ['203.0.113.0/24'], clientIdleTimeoutMs: 300, logLevel: 'warn', eventThreads: 2 }));
+  const done = await hup(d);
+  t.is(done.msg, 'configuration reloaded');
+  t.deepEqual([...(done.applied as string[])].sort(), ['clientIdleTimeoutMs', 'logLevel', 'maxDurationSec', 'protected']);
+  t.deepEqual(done.needRestart, ['eventThreads']);
+  const restart = d.logs.find((l) => l.key === 'eventThreads');
+  t.is(restart?.level, 40);
+  t.is(restart?.msg, 'config key eventThreads changed: restart the daemon to apply it (running with 1)');
+  t.deepEqual([restart?.from, restart?.to], [1, 2]);
+  for (const k of ['maxDurationSec', 'protected', 'clientIdleTimeoutMs', 'logLevel']) {
+    t.truthy(d.logs.find((l) => l.key === k && l.level === 30 && l.msg === `config key ${k}: applied`), k);
+  }
+
+  const long = await d.request(createReq('198.51.100.5', 100));
+  t.is(long.error?.code, 'E_INVALID');
+  t.regex(long.error!.message, /exceeds the maximum of 50 s/);
+  const prot = await d.request(createReq('203.0.113.5', 10));
+  t.is(prot.error?.code, 'E_PROTECTED');
+  const idle = await connect(d.socket);
+  const t0 = performance.now();
+  const closed = await readUntilClose(idle, 5000);
+  t.truthy(closed.closedAt, 'a new idle connection is dropped');
+  t.true(closed.closedAt! - t0 < 2500, `after the new 300 ms timeout, not 10 s (${Math.round(closed.closedAt! - t0)} ms)`);
+  const v = await ask({ v: 1, op: 'version', id: 'held' });
+  t.true(v.ok, 'the connection opened before the reload still answers');
+  await d.request({ v: 1, op: 'version', id: 'after' });
+  await sleep(200);
+  t.falsy(d.logs.find((l) => l.reqId === 'after'), 'info lines are no longer logged at level warn');
+
+  // A file that does not validate: refused in one error line, nothing changes.
+  writeFileSync(cfg, JSON.stringify({ maxDurationSec: 0 }));
+  const refused = await hup(d);
+  t.is(refused.level, 50);
+  t.is(refused.msg, `configuration reload refused: config ${cfg}: maxDurationSec 0: must be an integer 1..2592000; the running configuration stays`);
+  t.false(JSON.stringify(refused).includes('stack'));
+  const still = await d.request(createReq('198.51.100.5', 100));
+  t.regex(still.error?.message ?? '', /exceeds the maximum of 50 s/, 'the old limit stays');
+  t.is((await d.request(createReq('203.0.113.5', 10))).error?.code, 'E_PROTECTED');
+  held.destroy();
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+});
+
+ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job whose host the new configuration protects', async (t) => {
+  const ns = await sensorNetns(t);
+  const d = await startDaemon({ netns: ns, config: { protected: [] } });
+  t.teardown(() => d.stop());
+  const mk = (host: string) => ({ v: 1, op: 'create', engid: 'e1', sniffIf: 'sniff0', resetIf: 'reset0', host, duration: 120 });
+  const [a, b] = await sendLines(d.socket, [JSON.stringify(mk('198.51.100.20')), JSON.stringify(mk('203.0.113.20'))]);
+  t.true(a.ok && b.ok, JSON.stringify([a, b]));
+  writeFileSync(join(d.dir, 'config.json'), JSON.stringify({ protected: ['203.0.113.0/24'] }));
+  const done = await hup(d);
+  t.deepEqual(done.ended, [b.result.job.id]);
+  t.truthy(d.logs.find((l) => l.level === 40 && l.msg === 'job ended: the reloaded configuration protects its host'));
+  const jobs = (await d.request({ v: 1, op: 'list' })).result.jobs;
+  t.deepEqual(jobs.map((j: { id: string }) => j.id), [a.result.job.id]);
+  t.is(jobs[0].expiresAt, a.result.job.expiresAt, 'same end time');
+  t.is(jobs[0].fault, undefined);
+  const st = (await d.request({ v: 1, op: 'status' })).result;
+  t.is(st.targets, 1, 'the kept job is still in the data plane; the ended one is not');
+  // The save after a change is asynchronous: poll for it.
+  let saved = '';
+  for (let i = 0; i < 40 && (saved = readFileSync(join(d.stateDir, 'jobs.json'), 'utf8')).includes(b.result.job.id); i++) await sleep(50);
+  t.true(saved.includes(a.result.job.id));
+  t.false(saved.includes(b.result.job.id), 'the ended job is gone from jobs.json');
 });

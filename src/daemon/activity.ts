@@ -55,6 +55,18 @@ export class ActivityLog {
     this.timer = undefined;
   }
 
+  /** New period and cap from a reloaded configuration; a running timer restarts with the new period. */
+  configure(c: { intervalMs: number; flowLogLimit: number }): void {
+    const running = this.timer !== undefined;
+    const periodChanged = c.intervalMs !== this.o.intervalMs;
+    this.o.intervalMs = c.intervalMs;
+    this.o.flowLogLimit = c.flowLogLimit;
+    if (running && periodChanged) {
+      this.stop();
+      this.start();
+    }
+  }
+
   private entry(jobId: string): PerJob {
     let e = this.perJob.get(jobId);
     if (!e) {

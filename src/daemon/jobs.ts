@@ -444,6 +444,13 @@ export class JobManager {
     }
   }
 
+  /** New limits from a reloaded configuration: they apply to the next create; existing jobs keep their end times. */
+  setLimits(l: { maxJobs: number; maxDurationSec: number; defaultMode: InjectMode }): void {
+    this.opts.maxJobs = l.maxJobs;
+    this.opts.maxDurationSec = l.maxDurationSec;
+    this.opts.defaultMode = l.defaultMode;
+  }
+
   /**
    * Stop the timers and refuse further changes (shutdown). Targets are left
    * to Enforcer.close(); the jobs themselves are persisted and restored.

@@ -10,6 +10,7 @@ import { loadConfig, DEFAULT_CONFIG } from './config.js';
 import { CONFIG_DOC } from './config-doc.js';
 import { createLogger, LOG_LEVELS, stdoutIsJournal, type LogLevel } from './log.js';
 import { Daemon, packageVersion } from './service.js';
+import { LIVE_KEYS } from './reload.js';
 
 /** sysexits(3) codes from the shared catalog (errors.ts). */
 export const EXIT_CONFIG = EXIT.CONFIG;
@@ -25,6 +26,20 @@ function configHelp(): string {
   const rows = (Object.keys(CONFIG_DOC) as (keyof typeof CONFIG_DOC)[]).map((k) => [`${k} (${JSON.stringify(DEFAULT_CONFIG[k])})`, CONFIG_DOC[k].summary]);
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   return rows.map(([k, v]) => `  ${k.padEnd(w)}${v}`).join('\n');
+}
+
+/** `text` broken at spaces into lines of at most `width`, continued at `indent` spaces. */
+function wrap(text: string, indent: number, width: number): string {
+  const lines: string[] = [];
+  let cur = '';
+  for (const w of text.split(' ')) {
+    if (cur && cur.length + 1 + w.length > width) {
+      lines.push(cur);
+      cur = w;
+    } else cur = cur ? `${cur} ${w}` : w;
+  }
+  if (cur) lines.push(cur);
+  return lines.join(`\n${' '.repeat(indent)}`);
 }
 
 const HELP_AFTER = `
@@ -63,7 +78,13 @@ systemd:
 
 Signals:
   SIGTERM, SIGINT  stop accepting, save jobs, detach XDP, exit 0
-  SIGHUP           ignored (logged); restart to apply a new configuration
+  SIGHUP           re-read the configuration file (systemctl reload). Applied
+                   at once: ${wrap([...LIVE_KEYS].join(', '), 19, 58)}
+                   (limits apply to new jobs and connections; running jobs whose
+                   host becomes protected are ended). Other keys are logged,
+                   one warning per key, as needing a restart. A file that does
+                   not validate is refused with an error log and the running
+                   configuration stays.
 
 Exit status:
   0 stopped on a signal (or --test-config: valid); ${EXIT.USAGE} bad flags; ${EXIT_UNAVAILABLE} control socket or state directory in use, or unusable;
@@ -169,7 +190,17 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM', 0));
   process.on('SIGINT', () => stop('SIGINT', 0));
-  process.on('SIGHUP', () => logger.warn({}, 'SIGHUP ignored: restart the daemon to apply a new configuration'));
+  process.on('SIGHUP', () => {
+    let next;
+    try {
+      next = loadConfig(flags.config, configGiven);
+    } catch (err) {
+      logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
+      return;
+    }
+    // --log-level on the command line wins over the file, on reload as at start.
+    daemon.reload(next, flags.logLevel ? undefined : (level) => void (logger.level = level));
+  });
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled promise rejection (daemon continues)'));
   process.on('uncaughtException', (err) => {
     // State is saved on every change, so a restart by systemd loses nothing.

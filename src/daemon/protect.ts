@@ -32,7 +32,8 @@ export function localAddresses(): LocalAddress[] {
 }
 
 export class ProtectList {
-  readonly entries: readonly ProtectedEntry[];
+  /** Replaced whole by a configuration reload. */
+  entries: readonly ProtectedEntry[];
   private readonly locals: () => LocalAddress[];
 
   constructor(entries: readonly ProtectedEntry[], locals: () => LocalAddress[] = localAddresses) {

@@ -134,6 +134,12 @@ export class ControlServer {
     this.server = net.createServer({ allowHalfOpen: true }, (s) => this.onConnection(s));
   }
 
+  /** Limits from a reloaded configuration: new connections get them; open ones keep the idle timeout they started with. */
+  setLimits(l: { idleTimeoutMs: number; maxClients: number }): void {
+    this.o.idleTimeoutMs = l.idleTimeoutMs;
+    this.o.maxClients = l.maxClients;
+  }
+
   get connections(): number {
     return this.clients.size;
   }

@@ -22,6 +22,9 @@ import { ControlServer, socketActivationFd, type Peer } from './server.js';
 import { StateStore } from './state.js';
 import { StateDirLock } from './lockfile.js';
 import { DataPlaneHealth } from './dataplane-health.js';
+import { applyReload, type ReloadOutcome } from './reload.js';
+import type { LoadedConfig } from './config.js';
+import type { LogLevel } from './log.js';
 
 export function packageVersion(): string {
   try {
@@ -64,13 +67,14 @@ export class Daemon {
   private stateLock: StateDirLock | null = null;
   /** Data plane failures: E_DATAPLANE, logged at error, shown by status. */
   readonly dataPlaneHealth: DataPlaneHealth;
+  private readonly protect: ProtectList;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
     this.log = opts.log;
     this.dataPlaneHealth = new DataPlaneHealth(opts.log);
     const clock = opts.clock ?? systemClock;
-    const protect = new ProtectList(opts.protectedEntries, perTurn(localAddresses));
+    const protect = (this.protect = new ProtectList(opts.protectedEntries, perTurn(localAddresses)));
     const ifaceChecked = passedThisTurn();
     this.jobs = new JobManager({
       clock,
@@ -145,6 +149,31 @@ export class Daemon {
     this.notifier = await Notifier.create({ log: this.log });
     this.notifier.ready(this.statusLine());
     this.log.info({ version: this.version, socket: this.o.socketPath, stateDir: this.o.stateDir, jobs: this.jobs.size }, 'tcpresetd ready');
+  }
+
+  /**
+   * Apply a reloaded, already validated configuration (SIGHUP). What applies
+   * live and what needs a restart: reload.ts. Tells systemd RELOADING=1 ...
+   * READY=1 around it (sd_notify(3); harmless where Type=notify-reload is not used).
+   */
+  reload(loaded: LoadedConfig, setLogLevel?: (level: LogLevel) => void): ReloadOutcome | null {
+    if (this.stopping) return null;
+    this.notifier?.notify(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
+    const out = applyReload({
+      log: this.log,
+      logLevelFollowsFile: setLogLevel !== undefined,
+      setJobLimits: (l) => this.jobs.setLimits(l),
+      setProtected: (entries) => void (this.protect.entries = entries),
+      protectedJobs: () => this.jobs.list().filter((j) => this.protect.check(j.host) !== null),
+      cancelJob: (id) => this.jobs.cancelById(id),
+      setServerLimits: (l) => this.server?.setLimits(l),
+      setActivity: (c) => this.activity.configure(c),
+    }, this.o.config, loaded.config, loaded.protectedEntries);
+    this.o.config = out.config;
+    this.notifier?.notify('READY=1');
+    this.log.info({ config: loaded.source ?? '(defaults: no file)', applied: out.applied, needRestart: out.needRestart, ended: out.ended }, 'configuration reloaded');
+    if (out.applied.includes('logLevel')) setLogLevel?.(out.config.logLevel);
+    return out;
   }
 
   private openEnforcer(): Enforcer {

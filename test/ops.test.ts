@@ -10,7 +10,8 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, sleep, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
 
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
 

@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
+import { decodeState } from '../src/daemon/state.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
@@ -301,8 +302,7 @@ ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job 
   const st = (await d.request({ v: 1, op: 'status' })).result;
   t.is(st.targets, 1, 'the kept job is still in the data plane; the ended one is not');
   // The save after a change is asynchronous: poll for it.
-  let saved = '';
-  for (let i = 0; i < 40 && (saved = readFileSync(join(d.stateDir, 'jobs.json'), 'utf8')).includes(b.result.job.id); i++) await sleep(50);
-  t.true(saved.includes(a.result.job.id));
-  t.false(saved.includes(b.result.job.id), 'the ended job is gone from jobs.json');
+  const savedIds = (): string[] => decodeState(readFileSync(join(d.stateDir, 'jobs.json'), 'utf8')).map((j) => j.id);
+  for (let i = 0; i < 40 && savedIds().includes(b.result.job.id); i++) await sleep(50);
+  t.deepEqual(savedIds(), [a.result.job.id], 'the ended job is gone from the saved jobs');
 });

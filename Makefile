@@ -58,7 +58,7 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build/%.bpf.o: bpf/%.bpf.c bpf/tcpreset.h bpf/encap.h
+build/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h)
 	@command -v $(CLANG) >/dev/null 2>&1 || { echo "make: $(CLANG) not found: run 'make deps' (as root) to install the build tools" >&2; exit 1; }
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@

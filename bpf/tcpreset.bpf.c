@@ -107,6 +107,8 @@ struct pkt_info {
 	__u8 encap_flags;  /* TR_ENCAP_F_* */
 };
 
+#include "flowmem.h"
+
 static __always_inline int proto_is_vlan(__u16 h_proto)
 {
 	return h_proto == bpf_htons(ETH_P_8021Q) || h_proto == bpf_htons(ETH_P_8021AD);
@@ -507,6 +509,7 @@ int tcpreset_xdp(struct xdp_md *ctx)
 	if (ifc)
 		ifc->tcp++;
 
+	tr_flowmem_note(&pi, cnt);
 	handle_tcp(&pi, cnt);
 out:
 	return XDP_PASS;

@@ -28,6 +28,7 @@
 #define TR_MAP_PREFILTER  "prefilter"
 #define TR_MAP_UDP_TUNNELS "udp_tunnels"
 #define TR_MAP_IF_COUNTERS "if_counters"
+#define TR_MAP_FLOWMEM    "flowmem"
 
 /* Capacities. The targets map is a plain hash: at least 100,000 targets. */
 #define TR_MAX_TARGETS    131072
@@ -41,6 +42,12 @@
  */
 #define TR_RING_SLOTS     8
 #define TR_MAX_VLANS      2
+/*
+ * Flow memory slots (a power of two) compiled in; the daemon sets its
+ * configured `flowMemory` before load. One slot is a tr_fm_entry (168
+ * bytes) of an array map, so this default is 42 MiB of kernel memory.
+ */
+#define TR_FLOWMEM_DEFAULT 262144
 
 /*
  * Address prefilter: one bit per hash of (ifindex, family, address), set by
@@ -170,6 +177,61 @@ struct tr_flow_state {
 	__u8  pad[7];
 };
 
+/*
+ * Flow memory (bpf/flowmem.h): every TCP segment on a watched interface,
+ * matching or not, updates the entry of its connection in a 2-way
+ * set-associative table (an mmapable array of tr_fm_entry; set = the key's
+ * tr_fm_hash with the low bit cleared, masked to the table size).
+ *
+ * Key: the 4-tuple in canonical order, so both directions share one entry.
+ * Endpoint A is the one whose (address, port) sorts first, comparing the
+ * address as four host-order 32-bit words (IPv4: first word only, the rest
+ * zero), then the port (tr_fm_src_is_a; src/contract.ts srcIsA).
+ */
+struct tr_fm_key {
+	__u32 ifindex;    /* sniff interface */
+	__u16 port_a;
+	__u16 port_b;
+	__u8  family;     /* TR_FAMILY_V4 or TR_FAMILY_V6; 0 = empty slot */
+	__u8  pad[3];     /* must be zero */
+	__u8  addr_a[16]; /* IPv4 in the first 4 bytes, the rest zero */
+	__u8  addr_b[16];
+};
+
+/* The last segment one endpoint sent (RSTs only set tr_fm_entry.state). */
+struct tr_fm_dir {
+	__u64 last_ns;      /* bpf_ktime_get_coarse_ns() when seen (CLOCK_MONOTONIC, tick resolution); 0 = never */
+	__u32 seq;
+	__u32 ack;
+	__u32 payload_len;
+	__u32 flow_label;   /* IPv6 flow label; 0 for IPv4 */
+	__u16 vlan_tpid[TR_MAX_VLANS]; /* outermost first */
+	__u16 vlan_tci[TR_MAX_VLANS];
+	__u8  smac[6];
+	__u8  dmac[6];
+	__u8  tcp_flags;    /* TR_TCP_* */
+	__u8  ttl;          /* IPv4 TTL or IPv6 hop limit */
+	__u8  tos;          /* IPv4 TOS or IPv6 traffic class */
+	__u8  vlan_count;
+	__u32 key_hash;     /* tr_fm_hash of the key it was written for: a torn entry shows */
+	__u8  encap;        /* TR_ENCAP_*: the tunnel the segment arrived in */
+	__u8  encap_flags;  /* TR_ENCAP_F_* (no inner Ethernet: MACs zero) */
+	__u8  pad[2];
+};
+
+/* tr_fm_entry.state bits. Closed = RST, or FIN from both ends. */
+#define TR_FM_FIN_A 0x01
+#define TR_FM_FIN_B 0x02
+#define TR_FM_RST   0x04
+
+struct tr_fm_entry {
+	struct tr_fm_key key;
+	__u8  state;             /* TR_FM_* */
+	__u8  pad[3];
+	__u64 first_ns;          /* when the entry was made (or a new SYN reused the tuple) */
+	struct tr_fm_dir dir[2]; /* [0] sent by A (addr_a, port_a), [1] by B */
+};
+
 /* Per-CPU counters, one slot (key 0) of a PERCPU_ARRAY. */
 struct tr_counters {
 	__u64 packets;     /* frames seen */
@@ -180,6 +242,8 @@ struct tr_counters {
 	__u64 suppressed;  /* events suppressed: no new sequence information */
 	__u64 rst_seen;    /* matched segments carrying RST: nothing to answer */
 	__u64 expired;     /* matched a target past its deadline: ignored */
+	__u64 fm_new;      /* flow memory entries made (connections not in the table) */
+	__u64 fm_evicted;  /* open connections displaced from the flow memory by new ones */
 };
 
 /* Per-CPU, per-interface traffic (see TR_IF_SLOTS). */
@@ -221,12 +285,54 @@ static __inline __u32 tr_prefilter_hash(__u32 ifindex, __u8 family, const __u8 *
 	return h ^ (h >> 16);
 }
 
+/*
+ * Canonical order of a flow's endpoints: is (saddr, sport) endpoint A?
+ * Addresses compared as four host-order 32-bit words, then ports; equal
+ * endpoints (a socket talking to itself) make the source A.
+ */
+static __inline int tr_fm_src_is_a(const __u8 *saddr16, __u16 sport, const __u8 *daddr16, __u16 dport)
+{
+	__u32 s[4], d[4];
+	int i;
+
+	__builtin_memcpy(s, saddr16, sizeof(s));
+	__builtin_memcpy(d, daddr16, sizeof(d));
+	for (i = 0; i < 4; i++) {
+		if (s[i] != d[i])
+			return s[i] < d[i];
+	}
+	return sport <= dport;
+}
+
+/* The flow memory's hash of a canonical key (src/contract.ts fmHash, checked by test/contract.test.ts). */
+static __inline __u32 tr_fm_hash(const struct tr_fm_key *k)
+{
+	const __u32 *w = (const __u32 *)k;
+	__u32 h = 0x666c6f77u; /* "flow" */
+	int i;
+
+	for (i = 0; i < (int)(sizeof(*k) / 4); i++)
+		h = tr_mix32(h, w[i]);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	return h;
+}
+
+static __inline int tr_fm_closed(__u8 state)
+{
+	return (state & TR_FM_RST) || (state & (TR_FM_FIN_A | TR_FM_FIN_B)) == (TR_FM_FIN_A | TR_FM_FIN_B);
+}
+
 _Static_assert(sizeof(struct tr_target_key) == 24, "tr_target_key layout");
 _Static_assert(sizeof(struct tr_target_value) == 16, "tr_target_value layout");
 _Static_assert(sizeof(struct tr_event) == 96, "tr_event layout");
 _Static_assert(sizeof(struct tr_flow_key) == 44, "tr_flow_key layout");
 _Static_assert(sizeof(struct tr_flow_state) == 24, "tr_flow_state layout");
-_Static_assert(sizeof(struct tr_counters) == 64, "tr_counters layout");
+_Static_assert(sizeof(struct tr_counters) == 80, "tr_counters layout");
 _Static_assert(sizeof(struct tr_if_counters) == 32, "tr_if_counters layout");
+_Static_assert(sizeof(struct tr_fm_key) == 44, "tr_fm_key layout");
+_Static_assert(sizeof(struct tr_fm_dir) == 56, "tr_fm_dir layout");
+_Static_assert(sizeof(struct tr_fm_entry) == 168, "tr_fm_entry layout");
 
 #endif /* TCPRESET_H */

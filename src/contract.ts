@@ -16,12 +16,19 @@ export const MAP_COUNTERS = 'counters';
 export const MAP_PREFILTER = 'prefilter';
 export const MAP_UDP_TUNNELS = 'udp_tunnels';
 export const MAP_IF_COUNTERS = 'if_counters';
+export const MAP_FLOWMEM = 'flowmem';
 
 export const MAX_TARGETS = 131072;
 export const MAX_FLOWS = 65536;
 export const RINGBUF_BYTES = 8 << 20;
 export const RING_SLOTS = 8;
 export const MAX_VLANS = 2;
+/** Default slots of the flow memory (connections, a power of two); the daemon's `flowMemory` config overrides it. */
+export const FLOWMEM_DEFAULT = 262144;
+/** Kernel memory per flow memory slot, bytes: one tr_fm_entry in an array map (checked against its memlock by test/flowmem.test.ts). */
+export const FLOWMEM_BYTES_PER_ENTRY = 168;
+/** The global-data section holding tr_fm_mask (slots - 1), set before load. */
+export const FLOWMEM_MASK_SECTION = '.rodata.flowmem';
 export const PREFILTER_BITS = 1 << 21;
 export const PREFILTER_WORDS = PREFILTER_BITS / 64;
 export const DUP_INTERVAL_NS = 10_000_000n;
@@ -63,6 +70,11 @@ export const TCP_RST = 0x04;
 export const TCP_PSH = 0x08;
 export const TCP_ACK = 0x10;
 
+/** tr_fm_entry.state bits; closed = RST, or FIN from both ends. */
+export const FM_FIN_A = 0x01;
+export const FM_FIN_B = 0x02;
+export const FM_RST = 0x04;
+
 /** Struct layouts: size and byte offset of every field, as in the header. */
 export const LAYOUT = {
   tr_target_key: { size: 24, fields: { ifindex: 0, port: 4, family: 6, pad: 7, addr: 8 } },
@@ -77,9 +89,18 @@ export const LAYOUT = {
   },
   tr_flow_key: { size: 44, fields: { ifindex: 0, sport: 4, dport: 6, family: 8, pad: 9, saddr: 12, daddr: 28 } },
   tr_flow_state: { size: 24, fields: { last_ns: 0, seq: 8, ack: 12, flags: 16, pad: 17 } },
+  tr_fm_key: { size: 44, fields: { ifindex: 0, port_a: 4, port_b: 6, family: 8, pad: 9, addr_a: 12, addr_b: 28 } },
+  tr_fm_dir: {
+    size: 56,
+    fields: {
+      last_ns: 0, seq: 8, ack: 12, payload_len: 16, flow_label: 20, vlan_tpid: 24, vlan_tci: 28,
+      smac: 32, dmac: 38, tcp_flags: 44, ttl: 45, tos: 46, vlan_count: 47, key_hash: 48, encap: 52, encap_flags: 53, pad: 54,
+    },
+  },
+  tr_fm_entry: { size: 168, fields: { key: 0, state: 44, pad: 45, first_ns: 48, dir: 56 } },
   tr_counters: {
-    size: 64,
-    fields: { packets: 0, tcp: 8, matched: 16, events: 24, lost: 32, suppressed: 40, rst_seen: 48, expired: 56 },
+    size: 80,
+    fields: { packets: 0, tcp: 8, matched: 16, events: 24, lost: 32, suppressed: 40, rst_seen: 48, expired: 56, fm_new: 64, fm_evicted: 72 },
   },
   tr_if_counters: { size: 32, fields: { ifindex: 0, pad: 4, packets: 8, tcp: 16, decap: 24 } },
 } as const;
@@ -147,9 +168,13 @@ export interface Counters {
   suppressed: bigint;
   rstSeen: bigint;
   expired: bigint;
+  /** Flow memory entries made (connections not in the table). */
+  fmNew: bigint;
+  /** Open connections displaced from the flow memory by new ones. */
+  fmEvicted: bigint;
 }
 
-export const COUNTER_NAMES = ['packets', 'tcp', 'matched', 'events', 'lost', 'suppressed', 'rstSeen', 'expired'] as const;
+export const COUNTER_NAMES = ['packets', 'tcp', 'matched', 'events', 'lost', 'suppressed', 'rstSeen', 'expired', 'fmNew', 'fmEvicted'] as const;
 
 export function encodeTargetKey(k: TargetKey, out: Uint8Array = new Uint8Array(LAYOUT.tr_target_key.size)): Uint8Array {
   if (k.family === FAMILY_V4 ? k.addr.length !== 4 : k.addr.length !== 16) {
@@ -293,4 +318,164 @@ export function sumIfCounters(buf: Uint8Array, ncpu: number, ifindex: number): I
     out.decap += dv.getBigUint64(base + F.decap, true);
   }
   return out;
+}
+/** struct tr_fm_key, decoded: the connection's endpoints in canonical order (A sorts first). */
+export interface FlowKey {
+  ifindex: number;
+  family: Family;
+  /** 4 bytes for IPv4, 16 for IPv6, network order. */
+  addrA: Uint8Array;
+  portA: number;
+  addrB: Uint8Array;
+  portB: number;
+}
+
+/** struct tr_fm_dir: the last non-RST segment one endpoint sent. */
+export interface FlowDir {
+  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC ns) when seen. */
+  lastNs: bigint;
+  seq: number;
+  ack: number;
+  payloadLen: number;
+  flowLabel: number;
+  vlans: Vlan[];
+  smac: Uint8Array;
+  dmac: Uint8Array;
+  tcpFlags: number;
+  ttl: number;
+  tos: number;
+  /** ENCAP_*: the tunnel the segment arrived in. */
+  encap: number;
+  /** ENCAP_F_* (ENCAP_F_NO_L2: no inner Ethernet, MACs zero). */
+  encapFlags: number;
+}
+
+/** struct tr_fm_entry, decoded: [0] = what A last sent, [1] = what B last sent (null = nothing yet). */
+export interface FlowEntry {
+  key: FlowKey;
+  dirs: [FlowDir | null, FlowDir | null];
+  /** bpf_ktime_get_coarse_ns() when made. */
+  firstNs: bigint;
+  /** FM_* bits. */
+  state: number;
+}
+
+/** Closed: a RST was seen, or a FIN from each end. */
+export function flowClosed(state: number): boolean {
+  return (state & FM_RST) !== 0 || (state & (FM_FIN_A | FM_FIN_B)) === (FM_FIN_A | FM_FIN_B);
+}
+
+/** tr_fm_src_is_a of bpf/tcpreset.h: is (saddr, sport) endpoint A of the canonical key? */
+export function srcIsA(saddr: Uint8Array, sport: number, daddr: Uint8Array, dport: number): boolean {
+  const s = new Uint8Array(16);
+  const d = new Uint8Array(16);
+  s.set(saddr);
+  d.set(daddr);
+  const sv = new DataView(s.buffer);
+  const dv = new DataView(d.buffer);
+  for (let i = 0; i < 16; i += 4) {
+    const a = sv.getUint32(i, true);
+    const b = dv.getUint32(i, true);
+    if (a !== b) return a < b;
+  }
+  return sport <= dport;
+}
+
+/** The canonical key of the connection a segment (saddr:sport -> daddr:dport) belongs to. */
+export function canonicalFlow(ifindex: number, family: Family, saddr: Uint8Array, sport: number, daddr: Uint8Array, dport: number): FlowKey {
+  return srcIsA(saddr, sport, daddr, dport)
+    ? { ifindex, family, addrA: saddr.slice(), portA: sport, addrB: daddr.slice(), portB: dport }
+    : { ifindex, family, addrA: daddr.slice(), portA: dport, addrB: saddr.slice(), portB: sport };
+}
+
+const FK = LAYOUT.tr_fm_key.fields;
+const FD = LAYOUT.tr_fm_dir.fields;
+const FE = LAYOUT.tr_fm_entry.fields;
+
+/** tr_fm_hash of bpf/tcpreset.h over an encoded tr_fm_key at byte offset `off` of `buf`. */
+export function fmHash(buf: Uint8Array, off = 0): number {
+  const dv = new DataView(buf.buffer, buf.byteOffset + off, LAYOUT.tr_fm_key.size);
+  let h = 0x666c6f77;
+  for (let i = 0; i < LAYOUT.tr_fm_key.size; i += 4) h = mix32(h, dv.getUint32(i, true));
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+export function encodeFlowKey(k: FlowKey, out: Uint8Array = new Uint8Array(LAYOUT.tr_fm_key.size)): Uint8Array {
+  const alen = k.family === FAMILY_V4 ? 4 : 16;
+  if (k.addrA.length !== alen || k.addrB.length !== alen) throw new RangeError(`flow key addresses of ${k.addrA.length} and ${k.addrB.length} bytes, family ${k.family} needs ${alen}`);
+  out.fill(0);
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  dv.setUint32(FK.ifindex, k.ifindex, true);
+  dv.setUint16(FK.port_a, k.portA, true);
+  dv.setUint16(FK.port_b, k.portB, true);
+  dv.setUint8(FK.family, k.family);
+  out.set(k.addrA, FK.addr_a);
+  out.set(k.addrB, FK.addr_b);
+  return out;
+}
+
+/** Decode a tr_fm_key at byte offset `off` of `buf`. Copies. */
+export function decodeFlowKey(buf: Uint8Array, off = 0): FlowKey {
+  const dv = new DataView(buf.buffer, buf.byteOffset + off, LAYOUT.tr_fm_key.size);
+  const family = dv.getUint8(FK.family) as Family;
+  const alen = family === FAMILY_V4 ? 4 : 16;
+  const b = buf.byteOffset + off;
+  return {
+    ifindex: dv.getUint32(FK.ifindex, true),
+    family,
+    addrA: new Uint8Array(buf.buffer, b + FK.addr_a, alen).slice(),
+    portA: dv.getUint16(FK.port_a, true),
+    addrB: new Uint8Array(buf.buffer, b + FK.addr_b, alen).slice(),
+    portB: dv.getUint16(FK.port_b, true),
+  };
+}
+
+function decodeFlowDir(dv: DataView, off: number, bytes: Uint8Array): FlowDir | null {
+  const lastNs = dv.getBigUint64(off + FD.last_ns, true);
+  if (lastNs === 0n) return null;
+  const vlanCount = Math.min(dv.getUint8(off + FD.vlan_count), MAX_VLANS);
+  const vlans: Vlan[] = [];
+  for (let i = 0; i < vlanCount; i++) vlans.push({ tpid: dv.getUint16(off + FD.vlan_tpid + 2 * i, true), tci: dv.getUint16(off + FD.vlan_tci + 2 * i, true) });
+  return {
+    lastNs,
+    seq: dv.getUint32(off + FD.seq, true),
+    ack: dv.getUint32(off + FD.ack, true),
+    payloadLen: dv.getUint32(off + FD.payload_len, true),
+    flowLabel: dv.getUint32(off + FD.flow_label, true),
+    vlans,
+    smac: bytes.slice(off + FD.smac, off + FD.smac + 6),
+    dmac: bytes.slice(off + FD.dmac, off + FD.dmac + 6),
+    tcpFlags: dv.getUint8(off + FD.tcp_flags),
+    ttl: dv.getUint8(off + FD.ttl),
+    tos: dv.getUint8(off + FD.tos),
+    encap: dv.getUint8(off + FD.encap),
+    encapFlags: dv.getUint8(off + FD.encap_flags),
+  };
+}
+
+/**
+ * Decode the tr_fm_entry at byte offset `off` of `buf` (copies), or null
+ * when the slot is empty or torn: a direction written for another key
+ * (two CPUs took the slot at once) must not be replayed.
+ */
+export function decodeFlowEntry(buf: Uint8Array, off = 0): FlowEntry | null {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const family = dv.getUint8(off + FE.key + FK.family);
+  if (family !== FAMILY_V4 && family !== FAMILY_V6) return null;
+  const h = fmHash(buf, off + FE.key);
+  const d0 = off + FE.dir;
+  const d1 = d0 + LAYOUT.tr_fm_dir.size;
+  for (const d of [d0, d1]) {
+    if (dv.getBigUint64(d + FD.last_ns, true) !== 0n && dv.getUint32(d + FD.key_hash, true) !== h) return null;
+  }
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  return {
+    key: decodeFlowKey(buf, off + FE.key),
+    dirs: [decodeFlowDir(dv, d0, bytes), decodeFlowDir(dv, d1, bytes)],
+    firstNs: dv.getBigUint64(off + FE.first_ns, true),
+    state: dv.getUint8(off + FE.state),
+  };
 }

@@ -22,6 +22,10 @@ test('config: absent default file = defaults; explicit absent file, bad JSON, ba
   t.regex(t.throws(() => loadConfig(write('e.json', '{"protected": "10.0.0.0/8"}')))!.message, /array/);
   t.regex(t.throws(() => loadConfig(write('f.json', '{"defaultMode": "l4"}')))!.message, /defaultMode/);
   t.regex(t.throws(() => loadConfig(write('g.json', '[]')))!.message, /JSON object/);
+  t.regex(t.throws(() => loadConfig(write('i.json', '{"flowMemory": 8}')))!.message, /flowMemory.*16\.\.16777216/);
+  t.regex(t.throws(() => loadConfig(write('j.json', '{"flowMemory": 1.5}')))!.message, /flowMemory/);
+  t.regex(t.throws(() => loadConfig(write('l.json', '{"flowMemory": 1000}')))!.message, /flowMemory.*1000.*power of two/);
+  t.is(loadConfig(write('k.json', '{"flowMemory": 64}')).config.flowMemory, 64);
   const ok = loadConfig(write('h.json', '{"// note": "x", "maxJobs": 7, "protected": ["::ffff:10.0.0.0/104"], "logLevel": "debug"}'));
   t.is(ok.config.maxJobs, 7);
   t.is(ok.config.logLevel, 'debug');

@@ -132,7 +132,7 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
   const { numbers, strings } = headerInfo();
   t.deepEqual(
     Object.fromEntries(strings),
-    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_EVENT_RINGS: C.MAP_EVENT_RINGS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER, TR_MAP_UDP_TUNNELS: C.MAP_UDP_TUNNELS, TR_MAP_IF_COUNTERS: C.MAP_IF_COUNTERS },
+    { TR_PROG_NAME: C.PROG_NAME, TR_MAP_TARGETS: C.MAP_TARGETS, TR_MAP_FLOWS: C.MAP_FLOWS, TR_MAP_EVENTS: C.MAP_EVENTS, TR_MAP_EVENT_RINGS: C.MAP_EVENT_RINGS, TR_MAP_COUNTERS: C.MAP_COUNTERS, TR_MAP_PREFILTER: C.MAP_PREFILTER, TR_MAP_UDP_TUNNELS: C.MAP_UDP_TUNNELS, TR_MAP_IF_COUNTERS: C.MAP_IF_COUNTERS, TR_MAP_FLOWMEM: C.MAP_FLOWMEM },
   );
   const expected: Record<string, number | bigint> = {
     TR_MAX_TARGETS: C.MAX_TARGETS,
@@ -165,17 +165,21 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
     TR_UDP_PORTS: C.UDP_PORTS,
     TR_ENCAP_F_NO_L2: C.ENCAP_F_NO_L2,
     TR_IF_SLOTS: C.IF_SLOTS,
+    TR_FLOWMEM_DEFAULT: C.FLOWMEM_DEFAULT,
+    TR_FM_FIN_A: C.FM_FIN_A,
+    TR_FM_FIN_B: C.FM_FIN_B,
+    TR_FM_RST: C.FM_RST,
   };
   // Every numeric define of the header is mirrored, and equal.
   t.deepEqual([...numbers.keys()].sort(), Object.keys(expected).sort());
   for (const [k, v] of Object.entries(expected)) t.is(BigInt(numbers.get(k) ?? -1), BigInt(v), k);
 });
 
-test('object BTF: the program and the seven maps carry the contract names', (t) => {
+test('object BTF: the program and the nine maps carry the contract names', (t) => {
   const types = btfTypes(objPath);
   t.truthy(types.find((x) => x.kind === 'FUNC' && x.name === C.PROG_NAME), `program ${C.PROG_NAME}`);
   const vars = new Set(types.filter((x) => x.kind === 'VAR').map((x) => x.name));
-  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_EVENT_RINGS, C.MAP_COUNTERS, C.MAP_PREFILTER, C.MAP_UDP_TUNNELS, C.MAP_IF_COUNTERS]) t.true(vars.has(m), `map ${m}`);
+  for (const m of [C.MAP_TARGETS, C.MAP_FLOWS, C.MAP_EVENTS, C.MAP_EVENT_RINGS, C.MAP_COUNTERS, C.MAP_PREFILTER, C.MAP_UDP_TUNNELS, C.MAP_IF_COUNTERS, C.MAP_FLOWMEM]) t.true(vars.has(m), `map ${m}`);
 });
 
 /** Offsets straight from the header's BTF, so the encoders are checked against C, not against LAYOUT. */
@@ -293,11 +297,12 @@ test('sumCounters adds each counter at its C offset across CPU slots', (t) => {
   const ncpu = 3;
   const buf = new Uint8Array(ncpu * size);
   const dv = new DataView(buf.buffer);
-  const names = ['packets', 'tcp', 'matched', 'events', 'lost', 'suppressed', 'rst_seen', 'expired'];
+  const names = ['packets', 'tcp', 'matched', 'events', 'lost', 'suppressed', 'rst_seen', 'expired', 'fm_new', 'fm_evicted'];
+  const tsName: Record<string, keyof C.Counters> = { rst_seen: 'rstSeen', fm_new: 'fmNew', fm_evicted: 'fmEvicted' };
   for (let c = 0; c < ncpu; c++) names.forEach((n, i) => dv.setBigUint64(c * size + o[n], BigInt((i + 1) * 10 + c), true));
   const sums = C.sumCounters(buf, ncpu);
   t.deepEqual(
-    names.map((n) => sums[(n === 'rst_seen' ? 'rstSeen' : n) as keyof C.Counters]),
+    names.map((n) => sums[tsName[n] ?? (n as keyof C.Counters)]),
     names.map((_, i) => BigInt(3 * (i + 1) * 10 + 3)),
   );
 });
@@ -335,6 +340,7 @@ ptest('object maps (as libbpf sees them) have the contract names, types, key/val
     { name: C.MAP_PREFILTER, type: 2 /* ARRAY */, keySize: 4, valueSize: 8, maxEntries: C.PREFILTER_WORDS },
     { name: C.MAP_UDP_TUNNELS, type: 2 /* ARRAY */, keySize: 4, valueSize: 4, maxEntries: C.UDP_PORTS },
     { name: C.MAP_IF_COUNTERS, type: 6 /* PERCPU_ARRAY */, keySize: 4, valueSize: L.tr_if_counters.size, maxEntries: C.IF_SLOTS },
+    { name: C.MAP_FLOWMEM, type: 2 /* ARRAY */, keySize: 4, valueSize: L.tr_fm_entry.size, maxEntries: C.FLOWMEM_DEFAULT },
   ];
   for (const w of want) {
     const m = obj.map(w.name);
@@ -388,6 +394,139 @@ test('prefilterHash equals the header\'s tr_prefilter_hash (compiled natively) o
     t.deepEqual(fromTs, fromC);
     // The bits spread: 200 random inputs land in (nearly) 200 distinct bits.
     t.true(new Set(fromTs.map((h) => h & (C.PREFILTER_BITS - 1))).size >= 195);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('srcIsA equals the header\'s tr_fm_src_is_a (compiled natively) on v4, v6, equal addresses and random inputs', (t) => {
+  const rnd = (n: number): number[] => Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+  const pad = (a: number[]): number[] => [...a, ...Array(16 - a.length).fill(0)];
+  const vectors: { s: number[]; sp: number; d: number[]; dp: number }[] = [
+    { s: [192, 0, 2, 1], sp: 1, d: [192, 0, 2, 2], dp: 1 },
+    { s: [10, 0, 0, 1], sp: 5, d: [10, 0, 0, 1], dp: 4 },
+    { s: [10, 0, 0, 1], sp: 4, d: [10, 0, 0, 1], dp: 4 },
+    { s: [1, 0, 0, 0], sp: 1, d: [0, 0, 0, 1], dp: 1 },
+    ...Array.from({ length: 300 }, (_, i) => {
+      const n = i % 2 ? 16 : 4;
+      const s = rnd(n);
+      // A third share the first words, so later words and ports decide.
+      const d = i % 3 === 0 ? [...s.slice(0, n - 1), rnd(1)[0]] : rnd(n);
+      return { s, sp: rnd(1)[0] * 256 + rnd(1)[0], d, dp: i % 5 === 0 ? 80 : rnd(1)[0] };
+    }),
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'tr-fm-'));
+  try {
+    const rows = vectors.map((v) => `{ { ${pad(v.s).join(', ')} }, ${v.sp}, { ${pad(v.d).join(', ')} }, ${v.dp} }`);
+    writeFileSync(
+      join(dir, 'o.c'),
+      [
+        '#include <stdio.h>',
+        '#include "tcpreset.h"',
+        'struct v { __u8 s[16]; __u16 sp; __u8 d[16]; __u16 dp; };',
+        `static const struct v vs[] = { ${rows.join(',\n')} };`,
+        'int main(void) { for (unsigned i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) printf("%d\\n", tr_fm_src_is_a(vs[i].s, vs[i].sp, vs[i].d, vs[i].dp)); return 0; }',
+      ].join('\n'),
+    );
+    execFileSync('cc', ['-O2', '-I', join(root, 'bpf'), join(dir, 'o.c'), '-o', join(dir, 'o')]);
+    const fromC = execFileSync(join(dir, 'o'), { encoding: 'utf8' }).trim().split('\n').map((x) => x === '1');
+    const fromTs = vectors.map((v) => C.srcIsA(Uint8Array.from(v.s), v.sp, Uint8Array.from(v.d), v.dp));
+    t.deepEqual(fromTs, fromC);
+    t.true(fromTs.includes(true) && fromTs.includes(false));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('encodeFlowKey / decodeFlowKey / decodeFlowEntry use the C offsets (IPv4 and IPv6); a torn entry decodes to null', (t) => {
+  const k = btfOffsets('tr_fm_key');
+  const key = C.encodeFlowKey({ ifindex: 0x01020304, family: 6, addrA: Uint8Array.from({ length: 16 }, (_, i) => i + 1), portA: 0xbeef, addrB: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i), portB: 22 }, new Uint8Array(44).fill(0xff));
+  const kd = new DataView(key.buffer);
+  t.is(kd.getUint32(k.ifindex, true), 0x01020304);
+  t.is(kd.getUint16(k.port_a, true), 0xbeef);
+  t.is(kd.getUint16(k.port_b, true), 22);
+  t.is(key[k.family], 6);
+  t.deepEqual([...key.subarray(k.pad, k.pad + 3)], [0, 0, 0]);
+  t.is(key[k.addr_a], 1);
+  t.is(key[k.addr_b + 15], 0x4f);
+  const k4 = { ifindex: 3, family: 4 as const, addrA: Uint8Array.of(10, 0, 0, 1), portA: 1, addrB: Uint8Array.of(10, 0, 0, 2), portB: 2 };
+  t.deepEqual(C.decodeFlowKey(C.encodeFlowKey(k4)), k4);
+
+  const e = btfOffsets('tr_fm_entry');
+  const d = btfOffsets('tr_fm_dir');
+  const dsize = headerInfo().structs.get('tr_fm_dir')?.size ?? 0;
+  const base = 8;
+  const buf = new Uint8Array(base + (headerInfo().structs.get('tr_fm_entry')?.size ?? 0));
+  buf.set(C.encodeFlowKey(k4), base + e.key);
+  const h = C.fmHash(buf, base + e.key);
+  const dv = new DataView(buf.buffer, base);
+  const o1 = e.dir + dsize; // dir[1]
+  dv.setBigUint64(o1 + d.last_ns, 42n, true);
+  dv.setUint32(o1 + d.seq, 0xfffffff0, true);
+  dv.setUint32(o1 + d.ack, 7, true);
+  dv.setUint32(o1 + d.payload_len, 1448, true);
+  dv.setUint32(o1 + d.flow_label, 0xabcde, true);
+  dv.setUint16(o1 + d.vlan_tpid, 0x88a8, true);
+  dv.setUint16(o1 + d.vlan_tpid + 2, 0x8100, true);
+  dv.setUint16(o1 + d.vlan_tci, 100, true);
+  dv.setUint16(o1 + d.vlan_tci + 2, 200, true);
+  for (let i = 0; i < 6; i++) {
+    dv.setUint8(o1 + d.smac + i, 0x10 + i);
+    dv.setUint8(o1 + d.dmac + i, 0x20 + i);
+  }
+  dv.setUint8(o1 + d.tcp_flags, C.TCP_ACK);
+  dv.setUint8(o1 + d.ttl, 63);
+  dv.setUint8(o1 + d.tos, 0x28);
+  dv.setUint8(o1 + d.vlan_count, 2);
+  dv.setUint32(o1 + d.key_hash, h, true);
+  dv.setUint8(o1 + d.encap, C.ENCAP_VXLAN);
+  dv.setUint8(o1 + d.encap_flags, C.ENCAP_F_NO_L2);
+  dv.setBigUint64(e.first_ns, 41n, true);
+  dv.setUint8(e.state, C.FM_FIN_A | C.FM_FIN_B);
+  t.deepEqual(C.decodeFlowEntry(buf, base), {
+    key: k4,
+    dirs: [null, {
+      lastNs: 42n, seq: 0xfffffff0, ack: 7, payloadLen: 1448, flowLabel: 0xabcde,
+      vlans: [{ tpid: 0x88a8, tci: 100 }, { tpid: 0x8100, tci: 200 }],
+      smac: Uint8Array.from({ length: 6 }, (_, i) => 0x10 + i), dmac: Uint8Array.from({ length: 6 }, (_, i) => 0x20 + i),
+      tcpFlags: C.TCP_ACK, ttl: 63, tos: 0x28, encap: C.ENCAP_VXLAN, encapFlags: C.ENCAP_F_NO_L2,
+    }],
+    firstNs: 41n,
+    state: C.FM_FIN_A | C.FM_FIN_B,
+  });
+  t.true(C.flowClosed(C.FM_FIN_A | C.FM_FIN_B));
+  t.false(C.flowClosed(C.FM_FIN_B));
+  t.true(C.flowClosed(C.FM_RST));
+  // A direction written for another key (two CPUs took the slot at once) is refused.
+  dv.setUint32(o1 + d.key_hash, h ^ 1, true);
+  t.is(C.decodeFlowEntry(buf, base), null);
+  // An empty slot (family 0) too.
+  t.is(C.decodeFlowEntry(new Uint8Array(200)), null);
+});
+
+test('fmHash equals the header\'s tr_fm_hash (compiled natively) on v4, v6 and random keys', (t) => {
+  const rnd = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+  const keys = Array.from({ length: 200 }, (_, i) => {
+    const fam = (i % 2 ? 6 : 4) as C.Family;
+    const n = fam === 4 ? 4 : 16;
+    return C.encodeFlowKey({ ifindex: (i * 2654435761) >>> 0, family: fam, addrA: rnd(n), portA: i * 311 & 0xffff, addrB: rnd(n), portB: 80 });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'tr-fmh-'));
+  try {
+    writeFileSync(
+      join(dir, 'h.c'),
+      [
+        '#include <stdio.h>',
+        '#include "tcpreset.h"',
+        `static const unsigned char ks[][44] = { ${keys.map((k) => `{ ${[...k].join(', ')} }`).join(',\n')} };`,
+        'int main(void) { for (unsigned i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) { struct tr_fm_key k; __builtin_memcpy(&k, ks[i], sizeof(k)); printf("%u\\n", tr_fm_hash(&k)); } return 0; }',
+      ].join('\n'),
+    );
+    execFileSync('cc', ['-O2', '-I', join(root, 'bpf'), join(dir, 'h.c'), '-o', join(dir, 'h')]);
+    const fromC = execFileSync(join(dir, 'h'), { encoding: 'utf8' }).trim().split('\n').map(Number);
+    t.deepEqual(keys.map((k) => C.fmHash(k)), fromC);
+    // 200 keys into 512 sets: about 165 distinct sets if the hash spreads.
+    t.true(new Set(fromC.map((h) => h & 1023 & ~1)).size > 145, 'sets spread');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

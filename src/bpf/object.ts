@@ -8,7 +8,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { release } from 'node:os';
-import { MAP_TARGETS, PROG_NAME } from '../contract.js';
+import { FLOWMEM_MASK_SECTION, MAP_FLOWMEM, MAP_TARGETS, PROG_NAME } from '../contract.js';
 import { NativeError, TcpresetError, ValidationError } from '../errors.js';
 import * as L from '../native/libbpf.js';
 import { close as closeFd, ifNameToIndex } from '../native/libc.js';
@@ -162,6 +162,8 @@ export function kernelKnowsXdpFrags(kernelRelease: string = release()): boolean 
 export interface LoadOptions {
   /** Capacity of the targets map (bpf_map__set_max_entries before load). */
   maxTargets?: number;
+  /** Slots of the flow memory (connections; a power of two, at least 2); default FLOWMEM_DEFAULT. */
+  flowMemory?: number;
   /** Program to expose as progFd; default the contract's PROG_NAME. */
   program?: string;
 }
@@ -193,11 +195,14 @@ export class BpfObject {
     this.progFd = progFd;
   }
 
-  /** bpf_object__open_file, set_max_entries (targets), bpf_object__load. Needs CAP_BPF (root). */
+  /** bpf_object__open_file, set_max_entries (targets, flowmem), bpf_object__load. Needs CAP_BPF (root). */
   static load(path: string = defaultObjectPath(), opts: LoadOptions = {}): BpfObject {
-    const { maxTargets, program = PROG_NAME } = opts;
+    const { maxTargets, flowMemory, program = PROG_NAME } = opts;
     if (maxTargets !== undefined && (!Number.isSafeInteger(maxTargets) || maxTargets < 1 || maxTargets > 0xffffffff)) {
       throw new ValidationError('maxTargets', maxTargets, 'must be an integer from 1 to 4294967295');
+    }
+    if (flowMemory !== undefined && (!Number.isSafeInteger(flowMemory) || flowMemory < 2 || flowMemory > 2 ** 31 || (flowMemory & (flowMemory - 1)) !== 0)) {
+      throw new ValidationError('flowMemory', flowMemory, 'must be a power of two from 2 to 2147483648');
     }
     const obj = L.bpf_object__open_file(path, null);
     if (obj === null) {
@@ -206,11 +211,21 @@ export class BpfObject {
       throw L.failure(`open BPF object ${path}`, undefined, undefined, errno);
     }
     try {
-      if (maxTargets !== undefined) {
-        const m = L.bpf_object__find_map_by_name(obj, MAP_TARGETS);
-        if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no map "${MAP_TARGETS}" to size`);
-        const ret = L.bpf_map__set_max_entries(m, maxTargets);
-        if (ret < 0) throw L.failure(`set max_entries of map "${MAP_TARGETS}" to ${maxTargets}`, ret);
+      for (const [name, n] of [[MAP_TARGETS, maxTargets], [MAP_FLOWMEM, flowMemory]] as const) {
+        if (n === undefined) continue;
+        const m = L.bpf_object__find_map_by_name(obj, name);
+        if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no map "${name}" to size`);
+        const ret = L.bpf_map__set_max_entries(m, n);
+        if (ret < 0) throw L.failure(`set max_entries of map "${name}" to ${n}`, ret);
+      }
+      if (flowMemory !== undefined) {
+        // The program indexes the table with hash & tr_fm_mask: it must match the size.
+        const m = L.bpf_object__find_map_by_name(obj, FLOWMEM_MASK_SECTION);
+        if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no section "${FLOWMEM_MASK_SECTION}" for the flow memory mask`);
+        const mask = new Uint8Array(4);
+        new DataView(mask.buffer).setUint32(0, flowMemory - 1, true);
+        const ret = L.bpf_map__set_initial_value(m, mask, 4);
+        if (ret < 0) throw L.failure(`set the flow memory mask in "${FLOWMEM_MASK_SECTION}"`, ret);
       }
       if (!kernelKnowsXdpFrags()) {
         // The object is built "xdp.frags" (needed for native XDP behind a 9000-byte MTU peer);

@@ -57,6 +57,12 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'control connections at once',
     text: 'Control-socket connections open at once. At the limit a newcomer takes the place of the longest idle connection; when every connection is working, the newcomer is refused with E_LIMIT.',
   },
+  flowMemory: {
+    type: 'integer',
+    range: [16, 16_777_216],
+    summary: 'TCP connections the sniff interfaces remember, a power of two (168 bytes of kernel memory each)',
+    text: 'Slots of the XDP program\'s flow memory: the TCP connections seen on the sniff interfaces, with the last segment each end sent, so that a job can reset a host\'s sessions at once, idle ones included. A power of two; 168 bytes of kernel memory each (the default 262144 is 42 MiB, taken when the data plane opens). 2-way set-associative: when a set is full the connection least recently seen is forgotten, closed ones first, and the displacement of an open one is counted (counters.fmEvicted).',
+  },
   summaryIntervalMs: {
     type: 'integer',
     range: [100, 3_600_000],

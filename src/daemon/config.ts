@@ -27,6 +27,14 @@ export interface DaemonConfig {
   summaryIntervalMs: number;
   /** Reset flows logged one by one per job per summary period; the rest are counted in the summary. */
   flowLogLimit: number;
+  /**
+   * Slots of the XDP program's flow memory, in connections (a power of two;
+   * 2-way set-associative: when a set is full the connection least recently
+   * seen is forgotten, closed ones first). Kernel memory: 168 bytes per slot
+   * (FLOWMEM_BYTES_PER_ENTRY), taken when the data plane opens: the default
+   * 262,144 is 42 MiB.
+   */
+  flowMemory: number;
   logLevel: LogLevel;
   /**
    * The event thread keeps polling the ring buffer this long (µs) after the
@@ -58,6 +66,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   maxClients: 1024,
   summaryIntervalMs: 10_000,
   flowLogLimit: 100,
+  flowMemory: 262144,
   logLevel: 'info',
   eventSpinUs: 200,
   eventNice: -10,
@@ -108,6 +117,12 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('eventNice' in o) c.eventNice = intIn(o, 'eventNice', -20, 19);
   if ('eventSpinUs' in o) c.eventSpinUs = intIn(o, 'eventSpinUs', 0, 100_000);
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);
+  // 16 Mi slots = 2.6 GiB of kernel memory: past that, a typo.
+  if ('flowMemory' in o) {
+    c.flowMemory = intIn(o, 'flowMemory', 16, 16_777_216);
+    // The program indexes the table with a mask.
+    if ((c.flowMemory & (c.flowMemory - 1)) !== 0) throw new ValidationError('flowMemory', c.flowMemory, 'must be a power of two (16, 32, ... 16777216)');
+  }
   if ('defaultMode' in o) {
     if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');
     c.defaultMode = o.defaultMode;

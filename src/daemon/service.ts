@@ -187,6 +187,7 @@ export class Daemon {
       return this.enforcerModule.Enforcer.open({
         logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1), eventSpinUs: this.o.config.eventSpinUs,
         eventNice: this.o.config.eventNice, eventThreads: this.o.config.eventThreads,
+        flowMemory: this.o.config.flowMemory,
       });
     });
     const e = open(this.log);

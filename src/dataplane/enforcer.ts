@@ -106,6 +106,8 @@ export interface EnforcerOptions {
   objectPath?: string;
   logger?: LoggerLike;
   maxTargets?: number;
+  /** Capacity of the flow memory, connections (default FLOWMEM_DEFAULT). */
+  flowMemory?: number;
   /** How often interfaces are checked for going down, away and back (ms). */
   healthIntervalMs?: number;
   /** The event thread busy-polls the ring this long after the last record before sleeping (µs). */
@@ -209,7 +211,7 @@ export class Enforcer extends EventEmitter {
   }
 
   static open(opts: EnforcerOptions = {}): Enforcer {
-    const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets });
+    const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets, flowMemory: opts.flowMemory });
     try {
       return new Enforcer(obj, opts.logger ?? noopLogger, opts.healthIntervalMs ?? 500, opts.eventSpinUs, opts.eventNice, opts.eventThreads ?? 1);
     } catch (err) {

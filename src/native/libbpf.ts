@@ -144,6 +144,12 @@ export const bpf_map__set_max_entries = lib.func('int bpf_map__set_max_entries(b
   map: BpfMapPtr,
   maxEntries: number,
 ) => number;
+/** Initial contents of a global-data map (.rodata.*, .data.*), copied in at load; size must be the section's. */
+export const bpf_map__set_initial_value = lib.func('int bpf_map__set_initial_value(bpf_map *map, const void *data, size_t size)') as (
+  map: BpfMapPtr,
+  data: Uint8Array,
+  size: number,
+) => number;
 export const bpf_map__max_entries = lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)') as (map: BpfMapPtr) => number;
 export const bpf_map__key_size = lib.func('uint32_t bpf_map__key_size(const bpf_map *map)') as (map: BpfMapPtr) => number;
 export const bpf_map__value_size = lib.func('uint32_t bpf_map__value_size(const bpf_map *map)') as (map: BpfMapPtr) => number;

@@ -5,13 +5,16 @@
  * tool's favour.
  */
 import type { CapabilitiesResult } from '../capabilities.js';
-import type { CommandResult } from '../command.js';
+import type { CommandResult, CommandTimes } from '../command.js';
 import type { IdleCell, IdleKind, IdleResult, IdleTool } from '../idle.js';
 import type { KillResult } from '../kill.js';
 import type { ReactionResult } from '../reaction.js';
 import type { ScaleResult } from '../scale.js';
 import type { ThroughputResult } from '../throughput.js';
 import type { MachineInfo } from '../../testkit/proc.js';
+
+/** Issue 13: the command costs at most this much more than a bare Node start. */
+const COMMAND_GOAL = 1.15;
 
 export interface BenchResults {
   version: 1;
@@ -122,8 +125,8 @@ export function renderBenchmarks(r: BenchResults): string {
           verdict(scaleRatio === null ? null : scaleRatio <= 1.2),
         ],
         ['RSTs forged and sent per second', '≥ 500,000', num(thr?.best.tcpreset.rstPerSec), num(thr?.best.tcpkill.rstPerSec), verdict(thr ? thr.best.tcpreset.rstPerSec >= 500_000 : null)],
-        ['`tcpreset list` vs `node -e 0`', '≤ 1.3×', cmd ? `${num(cmd.ratio.list, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.list <= 1.3 : null)],
-        ['Job submission vs `node -e 0`', '≤ 1.3×', cmd ? `${num(cmd.ratio.submit, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.submit <= 1.3 : null)],
+        ['`tcpreset list` vs `node -e 0`', `≤ ${COMMAND_GOAL}×`, cmd ? `${num(cmd.ratio.list, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.list <= COMMAND_GOAL : null)],
+        ['Job submission vs `node -e 0`', `≤ ${COMMAND_GOAL}×`, cmd ? `${num(cmd.ratio.submit, 2)}×` : 'n/a', 'n/a', verdict(cmd ? cmd.ratio.submit <= COMMAND_GOAL : null)],
         ['Daemon RSS with 100,000 targets', '≤ 100 MB', rss100k === null ? 'n/a (not measured)' : `${num(rss100k, 0)} MB restored${createdRss === null ? '' : `, ${num(createdRss, 0)} MB created one by one`}`, 'n/a', verdict(rss100k === null ? null : rss100k <= 100 && (createdRss === null || createdRss <= 100))],
         ['Job creation, one request each (the 1,000th)', '≥ 3,000/s', firstK === null ? 'n/a' : `${num(firstK)}/s`, 'n/a', verdict(firstK === null ? null : firstK >= 3000)],
         [
@@ -338,19 +341,34 @@ export function renderBenchmarks(r: BenchResults): string {
     out.push('## 5. The command');
     out.push('');
     out.push(
-      `Spawn-to-exit wall time, ${cmd.runs} alternating runs each, the CLI run as an operator runs it (bin/tcpreset). ` +
+      `Spawn-to-exit wall time, ${cmd.runs} alternating runs each, the CLI run as an operator runs it (bin/tcpreset, through its \`#!/usr/bin/env node\` line), ` +
+        'in an operator\'s environment: without NODE_EXTRA_CA_CERTS, which this machine sets for every process. ' +
         `The first job submission after the daemon started (it opens the data plane and attaches XDP) took ${ms(cmd.firstSubmitMs)}.`,
     );
     out.push('');
+    const rows = (c: CommandTimes): string[][] => [
+      ['`node -e 0`', ms(c.ms.node.p50), `${ms(c.ms.node.p25)} – ${ms(c.ms.node.p75)}`, ms(c.ms.node.max), '1.00×'],
+      ['`tcpreset list`', ms(c.ms.list.p50), `${ms(c.ms.list.p25)} – ${ms(c.ms.list.p75)}`, ms(c.ms.list.max), `${num(c.ratio.list, 2)}×`],
+      ['`tcpreset ENGID -i … -o … -h … -p … -d …`', ms(c.ms.submit.p50), `${ms(c.ms.submit.p25)} – ${ms(c.ms.submit.p75)}`, ms(c.ms.submit.max), `${num(c.ratio.submit, 2)}×`],
+    ];
+    const header = ['Command', 'p50', 'p25 – p75', 'max', 'vs `node -e 0` (p50)'];
+    out.push(table(header, rows(cmd)));
+    out.push('');
+    const ca = cmd.withExtraCaCerts;
+    if (ca) {
+      out.push(
+        `The same runs, interleaved with those above, with this machine's NODE_EXTRA_CA_CERTS=${ca.value}: Node reads the bundle at every start, ` +
+          `${ms((ca.ms.node.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for \`node -e 0\` and the CLI alike, so the ratios look better than they are.`,
+      );
+      out.push('');
+      out.push(table(header, rows(ca)));
+      out.push('');
+    }
     out.push(
-      table(
-        ['Command', 'p50', 'p25 – p75', 'max', 'vs `node -e 0` (p50)'],
-        [
-          ['`node -e 0`', ms(cmd.ms.node.p50), `${ms(cmd.ms.node.p25)} – ${ms(cmd.ms.node.p75)}`, ms(cmd.ms.node.max), '1.00×'],
-          ['`tcpreset list`', ms(cmd.ms.list.p50), `${ms(cmd.ms.list.p25)} – ${ms(cmd.ms.list.p75)}`, ms(cmd.ms.list.max), `${num(cmd.ratio.list, 2)}×`],
-          ['`tcpreset ENGID -i … -o … -h … -p … -d …`', ms(cmd.ms.submit.p50), `${ms(cmd.ms.submit.p25)} – ${ms(cmd.ms.submit.p75)}`, ms(cmd.ms.submit.max), `${num(cmd.ratio.submit, 2)}×`],
-        ],
-      ),
+      'How: the common command lines are parsed by a small parser of their own (commander loads only for help and unusual lines; a test holds the two to the same answers), ' +
+        'the request goes out through Node\'s Unix-socket handle without loading node:net and its ~25 stream modules, output is written with writeSync, ' +
+        'and bin/tcpreset runs one CommonJS bundle with a V8 code cache made at build time. What is left above `node -e 0` is reading and running that bundle, ' +
+        'the exchange with the daemon, and the `env` in the `#!` line.',
     );
     out.push('');
   }
@@ -473,10 +491,10 @@ function shortfalls(r: BenchResults): string[] {
     );
   }
   const cmd = r.command;
-  if (cmd && (cmd.ratio.list > 1.3 || cmd.ratio.submit > 1.3)) {
+  if (cmd && (cmd.ratio.list > COMMAND_GOAL || cmd.ratio.submit > COMMAND_GOAL)) {
     out.push(
       `The command: \`tcpreset list\` takes ${num(cmd.ratio.list, 2)}× and a job submission ${num(cmd.ratio.submit, 2)}× the time of \`node -e 0\` ` +
-        `(${ms((cmd.ms.submit.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for a submission), against 1.3×.`,
+        `(${ms((cmd.ms.submit.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for a submission), against ${COMMAND_GOAL}×.`,
     );
   }
   return out;

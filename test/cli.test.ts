@@ -371,6 +371,12 @@ test('both transports (Node\'s pipe handle and node:net) give the same results a
     t.regex(viaPipe, expect[i], `pipe: ${name}`);
     t.is(viaPipe, viaNet, name);
   }
+  // Where Node would warn about process.binding() (it does: the control), the command takes node:net and stays quiet.
+  const warned = await new Promise<string>((res) => execFile(process.execPath, ['--pending-deprecation', '-e', "process.binding('pipe_wrap')"], (_e, _o, err) => res(err)));
+  t.regex(warned, /DEP0111/);
+  for (const env of [{ NODE_OPTIONS: '--pending-deprecation' }, { NODE_PENDING_DEPRECATION: '1' }] as Record<string, string>[]) {
+    t.deepEqual(await child(['list'], { TCPRESET_SOCKET: good.path, ...env }), { code: 0, stdout: 'no jobs\n', stderr: '' }, JSON.stringify(env));
+  }
   // Every good exchange closed its handle: nothing keeps a test process (or the CLI) alive.
   t.is(hang.requests.length, 2);
 });

@@ -9,8 +9,8 @@
  * 25 modules and, measured, most of the CLI's cost above a bare `node -e 0`.
  * The binding is reached through process.binding() (DEP0111, deprecated in
  * the documentation only), so `pipe` is used only when the binding has the
- * shape this code knows and no --pending-deprecation would print a
- * warning; otherwise, and on any surprise before connecting, `net` is used.
+ * shape this code knows and no pending deprecation (--pending-deprecation,
+ * NODE_PENDING_DEPRECATION=1) would print a warning; otherwise, and on any surprise before connecting, `net` is used.
  * test/cli.test.ts runs the transport cases against both.
  */
 import { TcpresetError } from '../errors.js';
@@ -102,7 +102,10 @@ let pipeBindings: { p: PipeBinding; s: StreamBinding } | null | undefined;
 function pipeOpen(): Open | null {
   if (pipeBindings === undefined) {
     pipeBindings = null;
-    const pending = process.execArgv.includes('--pending-deprecation') || /--pending-deprecation/.test(process.env.NODE_OPTIONS ?? '');
+    const pending =
+      process.execArgv.includes('--pending-deprecation') ||
+      /--pending-deprecation/.test(process.env.NODE_OPTIONS ?? '') ||
+      process.env.NODE_PENDING_DEPRECATION === '1';
     const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
     if (!pending && typeof binding === 'function') {
       try {

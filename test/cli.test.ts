@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { run } from '../src/cli/main.js';
 import type { Job } from '../src/control/protocol.js';
 import { worldReadableBuild } from '../testkit/daemon.js';
+import { ownedNetnsSync } from '../testkit/lab/netns.js';
 import { ptest } from './helpers/privileged.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -602,7 +603,8 @@ test('the CLI import graph reaches neither koffi nor pino (nor native/daemon cod
 // ---------------------------------------------------------------- against the real daemon
 
 ptest('the real daemon: create, extend, list, status, version, cancel, and its refusals with exit codes', async (t) => {
-  const ns = `tcpr-cli-${process.pid}`;
+  // Owned like a lab's namespace: a crashed run's is swept later, nobody else's ever.
+  const { ns, destroy: destroyNs } = ownedNetnsSync('cli');
   const dir = mkdtempSync(join(tmpdir(), 'tcpreset-cli-d-'));
   const sh = (...a: string[]): string => execFileSync(a[0], a.slice(1), { encoding: 'utf8' });
   let daemon: ChildProcess | undefined;
@@ -613,14 +615,9 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
       await Promise.race([gone, new Promise((ok) => setTimeout(ok, 5000))]);
       if (daemon.exitCode === null) daemon.kill('SIGKILL');
     }
-    try {
-      sh('ip', 'netns', 'del', ns);
-    } catch {
-      /* gone */
-    }
+    destroyNs();
     rmSync(dir, { recursive: true, force: true });
   });
-  sh('ip', 'netns', 'add', ns);
   const ip = (...a: string[]): string => sh('ip', '-n', ns, ...a);
   ip('link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1');
   ip('link', 'add', 'rs0', 'type', 'veth', 'peer', 'name', 'rs1');

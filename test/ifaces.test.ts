@@ -12,6 +12,7 @@ import {
   readInterface,
 } from '../src/net/ifaces.js';
 import { ptest } from './helpers/privileged.js';
+import { ownedNetnsSync } from '../testkit/lab/netns.js';
 
 const ifacesModule = new URL('../src/net/ifaces.js', import.meta.url).href;
 const hasIpv6 = existsSync('/proc/net/if_inet6');
@@ -109,15 +110,9 @@ function inNs(ns: string, calls: string[]): Array<{ ok: true; value: any } | { o
 }
 
 ptest('interface states in a namespace: down, lowerlayerdown veth, active, addresses by family and scope, tentative, l2', (t) => {
-  const ns = `tcpr-if-${process.pid}`;
-  sh('ip', 'netns', 'add', ns);
-  t.teardown(() => {
-    try {
-      sh('ip', 'netns', 'del', ns);
-    } catch {
-      /* already gone */
-    }
-  });
+  // Owned like a lab's namespace: a crashed run's is swept later, nobody else's ever.
+  const { ns, destroy } = ownedNetnsSync('if', { loUp: false });
+  t.teardown(destroy);
   const ip = (...a: string[]): string => sh('ip', '-n', ns, ...a);
   ip('link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb');
   ip('link', 'add', 'dm0', 'type', 'ifb'); // no dummy module on this kernel; ifb also reports operstate unknown

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { request } from '../src/control/client.js';
 import type { RequestBody, Response } from '../src/control/protocol.js';
 import type { Lab } from './lab/lab.js';
+import { ownedNetnsSync } from './lab/netns.js';
 import { wallMs } from './time.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url)); // from dist/testkit/
@@ -277,16 +278,16 @@ export function readUntilClose(s: net.Socket, timeoutMs = 30_000): Promise<{ lin
 
 /**
  * A namespace with the interfaces a job needs: sniff0 and reset0 (veths,
- * up; reset0 with 192.0.2.1/24 and 2001:db8::1/64). Removed at teardown.
+ * up; reset0 with 192.0.2.1/24 and 2001:db8::1/64). Owned like a lab's
+ * (testkit/lab/record.ts); removed at teardown.
  */
 export async function sensorNetns(t: import('ava').ExecutionContext): Promise<string> {
-  const ns = `trd-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+  const { ns, destroy } = ownedNetnsSync('sensor');
+  t.teardown(destroy);
   const ip = (...a: string[]) => {
     const r = spawnSync('ip', a, { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`ip ${a.join(' ')}: ${r.stderr}`);
   };
-  ip('netns', 'add', ns);
-  t.teardown(() => void spawnSync('ip', ['netns', 'del', ns]));
   ip('-n', ns, 'link', 'add', 'sniff0', 'type', 'veth', 'peer', 'name', 'sniffp');
   ip('-n', ns, 'link', 'add', 'reset0', 'type', 'veth', 'peer', 'name', 'resetp');
   for (const dev of ['lo', 'sniff0', 'sniffp', 'reset0', 'resetp']) ip('-n', ns, 'link', 'set', dev, 'up');

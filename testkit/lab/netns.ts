@@ -79,6 +79,34 @@ export function runSyncQuiet(argv: readonly string[]): boolean {
   }
 }
 
+function runSyncOrThrow(argv: readonly string[]): void {
+  const [file, ...args] = argv;
+  try {
+    execFileSync(file!, args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
+  } catch (err) {
+    const e = err as { status?: number | null; stderr?: Buffer };
+    throw new LabCommandError(argv, e.status ?? null, e.stderr?.toString() ?? String(err), err);
+  }
+}
+
+/**
+ * One namespace owned the way a lab owns its own: named `<stem>-<role>`,
+ * recorded (so a crashed run's is swept and nobody else's ever is), lo up
+ * unless `loUp: false`, removed by destroy() or at process exit. For tests that need a bare
+ * namespace rather than the whole lab. Synchronous.
+ */
+export function ownedNetnsSync(role: string, opts: { loUp?: boolean } = {}): { ns: string; destroy: () => void } {
+  const res = new Resources();
+  const ns = `${res.stem}-${role}`;
+  try {
+    res.addNetnsSync(ns, opts);
+  } catch (err) {
+    res.destroySync();
+    throw err;
+  }
+  return { ns, destroy: () => res.destroySync() };
+}
+
 /** argv that runs `argv` inside namespace `ns`. */
 export function nsArgv(ns: string, argv: readonly string[]): string[] {
   return ['ip', 'netns', 'exec', ns, ...argv];
@@ -133,6 +161,16 @@ export class Resources {
     this.namespaces.push(name);
     this.record.addNetns(name);
     await run(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
+  }
+
+  /** addNetns for synchronous callers (tests that build their namespace with execFileSync). */
+  addNetnsSync(name: string, opts: { loUp?: boolean } = {}): void {
+    if (this.destroyed) throw new TcpresetError('E_STATE', 'lab already destroyed');
+    if (!name.startsWith(`${this.stem}-`)) throw new TypeError(`namespace ${name} must start with ${this.stem}-`);
+    runSyncOrThrow(['ip', 'netns', 'add', name]);
+    this.namespaces.push(name);
+    this.record.addNetns(name);
+    if (opts.loUp !== false) runSyncOrThrow(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
   }
 
   /** Records a child process so destroy() ends it; forgets it when it exits on its own. */

@@ -18,7 +18,7 @@
  *             and committed to the ring, whose adaptive wake-up queues an
  *             irq_work (this kernel has no kprobes; XDP itself and the
  *             commit cannot be stamped apart)
- *   woken     sched:sched_wakeup of one of the tool's threads inside that
+ *   woken     sched:sched_waking of one of the tool's threads inside that
  *             irq_work: the ring's waiter is woken
  *   running   sched:sched_switch to that thread: it got a CPU
  *   returned  raw_syscalls:sys_exit of that thread: its epoll_wait/poll
@@ -132,7 +132,7 @@ tracepoint:net:net_dev_start_xmit
 }
 tracepoint:irq_vectors:irq_work_entry /@t0 && @notify == 0 && cpu == @cpu0/ { @notify = nsecs; @iniw[cpu] = 1; }
 tracepoint:irq_vectors:irq_work_exit /@iniw[cpu]/ { delete(@iniw[cpu]); }
-tracepoint:sched:sched_wakeup /@t0 && @woken == 0 && @iniw[cpu] && (${tidTest})/ { @woken = nsecs; @wtid = args->pid; }
+tracepoint:sched:sched_waking /@t0 && @woken == 0 && @iniw[cpu] && (${tidTest})/ { @woken = nsecs; @wtid = args->pid; }
 tracepoint:sched:sched_switch /@woken && @running == 0 && args->next_pid == @wtid/ { @running = nsecs; }
 tracepoint:raw_syscalls:sys_exit /@running && @returned == 0 && tid == @wtid/ { @returned = nsecs; }
 ${handler}

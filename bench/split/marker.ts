@@ -1,23 +1,25 @@
 /**
- * Preloaded into tcpresetd by bench/split.ts (NODE_OPTIONS=--import ...),
- * never by the product: marks two points of the daemon's event path with
- * system calls that cost ~0.3 µs and that the split's bpftrace script
- * stamps with the kernel's clock (the same clock as its other probes):
+ * Preloaded into tcpresetd by bench/split.ts (NODE_OPTIONS=--import ...,
+ * which Node also applies to worker threads), never by the product: marks
+ * two points of the daemon's event path with system calls that cost
+ * ~0.3 µs and that the split's bpftrace script stamps with the kernel's
+ * clock (the same clock as its other probes):
  *   getegid(2): the JS record handler is entered (first record of a drain);
- *   getgid(2):  the first RST of a drain is queued for sending (forged).
- * It wraps RingReader.start and Sender.enqueue/flush from the very modules
- * the daemon loads (same files, so the same module instances). When the
- * event path no longer goes through them the marks are simply absent and
- * the split shows those two stages as n/a.
+ *   getgid(2):  the first RST since the last flush is queued (forged).
+ * It wraps RingReader.prototype.drain and Sender.prototype.enqueue/flush of
+ * the very modules the daemon loads (same files, so the same classes, in
+ * whichever thread runs the event path). When the event path stops going
+ * through them the marks are simply absent and the split shows those two
+ * stages as n/a.
  */
 import { RingReader } from '../../src/bpf/ringbuf.js';
 import { Sender } from '../../src/net/sender.js';
 
-type Start = RingReader['start'];
-const start: Start = RingReader.prototype.start;
-RingReader.prototype.start = function (this: RingReader, onRecord, opts = {}) {
+type Drain = RingReader['drain'];
+const drain: Drain = RingReader.prototype.drain;
+RingReader.prototype.drain = function (this: RingReader, onRecord, ...rest) {
   let first = true;
-  return start.call(
+  return drain.call(
     this,
     (dv, off, len) => {
       if (first) {
@@ -26,15 +28,9 @@ RingReader.prototype.start = function (this: RingReader, onRecord, opts = {}) {
       }
       onRecord(dv, off, len);
     },
-    {
-      ...opts,
-      onDrained: (n: number) => {
-        first = true;
-        opts.onDrained?.(n);
-      },
-    },
+    ...rest,
   );
-} as Start;
+} as Drain;
 
 let forged = false;
 const enqueue = Sender.prototype.enqueue;

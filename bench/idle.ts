@@ -52,6 +52,12 @@ export type IdleKind = 'syn' | 'data';
 
 export const FLOOR_BIN = join(REPO_ROOT, 'build', 'floor');
 export const BPF_OBJECT = join(REPO_ROOT, 'build', 'tcpreset.bpf.o');
+/**
+ * The floor runs at the nice value tcpresetd gives its event thread
+ * (src/dataplane/event-path.ts, default -10): the two are compared at the
+ * same scheduling priority, so a ratio measures the work, not the priority.
+ */
+export const FLOOR_NICE = -10;
 const CONN_CLIENT = fileURLToPath(new URL('./lib/conn-client.js', import.meta.url));
 const ECHO_PORT = 7777;
 const TH_SYN = 0x02;
@@ -111,6 +117,8 @@ export interface FreshCell {
 export interface IdleResult {
   method: string;
   floorXdpMode: string;
+  /** Nice value the floor ran at. */
+  floorNice: number;
   gapsMs: number[];
   kinds: IdleKind[];
   runsPerCell: number;
@@ -153,7 +161,7 @@ let floorMode = 'not started';
 
 async function startFloor(ctx: BenchContext, host: string): Promise<Running> {
   const { lab } = ctx;
-  const child = lab.spawn(lab.sensor.ns, [FLOOR_BIN, BPF_OBJECT, lab.sensor.sniffIf, lab.sensor.resetIf, host], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = lab.spawn(lab.sensor.ns, [FLOOR_BIN, BPF_OBJECT, lab.sensor.sniffIf, lab.sensor.resetIf, host, String(FLOOR_NICE)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
@@ -512,6 +520,7 @@ export async function runIdle(ctx: BenchContext): Promise<IdleResult> {
   return {
     method: 'tcpdump (AF_PACKET, kernel timestamps, ns): trigger at p-mirror egress, RST at reset0 egress',
     floorXdpMode: floorMode,
+    floorNice: FLOOR_NICE,
     gapsMs: gaps.gapsMs,
     kinds: gaps.kinds,
     runsPerCell: gaps.runs,

@@ -42,7 +42,7 @@ function idleFixture(tcpresetP50: number, blockedB: number): IdleResult {
     ratios.push({ kind: 'syn', gapMs: gap, p50Ratio: t / 100, p99Ratio: 2, goalP50Us: 170, goalP99Us: 400, met: t <= 170 });
   }
   return {
-    method: 'tcpdump', floorXdpMode: 'native', gapsMs: [1, 1000], kinds: ['syn'], runsPerCell: 1, triggersPerRun: { 1: 10, 1000: 10 },
+    method: 'tcpdump', floorXdpMode: 'native', floorNice: -10, gapsMs: [1, 1000], kinds: ['syn'], runsPerCell: 1, triggersPerRun: { 1: 10, 1000: 10 },
     cells, ratios,
     connections: [
       { tool: 'tcpreset', kind: 'b', attempts: 200, crossed: 200 - blockedB, connected: 200, firstRstUs: stats(900, 1000, 1100), requestUs: stats(800, 900, 950) },
@@ -103,7 +103,7 @@ async function captured(lab: Lab, dir: string, fn: () => Promise<void>) {
 }
 
 async function startFloorIn(lab: Lab, host: string) {
-  const child = lab.spawn(lab.sensor.ns, [FLOOR_BIN, BPF_OBJECT, lab.sensor.sniffIf, lab.sensor.resetIf, host]);
+  const child = lab.spawn(lab.sensor.ns, [FLOOR_BIN, BPF_OBJECT, lab.sensor.sniffIf, lab.sensor.resetIf, host, '-10']);
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('close', (code) => reject(new Error(`floor exited ${code}`)));
@@ -131,7 +131,7 @@ ptest('floor: resets a real connection the way tcpreset does, RST for RST (forge
     await lab.exec(lab.sensor.ns, ['ping', '-c', '1', '-W', '1', server.v4]);
 
     const floor = await startFloorIn(lab, client.v4);
-    t.regex(floor.line, /^ready \d+ (native|generic)$/);
+    t.regex(floor.line, /^ready \d+ (native|generic) -10$/);
     let refused: Awaited<ReturnType<typeof connectOnce>> | undefined;
     const real = await captured(lab, dir, async () => {
       refused = await connectOnce(lab, client.ns, server.v4, 7777, { holdMs: 300 });
@@ -169,9 +169,15 @@ ptest('floor: resets a real connection the way tcpreset does, RST for RST (forge
   }
 });
 
-ptest('floor: a HOST that is no address is refused with exit 64 and names the value', (t) => {
+ptest('floor: a HOST that is no address, or a NICE out of range, is refused with exit 64 and names the value', (t) => {
   execFileSync('make', ['-C', ROOT, 'build/floor'], { stdio: 'ignore' });
-  const err = t.throws(() => execFileSync(FLOOR_BIN, [BPF_OBJECT, 'lo', 'lo', '10.1.2'], { stdio: 'pipe' })) as Error & { status: number; stderr: Buffer };
-  t.is(err.status, 64);
-  t.regex(err.stderr.toString(), /HOST 10\.1\.2 is not an IPv4 or IPv6 address/);
+  for (const [args, msg] of [
+    [['lo', 'lo', '10.1.2'], /HOST 10\.1\.2 is not an IPv4 or IPv6 address/],
+    [['lo', 'lo', '10.1.2.3', '-21'], /NICE -21 is not an integer from -20 to 19/],
+    [['lo', 'lo', '10.1.2.3', '1x'], /NICE 1x is not an integer from -20 to 19/],
+  ] as const) {
+    const err = t.throws(() => execFileSync(FLOOR_BIN, [BPF_OBJECT, ...args], { stdio: 'pipe' })) as Error & { status: number; stderr: Buffer };
+    t.is(err.status, 64);
+    t.regex(err.stderr.toString(), msg);
+  }
 });

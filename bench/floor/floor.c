@@ -12,8 +12,11 @@
  * with SO_BINDTODEVICE (src/net/sender.ts's l3 mode). Nothing else: no
  * logs, no counters beyond three integers, no flow bookkeeping.
  *
- *   floor OBJECT SNIFF_IF RESET_IF HOST
+ *   floor OBJECT SNIFF_IF RESET_IF HOST [NICE]
  *
+ * NICE (default 0) is set with setpriority() before the loop: bench/idle.ts
+ * runs the floor at the nice value tcpresetd gives its event thread (-10),
+ * so the two are compared at the same scheduling priority.
  * Prints "ready <ifindex> <native|generic>" on stdout once attached; on
  * SIGINT/SIGTERM prints "records N sent N errors N" on stderr and exits 0
  * (closing the link detaches the program). Root needed.
@@ -31,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
@@ -204,9 +208,19 @@ static int die(const char *what, int err)
 
 int main(int argc, char **argv)
 {
-	if (argc != 5) {
-		fprintf(stderr, "usage: floor OBJECT SNIFF_IF RESET_IF HOST\n");
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: floor OBJECT SNIFF_IF RESET_IF HOST [NICE]\n");
 		return 64;
+	}
+	int nice_value = 0;
+	if (argc == 6) {
+		char *end;
+		long n = strtol(argv[5], &end, 10);
+		if (*argv[5] == '\0' || *end != '\0' || n < -20 || n > 19) {
+			fprintf(stderr, "floor: NICE %s is not an integer from -20 to 19\n", argv[5]);
+			return 64;
+		}
+		nice_value = (int)n;
 	}
 	const char *objpath = argv[1], *sniff = argv[2], *reset = argv[3], *host = argv[4];
 	struct tr_target_key key;
@@ -272,13 +286,16 @@ int main(int argc, char **argv)
 	if (link < 0)
 		return die("attach XDP", link);
 
+	if (nice_value && setpriority(PRIO_PROCESS, 0, nice_value) < 0)
+		return die("setpriority", errno);
+
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal; /* no SA_RESTART: the poll returns EINTR */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	srandom(getpid());
-	printf("ready %d %s\n", sniff_ifindex, mode);
+	printf("ready %d %s %d\n", sniff_ifindex, mode, nice_value);
 	fflush(stdout);
 
 	while (!stop) {

@@ -548,7 +548,8 @@ function idleSection(x: IdleResult, measuredAt: string | undefined): string[] {
       'A quiet tool woken by one matching segment after an idle gap: from the segment handed to the sniff interface\'s cable to the first RST ' +
       `leaving the reset interface (${x.method}). tcpreset is the real daemon, its jobs created and cancelled with the real CLI; the **floor** is ` +
       'bench/floor/floor.c, the least this design can do: the same XDP object on the same interface, `ring_buffer__poll()` with libbpf\'s default ' +
-      `adaptive wake-up, the same RSTs sent with one \`sendmmsg\` on raw sockets bound to the reset interface (its XDP attached ${x.floorXdpMode}). ` +
+      `adaptive wake-up, the same RSTs sent with one \`sendmmsg\` on raw sockets bound to the reset interface (its XDP attached ${x.floorXdpMode}` +
+        `${x.floorNice !== undefined ? `; run at nice ${x.floorNice}, the priority tcpresetd gives its event thread` : ''}). ` +
       `The two take turns (${x.runsPerCell} run(s) per tool, kind and gap, order alternating), ` +
       `${Object.entries(x.triggersPerRun).map(([g, n]) => `${n} triggers per run at ${gapText(Number(g))}`).join(', ')}. ` +
       '*SYN of a new flow*: tcpreset logs a `flow reset` line for each; *data on a known flow*: PSH|ACK segments of one flow with random ' +

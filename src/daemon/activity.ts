@@ -8,7 +8,7 @@
  * many flows were not logged individually, so the log cannot be used to
  * drown the journal.
  */
-import type { FlowResetInfo } from '../dataplane/enforcer.js';
+import type { FlowResetInfo } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { JobCounters, JobRecord, LogSink } from './jobs.js';
 

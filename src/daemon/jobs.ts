@@ -22,7 +22,7 @@
 import { randomFillSync } from 'node:crypto';
 import { TcpresetError, ValidationError } from '../errors.js';
 import { parseHost } from '../packet/addr.js';
-import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/enforcer.js';
+import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
 import type { JobFields, Job as ProtocolJob } from '../control/protocol.js';

@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../errors.js';
 import type { Request } from '../control/protocol.js';
-import type { Enforcer, FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/enforcer.js';
+import type { Enforcer } from '../dataplane/enforcer.js';
+import type { FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceFault } from '../net/ifaces.js';
 import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from '../../testkit/lab/lab.js';
-import type { EnforcerStatus, FlowResetInfo, TargetInfo, TargetSpec } from '../../src/dataplane/enforcer.js';
+import type { EnforcerStatus, FlowResetInfo, TargetInfo, TargetSpec } from '../../src/dataplane/types.js';
 
 const AGENT_SCRIPT = fileURLToPath(new URL('../fixtures/enforcer-agent.js', import.meta.url));
 

@@ -1,0 +1,98 @@
+/**
+ * The data plane's public shapes: what the Enforcer takes (TargetSpec,
+ * EnforcerOptions), what it reports (TargetInfo, FlowResetInfo, faults,
+ * status), and the logger it writes to. Its units import them from here.
+ */
+import type { Counters, Family } from '../contract.js';
+import type { InjectMode } from '../net/sender.js';
+
+export interface LoggerLike {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface TargetSpec {
+  sniffIf: string;
+  resetIf: string;
+  /** IPv4 or IPv6 text, parsed strictly; an IPv4-mapped IPv6 address becomes its IPv4 form. */
+  host: string;
+  /** Remote TCP port; absent or 0 = the whole host. */
+  port?: number;
+  mode?: InjectMode;
+  /** Wall-clock end, epoch ms. */
+  expiresAt: number;
+  /** Free text for logs, e.g. "ENGID/jobid". */
+  label?: string;
+}
+
+export interface TargetCounters {
+  matched: number;
+  rstsSent: number;
+  flows: number;
+  firstHitAt: number | null;
+  lastHitAt: number | null;
+}
+
+export interface TargetInfo {
+  id: number;
+  sniffIf: string;
+  resetIf: string;
+  host: string;
+  port: number;
+  mode: InjectMode;
+  expiresAt: number;
+  label: string;
+  family: Family;
+  counters: TargetCounters;
+}
+
+export interface FlowResetInfo {
+  targetId: number;
+  label: string;
+  family: Family;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** From the segment's arrival in XDP to sendmmsg's return for its RSTs (µs). */
+  firstLatencyUs: number;
+}
+
+export type IfaceRole = 'sniff' | 'reset';
+
+/** An interface the data plane needs that is missing or down. */
+export interface InterfaceFault {
+  ifname: string;
+  role: IfaceRole;
+  fault: string;
+  /** Epoch ms when the fault was first seen. */
+  since: number;
+}
+
+export interface EnforcerStatus {
+  attached: { ifname: string; ifindex: number; mode: 'native' | 'generic' }[];
+  senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
+  counters: Counters;
+  /** perThread: records each event thread handled. */
+  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[] };
+  targets: number;
+  faults: InterfaceFault[];
+}
+
+export interface EnforcerOptions {
+  objectPath?: string;
+  logger?: LoggerLike;
+  maxTargets?: number;
+  /** Capacity of the flow memory, connections (default FLOWMEM_DEFAULT). */
+  flowMemory?: number;
+  /** How often interfaces are checked for going down, away and back (ms). */
+  healthIntervalMs?: number;
+  /** The event thread busy-polls the ring this long after the last record before sleeping (µs). */
+  eventSpinUs?: number;
+  /** Nice value of the event thread (null: inherited). Default -10. */
+  eventNice?: number | null;
+  /** Event threads, each with a ring buffer of its own (1..RING_SLOTS). Default 1. */
+  eventThreads?: number;
+}

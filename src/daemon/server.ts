@@ -240,15 +240,19 @@ export class ControlServer {
     let buffered = 0;
     let discarding = false;
     let queued = 0;
-    let busy = false;
+    /** Requests started and not yet answered. */
+    let busy = 0;
+    /** Starts requests, one per turn, in order. */
     let chain: Promise<void> = Promise.resolve();
+    /** Sends the answers, in the order the requests came. */
+    let replies: Promise<void> = Promise.resolve();
     /** Since when our answers have been piling up unread (s.write returned false), or null. */
     let blockedSince: number | null = null;
     let drained: Promise<void> = Promise.resolve();
 
     const idleMs = this.o.idleTimeoutMs;
     let lastActivity = performance.now();
-    this.clients.set(s, { peer, lastActivity: () => lastActivity, working: () => busy || queued > 0 });
+    this.clients.set(s, { peer, lastActivity: () => lastActivity, working: () => busy > 0 || queued > 0 });
     const resumeIfRoom = (): void => {
       if (queued < MAX_QUEUED_LINES && blockedSince === null && !discarding && !s.destroyed) s.resume();
     };
@@ -269,11 +273,11 @@ export class ControlServer {
         }
         const idleFor = now - lastActivity;
         // A request in progress is the daemon's delay, not the client's.
-        if (busy || queued > 0 || idleFor < idleMs) {
+        if (busy > 0 || queued > 0 || idleFor < idleMs) {
           // Not idle (yet): the socket's timer does not fire again without new
           // activity, and libuv's cached clock can fire it a hair early, so arm
           // it again or the client would be kept forever.
-          s.setTimeout(busy || queued > 0 ? idleMs : Math.max(1, Math.ceil(idleMs - idleFor)));
+          s.setTimeout(busy > 0 || queued > 0 ? idleMs : Math.max(1, Math.ceil(idleMs - idleFor)));
           return;
         }
         log.warn({ peer, partialBytes: buffered, idleMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
@@ -319,17 +323,26 @@ export class ControlServer {
         // waiting until its whole batch is done.
         await yieldToIo();
         if (blockedSince !== null) await drained;
-        busy = true;
-        try {
-          send(await this.handleLine(line.toString('utf8'), peer));
-        } finally {
-          busy = false;
-        }
-      }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'))
-        .finally(() => {
-          queued--;
-          resumeIfRoom();
-        });
+        // Started in order, answered in order, but the next one starts while
+        // this one waits (for its journal record's fsync): so one sync
+        // acknowledges many of a pipelining client's changes, and at most
+        // MAX_QUEUED_LINES of them are in progress.
+        busy++;
+        const answer = this.handleLine(line.toString('utf8'), peer);
+        replies = replies.then(async () => {
+          try {
+            send(await answer);
+          } finally {
+            busy--;
+            queued--;
+            resumeIfRoom();
+          }
+        }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'));
+      }).catch((err: unknown) => {
+        log.error({ err, peer }, 'control connection handler failed');
+        queued--;
+        resumeIfRoom();
+      });
     };
 
     s.on('data', (data: Buffer) => {
@@ -363,7 +376,7 @@ export class ControlServer {
       log.warn({ peer, bytes: atLeast, limit: MAX_LINE_BYTES }, 'request line too long: closing the connection');
       // Answer after whatever is ahead of it, then half-close; the rest of
       // the line is read and dropped until the client closes or the grace ends.
-      chain = chain.then(() => {
+      chain = chain.then(() => replies).then(() => {
         send(errorResponse(new TcpresetError('E_PROTOCOL', `request line exceeds ${MAX_LINE_BYTES} bytes; closing the connection`, {
           details: { limit: MAX_LINE_BYTES },
         })));
@@ -377,7 +390,7 @@ export class ControlServer {
       if (buffered > 0 && !discarding) {
         log.debug({ peer, partialBytes: buffered }, 'client closed with an unterminated line: ignored');
       }
-      void chain.then(() => s.end());
+      void chain.then(() => replies).then(() => s.end());
     });
   }
 

@@ -236,11 +236,10 @@ test('SIGHUP applies limits, protected, idle timeout and log level at once, name
     held.write(`${JSON.stringify(line)}\n`);
   });
 
-  // Before: the duration and host are accepted as far as the (missing) interfaces; requests are logged at info.
+  // Before: the duration and host are accepted as far as the (missing) interfaces; refusals are logged at info.
   const pre = await d.request(createReq('203.0.113.5', 100));
   t.is(pre.error?.code, 'E_IFACE', JSON.stringify(pre));
-  await d.request({ v: 1, op: 'version', id: 'before' });
-  await d.waitLog((l) => l.msg === 'request' && l.reqId === 'before');
+  await d.waitLog((l) => l.msg === 'request refused' && l.error === 'E_IFACE');
 
   writeFileSync(cfg, JSON.stringify({ maxDurationSec: 50, protected: ['203.0.113.0/24'], clientIdleTimeoutMs: 300, logLevel: 'warn', eventThreads: 2 }));
   const done = await hup(d);
@@ -267,9 +266,10 @@ test('SIGHUP applies limits, protected, idle timeout and log level at once, name
   t.true(closed.closedAt! - t0 < 2500, `after the new 300 ms timeout, not 10 s (${Math.round(closed.closedAt! - t0)} ms)`);
   const v = await ask({ v: 1, op: 'version', id: 'held' });
   t.true(v.ok, 'the connection opened before the reload still answers');
-  await d.request({ v: 1, op: 'version', id: 'after' });
+  const refusedBefore = d.logs.filter((l) => l.msg === 'request refused').length;
+  await d.request({ ...createReq('198.51.100.5', 10), id: 'after' });
   await sleep(200);
-  t.falsy(d.logs.find((l) => l.reqId === 'after'), 'info lines are no longer logged at level warn');
+  t.is(d.logs.filter((l) => l.msg === 'request refused').length, refusedBefore, 'info lines are no longer logged at level warn');
 
   // A file that does not validate: refused in one error line, nothing changes.
   writeFileSync(cfg, JSON.stringify({ maxDurationSec: 0 }));
@@ -305,4 +305,24 @@ ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job 
   const savedIds = (): string[] => decodeState(readFileSync(join(d.stateDir, 'jobs.json'), 'utf8')).map((j) => j.id);
   for (let i = 0; i < 40 && savedIds().includes(b.result.job.id); i++) await sleep(50);
   t.deepEqual(savedIds(), [a.result.job.id], 'the ended job is gone from the saved jobs');
+});
+
+// ---------------------------------------------------------------- logging
+
+test('read-only polls (version, list, status) are logged at debug, changes at info', async (t) => {
+  const info = await startDaemon({ config: { logLevel: 'info' } });
+  t.teardown(() => info.stop());
+  for (const op of ['version', 'list', 'status']) t.true((await info.request({ v: 1, op, id: `${op}-1` })).ok);
+  const refused = await info.request({ ...createReq('198.51.100.5', 10), id: 'create-1' });
+  t.is(refused.error?.code, 'E_IFACE');
+  await info.waitLog((l) => l.reqId === 'create-1' && l.level === 30, 5000, 'the refused create at info');
+  t.deepEqual(info.logs.filter((l) => typeof l.reqId === 'string').map((l) => l.reqId), ['create-1'], 'no poll at info');
+
+  // Positive control: at debug the polls are there, at level 20.
+  const debug = await startDaemon({ config: { logLevel: 'debug' } });
+  t.teardown(() => debug.stop());
+  for (const op of ['version', 'list', 'status']) t.true((await debug.request({ v: 1, op, id: `${op}-2` })).ok);
+  await debug.waitLog((l) => l.reqId === 'status-2');
+  t.deepEqual(debug.logs.filter((l) => typeof l.reqId === 'string').map((l) => [l.reqId, l.level, l.msg]),
+    [['version-2', 20, 'request'], ['list-2', 20, 'request'], ['status-2', 20, 'request']]);
 });

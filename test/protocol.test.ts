@@ -25,7 +25,8 @@ const PROTECTED_NET = '203.0.113.0/24';
 let shared: DaemonProc;
 
 test.before(async () => {
-  shared = await startDaemon({ config: { clientIdleTimeoutMs: IDLE_MS, protected: [PROTECTED_NET], maxDurationSec: 3600 } });
+  // debug: answered read-only requests (version, list, status) are logged at debug only.
+  shared = await startDaemon({ config: { clientIdleTimeoutMs: IDLE_MS, protected: [PROTECTED_NET], maxDurationSec: 3600, logLevel: 'debug' } });
 });
 test.after.always(async () => {
   await shared?.stop();

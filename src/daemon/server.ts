@@ -46,6 +46,9 @@ export interface ServerOptions {
   mode?: number;
 }
 
+/** Requests that change nothing: answered ones are logged at debug, not info. Any op not listed is logged at info. */
+export const READ_ONLY_OPS: ReadonlySet<string> = new Set(['version', 'status', 'list', 'metrics', 'history']);
+
 /** Lines queued per connection before reading pauses (a client pipelining thousands of requests). */
 const MAX_QUEUED_LINES = 64;
 /** After an oversized line: how long the rest may still trickle in before the connection is cut. */
@@ -435,7 +438,8 @@ export class ControlServer {
     try {
       const result = await this.o.handler(req, peer);
       const r = result as { action?: string; job?: { id?: string } } | null;
-      this.o.log.info(
+      // Polls (a dashboard's `tcpreset list` every few seconds) would drown the changes: debug.
+      this.o.log[READ_ONLY_OPS.has(req.op) ? 'debug' : 'info'](
         {
           peer, op: req.op, ...(req.id !== undefined ? { reqId: req.id } : {}),
           ...(r?.job?.id ? { jobId: r.job.id } : {}), ...(r?.action ? { action: r.action } : {}), ms: msSince(t0),
@@ -446,7 +450,7 @@ export class ControlServer {
     } catch (err) {
       const resp = errorResponse(err, req.id);
       if (err instanceof TcpresetError && err.code !== 'E_INTERNAL') {
-        this.o.log.info({ peer, op: req.op, error: resp.error.code, message: resp.error.message, ms: msSince(t0) }, 'request refused');
+        this.o.log.info({ peer, op: req.op, ...(req.id !== undefined ? { reqId: req.id } : {}), error: resp.error.code, message: resp.error.message, ms: msSince(t0) }, 'request refused');
       } else {
         // A bug: never fatal to the daemon, always visible in the log.
         this.o.log.error({ peer, op: req.op, err }, 'request failed with an internal error');

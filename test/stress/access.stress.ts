@@ -109,7 +109,8 @@ ptest.serial('the control socket admits root and the tcpreset group only (0660);
   const dir = mkdtempSync(join(tmpdir(), 'tcpreset-access-'));
   chmodSync(dir, 0o755); // others may reach the socket file; its own mode decides
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const daemon = await startDaemon({ dir });
+  // debug: read-only requests are logged at debug only, and every request line is counted here.
+  const daemon = await startDaemon({ dir, config: { logLevel: 'debug' } });
   t.teardown(async () => {
     await daemon.stop();
   });

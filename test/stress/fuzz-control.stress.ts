@@ -79,7 +79,8 @@ ptest(`control socket fuzz (${LINES} bad lines, ${SLOW} slow connections, non-re
   const daemon = await startDaemon({
     netns: lab.ns.sensor,
     // The default maxClients (1024): the slow clients outnumber it, so newcomers make room by closing the longest idle.
-    config: { clientIdleTimeoutMs: IDLE_MS, summaryIntervalMs: 1000 },
+    // debug: read-only requests are logged at debug only, and every line must be logged here.
+    config: { clientIdleTimeoutMs: IDLE_MS, summaryIntervalMs: 1000, logLevel: 'debug' },
   });
   t.teardown(async () => {
     await daemon.stop();

@@ -39,7 +39,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startServer, type Peer } from '../testkit/lab/peer-control.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
-import { startCapture } from '../testkit/pcap-capture.js';
+import { startCapture } from '../testkit/capture.js';
 import { pairResets } from './lib/pair.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
 import { startTrafgen } from '../testkit/trafgen.js';

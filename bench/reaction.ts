@@ -22,7 +22,7 @@
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { BENCH_ENGID, toolOrder, type BenchContext, type Tool } from './context.js';
-import { startCapture } from '../testkit/pcap-capture.js';
+import { startCapture } from '../testkit/capture.js';
 import { pairResets } from './lib/pair.js';
 import { summarize, roundSummary, type Summary } from '../testkit/stats.js';
 import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';

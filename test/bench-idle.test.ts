@@ -20,7 +20,7 @@ import { ptest } from './helpers/privileged.js';
 import { renderBenchmarks, type BenchResults } from '../bench/lib/report.js';
 import { parseSplitLines, splitTable } from '../bench/split.js';
 import { BPF_OBJECT, FLOOR_BIN, idleFrameConfig, type IdleResult } from '../bench/idle.js';
-import { startCapture } from '../testkit/pcap-capture.js';
+import { startCapture } from '../testkit/capture.js';
 import { startTrafgen } from '../testkit/trafgen.js';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { connectOnce, startServer } from '../testkit/lab/peer-control.js';

@@ -11,12 +11,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ptest } from './helpers/privileged.js';
-import { Capture } from './helpers/lab-test.js';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { LabCommandError, labPrefix, listNetns, ownNetns, sweepStale } from '../testkit/lab/netns.js';
 import { labRunDir } from '../testkit/lab/record.js';
 import { connectOnce, spawnPeer, startClient, startServer } from '../testkit/lab/peer-control.js';
 import { ValidationError } from '../src/errors.js';
+import { Capture } from '../testkit/capture.js';
 
 const LAB_MODULE = new URL('../testkit/lab/lab.js', import.meta.url).href;
 

@@ -1,7 +1,7 @@
 /**
  * Test helpers around the namespace lab: a controller for the Enforcer agent
  * (test/fixtures/enforcer-agent.ts, which runs the real Enforcer inside the
- * sensor namespace) and a tcpdump capture running inside a lab namespace.
+ * sensor namespace).
  */
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -177,43 +177,3 @@ export class EnforcerAgent extends EventEmitter {
     clearTimeout(hard);
   }
 }
-
-/** A tcpdump running inside a lab namespace, collecting its text output. */
-export class Capture {
-  readonly lines: string[] = [];
-  private readonly child: ChildProcess;
-  private readonly done: Promise<void>;
-  private stderr = '';
-
-  private constructor(lab: Lab, ns: string, args: string[]) {
-    this.child = lab.spawn(ns, ['tcpdump', '-l', '-U', '-nn', '-e', '-tt', ...args]);
-    createInterface({ input: this.child.stdout! }).on('line', (l) => {
-      if (l.trim() !== '') this.lines.push(l);
-    });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.stderr += d;
-    });
-    this.done = new Promise((resolve) => this.child.once('close', () => resolve()));
-  }
-
-  /** Starts `tcpdump -i IFNAME [-v] FILTER...` and waits until it listens. */
-  static async start(lab: Lab, ns: string, ifname: string, filter: string[] = [], opts: { verbose?: boolean } = {}): Promise<Capture> {
-    const cap = new Capture(lab, ns, ['-i', ifname, ...(opts.verbose ? ['-v'] : []), ...filter]);
-    const deadline = Date.now() + 5000;
-    while (!/listening on/.test(cap.stderr)) {
-      if (Date.now() > deadline) throw new Error(`tcpdump did not start: ${cap.stderr}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return cap;
-  }
-
-  /** Stops tcpdump (after a short grace so buffered packets are printed) and returns its lines. */
-  async stop(graceMs = 100): Promise<string[]> {
-    await new Promise((r) => setTimeout(r, graceMs));
-    this.child.kill('SIGINT');
-    await this.done;
-    return this.lines;
-  }
-}
-

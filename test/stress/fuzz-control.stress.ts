@@ -16,11 +16,12 @@ import { createLab } from '../../testkit/lab/lab.js';
 import { connectOnce, startServer } from '../../testkit/lab/peer-control.js';
 import { startDaemon, type LogLine } from '../../testkit/daemon.js';
 import { ptest } from '../helpers/privileged.js';
-import { fmtMs, summarize } from './helpers.js';
+import { fmtMs } from './helpers.js';
 import { SCALE, scaled } from './scale.js';
 import { sleep } from '../../testkit/time.js';
 import { seedFromEnv } from '../../testkit/rng.js';
 import { rssMb } from '../../testkit/proc.js';
+import { summarize } from '../../testkit/stats.js';
 
 const FUZZER = fileURLToPath(new URL('./control-fuzzer.js', import.meta.url));
 const PROBE = fileURLToPath(new URL('./latency-probe.js', import.meta.url));

@@ -1,24 +1,11 @@
 /**
- * Small shared tools of the fuzz/access stress files: latency figures, and a prober
+ * Small shared tools of the fuzz/access stress files: a latency format, and a prober
  * that keeps asking the daemon valid questions while something else abuses
  * it.
  */
 import net from 'node:net';
 import { sleep } from '../../testkit/time.js';
-
-export interface LatencySummary {
-  n: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-export function summarize(ms: readonly number[]): LatencySummary {
-  if (ms.length === 0) return { n: 0, p50: NaN, p99: NaN, max: NaN };
-  const s = [...ms].sort((a, b) => a - b);
-  const at = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
-}
+import { summarize, type Summary } from '../../testkit/stats.js';
 
 export const fmtMs = (x: number): string => `${x.toFixed(2)} ms`;
 
@@ -115,7 +102,7 @@ export class LatencyProbe {
       .join(', ');
   }
 
-  async stop(): Promise<LatencySummary> {
+  async stop(): Promise<Summary> {
     this.running = false;
     await this.done;
     return summarize(this.latencies);

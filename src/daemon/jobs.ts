@@ -596,6 +596,27 @@ export class JobManager {
     this.nextSameHost[slot] = NONE;
     this.free.push(slot);
     this.count--;
+    // The last job gone: give the table back (after a mass expiry of 100,000 jobs it would hold ~10 MB).
+    if (this.count === 0 && this.cap > 1024) this.emptyTable();
+  }
+
+  private emptyTable(): void {
+    this.cap = 0;
+    this.createdAtCol = new Float64Array(0);
+    this.expiresAtCol = new Float64Array(0);
+    this.targetCol = new Int32Array(0);
+    this.portCol = new Uint16Array(0);
+    this.modeCol = new Uint8Array(0);
+    this.nextSameHost = new Int32Array(0);
+    this.heapPos = new Int32Array(0);
+    this.heap = new Int32Array(0);
+    this.heapSize = 0;
+    this.ids = [];
+    this.hosts = [];
+    this.engids = [];
+    this.sniffIfs = [];
+    this.resetIfs = [];
+    this.free = [];
   }
 
   private addBase(slot: number, c: TargetCounters | JobCounters): void {

@@ -87,7 +87,8 @@ export interface ScaleResult {
    * they are all in force.
    */
   createCurve?: {
-    points: { jobs: number; perSec: number }[];
+    /** perSec: wall-clock rate; cpuUsPerJob: the daemon's own CPU time (all threads) per creation, which other load on a shared machine barely moves. */
+    points: { jobs: number; perSec: number; cpuUsPerJob?: number }[];
     jobs: number;
     totalMs: number;
     memory: { rssMB: number; heapUsedMB: number; externalMB: number; arrayBuffersMB: number } | null;
@@ -170,7 +171,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
   // step's rate is what creating the next 1,000 costs with that many jobs already in force.
   const createRate: ScaleResult['createRate'] = [];
   const STEP = 1000;
-  const points: { jobs: number; perSec: number }[] = [];
+  const points: { jobs: number; perSec: number; cpuUsPerJob: number }[] = [];
   const marks = new Set([1000, 10_000, 25_000, 50_000, 75_000, 100_000].filter((n) => n <= big));
   let created = 0;
   let totalMs = 0;
@@ -179,18 +180,20 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
     const bodies = Array.from({ length: STEP }, (_, i) => ({
       op: 'create' as const, engid: `${BENCH_ENGID}-create`, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: targetHost(base + i), duration: 3600,
     }));
+    const cpu0 = processesCpuNs([ctx.daemon.pid]);
     const r = await bulkRequests(ctx.daemon.socket, bodies.length, (i) => ({ v: 1, ...bodies[i] }), { connections: 16, window: 64, timeoutMs: 120_000 }).catch((err: Error) => {
       notes.push(`creating jobs ${base + 1}-${base + STEP} over the control socket failed: ${err.message}`);
       return null;
     });
     if (!r) break;
+    const cpuUsPerJob = Math.round((processesCpuNs([ctx.daemon.pid]) - cpu0) / 1000 / Math.max(1, r.ok));
     if (r.ok !== STEP) notes.push(`creating jobs ${base + 1}-${base + STEP}: ${STEP - r.ok} refused (${JSON.stringify([...r.errors])})`);
     created += r.ok;
     totalMs += r.ms;
     const perSec = Math.round((r.ok / r.ms) * 1000);
     if (marks.has(base + STEP)) {
-      points.push({ jobs: base + STEP, perSec });
-      ctx.log(`scale: jobs ${base + 1}-${base + STEP} created at ${perSec}/s (${(totalMs / 1000).toFixed(1)} s so far)`);
+      points.push({ jobs: base + STEP, perSec, cpuUsPerJob });
+      ctx.log(`scale: jobs ${base + 1}-${base + STEP} created at ${perSec}/s, daemon CPU ${cpuUsPerJob} µs each (${(totalMs / 1000).toFixed(1)} s so far)`);
     }
     if (base + STEP === 1000) createRate.push({ jobs: 1000, ms: Math.round(r.ms), perSec });
     if (totalMs > 300_000) {

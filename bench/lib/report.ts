@@ -265,8 +265,8 @@ export function renderBenchmarks(r: BenchResults): string {
       const c = sc.createCurve;
       out.push(
         `Creating jobs one control request each (16 connections, 64 requests in flight each), 0 to ${num(c.jobs)} on one daemon: ` +
-          c.points.map((p) => `the ${num(p.jobs)}th at ${num(p.perSec)} jobs/s`).join(', ') +
-          ` (jobs/s of the 1,000 creations ending there); ${num(c.jobs)} in ${ms(c.totalMs)} in all` +
+          c.points.map((p) => `the ${num(p.jobs)}th at ${num(p.perSec)} jobs/s${p.cpuUsPerJob !== undefined ? ` (${num(p.cpuUsPerJob)} µs of daemon CPU each)` : ''}`).join(', ') +
+          ` (the 1,000 creations ending there; the daemon's CPU time per creation is the steadier figure on a shared machine); ${num(c.jobs)} in ${ms(c.totalMs)} in all` +
           (c.memory ? `, after which the daemon's RSS was ${num(c.memory.rssMB, 0)} MB (V8 heap in use ${num(c.memory.heapUsedMB, 0)} MiB, off-heap ${num(c.memory.externalMB, 0)} MiB)` : '') +
           '. The configurations above restore their jobs from a state file, the way a restarted daemon loads them.',
       );
@@ -460,9 +460,13 @@ function shortfalls(r: BenchResults): string[] {
       const a = cc.points[0]!;
       const b = cc.points[cc.points.length - 1]!;
       if (a.perSec < 3000 || Math.abs(b.perSec / a.perSec - 1) > 0.2 || b.jobs < 100_000) {
+        const cpu = a.cpuUsPerJob !== undefined && b.cpuUsPerJob !== undefined
+          ? ` The daemon's own CPU per creation went from ${num(a.cpuUsPerJob)} µs to ${num(b.cpuUsPerJob)} µs (${num(b.cpuUsPerJob / a.cpuUsPerJob, 2)}×), ` +
+            `i.e. at most ${num(1e6 / Math.max(a.cpuUsPerJob, b.cpuUsPerJob))} creations per second of one core's time.`
+          : '';
         out.push(
           `Job creation: the ${num(a.jobs)}th at ${num(a.perSec)} jobs/s, the ${num(b.jobs)}th at ${num(b.perSec)} jobs/s ` +
-            `(${num(b.perSec / a.perSec, 2)}×), against ≥ 3,000/s and flat within ±20 % to 100,000.`,
+            `(${num(b.perSec / a.perSec, 2)}×), against ≥ 3,000/s and flat within ±20 % to 100,000.${cpu}`,
         );
       }
     } else if (cr.length >= 2 && cr[1]!.perSec < 0.7 * cr[0]!.perSec) {

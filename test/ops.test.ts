@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { decodeState } from '../src/daemon/state.js';
+import { encodeJournalEntry, fieldName } from '../src/daemon/journal.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
@@ -325,4 +326,125 @@ test('read-only polls (version, list, status) are logged at debug, changes at in
   await debug.waitLog((l) => l.reqId === 'status-2');
   t.deepEqual(debug.logs.filter((l) => typeof l.reqId === 'string').map((l) => [l.reqId, l.level, l.msg]),
     [['version-2', 20, 'request'], ['list-2', 20, 'request'], ['status-2', 20, 'request']]);
+});
+
+// ---------------------------------------------------------------- journal native protocol
+
+/** Parse native-protocol datagrams (both the KEY=value and the length-prefixed form). */
+function parseJournal(d: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let i = 0;
+  while (i < d.length) {
+    const nl = d.indexOf(0x0a, i);
+    const eq = d.indexOf(0x3d, i);
+    if (eq >= 0 && eq < nl) {
+      out[d.subarray(i, eq).toString()] = d.subarray(eq + 1, nl).toString();
+      i = nl + 1;
+    } else {
+      const name = d.subarray(i, nl).toString();
+      const len = Number(d.readBigUInt64LE(nl + 1));
+      out[name] = d.subarray(nl + 9, nl + 9 + len).toString();
+      if (d[nl + 9 + len] !== 0x0a) throw new Error(`field ${name}: no newline after ${len} bytes`);
+      i = nl + 10 + len;
+    }
+  }
+  return out;
+}
+
+/** A real Unix datagram socket (what /run/systemd/journal/socket is), bound by python; each datagram comes back base64 per line. */
+async function journalListener(t: import('ava').ExecutionContext, path: string): Promise<{ entries: Record<string, string>[]; close: () => void }> {
+  const py = spawn('python3', ['-u', '-c', [
+    'import socket, sys, base64',
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+    's.bind(sys.argv[1])',
+    'print("bound", flush=True)',
+    'while True:',
+    '    print(base64.b64encode(s.recv(1 << 20)).decode(), flush=True)',
+  ].join('\n'), path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const close = (): void => void py.kill('SIGKILL');
+  t.teardown(close);
+  const entries: Record<string, string>[] = [];
+  let buf = '';
+  let bound!: () => void;
+  const ready = new Promise<void>((r) => (bound = r));
+  py.stdout!.on('data', (b: Buffer) => {
+    buf += b.toString();
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line === 'bound') bound();
+      else entries.push(parseJournal(Buffer.from(line, 'base64')));
+    }
+  });
+  await ready;
+  return { entries, close };
+}
+
+async function journalReady(entries: Record<string, string>[]): Promise<void> {
+  for (let i = 0; i < 300 && !entries.some((e) => e.MESSAGE === 'tcpresetd ready'); i++) await sleep(50);
+  if (!entries.some((e) => e.MESSAGE === 'tcpresetd ready')) throw new Error(`no ready record in the journal: ${JSON.stringify(entries.map((e) => e.MESSAGE))}`);
+}
+
+test('journal datagrams: KEY=value fields, a value with a newline length-prefixed; field names follow journald\'s rules', (t) => {
+  const d = encodeJournalEntry([['MESSAGE', 'job created'], ['STACK', 'a\nb']]);
+  const expected = Buffer.concat([Buffer.from('MESSAGE=job created\nSTACK\n'), Buffer.from([3, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('a\nb\n')]);
+  t.deepEqual(d, expected);
+  t.deepEqual(parseJournal(d), { MESSAGE: 'job created', STACK: 'a\nb' });
+  t.is(fieldName('jobId'), 'JOB_ID');
+  t.is(fieldName('summaryIntervalMs'), 'SUMMARY_INTERVAL_MS');
+  t.is(fieldName('_private'), 'PRIVATE');
+  t.is(fieldName('9lives-x'), 'LIVES_X');
+});
+
+test('with a journal socket the daemon sends each record as its own fields (MESSAGE human, PRIORITY, OP, ERROR...), nothing on stdout; when the socket goes away records fall back to stdout with their priority', async (t) => {
+  const dir = tmp('journal');
+  const sock = join(dir, 'journal.sock');
+  const j = await journalListener(t, sock);
+  // Its ready line goes to the journal, not stdout: wait for it there.
+  const d = await startDaemon({ dir, env: { TCPRESET_JOURNAL_SOCKET: sock }, waitReady: false });
+  t.teardown(() => d.stop());
+  await journalReady(j.entries);
+  const r = await d.request({ ...createReq('198.51.100.5', 10), id: 'jr-1' });
+  t.is(r.error?.code, 'E_IFACE');
+  for (let i = 0; i < 100 && !j.entries.some((e) => e.MESSAGE === 'request refused'); i++) await sleep(20);
+  const ready = j.entries.find((e) => e.MESSAGE === 'tcpresetd ready');
+  t.truthy(ready, JSON.stringify(j.entries.map((e) => e.MESSAGE)));
+  t.is(ready!.PRIORITY, '6');
+  t.is(ready!.SYSLOG_IDENTIFIER, 'tcpresetd');
+  t.is(ready!.SOCKET, d.socket);
+  const refused = j.entries.find((e) => e.MESSAGE === 'request refused')!;
+  t.like(refused, { PRIORITY: '6', OP: 'create', ERROR: 'E_IFACE', REQ_ID: 'jr-1', HOST: undefined });
+  t.is(JSON.parse(refused.PEER).pid, process.pid);
+  const rec = JSON.parse(refused.TCPRESET_JSON);
+  t.is(rec.msg, 'request refused');
+  t.is(rec.reqId, 'jr-1');
+  t.deepEqual(d.rawLines, [], 'nothing duplicated on stdout');
+
+  // journald gone: the next records still reach stdout, with their syslog priority.
+  j.close();
+  await sleep(200);
+  const { unlinkSync } = await import('node:fs');
+  unlinkSync(sock);
+  await d.request({ ...createReq('198.51.100.6', 10), id: 'jr-2' });
+  const fb = await d.waitLog((l) => l.reqId === 'jr-2', 5000, 'fallback line');
+  t.is(fb.msg, 'request refused');
+  t.true(d.rawLines.some((l) => l.startsWith('<6>{') && l.includes('"reqId":"jr-2"')), d.rawLines.join('\n'));
+});
+
+ptest('journal fields of a job: JOB_ID, ENGID, HOST, PORT on job created and on the request line', async (t) => {
+  const ns = await sensorNetns(t);
+  const dir = tmp('journaljob');
+  const sock = join(dir, 'journal.sock');
+  const j = await journalListener(t, sock);
+  const d = await startDaemon({ dir, netns: ns, env: { TCPRESET_JOURNAL_SOCKET: sock }, waitReady: false });
+  t.teardown(() => d.stop());
+  await journalReady(j.entries);
+  const r = await d.request({ v: 1, op: 'create', engid: 'ENG-7', sniffIf: 'sniff0', resetIf: 'reset0', host: '198.51.100.7', port: 443, duration: 30 });
+  t.true(r.ok, JSON.stringify(r));
+  for (let i = 0; i < 100 && !j.entries.some((e) => e.MESSAGE === 'request' && e.OP === 'create'); i++) await sleep(20);
+  const created = j.entries.find((e) => e.MESSAGE === 'job created');
+  t.like(created, { JOB_ID: r.result.job.id, ENGID: 'ENG-7', HOST: '198.51.100.7', PORT: '443', PRIORITY: '6' });
+  const req = j.entries.find((e) => e.MESSAGE === 'request' && e.OP === 'create');
+  t.like(req, { JOB_ID: r.result.job.id, ACTION: 'created' });
 });

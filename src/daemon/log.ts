@@ -6,6 +6,7 @@
  */
 import { fstatSync, writeSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
+import { JournalStream } from './journal.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -52,6 +53,8 @@ export interface DaemonLogger {
   flush(): void;
   /** Lines dropped because the reader of stdout fell MAX_LOG_BUFFER_BYTES behind. */
   dropped(): number;
+  /** Records the journal socket did not take (written to stdout instead). */
+  journalFallbacks(): number;
 }
 
 /** Log bytes held while stdout is congested; beyond this lines are dropped (and counted), never waited for. */
@@ -63,12 +66,19 @@ export interface LoggerOptions {
   journal?: boolean;
   /** File descriptor to write to; default 1 (stdout). */
   fd?: number;
+  /**
+   * Send each record to journald's native socket (journal.ts) instead of
+   * stdout; stdout (with the `<N>` prefix) takes what the socket refuses.
+   */
+  journalSend?: (datagram: Buffer) => void;
 }
 
 export function createLogger(opts: LoggerOptions = {}): DaemonLogger {
   const dest = new LineWriter(opts.fd ?? 1, MAX_LOG_BUFFER_BYTES);
   const journal = opts.journal ?? stdoutIsJournal();
-  const stream = journal ? { write: (line: string) => dest.write(prefixPriority(line)) } : dest;
+  const prefixed = { write: (line: string) => dest.write(prefixPriority(line)) };
+  const native = opts.journalSend ? new JournalStream(opts.journalSend, (line) => prefixed.write(line)) : undefined;
+  const stream = native ?? (journal ? prefixed : dest);
   const logger = pino(
     {
       level: opts.level ?? 'info',
@@ -80,6 +90,7 @@ export function createLogger(opts: LoggerOptions = {}): DaemonLogger {
   return {
     logger,
     dropped: () => dest.dropped,
+    journalFallbacks: () => native?.fallbacks ?? 0,
     flush() {
       dest.flushSync();
     },

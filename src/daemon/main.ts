@@ -11,6 +11,8 @@ import { CONFIG_DOC } from './config-doc.js';
 import { createLogger, LOG_LEVELS, stdoutIsJournal, type LogLevel } from './log.js';
 import { Daemon, packageVersion } from './service.js';
 import { LIVE_KEYS } from './reload.js';
+import { JOURNAL_SOCKET } from './journal.js';
+import { existsSync } from 'node:fs';
 
 /** sysexits(3) codes from the shared catalog (errors.ts). */
 export const EXIT_CONFIG = EXIT.CONFIG;
@@ -69,8 +71,14 @@ ${configHelp()}
   --test-config checks the file and exits: 0 valid, ${EXIT_CONFIG} invalid.
 
 Logs:
-  pino JSON lines on stdout; under journald each line carries its syslog
-  priority, so \`journalctl -u tcpreset -p warning\` works.
+  pino JSON lines on stdout. Under systemd (JOURNAL_STREAM is stdout) each
+  record goes to the journal's native socket instead: MESSAGE is the human
+  message, PRIORITY its syslog level, and the facts are fields of their own
+  (JOB_ID, ENGID, HOST, PORT, OP, ERROR, ...; the whole record in
+  TCPRESET_JSON), so \`journalctl -u tcpreset -p warning\` and
+  \`journalctl -u tcpreset ENGID=...\` work. What the socket refuses is
+  written to stdout with its \`<N>\` priority prefix. Answered read-only
+  requests (version, list, status) are logged at debug.
 
 systemd:
   Type=notify: READY=1 once listening, STATUS=<n jobs active>, WATCHDOG=1 at
@@ -144,8 +152,19 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     }
   }
 
-  const { logger, flush } = createLogger({ level: flags.logLevel ?? 'info' });
   const journal = stdoutIsJournal();
+  // Under systemd, records go to the journal's native socket with their fields (journal.ts);
+  // TCPRESET_JOURNAL_SOCKET names another socket (tests) and forces it.
+  const journalPath = process.env.TCPRESET_JOURNAL_SOCKET || (journal && existsSync(JOURNAL_SOCKET) ? JOURNAL_SOCKET : undefined);
+  let journalSend: ((d: Buffer) => void) | undefined;
+  if (journalPath) {
+    try {
+      journalSend = (await import('../native/libc.js')).unixDatagramSender(journalPath);
+    } catch (err) {
+      process.stderr.write(`tcpresetd: cannot open the journal socket ${journalPath}: ${(err as Error).message}; logging to stdout\n`);
+    }
+  }
+  const { logger, flush } = createLogger({ level: flags.logLevel ?? 'info', journalSend });
   /**
    * Report a refusal once per reader: under journald stdout and stderr are
    * the same journal, so only the log line (with its priority); on a

@@ -508,6 +508,17 @@ export function unixAddress(path: string): Buffer {
   return sa.subarray(0, OFF.sun_path + name.length + 1);
 }
 
+/**
+ * A Unix datagram socket kept open for repeated sends to `path` (the
+ * journal's native socket). Sends never block (MSG_DONTWAIT): a full
+ * receiver throws NativeError EAGAIN and the caller falls back.
+ */
+export function unixDatagramSender(path: string): (data: Buffer) => void {
+  const addr = unixAddress(path);
+  const fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, path);
+  return (data) => void sendto(fd, data, MSG_DONTWAIT | MSG_NOSIGNAL, addr, path);
+}
+
 /** Send one datagram to a Unix datagram socket (sd_notify's NOTIFY_SOCKET). */
 export function unixDatagramSend(path: string, data: Buffer): void {
   const addr = unixAddress(path);

@@ -10,7 +10,7 @@
  */
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, chownSync, constants, copyFileSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { accessSync, chownSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -79,6 +79,10 @@ ptest('make install PREFIX=/usr: the installed units name /usr/bin/tcpresetd and
   t.is(target, join(realpathSync(destdir), 'usr/lib/tcpreset/bin/tcpresetd'));
   accessSync(target, constants.X_OK);
   t.truthy(readFileSync(join(destdir, 'usr/lib/sysusers.d/tcpreset.conf'), 'utf8').match(/^u tcpreset /m));
+  // What ships is src/ only: the daemon's code is there, the test kit (lab, demo) is not.
+  const dist = join(destdir, 'usr/lib/tcpreset/dist');
+  t.true(existsSync(join(dist, 'src/daemon/main.js')), 'the daemon is installed');
+  t.deepEqual(['src/lab', 'src/demo', 'testkit', 'test', 'bench'].filter((d) => existsSync(join(dist, d))), [], 'no test kit, tests or bench installed');
   const files = [join(unitDir, 'tcpreset.service'), join(unitDir, 'tcpreset.socket')];
   const ok = verifyInstalled(destdir, files);
   t.is(ok.status, 0, ok.output);

@@ -17,7 +17,7 @@ import { ptest } from './helpers/privileged.js';
 import { crc32 } from 'node:zlib';
 import { StateStore, decodeState, decodeStateDetailed, encodeChange, encodeLegacyState, encodeState } from '../src/daemon/state.js';
 import type { JobChange, JobRecord, LogSink } from '../src/daemon/jobs.js';
-import { sensorNetns, startDaemon } from '../testkit/daemon.js';
+import { CLI_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
 function memLog(): LogSink & { lines: { level: string; msg?: string; obj: Record<string, unknown> }[] } {
@@ -331,8 +331,13 @@ test('a torn last record is dropped with a warning and the jobs before it are re
     const copies = readdirSync(join(dir, 'state')).filter((n) => n.startsWith('jobs.json.corrupt-'));
     t.is(copies.length, c.keptAside ? 1 : 0, `${c.name}: copy kept aside`);
     if (c.keptAside) t.is(readFileSync(join(dir, 'state', copies[0]!), 'utf8'), c.text);
-    const st = (await d.request({ v: 1, op: 'status' })).result as { state: { droppedAtLoad: number } };
+    const st = (await d.request({ v: 1, op: 'status' })).result as { state: { droppedAtLoad: number; fault?: string } };
     t.is(st.state.droppedAtLoad, c.dropped, `${c.name}: status counts the records dropped`);
+    t.is(st.state.fault, undefined, `${c.name}: saving works: no fault`);
+    const cli = spawnSync(process.execPath, [CLI_BIN, 'status', '--socket', d.socket], { encoding: 'utf8' });
+    t.is(cli.status, 0, cli.stderr);
+    t.regex(cli.stdout, new RegExp(`^saved jobs: ${c.dropped} torn or corrupt record\\(s\\) dropped`, 'm'));
+    t.notRegex(cli.stdout, /saved jobs: FAULT/);
     t.deepEqual(decodeStateDetailed(readFileSync(join(dir, 'state', 'jobs.json'), 'utf8')).dropped, undefined, `${c.name}: rewritten whole`);
     await d.stop();
   }
@@ -381,4 +386,11 @@ ptest('an unwritable state directory: the job is accepted and enforced, with a w
   t.is((await d.request({ v: 1, op: 'list' })).result.jobs.length, 1);
   t.truthy(d.logs.find((l) => l.level === 50 && l.msg === 'cannot save jobs: they will not survive a restart'));
   t.true(existsSync(d.stateDir) && statSync(d.stateDir).isFile(), 'nothing was clobbered');
+  // The fault is in status while it lasts: the JSON and what `tcpreset status` prints.
+  const st = (await d.request({ v: 1, op: 'status' })).result as { state: { fault?: string; saveFailures: number } };
+  t.regex(st.state.fault ?? '', /cannot save jobs to .*jobs\.json/);
+  t.true(st.state.saveFailures >= 1);
+  const cli = spawnSync(process.execPath, [CLI_BIN, 'status', '--socket', d.socket], { encoding: 'utf8' });
+  t.is(cli.status, 0, cli.stderr);
+  t.regex(cli.stdout, /^saved jobs: FAULT cannot save jobs to .*will not survive a daemon restart$/m);
 });

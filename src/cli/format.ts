@@ -78,6 +78,9 @@ export function formatStatus(r: StatusResult): string {
       .join(' ');
   const f = r.dataPlaneFault;
   if (f) out.push(`data plane: FAULT since ${f.since} (${f.failures} failure${f.failures === 1 ? '' : 's'}): ${f.message}`);
+  const st = r.state;
+  if (st?.fault) out.push(`saved jobs: FAULT ${st.fault}; job changes are in force but will not survive a daemon restart`);
+  if (st?.droppedAtLoad) out.push(`saved jobs: ${st.droppedAtLoad} torn or corrupt record(s) dropped from the end of ${st.path} at start`);
   out.push(`counters: ${kv(r.counters) || '-'}`);
   out.push(`ring: ${kv(r.ring) || '-'}`);
   return out.join('\n') + '\n';

@@ -151,6 +151,8 @@ export interface StatusResult {
   dataPlane?: string;
   /** The data plane's last failure, while it lasts (the daemon's problem, not a caller's). */
   dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
+  /** The saved jobs (STATE_DIR/jobs.json): `fault` while changes cannot be written, records dropped from a torn tail at start. */
+  state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
 }
 export interface VersionResult {
   version: string;

@@ -9,7 +9,7 @@ import test from 'ava';
 import { ManualClock } from '../src/daemon/clock.js';
 import { JobManager } from '../src/daemon/jobs.js';
 import { ProtectList, parseProtected } from '../src/daemon/protect.js';
-import { passedThisTurn, perTurn } from '../src/daemon/turn.js';
+import { passedRecently, recent } from '../src/daemon/turn.js';
 import { TcpresetError } from '../src/errors.js';
 import { memLog, TargetTable, okChecks, setup, base } from './helpers/job-fixtures.js';
 
@@ -342,14 +342,17 @@ test('every change notifies (persistence hook)', (t) => {
   t.is(s.changes(), 5, 'expiry too');
 });
 
-test('host facts (addresses, interface checks) are read once per event-loop turn and afresh in the next; failed checks are never remembered', async (t) => {
+test('host facts (addresses, interface checks) are read at most every 100 ms, not per request; failed checks are never remembered', (t) => {
+  let now = 1000;
+  const clock = (): number => now;
   let reads = 0;
-  const addrs = perTurn(() => ++reads);
+  const addrs = recent(() => ++reads, 100, clock);
   t.is(addrs(), 1);
-  t.is(addrs(), 1, 'same turn: not read again');
-  await new Promise((r) => setImmediate(r));
-  t.is(addrs(), 2, 'next turn: read again');
-  const checked = passedThisTurn();
+  now += 99;
+  t.is(addrs(), 1, 'younger than 100 ms: not read again');
+  now += 1;
+  t.is(addrs(), 2, '100 ms old: read again');
+  const checked = passedRecently(100, clock);
   let checks = 0;
   let down = false;
   const check = (): void => {
@@ -364,7 +367,18 @@ test('host facts (addresses, interface checks) are read once per event-loop turn
   t.throws(() => checked('sniff/b', check), { message: 'interface is down' });
   t.is(checks, 3, 'a failure is checked again each time');
   checked('sniff/a', check);
-  t.is(checks, 3, 'a pass holds for the rest of the turn');
-  await new Promise((r) => setImmediate(r));
-  t.throws(() => checked('sniff/a', check), { message: 'interface is down' }, 'next turn: checked afresh');
+  t.is(checks, 3, 'a pass holds for 100 ms');
+  now += 100;
+  t.throws(() => checked('sniff/a', check), { message: 'interface is down' }, 'then it is checked afresh');
+  // The protected check parses the local addresses once per list its source hands out.
+  let lists = 0;
+  const list = [{ ifname: 'eth0', address: '203.0.113.9' }];
+  const protect = new ProtectList([], () => (lists++, list));
+  t.is(protect.check('203.0.113.9')?.entry, '203.0.113.9 on eth0');
+  t.is(protect.check('203.0.113.10'), null);
+  list.push({ ifname: 'eth1', address: '203.0.113.10' });
+  t.is(protect.check('203.0.113.10'), null, 'the same list object (a cached read): its parse is reused');
+  t.is(lists, 3, 'the source is still asked on every check');
+  const fresh = new ProtectList([], () => [...list]);
+  t.is(fresh.check('203.0.113.10')?.entry, '203.0.113.10 on eth1', 'a new list is parsed');
 });

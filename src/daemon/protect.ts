@@ -35,6 +35,8 @@ export class ProtectList {
   /** Replaced whole by a configuration reload. */
   entries: readonly ProtectedEntry[];
   private readonly locals: () => LocalAddress[];
+  private lastLocals: LocalAddress[] | undefined;
+  private lastParsed: { l: LocalAddress; cidr: ParsedCidr }[] = [];
 
   constructor(entries: readonly ProtectedEntry[], locals: () => LocalAddress[] = localAddresses) {
     this.entries = entries;
@@ -47,16 +49,26 @@ export class ProtectList {
     for (const e of this.entries) {
       if (cidrContains(e.cidr, ip)) return { address: host, entry: e.text === e.cidr.canonical ? e.text : `${e.text} (${e.cidr.canonical})`, source: 'config' };
     }
-    // Local addresses are re-read on every check: they change (DHCP, operators).
-    for (const l of this.locals()) {
-      let local;
-      try {
-        local = parseCidr(l.address);
-      } catch {
-        continue; // an address the strict parser refuses cannot equal a strictly parsed host
-      }
-      if (cidrContains(local, ip)) return { address: host, entry: l.ifname ? `${l.address} on ${l.ifname}` : l.address, source: 'local' };
+    // Local addresses are asked for on every check: they change (DHCP, operators).
+    for (const { l, cidr } of this.parsedLocals()) {
+      if (cidrContains(cidr, ip)) return { address: host, entry: l.ifname ? `${l.address} on ${l.ifname}` : l.address, source: 'local' };
     }
     return null;
+  }
+
+  /** The local addresses parsed, parsed again only when the source hands out a new list (it may cache one). */
+  private parsedLocals(): { l: LocalAddress; cidr: ParsedCidr }[] {
+    const locals = this.locals();
+    if (locals !== this.lastLocals) {
+      this.lastLocals = locals;
+      this.lastParsed = locals.flatMap((l) => {
+        try {
+          return [{ l, cidr: parseCidr(l.address) }];
+        } catch {
+          return []; // an address the strict parser refuses cannot equal a strictly parsed host
+        }
+      });
+    }
+    return this.lastParsed;
   }
 }

@@ -16,7 +16,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
 import { JobManager, type JobChange, type JobView, type LogSink } from './jobs.js';
 import { ProtectList, localAddresses } from './protect.js';
-import { passedThisTurn, perTurn } from './turn.js';
+import { passedRecently, recent } from './turn.js';
 import type { ProtectedEntry } from './protect.js';
 import { Notifier } from './sd-notify.js';
 import { ControlServer, socketActivationFd, type Peer } from './server.js';
@@ -75,8 +75,8 @@ export class Daemon {
     this.log = opts.log;
     this.dataPlaneHealth = new DataPlaneHealth(opts.log);
     const clock = opts.clock ?? systemClock;
-    const protect = (this.protect = new ProtectList(opts.protectedEntries, perTurn(localAddresses)));
-    const ifaceChecked = passedThisTurn();
+    const protect = (this.protect = new ProtectList(opts.protectedEntries, recent(localAddresses)));
+    const ifaceChecked = passedRecently();
     this.jobs = new JobManager({
       clock,
       log: opts.log,

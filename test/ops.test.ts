@@ -12,6 +12,10 @@ import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { decodeState } from '../src/daemon/state.js';
 import { encodeJournalEntry, fieldName } from '../src/daemon/journal.js';
+import http from 'node:http';
+import net from 'node:net';
+import { createLab } from '../testkit/lab/lab.js';
+import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
@@ -447,4 +451,138 @@ ptest('journal fields of a job: JOB_ID, ENGID, HOST, PORT on job created and on 
   t.like(created, { JOB_ID: r.result.job.id, ENGID: 'ENG-7', HOST: '198.51.100.7', PORT: '443', PRIORITY: '6' });
   const req = j.entries.find((e) => e.MESSAGE === 'request' && e.OP === 'create');
   t.like(req, { JOB_ID: r.result.job.id, ACTION: 'created' });
+});
+
+// ---------------------------------------------------------------- metrics
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function get(url: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+    }).once('error', reject);
+  });
+}
+
+/** Samples of a Prometheus text exposition: "name{labels}" -> value. */
+function samples(text: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    m.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return m;
+}
+
+test('metrics: GET /metrics on the configured address serves the text format (tcpreset_ prefix, _total counters with TYPE counter); the textfile is written; a port in use is an error in the log and in status, and the daemon runs on', async (t) => {
+  const port = await freePort();
+  const dir = tmp('metrics');
+  const textfile = join(dir, 'tcpreset.prom');
+  const d = await startDaemon({ dir, config: { metricsListen: `127.0.0.1:${port}`, metricsTextfile: textfile, metricsIntervalSec: 1 } });
+  t.teardown(() => d.stop());
+  t.is((await d.request(createReq('198.51.100.5', 10))).error?.code, 'E_IFACE');
+  const r = await get(`http://127.0.0.1:${port}/metrics`);
+  t.is(r.status, 200);
+  t.regex(r.type, /^text\/plain; version=0\.0\.4/);
+  const m = samples(r.body);
+  t.is(m.get('tcpreset_jobs'), 0);
+  t.is(m.get('tcpreset_jobs_created_total'), 0, 'a refused create is not a created job');
+  t.is(m.get('tcpreset_jobs_ended_total{how="expired"}'), 0);
+  t.is(m.get('tcpreset_dataplane_up'), 1);
+  for (const c of ['tcpreset_jobs_created_total', 'tcpreset_events_lost_total', 'tcpreset_matched_packets_total', 'tcpreset_dataplane_failures_total', 'tcpreset_job_rsts_sent_total']) {
+    t.true(r.body.includes(`# TYPE ${c} counter`), c);
+  }
+  t.true(r.body.includes('# TYPE tcpreset_process_resident_memory_bytes gauge'));
+  t.true([...m.keys()].every((k) => k.startsWith('tcpreset_')), 'every sample has the prefix');
+  t.is((await get(`http://127.0.0.1:${port}/other`)).status, 404);
+  let file = '';
+  for (let i = 0; i < 50 && !(file = existsSync(textfile) ? readFileSync(textfile, 'utf8') : ''); i++) await sleep(50);
+  t.is(samples(file).get('tcpreset_jobs'), 0);
+  const st = (await d.request({ v: 1, op: 'status' })).result;
+  t.like(st.metrics, { listen: `127.0.0.1:${port}`, listening: true, textfile });
+  t.true(st.metrics.scrapes >= 1);
+
+  // The same address again: the second daemon cannot listen, says so, and still serves its socket.
+  const busy = await startDaemon({ config: { metricsListen: `127.0.0.1:${port}` } });
+  t.teardown(() => busy.stop());
+  const err = busy.logs.find((l) => l.level === 50 && /^metrics: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/.test(l.msg ?? ''));
+  t.truthy(err, busy.rawLines.join('\n'));
+  const bst = (await busy.request({ v: 1, op: 'status' })).result;
+  t.like(bst.metrics, { listening: false });
+  t.regex(bst.metrics.error, /EADDRINUSE/);
+});
+
+test('metrics config: bad listen addresses and textfile paths are refused naming the key', (t) => {
+  const dir = tmp('mcfg');
+  for (const [cfg, re] of [
+    [{ metricsListen: '0.0.0.0' }, /metricsListen "0\.0\.0\.0": must be "" \(off\) or "ADDRESS:PORT"/],
+    [{ metricsListen: '300.0.0.1:9477' }, /metricsListen "300\.0\.0\.1:9477"/],
+    [{ metricsListen: '127.0.0.1:70000' }, /metricsListen "127\.0\.0\.1:70000"/],
+    [{ metricsTextfile: 'relative.prom' }, /metricsTextfile "relative\.prom": must be "" \(off\) or an absolute path ending in \.prom/],
+    [{ metricsTextfile: '/tmp/x.txt' }, /metricsTextfile "\/tmp\/x\.txt"/],
+    [{ metricsIntervalSec: 0 }, /metricsIntervalSec 0: must be an integer 1\.\.3600/],
+  ] as [object, RegExp][]) {
+    writeFileSync(join(dir, 'c.json'), JSON.stringify(cfg));
+    const r = daemonSync(['--test-config', '--config', join(dir, 'c.json')]);
+    t.is(r.status, 78, JSON.stringify(cfg));
+    t.regex(r.stderr, re);
+  }
+  writeFileSync(join(dir, 'c.json'), JSON.stringify({ metricsListen: '[::1]:9477', metricsTextfile: '/var/lib/node_exporter/tcpreset.prom' }));
+  t.is(daemonSync(['--test-config', '--config', join(dir, 'c.json')]).status, 0, 'positive control');
+});
+
+ptest('metrics during enforcement: per-job and global counters move with real resets; a cancel ends the job\'s series and counts it', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const dir = tmp('mjob');
+  const textfile = join(dir, 'tcpreset.prom');
+  const d = await startDaemon({ dir, netns: lab.ns.sensor, config: { metricsTextfile: textfile, metricsIntervalSec: 1 } });
+  t.teardown(() => d.stop());
+  await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
+  t.true((await probe()).ok, 'the lab works before any job');
+  const c = await d.request({ v: 1, op: 'create', engid: 'ENG-M', sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: lab.hosts.client.v4, duration: 60 });
+  t.true(c.ok, JSON.stringify(c));
+  const id = c.result.job.id;
+  t.false((await probe()).ok, 'the job resets the connection');
+  const read = async (pred: (m: Map<string, number>) => boolean): Promise<Map<string, number>> => {
+    let m = new Map<string, number>();
+    for (let i = 0; i < 60; i++) {
+      if (existsSync(textfile) && pred((m = samples(readFileSync(textfile, 'utf8'))))) return m;
+      await sleep(100);
+    }
+    return m;
+  };
+  const job = `{job_id="${id}",engid="ENG-M"}`;
+  const m = await read((x) => (x.get(`tcpreset_job_rsts_sent_total${job}`) ?? 0) > 0);
+  t.is(m.get('tcpreset_jobs'), 1);
+  t.is(m.get('tcpreset_jobs_created_total'), 1);
+  t.true(m.get(`tcpreset_job_matched_total${job}`)! > 0, JSON.stringify([...m].filter(([k]) => k.includes('job'))));
+  t.true(m.get(`tcpreset_job_rsts_sent_total${job}`)! > 0);
+  t.true(m.get('tcpreset_matched_packets_total')! >= m.get(`tcpreset_job_matched_total${job}`)!);
+  const sent = [...m].find(([k]) => k.startsWith(`tcpreset_rsts_sent_total{ifname="${lab.sensor.resetIf}"`));
+  t.truthy(sent, 'RSTs counted per reset interface');
+  t.true(sent![1] > 0);
+  t.is(m.get(`tcpreset_xdp_attached{ifname="${lab.sensor.sniffIf}",mode="native"}`) ?? m.get(`tcpreset_xdp_attached{ifname="${lab.sensor.sniffIf}",mode="generic"}`), 1);
+
+  t.true((await d.request({ v: 1, op: 'cancel', jobId: id })).ok);
+  const after = await read((x) => x.get('tcpreset_jobs_ended_total{how="cancelled"}') === 1);
+  t.is(after.get('tcpreset_jobs'), 0);
+  t.is(after.get(`tcpreset_job_rsts_sent_total${job}`), undefined, 'the ended job\'s series is gone');
+  t.true(after.get('tcpreset_rsts_sent_total' + sent![0].slice('tcpreset_rsts_sent_total'.length))! >= sent![1], 'global counters keep counting');
+  t.log(readFileSync(textfile, 'utf8').split('\n').filter((l) => l.startsWith('tcpreset_') && !l.includes('nodejs') && !l.includes('process')).join('\n'));
 });

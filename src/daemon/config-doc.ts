@@ -99,4 +99,20 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'µs the event thread keeps polling after a segment before it sleeps (0 = sleep at once)',
     text: 'Microseconds an event thread keeps polling its ring buffer after the last matching segment before it sleeps in epoll_wait: the segments that follow a SYN come within a round trip, and each sleep costs a wake-up. 0 sleeps at once (least CPU); at most this much CPU is spent per burst.',
   },
+  metricsListen: {
+    type: 'string',
+    summary: 'Prometheus listener "ADDRESS:PORT" for GET /metrics ("" = off)',
+    text: 'Address and port of an HTTP listener serving the Prometheus metrics at /metrics, e.g. "127.0.0.1:9477" or "[::1]:9477"; "" (the default) serves none. Bind it to a management address: the metrics name the hosts being reset. A listener that cannot be opened is logged as an error and shown by status; the daemon runs on.',
+  },
+  metricsTextfile: {
+    type: 'string',
+    summary: 'node_exporter textfile-collector file, absolute, *.prom ("" = off)',
+    text: 'Path of a file the metrics are written to every metricsIntervalSec seconds, atomically (a temporary file renamed over it), for node_exporter\'s textfile collector, e.g. "/var/lib/node_exporter/textfile_collector/tcpreset.prom". "" (the default) writes none. Under the systemd unit, the directory must be writable by the tcpreset user and listed in ReadWritePaths=.',
+  },
+  metricsIntervalSec: {
+    type: 'integer',
+    range: [1, 3600],
+    summary: 'period of the metrics textfile rewrite, seconds',
+    text: 'How often the metrics textfile is rewritten, in seconds.',
+  },
 };

@@ -55,6 +55,12 @@ export interface DaemonConfig {
    * several cores. One is enough for alert-driven jobs; see BENCHMARKS.md §4.
    */
   eventThreads: number;
+  /** Prometheus HTTP listener "ADDRESS:PORT" (GET /metrics); "" = off. */
+  metricsListen: string;
+  /** node_exporter textfile-collector file (absolute, *.prom), rewritten atomically; "" = off. */
+  metricsTextfile: string;
+  /** Period of the textfile's rewrite, seconds. */
+  metricsIntervalSec: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -71,6 +77,9 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   eventSpinUs: 200,
   eventNice: -10,
   eventThreads: 1,
+  metricsListen: '',
+  metricsTextfile: '',
+  metricsIntervalSec: 15,
 });
 
 export interface LoadedConfig {
@@ -97,6 +106,18 @@ function intIn(o: Record<string, unknown>, key: keyof DaemonConfig, min: number,
   return v;
 }
 
+/** "" (off), or "ADDRESS:PORT" with an IPv4 address, "[IPv6]" or "localhost", and a port 1..65535. */
+function parseListen(v: unknown): string {
+  const reason = 'must be "" (off) or "ADDRESS:PORT", e.g. "127.0.0.1:9477" or "[::1]:9477"';
+  if (v === '') return '';
+  if (typeof v !== 'string') throw new ValidationError('metricsListen', v, reason);
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]|localhost):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535 || (m[1].includes('.') && !m[1].startsWith('[') && m[1].split('.').some((o) => Number(o) > 255))) {
+    throw new ValidationError('metricsListen', v, reason);
+  }
+  return v;
+}
+
 /** Validate a parsed configuration object (missing keys take defaults). */
 export function validateConfig(raw: unknown): { config: DaemonConfig; protectedEntries: ProtectedEntry[] } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ValidationError('config', raw, 'must be a JSON object');
@@ -114,6 +135,15 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('maxClients' in o) c.maxClients = intIn(o, 'maxClients', 1, 65536);
   if ('summaryIntervalMs' in o) c.summaryIntervalMs = intIn(o, 'summaryIntervalMs', 100, 3_600_000);
   if ('eventThreads' in o) c.eventThreads = intIn(o, 'eventThreads', 1, 8);
+  if ('metricsListen' in o) c.metricsListen = parseListen(o.metricsListen);
+  if ('metricsTextfile' in o) {
+    const v = o.metricsTextfile;
+    if (typeof v !== 'string' || (v !== '' && !/^\/.*\.prom$/.test(v))) {
+      throw new ValidationError('metricsTextfile', v, 'must be "" (off) or an absolute path ending in .prom (node_exporter\'s textfile collector reads *.prom)');
+    }
+    c.metricsTextfile = v;
+  }
+  if ('metricsIntervalSec' in o) c.metricsIntervalSec = intIn(o, 'metricsIntervalSec', 1, 3600);
   if ('eventNice' in o) c.eventNice = intIn(o, 'eventNice', -20, 19);
   if ('eventSpinUs' in o) c.eventSpinUs = intIn(o, 'eventSpinUs', 0, 100_000);
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);

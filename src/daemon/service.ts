@@ -26,6 +26,8 @@ import { DataPlaneHealth } from './dataplane-health.js';
 import { applyReload, type ReloadOutcome } from './reload.js';
 import type { LoadedConfig } from './config.js';
 import type { LogLevel } from './log.js';
+import { JobEventCounts } from './job-events.js';
+import type { MetricsExporter, StatusView } from './metrics.js';
 
 export function packageVersion(): string {
   try {
@@ -69,6 +71,8 @@ export class Daemon {
   /** Data plane failures: E_DATAPLANE, logged at error, shown by status. */
   readonly dataPlaneHealth: DataPlaneHealth;
   private readonly protect: ProtectList;
+  private readonly jobEvents = new JobEventCounts();
+  private metrics: MetricsExporter | undefined;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
@@ -147,6 +151,7 @@ export class Daemon {
       maxClients: this.o.config.maxClients,
       group: 'tcpreset',
     });
+    await this.startMetrics();
     this.notifier = await Notifier.create({ log: this.log });
     this.notifier.ready(this.statusLine());
     this.log.info({ version: this.version, socket: this.o.socketPath, stateDir: this.o.stateDir, jobs: this.jobs.size }, 'tcpresetd ready');
@@ -208,6 +213,16 @@ export class Daemon {
     return e;
   }
 
+  /** Prometheus exposition (metrics.ts), loaded only when configured. */
+  private async startMetrics(): Promise<void> {
+    const c = this.o.config;
+    if (!c.metricsListen && !c.metricsTextfile) return;
+    const m = await import('./metrics.js');
+    const reg = m.createRegistry({ status: () => this.status() as StatusView, jobs: () => this.jobs.list() }, this.jobEvents);
+    this.metrics = new m.MetricsExporter(reg, { listen: c.metricsListen, textfile: c.metricsTextfile, intervalSec: c.metricsIntervalSec, log: this.log });
+    await this.metrics.start();
+  }
+
   /** Wait for the event thread; a thread that cannot start is logged (its restarts are the Enforcer's). */
   private async dataPlaneReady(): Promise<void> {
     if (!this.enforcer) return;
@@ -238,6 +253,7 @@ export class Daemon {
   }
 
   private onJobsChanged(change: JobChange): void {
+    this.jobEvents.onChange(change, () => this.jobs.list().map((j) => j.id));
     this.notifier?.status(this.statusLine());
     // Every change is journaled; failures are reported by the caller that awaits it.
     this.store.record(change);
@@ -327,6 +343,7 @@ export class Daemon {
       memory: memoryMb(),
       state: this.store.stats(),
       connections: this.server?.connections ?? 0,
+      ...(this.metrics ? { metrics: this.metrics.status() } : {}),
       requests: this.server?.requests ?? 0,
     };
   }
@@ -342,6 +359,7 @@ export class Daemon {
       this.log.info({ reason, jobs: this.jobs.size }, 'shutting down');
       this.notifier?.stopping();
       await this.server?.close().catch((err: unknown) => this.log.error({ err }, 'closing the control socket failed'));
+      await this.metrics?.close().catch((err: unknown) => this.log.error({ err }, 'closing the metrics listener failed'));
       this.activity.summarize();
       this.activity.stop();
       this.jobs.close();

@@ -1,0 +1,251 @@
+/**
+ * Prometheus metrics (text exposition format 0.0.4, through prom-client):
+ * served over HTTP at /metrics (config metricsListen) and/or written to a
+ * node_exporter textfile (metricsTextfile), both off by default. Values are
+ * read from the daemon at scrape time, so a scrape costs one status() and
+ * one walk of the job table and nothing is counted twice.
+ *
+ * Names follow the field's conventions: the tcpreset_ prefix, _total for
+ * counters, labels only where the set is bounded (interfaces, the live jobs,
+ * at most MAX_JOB_SERIES of them).
+ */
+import http from 'node:http';
+import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { JobView, LogSink } from './jobs.js';
+import type { JobEventCounts } from './job-events.js';
+
+/** Per-job series are exported for this many live jobs at most (the oldest first); the rest are in the global counters. */
+export const MAX_JOB_SERIES = 1000;
+
+/** What the daemon's status() returns, as far as the metrics read it. */
+export interface StatusView {
+  jobs: number;
+  counters: Record<string, number>;
+  ring: Record<string, number>;
+  senders: { ifname: string; mode: string; sent: number; errors: number }[];
+  interfaces: { ifname: string; role: string; mode: string; up: boolean }[];
+  dataPlane: string;
+  dataPlaneFailures: number;
+}
+
+export interface MetricsSource {
+  status(): StatusView;
+  jobs(): JobView[];
+}
+
+/** The data plane's counters (contract.ts COUNTER_NAMES) under their exported names. */
+const DATAPLANE: Record<string, [string, string]> = {
+  packets: ['tcpreset_packets_total', 'Packets the XDP program saw on the sniff interfaces.'],
+  tcp: ['tcpreset_tcp_packets_total', 'TCP segments among them.'],
+  matched: ['tcpreset_matched_packets_total', 'Segments that matched a job.'],
+  events: ['tcpreset_events_total', 'Events sent to user space through the ring buffers.'],
+  lost: ['tcpreset_events_lost_total', 'Events lost because a ring buffer was full (ring drops).'],
+  suppressed: ['tcpreset_events_suppressed_total', 'Matching segments not sent up: nothing new since the last event of the flow.'],
+  rstSeen: ['tcpreset_rst_seen_total', 'RST segments seen on matched flows (ours or the endpoints\').'],
+  expired: ['tcpreset_targets_expired_total', 'Matches dropped because their target had passed its end time in the kernel.'],
+  fmNew: ['tcpreset_flow_memory_new_total', 'Connections entered into the flow memory.'],
+  fmEvicted: ['tcpreset_flow_memory_evicted_total', 'Open connections the flow memory forgot to make room.'],
+};
+
+function counter(reg: Registry, name: string, help: string, labelNames: string[], fill: (c: Counter<string>) => void): void {
+  new Counter({
+    name, help, labelNames, registers: [reg],
+    collect() {
+      this.reset();
+      fill(this);
+    },
+  });
+}
+
+function gauge(reg: Registry, name: string, help: string, labelNames: string[], fill: (g: Gauge<string>) => void): void {
+  new Gauge({
+    name, help, labelNames, registers: [reg],
+    collect() {
+      this.reset();
+      fill(this);
+    },
+  });
+}
+
+const labels = (k: string): { ifname: string; mode: string } => {
+  const [ifname, mode] = k.split('\0');
+  return { ifname: ifname!, mode: mode! };
+};
+
+/**
+ * Totals over the lives of counters that can restart from 0 (a reset
+ * sender is closed when its last job ends and reopened by the next one):
+ * what a counter had when it went away, or went down, is kept as a base.
+ */
+export class MonotonicSums {
+  private readonly base = new Map<string, number>();
+  private readonly last = new Map<string, number>();
+
+  update(current: [string, number][]): Map<string, number> {
+    const now = new Map(current);
+    for (const [k, v] of this.last) {
+      const c = now.get(k);
+      if (c === undefined || c < v) this.base.set(k, (this.base.get(k) ?? 0) + v);
+    }
+    this.last.clear();
+    for (const [k, v] of now) this.last.set(k, v);
+    const out = new Map(this.base);
+    for (const [k, v] of now) out.set(k, (out.get(k) ?? 0) + v);
+    return out;
+  }
+}
+
+/** A registry whose every metric is read from `src` (and `events`) at scrape time. */
+export function createRegistry(src: MetricsSource, events: JobEventCounts): Registry {
+  const reg = new Registry();
+  let st: StatusView | undefined;
+  let jobs: JobView[] | undefined;
+  // One status() and one job walk per scrape, shared by every metric's collect().
+  const status = (): StatusView => (st ??= src.status());
+  const liveJobs = (): JobView[] => (jobs ??= src.jobs().slice(0, MAX_JOB_SERIES));
+  const origMetrics = reg.metrics.bind(reg);
+  reg.metrics = async () => {
+    st = undefined;
+    jobs = undefined;
+    return origMetrics();
+  };
+
+  gauge(reg, 'tcpreset_jobs', 'Jobs in force.', [], (g) => g.set(status().jobs));
+  counter(reg, 'tcpreset_jobs_created_total', 'Jobs created (an extension of a running job is not a new one).', [], (c) => c.inc(events.created));
+  counter(reg, 'tcpreset_jobs_ended_total', 'Jobs ended, by how: expired or cancelled.', ['how'], (c) => {
+    c.inc({ how: 'expired' }, events.expired);
+    c.inc({ how: 'cancelled' }, events.cancelled);
+  });
+  for (const [key, [name, help]] of Object.entries(DATAPLANE)) {
+    counter(reg, name, help, [], (c) => c.inc(Number(status().counters[key] ?? 0)));
+  }
+  // A sender closes when its last job ends and a new one starts from 0: keep the sums monotonic.
+  const sent = new MonotonicSums();
+  const errors = new MonotonicSums();
+  counter(reg, 'tcpreset_rsts_sent_total', 'RSTs sent, per reset interface and injection mode.', ['ifname', 'mode'], (c) => {
+    for (const [k, v] of sent.update(status().senders.map((x) => [`${x.ifname}\0${x.mode}`, x.sent]))) c.inc(labels(k), v);
+  });
+  counter(reg, 'tcpreset_rsts_undeliverable_total', 'RSTs the kernel refused to send (sendmmsg errors), per reset interface and mode.', ['ifname', 'mode'], (c) => {
+    for (const [k, v] of errors.update(status().senders.map((x) => [`${x.ifname}\0${x.mode}`, x.errors]))) c.inc(labels(k), v);
+  });
+  counter(reg, 'tcpreset_ring_records_total', 'Ring buffer records the event threads read.', [], (c) => c.inc(Number(status().ring.records ?? 0)));
+  counter(reg, 'tcpreset_ring_wakeups_total', 'Event thread wake-ups.', [], (c) => c.inc(Number(status().ring.wakeups ?? 0)));
+  gauge(reg, 'tcpreset_xdp_attached', 'XDP program attached to a sniff interface (1), with its mode.', ['ifname', 'mode'], (g) => {
+    for (const i of status().interfaces) if (i.role === 'sniff' && i.mode !== 'detached') g.set({ ifname: i.ifname, mode: i.mode }, 1);
+  });
+  gauge(reg, 'tcpreset_interface_fault', 'An interface a job needs is missing or down (1) or usable (0).', ['ifname', 'role'], (g) => {
+    for (const i of status().interfaces) g.set({ ifname: i.ifname, role: i.role }, i.up ? 0 : 1);
+  });
+  gauge(reg, 'tcpreset_dataplane_up', 'The data plane loads (1), or its last load failed (0): see tcpreset status.', [], (g) => g.set(status().dataPlane === 'fault' ? 0 : 1));
+  counter(reg, 'tcpreset_dataplane_failures_total', 'Failed loads of the BPF program and failed target changes (E_DATAPLANE).', [], (c) => c.inc(status().dataPlaneFailures));
+  const perJob = (name: string, help: string, pick: (j: JobView) => number): void =>
+    counter(reg, name, help, ['job_id', 'engid'], (c) => {
+      for (const j of liveJobs()) c.inc({ job_id: j.id, engid: j.engid }, pick(j));
+    });
+  perJob('tcpreset_job_matched_total', `Segments that matched the job (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.matched);
+  perJob('tcpreset_job_rsts_sent_total', `RSTs sent for the job (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.rstsSent);
+  perJob('tcpreset_job_flows_total', `Flows the job reset (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.flows);
+  collectDefaultMetrics({ register: reg, prefix: 'tcpreset_' });
+  return reg;
+}
+
+/** The HTTP listener and the textfile writer. Failures are logged and kept for status; the daemon runs on. */
+export class MetricsExporter {
+  private server: http.Server | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** The listener's or the textfile's last failure, for status. */
+  error: string | null = null;
+  /** Scrapes answered and textfile writes done. */
+  scrapes = 0;
+  writes = 0;
+  private textfileFailing = false;
+
+  constructor(
+    private readonly reg: Registry,
+    private readonly o: { listen: string; textfile: string; intervalSec: number; log: LogSink },
+  ) {}
+
+  async start(): Promise<void> {
+    if (this.o.listen) await this.listen();
+    if (this.o.textfile) {
+      await this.writeTextfile();
+      this.timer = setInterval(() => void this.writeTextfile(), this.o.intervalSec * 1000);
+      this.timer.unref();
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const i = this.o.listen.lastIndexOf(':');
+    const host = this.o.listen.slice(0, i).replace(/^\[|\]$/g, '');
+    const port = Number(this.o.listen.slice(i + 1));
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('tcpreset: metrics are at /metrics\n');
+        return;
+      }
+      this.reg.metrics().then((text) => {
+        this.scrapes++;
+        res.writeHead(200, { 'content-type': this.reg.contentType }).end(text);
+      }, (err: unknown) => {
+        this.o.log.error({ err }, 'metrics scrape failed');
+        res.writeHead(500).end();
+      });
+    });
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 10_000;
+    await new Promise<void>((resolve) => {
+      server.once('error', (err) => {
+        this.error = `cannot listen on ${this.o.listen}: ${err.message}`;
+        this.o.log.error({ err, listen: this.o.listen }, `metrics: ${this.error}`);
+        resolve();
+      });
+      server.listen({ host, port }, () => {
+        this.server = server;
+        this.o.log.info({ listen: this.o.listen }, 'metrics listening');
+        resolve();
+      });
+    });
+  }
+
+  /** Write the textfile atomically: a reader (node_exporter) sees the old file or the new one. */
+  async writeTextfile(): Promise<void> {
+    const tmp = `${this.o.textfile}.tmp-${process.pid}`;
+    try {
+      writeFileSync(tmp, await this.reg.metrics(), { mode: 0o644 });
+      renameSync(tmp, this.o.textfile);
+      this.writes++;
+      if (this.textfileFailing) this.o.log.info({ path: this.o.textfile }, 'metrics textfile written again');
+      this.textfileFailing = false;
+      if (this.error?.startsWith('cannot write')) this.error = null;
+    } catch (err) {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // not created
+      }
+      this.error = `cannot write ${this.o.textfile}: ${(err as Error).message}`;
+      if (!this.textfileFailing) this.o.log.error({ err, path: this.o.textfile }, `metrics: ${this.error}`);
+      this.textfileFailing = true;
+    }
+  }
+
+  status(): object {
+    return {
+      ...(this.o.listen ? { listen: this.o.listen, listening: this.server !== undefined, scrapes: this.scrapes } : {}),
+      ...(this.o.textfile ? { textfile: this.o.textfile, writes: this.writes } : {}),
+      ...(this.error ? { error: this.error } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+  }
+}

@@ -148,7 +148,7 @@ ptest.serial('background traffic at the lab\'s highest rate, none matching, whil
   // XDP stays attached all along: a job on an address that never appears.
   await ok(d, createReq(lab, '198.51.100.77', 3600));
   const v4 = lab.prefix.v4.replace(/\.0\/24$/, '');
-  const tg = startTrafgen(lab, frameFile(), tcpFrames({ src: `${v4}.200`, dst: `${v4}.201`, dport: 443 }), { rate: FULL_RATE });
+  const tg = startTrafgen(lab, frameFile(), tcpFrames({ src: `${v4}.200`, dst: `${v4}.201`, dport: 443 }), { rate: FULL_RATE, tuneMachine: true });
   t.teardown(() => void tg.stop());
   // Running at full rate before the window opens.
   const rxStart = rxPackets(lab);
@@ -218,7 +218,7 @@ ptest.serial('a flood of matching segments from many flows overflows the ring: l
   let sent = 0;
   // As fast as trafgen goes; restarted should it stop early.
   while (Date.now() - floodStart < FLOOD_MS) {
-    const tg = startTrafgen(lab, frameFile(), frames, { rate: FULL_RATE });
+    const tg = startTrafgen(lab, frameFile(), frames, { rate: FULL_RATE, tuneMachine: true });
     runs++;
     while (!tg.exited && Date.now() - floodStart < FLOOD_MS) await sleep(100);
     const r = await tg.stop();

@@ -41,11 +41,12 @@
  * - a failed write (directory gone or unwritable, disk full, the file
  *   unlinked under us) does NOT refuse the change: the job is already
  *   enforced and a security response should not be withheld because of the
- *   disk. The response carries a warning, the error is logged once per
- *   failure streak, and since the journal now misses changes (and may end
- *   in a torn record), the next write is a full compaction, retried on
- *   every change until it succeeds. What is lost meanwhile is only
- *   survival across a restart.
+ *   disk. A failed append is retried at once as a full compaction (which
+ *   holds the batch's changes); if that fails too, the response carries a
+ *   warning, the error is logged once per failure streak, and since the
+ *   journal now misses changes (and may end in a torn record), every later
+ *   write is a full compaction until one succeeds. What is lost meanwhile
+ *   is only survival across a restart.
  */
 import { promises as fsp, constants as fsc, copyFileSync, renameSync, readFileSync, readdirSync, mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';

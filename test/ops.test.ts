@@ -15,6 +15,7 @@ import { encodeJournalEntry, fieldName } from '../src/daemon/journal.js';
 import http from 'node:http';
 import net from 'node:net';
 import { createLab } from '../testkit/lab/lab.js';
+import { History } from '../src/daemon/history.js';
 import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
@@ -585,4 +586,81 @@ ptest('metrics during enforcement: per-job and global counters move with real re
   t.is(after.get(`tcpreset_job_rsts_sent_total${job}`), undefined, 'the ended job\'s series is gone');
   t.true(after.get('tcpreset_rsts_sent_total' + sent![0].slice('tcpreset_rsts_sent_total'.length))! >= sent![1], 'global counters keep counting');
   t.log(readFileSync(textfile, 'utf8').split('\n').filter((l) => l.startsWith('tcpreset_') && !l.includes('nodejs') && !l.includes('process')).join('\n'));
+});
+
+// ---------------------------------------------------------------- history
+
+ptest('tcpreset history: jobs created (with the uid that asked) and ended (expired, cancelled) with their final counters, --since and --json; it survives a restart', async (t) => {
+  const ns = await sensorNetns(t);
+  const dir = tmp('history');
+  const state = join(dir, 'state');
+  const d = await startDaemon({ dir, stateDir: state, netns: ns });
+  t.teardown(() => d.stop());
+  const mk = (host: string, duration: number, port?: number) => ({ v: 1, op: 'create', engid: 'ENG-H', sniffIf: 'sniff0', resetIf: 'reset0', host, duration, ...(port ? { port } : {}) });
+  const short = await d.request(mk('198.51.100.31', 1));
+  const long = await d.request(mk('198.51.100.32', 60, 443));
+  t.true(short.ok && long.ok, JSON.stringify([short, long]));
+  t.true((await d.request({ v: 1, op: 'cancel', jobId: long.result.job.id })).ok);
+  await d.waitLog((l) => l.msg === 'job expired', 5000);
+
+  const human = cliSync(['history', '--socket', d.socket]);
+  t.is(human.status, 0, human.stderr);
+  const lines = human.stdout.trimEnd().split('\n');
+  t.regex(lines[0], /^TIME\s+EVENT\s+JOB\s+ENGID\s+HOST\s+SNIFF>RESET\s+UID\s+MATCHED\s+RSTS\s+FLOWS$/);
+  const events = lines.slice(1).map((l) => l.split(/\s+/).slice(1, 7));
+  t.deepEqual(events, [
+    ['created', short.result.job.id, 'ENG-H', '198.51.100.31', 'sniff0>reset0', '0'],
+    ['created', long.result.job.id, 'ENG-H', '198.51.100.32:443', 'sniff0>reset0', '0'],
+    ['cancelled', long.result.job.id, 'ENG-H', '198.51.100.32:443', 'sniff0>reset0', '0'],
+    ['expired', short.result.job.id, 'ENG-H', '198.51.100.31', 'sniff0>reset0', '0'],
+  ]);
+  const json = JSON.parse(cliSync(['history', '--json', '--socket', d.socket]).stdout);
+  const expired = json.records.find((r: { how?: string }) => r.how === 'expired');
+  t.like(expired, { event: 'ended', uid: 0, job: { id: short.result.job.id, host: '198.51.100.31', port: null } });
+  t.deepEqual(Object.keys(expired.counters).sort(), ['firstHitAt', 'flows', 'lastHitAt', 'matched', 'rstsSent']);
+
+  await sleep(1100);
+  const recent = cliSync(['history', '--since', '1s', '--socket', d.socket]);
+  t.is(recent.stdout, 'no jobs created or ended in that time\n');
+  const bad = cliSync(['history', '--since', '5 minutes', '--socket', d.socket]);
+  t.is(bad.status, 65);
+  t.regex(bad.stderr, /^tcpreset: since \(--since\) "5 minutes": must be a duration/);
+
+  // Kept on disk: a restarted daemon still answers.
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+  const d2 = await startDaemon({ dir, stateDir: state, netns: ns, socket: join(dir, 'b.sock') });
+  t.teardown(() => d2.stop());
+  t.is(JSON.parse(cliSync(['history', '--json', '--socket', d2.socket]).stdout).records.length, 4);
+});
+
+test('history is bounded: past twice historyMaxRecords the oldest are dropped; 0 keeps none', async (t) => {
+  const dir = tmp('hbound');
+  const log = { info() {}, warn() {}, error() {}, debug() {} };
+  const h = new History(dir, log, 3);
+  h.open();
+  const job = (i: number) => ({
+    id: `j${i}`, engid: 'E', sniffIf: 's', resetIf: 'r', host: '192.0.2.9', port: null, mode: 'l3' as const,
+    createdAt: new Date(0).toISOString(), expiresAt: new Date(0).toISOString(), remainingMs: 0,
+    counters: { matched: i, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
+  });
+  for (let i = 0; i < 7; i++) {
+    h.ended(job(i), 'expired');
+    h.flush();
+  }
+  const ids = h.read().map((r) => r.job.id);
+  t.deepEqual(ids, ['j4', 'j5', 'j6'], 'compacted to the newest 3 when a 7th made it more than 6');
+  t.is(readFileSync(join(dir, 'history.jsonl'), 'utf8').split('\n').filter(Boolean).length, 3);
+  // A restart counts what is there.
+  const h2 = new History(dir, log, 3);
+  h2.open();
+  for (let i = 7; i < 10; i++) h2.ended(job(i), 'cancelled');
+  h2.flush();
+  t.deepEqual(h2.read().map((r) => r.job.id), ['j4', 'j5', 'j6', 'j7', 'j8', 'j9']);
+
+  const off = await startDaemon({ config: { historyMaxRecords: 0 } });
+  t.teardown(() => off.stop());
+  t.is(cliSync(['history', '--socket', off.socket]).stdout, 'no history: the daemon keeps none (historyMaxRecords is 0)\n');
+  const on = await startDaemon();
+  t.teardown(() => on.stop());
+  t.is(cliSync(['history', '--socket', on.socket]).stdout, 'no jobs created or ended in that time\n');
 });

@@ -85,3 +85,25 @@ export function formatStatus(r: StatusResult): string {
   out.push(`ring: ${kv(r.ring) || '-'}`);
   return out.join('\n') + '\n';
 }
+
+interface HistoryRecordView {
+  at: string;
+  event: 'created' | 'ended';
+  how?: string;
+  job: { id: string; engid: string; sniffIf: string; resetIf: string; host: string; port: number | null };
+  uid: number | null;
+  counters?: { matched: number; rstsSent: number; flows: number };
+}
+
+/** `tcpreset history`: one line per event, oldest first. */
+export function formatHistory(r: { records: HistoryRecordView[]; enabled?: boolean }): string {
+  if (r.enabled === false) return 'no history: the daemon keeps none (historyMaxRecords is 0)\n';
+  if (r.records.length === 0) return 'no jobs created or ended in that time\n';
+  const rows = r.records.map((h) => [
+    h.at, h.event === 'created' ? 'created' : h.how ?? 'ended', h.job.id, h.job.engid,
+    h.job.port === null ? h.job.host : h.job.host.includes(':') ? `[${h.job.host}]:${h.job.port}` : `${h.job.host}:${h.job.port}`,
+    `${h.job.sniffIf}>${h.job.resetIf}`, h.uid === null ? '-' : String(h.uid),
+    h.counters ? String(h.counters.matched) : '', h.counters ? String(h.counters.rstsSent) : '', h.counters ? String(h.counters.flows) : '',
+  ]);
+  return table(['TIME', 'EVENT', 'JOB', 'ENGID', 'HOST', 'SNIFF>RESET', 'UID', 'MATCHED', 'RSTS', 'FLOWS'], rows);
+}

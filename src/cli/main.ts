@@ -15,7 +15,7 @@ import { readFileSync, writeSync } from 'node:fs';
 import { EXIT, TcpresetError, UsageError, exitCodeFor, type ErrorCode } from '../errors.js';
 import { request } from '../control/client.js';
 import { fastPlan } from './fast.js';
-import { formatCancel, formatCreate, formatList, formatStatus } from './format.js';
+import { formatCancel, formatCreate, formatHistory, formatList, formatStatus } from './format.js';
 import { clientVersion, type Plan } from './spec.js';
 
 export interface Writable {
@@ -49,6 +49,7 @@ const HUMAN: Record<Plan['command'], (r: never) => string> = {
   cancel: formatCancel,
   list: formatList,
   status: formatStatus,
+  history: formatHistory,
   version: (r: { version: string }) => `tcpresetd ${r.version}\n`,
 };
 

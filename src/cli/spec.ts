@@ -23,7 +23,7 @@ export interface OptSpec {
   complete?: 'interface' | 'file';
 }
 
-export type CommandName = 'create' | 'cancel' | 'list' | 'status' | 'version' | 'help';
+export type CommandName = 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history' | 'help';
 
 export interface CommandSpec {
   name: CommandName;
@@ -90,6 +90,15 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'list', usage: '', summary: 'list the jobs with remaining time and counters', opts: [] },
   { name: 'status', usage: '', summary: 'daemon version, uptime, interfaces, faults and counters', opts: [] },
   { name: 'version', usage: '', summary: 'versions of this command and of the daemon (asks the daemon; -V does not)', opts: [] },
+  {
+    name: 'history',
+    usage: '[--since DURATION]',
+    summary: 'what was cut and when: jobs created (and by which uid) and ended (how, final counters)',
+    details: [
+      'One line per event, oldest first: the time, "created" or how the job ended ("expired" or "cancelled"), the job id, ENGID, HOST[:DSTPORT], the interfaces, the uid that created the job and, for an end, the packets matched, RSTs sent and flows reset. For incident reports; --json gives the records whole. The daemon keeps the newest historyMaxRecords events (tcpreset.conf(5)).',
+    ],
+    opts: [{ long: '--since', key: 'since', arg: 'DURATION', desc: 'only the events of the last DURATION: a number with s, m, h or d (90s, 30m, 12h, 7d), or plain seconds' }],
+  },
   { name: 'help', operand: '[SUBCOMMAND]', usage: '[SUBCOMMAND]', summary: 'show help, for one subcommand if named', opts: [] },
 ];
 
@@ -105,7 +114,7 @@ export const USAGE_LINES = [
   CREATE_USAGE,
   'create ENGID ...   (the same; needed when ENGID is a subcommand name)',
   'cancel JOBID | cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]',
-  'list | status | version',
+  'list | status | version | history [--since DURATION]',
   'help [SUBCOMMAND] | --help | -V',
 ];
 
@@ -184,15 +193,27 @@ export interface ParsedOpts {
   port?: string;
   duration?: string;
   l2?: boolean;
+  since?: string;
 }
 
 /** What the command will do: one request to the daemon, printed one way. */
 export interface Plan {
-  command: 'create' | 'cancel' | 'list' | 'status' | 'version';
+  command: 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history';
   body: RequestBody;
   json: boolean;
   socket: string;
   timeoutMs?: number;
+}
+
+/** --since DURATION in ms: "90s", "30m", "12h", "7d" or plain seconds; at most 100 years. */
+export function parseSince(text: string): number {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(text);
+  if (!m || Number(m[1]) === 0) {
+    throw new ValidationError('since (--since)', text, 'must be a duration: a whole number >= 1 with s, m, h or d (90s, 30m, 12h, 7d), or plain seconds');
+  }
+  const ms = Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'] * 1000;
+  if (ms > 100 * 365 * 86400_000) throw new ValidationError('since (--since)', text, 'must be at most 100 years');
+  return ms;
 }
 
 /** Longest --timeout: a day is already far past any useful wait, and well inside setTimeout's range. */
@@ -288,6 +309,12 @@ export function planFor(
         }
         body = { op: 'cancel', jobId: what };
       }
+      break;
+    }
+    case 'history': {
+      const h: RequestBody = { op: 'history' };
+      if (opts.since !== undefined) h.since = Math.max(0, Date.now() - parseSince(opts.since));
+      body = h;
       break;
     }
     default:

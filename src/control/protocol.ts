@@ -25,7 +25,7 @@ export const MAX_LINE_BYTES = 65536;
 export const MAX_RESPONSE_LINE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SOCKET_PATH = '/run/tcpreset.sock';
 
-export const OPS = ['create', 'cancel', 'list', 'status', 'version'] as const;
+export const OPS = ['create', 'cancel', 'list', 'status', 'version', 'history'] as const;
 export type Op = (typeof OPS)[number];
 export type RequestId = string | number;
 // The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
@@ -77,7 +77,12 @@ export interface StatusRequest extends Base {
 export interface VersionRequest extends Base {
   op: 'version';
 }
-export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest;
+/** Ended and created jobs, oldest first, from `since` (epoch ms) on. */
+export interface HistoryRequest extends Base {
+  op: 'history';
+  since?: number;
+}
+export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest | HistoryRequest;
 
 /** What a client sends: "v" is added by the client. */
 export type RequestBody =
@@ -86,7 +91,8 @@ export type RequestBody =
   | (Omit<CancelByKeyRequest, 'v'>)
   | (Omit<ListRequest, 'v'>)
   | (Omit<StatusRequest, 'v'>)
-  | (Omit<VersionRequest, 'v'>);
+  | (Omit<VersionRequest, 'v'>)
+  | (Omit<HistoryRequest, 'v'>);
 
 export interface JobCounters {
   matched: number;
@@ -193,6 +199,7 @@ const FIELDS: Record<string, readonly string[]> = {
   list: [],
   status: [],
   version: [],
+  history: ['since'],
 };
 const ENVELOPE = ['v', 'id', 'op'];
 
@@ -349,6 +356,14 @@ export function parseRequest(line: string): Request {
     case 'version':
       rejectUnknown(o, FIELDS[op], op);
       return { ...base, op };
+    case 'history': {
+      rejectUnknown(o, FIELDS.history, op);
+      if (o.since === undefined) return { ...base, op };
+      if (typeof o.since !== 'number' || !Number.isSafeInteger(o.since) || o.since < 0) {
+        throw new ValidationError('since', o.since, 'must be a time in milliseconds since the epoch (an integer >= 0)');
+      }
+      return { ...base, op, since: o.since };
+    }
   }
 }
 

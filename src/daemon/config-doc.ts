@@ -115,4 +115,10 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'period of the metrics textfile rewrite, seconds',
     text: 'How often the metrics textfile is rewritten, in seconds.',
   },
+  historyMaxRecords: {
+    type: 'integer',
+    range: [0, 10_000_000],
+    summary: 'job history records kept in STATE_DIR/history.jsonl (0 = none)',
+    text: 'Records of job creations (with the uid that asked) and ends (how, with the final counters) kept in STATE_DIR/history.jsonl for `tcpreset history`; about 400 bytes each. Past twice this many the oldest are dropped. 0 keeps no history.',
+  },
 };

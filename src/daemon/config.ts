@@ -61,6 +61,8 @@ export interface DaemonConfig {
   metricsTextfile: string;
   /** Period of the textfile's rewrite, seconds. */
   metricsIntervalSec: number;
+  /** Job history records kept in STATE_DIR/history.jsonl; 0 = no history. */
+  historyMaxRecords: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -80,6 +82,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   metricsListen: '',
   metricsTextfile: '',
   metricsIntervalSec: 15,
+  historyMaxRecords: 100_000,
 });
 
 export interface LoadedConfig {
@@ -144,6 +147,7 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
     c.metricsTextfile = v;
   }
   if ('metricsIntervalSec' in o) c.metricsIntervalSec = intIn(o, 'metricsIntervalSec', 1, 3600);
+  if ('historyMaxRecords' in o) c.historyMaxRecords = intIn(o, 'historyMaxRecords', 0, 10_000_000);
   if ('eventNice' in o) c.eventNice = intIn(o, 'eventNice', -20, 19);
   if ('eventSpinUs' in o) c.eventSpinUs = intIn(o, 'eventSpinUs', 0, 100_000);
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);

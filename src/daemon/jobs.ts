@@ -88,7 +88,7 @@ export interface JobRecord extends JobFields {
  */
 export type JobChange =
   | { op: 'put'; rec: JobRecord }
-  | { op: 'del'; id: string; why: 'cancelled' | 'expired' }
+  | { op: 'del'; id: string; why: 'cancelled' | 'expired'; /** The job as it ended, final counters included (history). */ job?: JobView }
   | { op: 'all' };
 
 /** The protocol's Job (times as ISO strings). */
@@ -646,7 +646,7 @@ export class JobManager {
     this.release(slot);
     this.opts.log.info({ job: fields, counters: view.counters }, why === 'cancelled' ? 'job cancelled' : 'job expired');
     this.armExpiry();
-    this.changed({ op: 'del', id, why });
+    this.changed({ op: 'del', id, why, job: view });
     return view;
   }
 

@@ -27,6 +27,7 @@ import { applyReload, type ReloadOutcome } from './reload.js';
 import type { LoadedConfig } from './config.js';
 import type { LogLevel } from './log.js';
 import { JobEventCounts } from './job-events.js';
+import { History } from './history.js';
 import type { MetricsExporter, StatusView } from './metrics.js';
 
 export function packageVersion(): string {
@@ -72,12 +73,15 @@ export class Daemon {
   readonly dataPlaneHealth: DataPlaneHealth;
   private readonly protect: ProtectList;
   private readonly jobEvents = new JobEventCounts();
+  /** What was cut and when (history.ts). */
+  readonly history: History;
   private metrics: MetricsExporter | undefined;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
     this.log = opts.log;
     this.dataPlaneHealth = new DataPlaneHealth(opts.log);
+    this.history = new History(opts.stateDir, opts.log, opts.config.historyMaxRecords);
     const clock = opts.clock ?? systemClock;
     const protect = (this.protect = new ProtectList(opts.protectedEntries, recent(localAddresses)));
     const ifaceChecked = passedRecently();
@@ -128,6 +132,7 @@ export class Daemon {
     // Before anything reads or writes jobs.json: throws when another daemon holds the directory.
     this.stateLock = await StateDirLock.acquire(this.o.stateDir, this.log);
     this.stateOwned = true;
+    this.history.open();
     const loaded = this.store.load();
     if (loaded.jobs.length) {
       await this.loadDataPlane();
@@ -254,6 +259,7 @@ export class Daemon {
 
   private onJobsChanged(change: JobChange): void {
     this.jobEvents.onChange(change, () => this.jobs.list().map((j) => j.id));
+    if (change.op === 'del' && change.job) this.history.ended(change.job, change.why);
     this.notifier?.status(this.statusLine());
     // Every change is journaled; failures are reported by the caller that awaits it.
     this.store.record(change);
@@ -265,12 +271,14 @@ export class Daemon {
     return r.ok ? [] : [`the job change is in force but could not be saved to ${this.store.path} (${r.error.message}); it will not survive a daemon restart`];
   }
 
-  async handle(req: Request, _peer: Peer): Promise<unknown> {
+  async handle(req: Request, peer: Peer): Promise<unknown> {
     switch (req.op) {
       case 'version':
         return { version: this.version };
       case 'status':
         return this.status();
+      case 'history':
+        return { records: this.history.read(req.since ?? 0), enabled: this.history.enabled };
       case 'list':
         return { jobs: markFaults(this.jobs.list(), this.enforcer?.status().faults ?? []) };
       case 'create': {
@@ -279,6 +287,7 @@ export class Daemon {
           engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
           duration: req.duration, mode: req.mode,
         });
+        if (r.action === 'created') this.history.created(r.job, peer.uid);
         // "created" means enforced: the first job of a daemon also starts its event thread.
         await this.dataPlaneReady();
         const warnings = await this.persisted();
@@ -375,6 +384,7 @@ export class Daemon {
       } catch (err) {
         this.log.error({ err }, 'closing the data plane failed');
       }
+      this.history.flush();
       this.stateLock?.release();
       this.log.info({}, 'stopped');
     })();

@@ -69,7 +69,7 @@ export function formatStatus(r: StatusResult): string {
     out.push('interfaces: none in use');
   } else {
     out.push('interfaces:');
-    const rows = r.interfaces.map((i) => [i.ifname, i.role, i.mode, i.up ? 'up' : 'DOWN', i.fault ?? '']);
+    const rows = r.interfaces.map((i) => [i.ifname, i.role + (i.watched ? ' (watched)' : ''), i.mode, i.up ? 'up' : 'DOWN', i.fault ?? '']);
     for (const l of table(['IFNAME', 'ROLE', 'MODE', 'STATE', 'FAULT'], rows).trimEnd().split('\n')) out.push(`  ${l}`);
   }
   const kv = (o: Record<string, unknown> | undefined): string =>

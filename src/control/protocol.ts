@@ -144,6 +144,10 @@ export interface InterfaceStatus {
   fault?: string;
   /** ISO time the data plane first saw the fault. */
   since?: string;
+  /** Sniff interfaces: attached from start by --watch / config watch. */
+  watched?: boolean;
+  /** Sniff interfaces: jobs on it now (it stays attached with none once it had one). */
+  jobs?: number;
 }
 export interface StatusResult {
   version: string;

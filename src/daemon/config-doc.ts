@@ -57,6 +57,11 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'control connections at once',
     text: 'Control-socket connections open at once. At the limit a newcomer takes the place of the longest idle connection; when every connection is working, the newcomer is refused with E_LIMIT.',
   },
+  watch: {
+    type: 'array of strings',
+    summary: 'sniff interfaces kept attached from start, e.g. ["eth1"] (adds to --watch)',
+    text: 'Sniff interfaces the XDP program is attached to when the daemon starts and kept attached until it stops, with or without jobs, so that their TCP connections are remembered (flowMemory) before an alert names a host: a job then resets that host\'s sessions at once, idle ones included. An interface that has had a job stays attached too. A watched interface that is missing or cannot be attached is a fault in status and is attached when it appears. Attaching once also spares the port: on many NIC drivers each attach and detach of native XDP reconfigures the rings under whatever else reads the mirror. --watch IF adds to this list.',
+  },
   flowMemory: {
     type: 'integer',
     range: [16, 16_777_216],

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, ValidationError } from '../errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { parseProtected, type ProtectedEntry } from './protect.js';
+import { validateIfname } from '../validate.js';
 
 export interface DaemonConfig {
   /** Jobs that may exist at once; creating one more is refused with E_LIMIT. */
@@ -63,6 +64,12 @@ export interface DaemonConfig {
   metricsIntervalSec: number;
   /** Job history records kept in STATE_DIR/history.jsonl; 0 = no history. */
   historyMaxRecords: number;
+  /**
+   * Sniff interfaces the XDP program is attached to from start to stop,
+   * job or no job, so their TCP connections are remembered before an alert
+   * names a host (tcpresetd --watch adds to these).
+   */
+  watch: string[];
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -83,6 +90,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   metricsTextfile: '',
   metricsIntervalSec: 15,
   historyMaxRecords: 100_000,
+  watch: [],
 });
 
 export interface LoadedConfig {
@@ -130,7 +138,7 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
       throw new ValidationError(k, o[k], `unknown key (known: ${Object.keys(DEFAULT_CONFIG).join(', ')}; keys starting with "//" are comments)`);
     }
   }
-  const c: DaemonConfig = { ...DEFAULT_CONFIG, protected: [...DEFAULT_CONFIG.protected] };
+  const c: DaemonConfig = { ...DEFAULT_CONFIG, protected: [...DEFAULT_CONFIG.protected], watch: [...DEFAULT_CONFIG.watch] };
   if ('maxJobs' in o) c.maxJobs = intIn(o, 'maxJobs', 1, 131072);
   // 30 days: a longer "temporary" block is a firewall rule, not a reset job.
   if ('maxDurationSec' in o) c.maxDurationSec = intIn(o, 'maxDurationSec', 1, 30 * 86400);
@@ -173,8 +181,15 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
     }
     c.protected = [...(o.protected as string[])];
   }
+  if ('watch' in o) c.watch = validateWatch(o.watch);
   const protectedEntries = parseProtected(c.protected);
   return { config: c, protectedEntries };
+}
+
+/** A list of interface names to watch (config `watch`, or the --watch flags); duplicates dropped. */
+export function validateWatch(v: unknown, field = 'watch'): string[] {
+  if (!Array.isArray(v)) throw new ValidationError(field, v, 'must be an array of interface names');
+  return [...new Set(v.map((name, i) => validateIfname(name, `${field}[${i}]`)))];
 }
 
 /**

@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import { EXIT, TcpresetError } from '../errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
-import { loadConfig, DEFAULT_CONFIG } from './config.js';
+import { loadConfig, validateWatch, DEFAULT_CONFIG } from './config.js';
 import { CONFIG_DOC } from './config-doc.js';
 import { createLogger, LOG_LEVELS, stdoutIsJournal, type LogLevel } from './log.js';
 import { Daemon, packageVersion } from './service.js';
@@ -104,6 +104,7 @@ Environment:
 `;
 
 interface Flags {
+  watch?: string[];
   socket: string;
   stateDir: string;
   config: string;
@@ -126,6 +127,8 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     .addOption(new Option('--state-dir <dir>', 'directory of the saved jobs (jobs.json)').default(DEFAULT_STATE_DIR))
     .addOption(new Option('--config <file>', 'configuration file (JSON)').default(DEFAULT_CONFIG_PATH))
     .addOption(new Option('--log-level <level>', 'log level (overrides the configuration)').choices(LOG_LEVELS as string[]))
+    .addOption(new Option('--watch <interface>', 'attach to this sniff interface from start to stop and remember its connections (repeatable; adds to config "watch")')
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .addOption(new Option('--test-config', `check the configuration file and exit (0 valid, ${EXIT_CONFIG} invalid)`))
     .helpOption('-h, --help', 'show this help')
     .addHelpText('after', HELP_AFTER)
@@ -183,6 +186,14 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     loaded = loadConfig(flags.config, configGiven);
   } catch (err) {
     return die(err instanceof TcpresetError ? err.exitCode : EXIT_CONFIG, `refusing to start: ${(err as Error).message}`, err);
+  }
+  if (flags.watch) {
+    try {
+      loaded.config.watch = validateWatch([...loaded.config.watch, ...flags.watch], '--watch');
+    } catch (err) {
+      // A bad flag is a usage error (64), as commander's own are.
+      return die(EXIT.USAGE, `refusing to start: ${(err as Error).message}`, err);
+    }
   }
   if (!flags.logLevel) logger.level = loaded.config.logLevel;
   logger.info({ config: loaded.source ?? '(defaults: no file)', settings: loaded.config, ...(loaded.empty ? { empty: true } : {}) },

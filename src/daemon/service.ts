@@ -144,6 +144,7 @@ export class Daemon {
     // Rewrite what was restored as one snapshot: drops expired ones and the replayed journal, replaces a
     // torn tail or a corrupt file, migrates the old format.
     if (loaded.jobs.length || loaded.corruptCopy || loaded.dropped || loaded.migrated) await this.store.compact();
+    await this.startWatching();
     this.activity.start();
 
     const listenFd = socketActivationFd();
@@ -185,6 +186,32 @@ export class Daemon {
     this.log.info({ config: loaded.source ?? '(defaults: no file)', applied: out.applied, needRestart: out.needRestart, ended: out.ended }, 'configuration reloaded');
     if (out.applied.includes('logLevel')) setLogLevel?.(out.config.logLevel);
     return out;
+  }
+
+  /**
+   * Attach to every watched interface (config watch + --watch) now and for
+   * the daemon's life. A data plane that cannot load is the usual
+   * E_DATAPLANE fault (logged, in status); a watched interface that cannot
+   * be attached yet is an interface fault, retried by the data plane. The
+   * daemon serves either way.
+   */
+  private async startWatching(): Promise<void> {
+    const watch = this.o.config.watch;
+    if (watch.length === 0) return;
+    await this.loadDataPlane();
+    let e: Enforcer;
+    try {
+      e = this.dataPlaneHealth.guard('load', () => this.openEnforcer());
+    } catch (err) {
+      this.log.error({ err, watch }, 'watched interfaces not attached: the data plane cannot load');
+      return;
+    }
+    for (const ifname of watch) {
+      const r = e.watch(ifname);
+      if (r.attached) this.log.info({ ifname }, 'watching interface: XDP attached until the daemon stops');
+      else this.log.warn({ ifname, error: r.error }, 'watched interface not attached yet: retried while the daemon runs');
+    }
+    await this.dataPlaneReady();
   }
 
   private openEnforcer(): Enforcer {
@@ -310,9 +337,9 @@ export class Daemon {
     const jobs = markFaults(this.jobs.list(), e?.faults ?? []);
     // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
     const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
-    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string; since?: string }[] = [];
+    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string; since?: string; watched?: boolean; jobs?: number }[] = [];
     const seen = new Set<string>();
-    const addIf = (ifname: string, role: 'sniff' | 'reset', mode: string, family?: 4 | 6): void => {
+    const addIf = (ifname: string, role: 'sniff' | 'reset', mode: string, family?: 4 | 6, extra: { watched?: boolean; jobs?: number } = {}): void => {
       const key = `${role}/${ifname}/${mode}`;
       if (seen.has(key)) return;
       seen.add(key);
@@ -324,9 +351,12 @@ export class Daemon {
       }
       const df = dataPlaneFaults.get(`${role}/${ifname}`);
       if (fault === null && df) fault = df.fault;
-      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}) });
+      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}), ...extra });
     };
-    for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode);
+    // watched: attached from start (--watch, config watch); an interface that had a job also stays attached.
+    for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode, undefined, { watched: a.watched, jobs: a.jobs });
+    // A watched interface the data plane could not attach (yet) is listed with its fault.
+    for (const w of this.o.config.watch) if (!(e?.attached ?? []).some((a) => a.ifname === w)) addIf(w, 'sniff', 'detached', undefined, { watched: true, jobs: 0 });
     for (const s of e?.senders ?? []) addIf(s.ifname, 'reset', s.mode);
     for (const j of jobs) {
       if (!(e?.attached ?? []).some((a) => a.ifname === j.sniffIf)) addIf(j.sniffIf, 'sniff', 'detached');

@@ -1,7 +1,11 @@
 /**
- * XDP attachments of the sniff interfaces, refcounted: the program is
- * attached while some target needs the interface, and detached with the
- * last one. An attachment outlives its device only as a record: the kernel
+ * XDP attachments of the sniff interfaces, refcounted. The program is
+ * attached when a target first needs the interface, or at start for a
+ * watched one (--watch, config watch), and stays attached until the daemon
+ * stops: the flow memory keeps learning the interface's connections, and
+ * on many NIC drivers each attach or detach of native XDP reconfigures the
+ * rings under whatever else reads the mirror (issue 9). Only an attachment
+ * made for a target that never came to be is undone. An attachment outlives its device only as a record: the kernel
  * detaches the link when the device goes, and check() re-attaches once a
  * device of that name is back (with a new ifindex, which the caller re-keys).
  */
@@ -14,7 +18,12 @@ export interface Attachment {
   link: XdpLink | null;
   ifindex: number;
   mode: 'native' | 'generic';
+  /** Targets on it now. */
   refs: number;
+  /** Named by --watch / config watch. */
+  watched: boolean;
+  /** Stays attached with no target (it had one, or is watched). */
+  kept: boolean;
 }
 
 export class Attachments {
@@ -33,20 +42,58 @@ export class Attachments {
       return have;
     }
     const link = this.obj.attachXdp(ifname, 'auto');
-    const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 1 };
+    const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 1, watched: false, kept: false };
     this.byName.set(ifname, att);
     this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode }, 'XDP attached');
     return att;
   }
 
-  /** Drop a reference; true when it was the last and the program was detached. */
+  /** The target that acquired it is in force: from now on the interface stays attached. */
+  keep(att: Attachment): void {
+    att.kept = true;
+  }
+
+  /**
+   * Drop a reference. The program stays attached unless the attachment was
+   * made for a target that never came to be (not kept, not watched); true
+   * when it was detached.
+   */
   release(ifname: string): boolean {
     const have = this.byName.get(ifname);
     if (!have || --have.refs > 0) return false;
+    if (have.kept || have.watched) return false;
     this.byName.delete(ifname);
     have.link?.close();
     this.log.info({ ifname }, 'XDP detached');
     return true;
+  }
+
+  /**
+   * Attach for the daemon's life. When that fails (the interface is missing,
+   * or refuses) the record stays with no link, for the health check to
+   * attach when it can; the error is returned, not thrown.
+   */
+  watch(ifname: string): { att: Attachment; error?: Error } {
+    const have = this.byName.get(ifname);
+    if (have) {
+      have.watched = true;
+      return { att: have };
+    }
+    try {
+      const link = this.obj.attachXdp(ifname, 'auto');
+      const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 0, watched: true, kept: true };
+      this.byName.set(ifname, att);
+      this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode, watched: true }, 'XDP attached');
+      return { att };
+    } catch (err) {
+      const att: Attachment = { ifname, link: null, ifindex: 0, mode: 'native', refs: 0, watched: true, kept: true };
+      this.byName.set(ifname, att);
+      return { att, error: err as Error };
+    }
+  }
+
+  get(ifname: string): Attachment | undefined {
+    return this.byName.get(ifname);
   }
 
   values(): IterableIterator<Attachment> {
@@ -54,8 +101,10 @@ export class Attachments {
   }
 
   /** What is attached now (not the records of interfaces that are away). */
-  live(): { ifname: string; ifindex: number; mode: 'native' | 'generic' }[] {
-    return [...this.byName.values()].filter((a) => a.link).map((a) => ({ ifname: a.ifname, ifindex: a.ifindex, mode: a.mode }));
+  live(): { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[] {
+    return [...this.byName.values()].filter((a) => a.link).map((a) => ({
+      ifname: a.ifname, ifindex: a.ifindex, mode: a.mode, jobs: a.refs, watched: a.watched, kept: a.kept,
+    }));
   }
 
   /** The device is gone: the kernel took the link with it. */

@@ -133,6 +133,8 @@ export class Enforcer extends EventEmitter {
       this.releaseAttachment(spec.sniffIf);
       throw err;
     }
+    // A watched interface that was missing until now: attach at once rather than at the next check.
+    if (!att.link) this.health.check();
 
     const id = this.nextTargetId++;
     const info: TargetInfo = {
@@ -155,8 +157,22 @@ export class Enforcer extends EventEmitter {
       this.releaseAttachment(spec.sniffIf);
       throw err;
     }
+    this.attachments.keep(att);
     this.log.info({ target: publicInfo(info), xdpMode: att.mode }, 'target added');
     return publicInfo(info);
+  }
+
+  /**
+   * Attach to `ifname` now and keep it attached until close(), job or no
+   * job, so its connections are remembered before a job names them. An
+   * interface that cannot be attached yet (missing, refused) is a fault in
+   * status and is attached by the health check as soon as it can be.
+   */
+  watch(ifname: string): { ifname: string; attached: boolean; error?: string } {
+    this.assertOpen();
+    const { att, error } = this.attachments.watch(ifname);
+    if (error) this.health.check(); // records the fault now, not at the next tick
+    return { ifname, attached: att.link !== null, ...(error ? { error: error.message } : {}) };
   }
 
   extend(id: number, expiresAt: number): TargetInfo {

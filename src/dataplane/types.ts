@@ -72,7 +72,12 @@ export interface InterfaceFault {
 }
 
 export interface EnforcerStatus {
-  attached: { ifname: string; ifindex: number; mode: 'native' | 'generic' }[];
+  /**
+   * XDP attachments. jobs: targets on it now; watched: named by --watch /
+   * config watch; kept: it stays attached with no job (it had one, or is
+   * watched) until the daemon stops.
+   */
+  attached: { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[];
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
   /** perThread: records each event thread handled. */

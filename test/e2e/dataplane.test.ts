@@ -258,8 +258,9 @@ ptest.serial("sessions of other hosts survive while the target's die", async (t)
 });
 
 // Two targets on one map key (two engines alerting on the same host): one slot in the map,
-// enforcement lasts while either lives, and XDP goes away with the last.
-ptest.serial('targets sharing a key: removing one keeps enforcing, removing both restores traffic and detaches XDP', async (t) => {
+// enforcement lasts while either lives. XDP stays once the interface had a target (issue 9:
+// the flow memory keeps learning, and the port is not reconfigured under other readers).
+ptest.serial('targets sharing a key: removing one keeps enforcing, removing both restores traffic; XDP stays attached with no target', async (t) => {
   const ctx = await setup(t);
   const { lab, agent } = ctx;
   const a = await agent.add({ ...targetSpec(ctx, 'v4'), label: 'engine-a' });
@@ -275,7 +276,8 @@ ptest.serial('targets sharing a key: removing one keeps enforcing, removing both
   t.true(await agent.remove(b.info.id));
   t.false(await agent.remove(b.info.id), 'a removed target is gone');
   const st = await agent.status();
-  t.is(st.attached.length, 0, 'XDP detached with the last target');
+  t.is(st.attached.length, 1, 'XDP kept after the last target');
+  t.deepEqual([st.attached[0].jobs, st.attached[0].watched, st.attached[0].kept], [0, false, true]);
   t.is(st.targets, 0);
   t.true((await connectOnce(lab, lab.ns.client, lab.hosts.server.v4, ECHO_PORT, { holdMs: 300 })).ok, 'traffic works again');
 });

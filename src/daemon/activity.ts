@@ -93,6 +93,7 @@ export class ActivityLog {
         engid: job.engid, jobId: job.id, host: job.host, port: job.port,
         flow: { src: f.src, sport: f.sport, dst: f.dst, dport: f.dport, family: f.family },
         firstLatencyUs: Math.round(f.firstLatencyUs),
+        ...(f.atCreate ? { atCreate: true } : {}),
       },
       'flow reset',
     );

@@ -372,6 +372,8 @@ export class Daemon {
       counters,
       ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
       senders: e?.senders ?? [],
+      /** Packets sent by the create-time sweeps from the flow memory, and failures. */
+      sweep: e?.sweep ?? { sent: 0, errors: 0 },
       jobs: jobs.length,
       /** Targets the data plane holds (one per enforced job). */
       targets: e?.targets ?? 0,

@@ -15,12 +15,14 @@
  */
 import { EventEmitter } from 'node:events';
 import {
-  MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
+  MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_FLOWMEM, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
   encodeTargetKey, sumCounters, type Counters, type Family,
 } from '../contract.js';
 import { TcpresetError, ValidationError } from '../errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
-import type { InjectMode } from '../net/sender.js';
+import { Sender, type InjectMode } from '../net/sender.js';
+import { FlowMemoryView } from './flow-memory.js';
+import { planSweep } from './flow-sweep.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
@@ -29,7 +31,7 @@ import { Attachments } from './attachments.js';
 import { ResetSenders } from './senders.js';
 import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
-import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LoggerLike, TargetInfo, TargetSpec } from './types.js';
+import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LoggerLike, SweepInfo, TargetInfo, TargetSpec } from './types.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
 const MAX_FLOWS_PER_TARGET = 65536;
@@ -55,6 +57,11 @@ export class Enforcer extends EventEmitter {
   private readonly attachments: Attachments;
   private readonly senders: ResetSenders;
   private readonly health: InterfaceHealth;
+  /** The XDP program's flow memory, mapped read-only (issue 9). */
+  private readonly flowMemory: FlowMemoryView;
+  /** Packets the sweeps sent, and failures (sweeps and packets). */
+  private sweepSent = 0;
+  private sweepErrors = 0;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
   private readonly log: LoggerLike;
@@ -96,6 +103,7 @@ export class Enforcer extends EventEmitter {
       fault: (f) => this.emit('fault', f),
       recovered: (f) => this.emit('recovered', f),
     });
+    this.flowMemory = new FlowMemoryView(obj.map(MAP_FLOWMEM));
     this.healthTimer = setInterval(() => this.health.check(), opts.healthIntervalMs ?? 500);
     this.healthTimer.unref();
   }
@@ -159,6 +167,7 @@ export class Enforcer extends EventEmitter {
     }
     this.attachments.keep(att);
     this.log.info({ target: publicInfo(info), xdpMode: att.mode }, 'target added');
+    this.sweep(this.targets.get(id)!, 'create');
     return publicInfo(info);
   }
 
@@ -183,6 +192,7 @@ export class Enforcer extends EventEmitter {
     target.info.expiresAt = expiresAt;
     this.slots.sync(target.slot);
     this.armTimer(target);
+    this.sweep(target, 'extend');
     return publicInfo(target.info);
   }
 
@@ -217,6 +227,7 @@ export class Enforcer extends EventEmitter {
   status(): EnforcerStatus {
     return {
       attached: this.attachments.live(),
+      sweep: { sent: this.sweepSent, errors: this.sweepErrors },
       senders: this.senders.status(),
       counters: this.counters(),
       ring: {
@@ -237,6 +248,7 @@ export class Enforcer extends EventEmitter {
     await this.events.stop();
     this.senders.closeAll();
     this.attachments.closeAll();
+    this.flowMemory.close();
     this.obj.close();
   }
 
@@ -295,6 +307,73 @@ export class Enforcer extends EventEmitter {
         };
         this.emit('flow-reset', info);
       }
+    }
+  }
+
+  // ---- create-time sweep ----------------------------------------------------
+
+  /**
+   * Reset at once the target's connections the flow memory holds open:
+   * the exact RST pair from each one's last segment and a probe to each
+   * end (flow-sweep.ts), sent on the target's reset sockets from this
+   * thread (file descriptors are process-wide; the event threads use the
+   * same sockets). Live ends answer the probes through the mirror and the
+   * event path resets them from current values. Never throws: the job is
+   * in force whatever the sweep finds; a failure is logged and counted.
+   */
+  private sweep(target: Target, why: 'create' | 'extend'): SweepInfo | null {
+    const t0 = performance.now();
+    try {
+      const att = this.attachments.get(target.info.sniffIf);
+      const ref = this.senders.get(target.senderKey);
+      if (!att?.link || !ref?.sockets) return null; // an interface fault, reported as such
+      const host = parseTargetHost(target.info.host);
+      const found = this.flowMemory.find({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port });
+      const plan = planSweep(found, ref.mode === 'l2' ? ref.sockets.mac : null);
+      let rsts = 0;
+      let probes = 0;
+      if (plan.packets.length > 0) {
+        const sender = Sender.adopt(ref.sockets, { slots: Math.min(1024, plan.packets.length) });
+        try {
+          for (const p of plan.packets) {
+            sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+            if (p.kind === 'rst') rsts++;
+            else probes++;
+          }
+          sender.flush();
+          this.sweepSent += sender.stats.sent;
+          this.sweepErrors += sender.stats.errors;
+        } finally {
+          sender.close();
+        }
+      }
+      const c = target.info.counters;
+      c.rstsSent += rsts;
+      // Emitted once the caller (the job manager) knows the target: add() has not returned yet.
+      const resets: FlowResetInfo[] = [];
+      for (const e of found) {
+        const k = e.key;
+        const key = flowKeyOf(binaryKey(k.addrA, 0, k.addrA.length), k.portA, binaryKey(k.addrB, 0, k.addrB.length), k.portB);
+        target.flows ??= new Set();
+        if (target.flows.has(key) || target.flows.size >= MAX_FLOWS_PER_TARGET) continue;
+        target.flows.add(key);
+        c.flows++;
+        resets.push({
+          targetId: target.info.id, label: target.info.label, family: k.family,
+          src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
+        });
+      }
+      const info: SweepInfo = { targetId: target.info.id, label: target.info.label, flows: plan.flows, rsts, probes, ms: Math.round((performance.now() - t0) * 100) / 100, why };
+      this.log.info(info, 'flows reset from flow memory');
+      queueMicrotask(() => {
+        for (const r of resets) this.emit('flow-reset', r);
+        this.emit('sweep', info);
+      });
+      return info;
+    } catch (err) {
+      this.sweepErrors++;
+      this.log.warn({ err, targetId: target.info.id, label: target.info.label }, 'sweep of remembered flows failed: the job waits for their next segment');
+      return null;
     }
   }
 

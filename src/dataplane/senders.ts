@@ -68,6 +68,10 @@ export class ResetSenders {
     return false;
   }
 
+  get(key: string): SenderRef | undefined {
+    return this.byKey.get(key);
+  }
+
   values(): IterableIterator<SenderRef> {
     return this.byKey.values();
   }

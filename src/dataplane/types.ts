@@ -58,6 +58,8 @@ export interface FlowResetInfo {
   dport: number;
   /** From the segment's arrival in XDP to sendmmsg's return for its RSTs (µs). */
   firstLatencyUs: number;
+  /** Reset by the sweep at job create/extend/restore, from the flow memory (no segment seen in the job). */
+  atCreate?: boolean;
 }
 
 export type IfaceRole = 'sniff' | 'reset';
@@ -71,6 +73,19 @@ export interface InterfaceFault {
   since: number;
 }
 
+/** One create-time sweep of a target (issue 9): what the flow memory held and what was sent. */
+export interface SweepInfo {
+  targetId: number;
+  label: string;
+  /** Open connections of the target's host (and port) remembered on its sniff interface. */
+  flows: number;
+  rsts: number;
+  probes: number;
+  /** Reading the memory, planning and sending (ms). */
+  ms: number;
+  why: 'create' | 'extend';
+}
+
 export interface EnforcerStatus {
   /**
    * XDP attachments. jobs: targets on it now; watched: named by --watch /
@@ -78,6 +93,8 @@ export interface EnforcerStatus {
    * watched) until the daemon stops.
    */
   attached: { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[];
+  /** Create-time sweeps (issue 9): packets sent from the flow memory, and failures. */
+  sweep: { sent: number; errors: number };
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
   /** perThread: records each event thread handled. */

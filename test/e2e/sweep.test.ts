@@ -1,0 +1,116 @@
+/**
+ * Killing idle sessions at job creation (issue 9, step 3), through the real
+ * bin/tcpresetd (--watch on the sniff interface) and bin/tcpreset in the
+ * lab: a session that has sent nothing for 2 s and sends nothing after the
+ * command is reset at both ends within 200 ms of the command returning,
+ * from the flow memory alone (no segment of it crosses the mirror during
+ * the job before the RSTs). Positive control: the same idle sessions are
+ * alive before the job, and with -p a session of the same host on another
+ * port survives until a job names it.
+ */
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { ptest } from '../helpers/privileged.js';
+import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
+import { createLab, type Lab } from '../../testkit/lab/lab.js';
+import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { sleep, wallMs as wall } from '../../testkit/time.js';
+
+const PORT_A = 5001;
+const PORT_B = 5003;
+/** Both ends reset within this long after the command returned. */
+const BOUND_MS = 200;
+
+interface Ctx {
+  t: ExecutionContext;
+  lab: Lab;
+  daemon: DaemonProc;
+  server: Peer;
+}
+
+function cli(ctx: Ctx, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; startedAt: number; endedAt: number }> {
+  const startedAt = wall();
+  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt, endedAt: wall() })));
+}
+
+/** A session client -> server:port that sends nothing after its handshake (a line every 10 minutes). */
+async function idleSession(ctx: Ctx, fam: 'v4' | 'v6', port: number): Promise<{ client: Peer; serverConn: string }> {
+  const { lab, server } = ctx;
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server[fam], port, 'interactive', { intervalMs: 600_000 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
+  return { client, serverConn: acc.conn! };
+}
+
+function alive(ctx: Ctx, s: { client: Peer; serverConn: string }): boolean {
+  return s.client.errorOf('c') === undefined && ctx.server.errorOf(s.serverConn) === undefined;
+}
+
+async function expectReset(ctx: Ctx, s: { client: Peer; serverConn: string }, returnedAt: number, what: string): Promise<void> {
+  const { t, server } = ctx;
+  const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 3000, `client reset (${what})`);
+  const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 3000, `server reset (${what})`);
+  t.is(c.code, 'ECONNRESET', `${what}: client end`);
+  t.is(sv.code, 'ECONNRESET', `${what}: server end`);
+  const worst = Math.max(c.t, sv.t) - returnedAt;
+  t.log(`${what}: client reset ${(c.t - returnedAt).toFixed(1)} ms, server ${(sv.t - returnedAt).toFixed(1)} ms after the command returned`);
+  t.true(worst <= BOUND_MS, `${what}: both ends reset ${worst.toFixed(1)} ms after the command returned (bound ${BOUND_MS} ms)`);
+}
+
+for (const fam of ['v4', 'v6'] as const) {
+  ptest.serial(`${fam}: idle sessions are reset at job creation from the flow memory; -p spares the host's idle session on another port until a job names it`, async (t) => {
+    const lab = await createLab();
+    t.teardown(() => lab.destroy());
+    const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf], config: { summaryIntervalMs: 1000 } });
+    t.teardown(async () => void (await daemon.stop()));
+    const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }, { port: PORT_B, mode: 'echo' }]);
+    const ctx: Ctx = { t, lab, daemon, server };
+    const a = await idleSession(ctx, fam, PORT_A);
+    const b = await idleSession(ctx, fam, PORT_B);
+    await sleep(2000);
+    t.true(alive(ctx, a) && alive(ctx, b), 'positive control: idle for 2 s without a job, both sessions alive');
+
+    const host = lab.hosts.client[fam];
+    const r1 = await cli(ctx, ['ENG-IDLE', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(PORT_A), '-d', '30']);
+    t.is(r1.code, 0, r1.stderr);
+    await expectReset(ctx, a, r1.endedAt, `${fam} idle session on port ${PORT_A}`);
+    const swept = await daemon.waitLog((l) => l.msg === 'flows reset from flow memory', 2000, 'sweep line');
+    t.is(swept.flows, 1, 'one open connection of the host on that port remembered');
+    t.true((swept.rsts as number) === 2 && (swept.probes as number) === 2, JSON.stringify(swept));
+    const line = await daemon.waitLog((l) => l.msg === 'flow reset' && l.atCreate === true, 2000, 'flow reset line');
+    t.true([line.flow as { sport: number; dport: number }].some((f) => f.sport === PORT_A || f.dport === PORT_A));
+    await sleep(1000);
+    t.true(alive(ctx, b), `-p ${PORT_A}: the host's idle session on port ${PORT_B} survives`);
+
+    const r2 = await cli(ctx, ['ENG-IDLE', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30']);
+    t.is(r2.code, 0, r2.stderr);
+    await expectReset(ctx, b, r2.endedAt, `${fam} idle session on port ${PORT_B}`);
+  });
+}
+
+ptest.serial('without --watch the flow memory starts with the first job: an idle session from before it is not reset at creation, nor by a later job while it stays silent (it waits for its next segment)', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000 } });
+  t.teardown(async () => void (await daemon.stop()));
+  const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }, { port: PORT_B, mode: 'echo' }]);
+  const ctx: Ctx = { t, lab, daemon, server };
+  const a = await idleSession(ctx, 'v4', PORT_A);
+  const host = lab.hosts.client.v4;
+  const r1 = await cli(ctx, ['ENG', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(PORT_B), '-d', '30']);
+  t.is(r1.code, 0, r1.stderr);
+  await sleep(1000);
+  t.true(alive(ctx, a), 'nothing remembered it: alive');
+  // Attached now (the first job), but the idle session sent nothing since: still unknown.
+  const r2 = await cli(ctx, ['ENG', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(PORT_A), '-d', '30']);
+  t.is(r2.code, 0, r2.stderr);
+  await sleep(1000);
+  t.true(alive(ctx, a), 'still unknown to the flow memory: alive');
+  const sweeps = daemon.logs.filter((l) => l.msg === 'flows reset from flow memory');
+  t.deepEqual(sweeps.map((l) => l.flows), [0, 0]);
+});

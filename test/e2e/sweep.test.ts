@@ -114,3 +114,26 @@ ptest.serial('without --watch the flow memory starts with the first job: an idle
   const sweeps = daemon.logs.filter((l) => l.msg === 'flows reset from flow memory');
   t.deepEqual(sweeps.map((l) => l.flows), [0, 0]);
 });
+
+/** One idle session, a job on its host: both ends reset from the flow memory within the bound. */
+async function idleKilledAtCreate(t: ExecutionContext, fam: 'v4' | 'v6', mode: 'l3' | 'l2', labOpts: Parameters<typeof createLab>[0] = {}): Promise<void> {
+  const lab = await createLab(labOpts);
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(async () => void (await daemon.stop()));
+  const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }]);
+  const ctx: Ctx = { t, lab, daemon, server };
+  const s = await idleSession(ctx, fam, PORT_A);
+  await sleep(2000);
+  t.true(alive(ctx, s), 'positive control: alive after 2 s idle without a job');
+  const r = await cli(ctx, ['ENG', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client[fam], '-d', '30', ...(mode === 'l2' ? ['--l2'] : [])]);
+  t.is(r.code, 0, r.stderr);
+  await expectReset(ctx, s, r.endedAt, `${fam} ${mode}${labOpts.vlanMirror ? ` VLAN ${labOpts.vlanMirror}` : ''} idle session`);
+}
+
+ptest.serial('layer-2 injection: an idle session is reset at creation (MACs from the flow memory)', (t) => idleKilledAtCreate(t, 'v4', 'l2'));
+ptest.serial('802.1Q-tagged mirror, layer-3 injection: an idle session is reset at creation', (t) => idleKilledAtCreate(t, 'v4', 'l3', { vlanMirror: 100 }));
+ptest.serial('802.1Q-tagged mirror, layer-2 injection through a VLAN access port: an idle session is reset at creation (tag from the flow memory)', (t) =>
+  idleKilledAtCreate(t, 'v4', 'l2', { vlanMirror: 100, resetAccessVlan: true }),
+);
+ptest.serial('IPv6, layer-2 injection: an idle session is reset at creation', (t) => idleKilledAtCreate(t, 'v6', 'l2'));

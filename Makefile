@@ -23,7 +23,7 @@ DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src testkit test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: build all deps test bench demo stress install uninstall clean distclean deb
+.PHONY: build all deps test bench bench-split demo stress install uninstall clean distclean deb
 BINDIR     := $(PREFIX)/bin
 LIBDIR     := $(PREFIX)/lib/tcpreset
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
@@ -101,6 +101,13 @@ demo: deps build
 bench: deps build build/floor
 	@command -v tcpkill >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dsniff >/dev/null; }
 	node dist/bench/run.js $(BENCH_ARGS)
+
+# Where the first RST's time goes from idle, tcpresetd against the C floor
+# (bench/split.ts, bpftrace): writes bench/results/idle-split-LABEL.md.
+# SPLIT_ARGS="--label after --gap-ms 100 --count 40 --rounds 2".
+bench-split: build build/floor
+	@command -v bpftrace >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
+	node dist/bench/split.js $(SPLIT_ARGS)
 
 # The stress suite at full scale (make test runs it in its short form).
 stress: deps build

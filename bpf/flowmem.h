@@ -36,7 +36,11 @@ struct {
 	__type(value, struct tr_fm_entry);
 } flowmem SEC(".maps");
 
-/* Slots - 1 (slots a power of two); set with max_entries before load (src/bpf/object.ts). */
+/*
+ * Slots - 1 (slots a power of two); set with max_entries before load
+ * (src/bpf/object.ts). 0 = flow memory off (config flowMemory 0): the
+ * verifier sees the constant and drops the code below.
+ */
 const volatile __u32 tr_fm_mask SEC(".rodata.flowmem") = TR_FLOWMEM_DEFAULT - 1;
 
 static __always_inline void fm_fill_dir(struct tr_fm_dir *d, const struct pkt_info *pi, __u64 now, __u32 h)
@@ -90,6 +94,8 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 	__u64 now;
 	int a, dir;
 
+	if (!tr_fm_mask)
+		return;
 	a = tr_fm_src_is_a(pi->flow.saddr, pi->flow.sport, pi->flow.daddr, pi->flow.dport);
 	dir = a ? 0 : 1;
 	key.ifindex = pi->flow.ifindex;

@@ -22,7 +22,9 @@ test('config: absent default file = defaults; explicit absent file, bad JSON, ba
   t.regex(t.throws(() => loadConfig(write('e.json', '{"protected": "10.0.0.0/8"}')))!.message, /array/);
   t.regex(t.throws(() => loadConfig(write('f.json', '{"defaultMode": "l4"}')))!.message, /defaultMode/);
   t.regex(t.throws(() => loadConfig(write('g.json', '[]')))!.message, /JSON object/);
-  t.regex(t.throws(() => loadConfig(write('i.json', '{"flowMemory": 8}')))!.message, /flowMemory.*16\.\.16777216/);
+  t.regex(t.throws(() => loadConfig(write('i.json', '{"flowMemory": 8}')))!.message, /flowMemory.*0 \(off\) or a power of two from 16 to 16777216/);
+  t.regex(t.throws(() => loadConfig(write('m.json', '{"flowMemory": 33554432}')))!.message, /flowMemory.*0\.\.16777216/);
+  t.is(loadConfig(write('n.json', '{"flowMemory": 0}')).config.flowMemory, 0);
   t.regex(t.throws(() => loadConfig(write('j.json', '{"flowMemory": 1.5}')))!.message, /flowMemory/);
   t.regex(t.throws(() => loadConfig(write('l.json', '{"flowMemory": 1000}')))!.message, /flowMemory.*1000.*power of two/);
   t.is(loadConfig(write('k.json', '{"flowMemory": 64}')).config.flowMemory, 64);

@@ -344,3 +344,19 @@ test('srcIsA / canonicalFlow: either side of a connection gives one key', (t) =>
   t.not(C.srcIsA(a, 1, b, 2), C.srcIsA(b, 2, a, 1));
   t.true(C.srcIsA(a, 1, a, 2) && !C.srcIsA(a, 2, a, 1), 'same address: lower port is A');
 });
+
+ptest('flowMemory 0: the memory is off, the program remembers nothing and counts nothing; the matching path is unchanged', (t) => {
+  const obj = BpfObject.load(OBJ, { flowMemory: 0 });
+  t.teardown(() => obj.close());
+  const fm = obj.map(C.MAP_FLOWMEM);
+  t.is(fm.maxEntries, 1);
+  const counters = obj.map(C.MAP_COUNTERS);
+  const read = (): C.Counters => C.sumCounters(counters.lookup(new Uint8Array(4))!, numPossibleCpus());
+  const c0 = read();
+  for (let i = 0; i < 10; i++) obj.testRun(F.tcpFrame({ src: H4, dst: P4, sport: 1000 + i, dport: 80 }).bytes);
+  const c1 = read();
+  t.is(c1.tcp - c0.tcp, 10n, 'parsed');
+  t.is(c1.fmNew - c0.fmNew, 0n, 'nothing remembered');
+  t.true(fm.lookup(new Uint8Array(4))!.every((b) => b === 0), 'the one slot untouched');
+  t.throws(() => BpfObject.load(OBJ, { flowMemory: 3 }), { message: /flowMemory.*power of two/ });
+});

@@ -162,7 +162,7 @@ export function kernelKnowsXdpFrags(kernelRelease: string = release()): boolean 
 export interface LoadOptions {
   /** Capacity of the targets map (bpf_map__set_max_entries before load). */
   maxTargets?: number;
-  /** Slots of the flow memory (connections; a power of two, at least 2); default FLOWMEM_DEFAULT. */
+  /** Slots of the flow memory (connections; a power of two, at least 2; 0 = off); default FLOWMEM_DEFAULT. */
   flowMemory?: number;
   /** Program to expose as progFd; default the contract's PROG_NAME. */
   program?: string;
@@ -201,8 +201,8 @@ export class BpfObject {
     if (maxTargets !== undefined && (!Number.isSafeInteger(maxTargets) || maxTargets < 1 || maxTargets > 0xffffffff)) {
       throw new ValidationError('maxTargets', maxTargets, 'must be an integer from 1 to 4294967295');
     }
-    if (flowMemory !== undefined && (!Number.isSafeInteger(flowMemory) || flowMemory < 2 || flowMemory > 2 ** 31 || (flowMemory & (flowMemory - 1)) !== 0)) {
-      throw new ValidationError('flowMemory', flowMemory, 'must be a power of two from 2 to 2147483648');
+    if (flowMemory !== undefined && flowMemory !== 0 && (!Number.isSafeInteger(flowMemory) || flowMemory < 2 || flowMemory > 2 ** 31 || (flowMemory & (flowMemory - 1)) !== 0)) {
+      throw new ValidationError('flowMemory', flowMemory, 'must be 0 (off) or a power of two from 2 to 2147483648');
     }
     const obj = L.bpf_object__open_file(path, null);
     if (obj === null) {
@@ -211,7 +211,9 @@ export class BpfObject {
       throw L.failure(`open BPF object ${path}`, undefined, undefined, errno);
     }
     try {
-      for (const [name, n] of [[MAP_TARGETS, maxTargets], [MAP_FLOWMEM, flowMemory]] as const) {
+      // Off: one slot the program never touches (an array cannot be empty).
+      const fmSlots = flowMemory === 0 ? 1 : flowMemory;
+      for (const [name, n] of [[MAP_TARGETS, maxTargets], [MAP_FLOWMEM, fmSlots]] as const) {
         if (n === undefined) continue;
         const m = L.bpf_object__find_map_by_name(obj, name);
         if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no map "${name}" to size`);
@@ -223,7 +225,7 @@ export class BpfObject {
         const m = L.bpf_object__find_map_by_name(obj, FLOWMEM_MASK_SECTION);
         if (m === null) throw new TcpresetError('E_INTERNAL', `BPF object ${path} has no section "${FLOWMEM_MASK_SECTION}" for the flow memory mask`);
         const mask = new Uint8Array(4);
-        new DataView(mask.buffer).setUint32(0, flowMemory - 1, true);
+        new DataView(mask.buffer).setUint32(0, flowMemory === 0 ? 0 : flowMemory - 1, true);
         const ret = L.bpf_map__set_initial_value(m, mask, 4);
         if (ret < 0) throw L.failure(`set the flow memory mask in "${FLOWMEM_MASK_SECTION}"`, ret);
       }

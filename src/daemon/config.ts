@@ -33,7 +33,7 @@ export interface DaemonConfig {
    * 2-way set-associative: when a set is full the connection least recently
    * seen is forgotten, closed ones first). Kernel memory: 168 bytes per slot
    * (FLOWMEM_BYTES_PER_ENTRY), taken when the data plane opens: the default
-   * 262,144 is 42 MiB.
+   * 262,144 is 42 MiB. 0 = off.
    */
   flowMemory: number;
   logLevel: LogLevel;
@@ -161,9 +161,11 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('flowLogLimit' in o) c.flowLogLimit = intIn(o, 'flowLogLimit', 0, 1_000_000);
   // 16 Mi slots = 2.6 GiB of kernel memory: past that, a typo.
   if ('flowMemory' in o) {
-    c.flowMemory = intIn(o, 'flowMemory', 16, 16_777_216);
-    // The program indexes the table with a mask.
-    if ((c.flowMemory & (c.flowMemory - 1)) !== 0) throw new ValidationError('flowMemory', c.flowMemory, 'must be a power of two (16, 32, ... 16777216)');
+    c.flowMemory = intIn(o, 'flowMemory', 0, 16_777_216);
+    // The program indexes the table with a mask; 0 turns the memory off.
+    if (c.flowMemory !== 0 && (c.flowMemory < 16 || (c.flowMemory & (c.flowMemory - 1)) !== 0)) {
+      throw new ValidationError('flowMemory', c.flowMemory, 'must be 0 (off) or a power of two from 16 to 16777216');
+    }
   }
   if ('defaultMode' in o) {
     if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');

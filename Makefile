@@ -16,7 +16,7 @@ BPF_CFLAGS = -O2 -g -target bpf -Wall -Werror -Wno-unused-function -I bpf \
 # Debian packages the build, the tests and the lab need (command:package).
 APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtool \
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
-              trafgen:netsniff-ng iperf3:iperf3 sysctl:procps \
+              trafgen:netsniff-ng iperf3:iperf3 sysctl:procps xdp-filter:xdp-tools \
               dh:debhelper lintian:lintian systemd-nspawn:systemd-container \
               debootstrap:debootstrap dpkg-repack:dpkg-repack groff:groff-base man:man-db
 DEPS_STAMP := build/.deps

@@ -324,7 +324,7 @@ export class BpfObject {
       }
     }
     if (fd < 0) {
-      const busy = -fd === EBUSY || -fd === EEXIST ? ' (the interface already has an XDP program)' : '';
+      const busy = -fd === EBUSY || -fd === EEXIST ? ` (${xdpHolder(ifindex, ifname)})` : '';
       throw L.failure(`attach XDP in ${used} mode${busy}`, fd, ifname);
     }
     const link = new XdpLink(ifname, ifindex, used, fd, (l) => this.links.delete(l));
@@ -362,3 +362,14 @@ export class BpfObject {
   }
 }
 
+/**
+ * Why the XDP hook is taken, and what to do: names the program there. XDP
+ * has one program per hook; other tools (xdp-filter, bpfman) attach through
+ * libxdp's dispatcher, which tcpreset does not join (yet).
+ */
+function xdpHolder(ifindex: number, ifname: string): string {
+  const p = L.xdpProgramOn(ifindex);
+  const which = p === null ? 'an XDP program' : `XDP program "${p.name || '?'}" (id ${p.id}${p.name === 'xdp_dispatcher' ? ", libxdp's dispatcher: xdp-filter, xdp-loader or bpfman" : ''})`;
+  const undo = p?.name === 'xdp_dispatcher' ? `xdp-loader unload ${ifname} --all` : `ip link set dev ${ifname} xdp off`;
+  return `${ifname} already has ${which}; tcpreset needs the XDP hook of its sniff interface to itself: remove that program (${undo}) or mirror to another port`;
+}

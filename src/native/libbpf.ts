@@ -10,7 +10,7 @@
  */
 import koffi from 'koffi';
 import { NativeError } from '../errors.js';
-import { vformat } from './libc.js';
+import { close as closeFd, vformat } from './libc.js';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -191,6 +191,42 @@ export const bpf_prog_test_run_opts = lib.func('int bpf_prog_test_run_opts(int p
 export const bpf_map_create = lib.func(
   'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)',
 ) as (type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts: null) => number;
+const bpf_xdp_query_id = lib.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)') as (ifindex: number, flags: number, id: number[]) => number;
+const bpf_prog_get_fd_by_id = lib.func('int bpf_prog_get_fd_by_id(uint32_t id)') as (id: number) => number;
+// bpf_obj_get_info_by_fd, not bpf_prog_get_info_by_fd: Debian 12's libbpf is 1.1.
+const bpf_obj_get_info_by_fd = lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)') as (fd: number, info: Uint8Array, len: number[]) => number;
+
+/** offsetof(struct bpf_prog_info, name) (include/uapi/linux/bpf.h; stable UAPI), BPF_OBJ_NAME_LEN 16. */
+const PROG_INFO_NAME_OFF = 64;
+const BPF_OBJ_NAME_LEN = 16;
+
+/**
+ * The XDP program attached to `ifindex` (any mode), or null when none or
+ * when it cannot be read: its id and name, e.g. "xdp_dispatcher" for
+ * libxdp's dispatcher (xdp-tools, bpfman). For an error message, so it
+ * never throws.
+ */
+export function xdpProgramOn(ifindex: number): { id: number; name: string } | null {
+  const id = [0];
+  if (bpf_xdp_query_id(ifindex, 0, id) < 0 || id[0] === 0) return null;
+  const fd = bpf_prog_get_fd_by_id(id[0]!);
+  if (fd < 0) return { id: id[0]!, name: '' };
+  try {
+    const info = new Uint8Array(256);
+    const len = [info.length];
+    if (bpf_obj_get_info_by_fd(fd, info, len) < 0) return { id: id[0]!, name: '' };
+    const raw = info.subarray(PROG_INFO_NAME_OFF, PROG_INFO_NAME_OFF + BPF_OBJ_NAME_LEN);
+    const end = raw.indexOf(0);
+    return { id: id[0]!, name: Buffer.from(raw.subarray(0, end < 0 ? raw.length : end)).toString('utf8') };
+  } finally {
+    try {
+      closeFd(fd);
+    } catch {
+      // only an error message depends on it
+    }
+  }
+}
+
 export const libbpf_num_possible_cpus = lib.func('int libbpf_num_possible_cpus(void)') as () => number;
 const libbpf_strerror_raw = lib.func('int libbpf_strerror(int err, void *buf, size_t size)') as (
   err: number,

@@ -92,6 +92,12 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'threads answering segments, each with its own ring buffer (1..8)',
     text: 'Event threads, each draining a ring buffer of its own. Events are spread over them by flow, so a flood of many flows is answered on several cores; one is enough for alert-driven jobs.',
   },
+  eventKeepWarmMs: {
+    type: 'integer',
+    range: [0, 1000],
+    summary: 'idle wake-up period that keeps the event path warm, ms (0 = off)',
+    text: 'While idle, each event thread wakes this often and runs its per-event code on a synthetic record (nothing is sent), so the first segment after a quiet spell finds code and data in the caches. 0 (the default) sleeps until a segment comes. Measured on 2 vCPUs: 1 ms costs ~4 % of a core, 2 ms ~3 %, for a first-RST median ~20 % lower after 200 ms of quiet.',
+  },
   eventNice: {
     type: 'integer',
     range: [-20, 19],

@@ -224,7 +224,7 @@ export class Daemon {
       }
       return this.enforcerModule.Enforcer.open({
         logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1), eventSpinUs: this.o.config.eventSpinUs,
-        eventNice: this.o.config.eventNice, eventThreads: this.o.config.eventThreads,
+        eventNice: this.o.config.eventNice, eventThreads: this.o.config.eventThreads, eventKeepWarmMs: this.o.config.eventKeepWarmMs,
         flowMemory: this.o.config.flowMemory,
       });
     });

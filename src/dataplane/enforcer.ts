@@ -90,7 +90,7 @@ export class Enforcer extends EventEmitter {
     this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0 }));
     const nice = opts.eventNice;
     this.events = new EventPool({
-      ringFds, ringBytes: RINGBUF_BYTES, spinUs: opts.eventSpinUs, nice,
+      ringFds, ringBytes: RINGBUF_BYTES, spinUs: opts.eventSpinUs, keepWarmMs: opts.eventKeepWarmMs, nice,
       onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE or systemd LimitNICE=): first responses may wait behind other work on a loaded sensor'),
       onReport: (r, thread) => this.onReport(r, thread),
       onCrash: (err, restarts, thread) => this.log.error({ err, restarts, thread }, 'event thread died: restarted, enforcement resumed'),

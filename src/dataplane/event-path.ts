@@ -17,6 +17,8 @@ export interface EventPathOptions {
   ringBytes: number;
   /** Busy-poll after the last record before sleeping (µs). Default 200. */
   spinUs?: number;
+  /** Idle wake-up period to keep the path warm (ms); 0 = off. Default 0. */
+  keepWarmMs?: number;
   batch?: number;
   /** Nice value of the event thread; null = inherited. Default -10. */
   nice?: number | null;
@@ -99,7 +101,7 @@ export class EventPath {
     this.port = port1;
     const data: EventThreadData = {
       ringFd: this.o.ringFd, ringBytes: this.o.ringBytes, doorbellFd: this.doorbell.fd,
-      spinUs: this.o.spinUs ?? 200, batch: this.o.batch ?? 4096, nice: this.o.nice === undefined ? -10 : this.o.nice,
+      spinUs: this.o.spinUs ?? 200, keepWarmMs: this.o.keepWarmMs ?? 0, batch: this.o.batch ?? 4096, nice: this.o.nice === undefined ? -10 : this.o.nice,
     };
     const worker = new Worker(new URL('./event-worker.js', import.meta.url), {
       workerData: { data, port: port2 }, transferList: [port2], name: 'tcpreset-event',

@@ -16,6 +16,7 @@ export interface EventPoolOptions {
   ringFds: number[];
   ringBytes: number;
   spinUs?: number;
+  keepWarmMs?: number;
   nice?: number | null;
   onNiceError?: (message: string) => void;
   onReport: (r: EventReport, thread: number) => void;
@@ -28,7 +29,7 @@ export class EventPool {
   constructor(o: EventPoolOptions) {
     let niceWarned = false;
     this.paths = o.ringFds.map((ringFd, i) => new EventPath({
-      ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, nice: o.nice,
+      ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, keepWarmMs: o.keepWarmMs, nice: o.nice,
       // The same cause for every thread: say it once.
       onNiceError: (m) => {
         if (!niceWarned) o.onNiceError?.(m);

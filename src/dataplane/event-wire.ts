@@ -15,6 +15,12 @@ export interface EventThreadData {
   doorbellFd: number;
   /** Busy-poll the ring this long after the last record before sleeping (µs). */
   spinUs: number;
+  /**
+   * While idle, wake every this many ms and run the per-event code on a
+   * synthetic record (nothing is sent), so the first real segment after a
+   * quiet spell finds code and data in the caches. 0 = sleep until a segment.
+   */
+  keepWarmMs: number;
   /** Most records handled per drain before the thread looks at commands and flushes. */
   batch: number;
   /** Nice value for the thread (-20..19); null leaves it as inherited. */

@@ -117,7 +117,11 @@ class EventThread {
       if (this.ring.lastDrainAdvanced) continue;
       if (spinNs > 0n && process.hrtime.bigint() - lastActive < spinNs) continue;
       this.report();
-      const ready = epollWait(this.epfd, this.events, -1, 'event thread');
+      const ready = epollWait(this.epfd, this.events, this.data.keepWarmMs > 0 ? this.data.keepWarmMs : -1, 'event thread');
+      if (ready === 0 && this.data.keepWarmMs > 0) {
+        this.warmUp(1);
+        continue;
+      }
       if (ready > 0) this.wakeups++;
       for (let i = 0; i < ready; i++) {
         if (this.events.data(i) === DOORBELL) {

@@ -117,4 +117,6 @@ export interface EnforcerOptions {
   eventNice?: number | null;
   /** Event threads, each with a ring buffer of its own (1..RING_SLOTS). Default 1. */
   eventThreads?: number;
+  /** Idle wake-up period of the event threads that keeps their code warm (ms); 0 = off. */
+  eventKeepWarmMs?: number;
 }

@@ -159,7 +159,7 @@ test('--help and help print the seed syntax on stdout and exit 0; help SUBCOMMAN
   // "-h" alone is HOST without a value: a usage error, not help.
   oneLineError(t, await cli(['ids-1', '-h']), 64, /option '-h, --host <HOST>' argument missing/);
   oneLineError(t, await cli(['list', '-h']), 64, /unknown option '-h'/);
-  oneLineError(t, await cli(['help', 'bogus']), 64, /^no subcommand "bogus" \(subcommands: create, cancel, list, status, version, history, help\)$/);
+  oneLineError(t, await cli(['help', 'bogus']), 64, /^no subcommand "bogus" \(subcommands: create, cancel, list, status, version, history, metrics, help\)$/);
   oneLineError(t, await cli(['help', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '5']), 64, /^"help" is a subcommand name: .*"tcpreset create help -i \.\.\."$/);
   oneLineError(t, await cli(['help', 'list', 'status']), 64, /"help" is a subcommand name/);
 });

@@ -544,6 +544,20 @@ test('metrics: GET /metrics on the configured address serves the text format (tc
   t.regex(bst.metrics.error, /EADDRINUSE/);
 });
 
+test('tcpreset metrics prints the exposition over the control socket, also when no listener or textfile is configured', async (t) => {
+  const d = await startDaemon();
+  t.teardown(() => d.stop());
+  const r = await cliSync(['metrics', '--socket', d.socket]);
+  t.is(r.status, 0, r.stderr);
+  t.true(r.stdout.includes('# TYPE tcpreset_jobs gauge\n'));
+  t.true(r.stdout.includes('# TYPE tcpreset_rsts_sent_total counter\n'));
+  t.is(samples(r.stdout).get('tcpreset_jobs'), 0);
+  t.is(samples(r.stdout).get('tcpreset_jobs_created_total'), 0);
+  const j = JSON.parse((await cliSync(['metrics', '--json', '--socket', d.socket])).stdout);
+  // --json carries the same exposition (the values of the process metrics move between the two asks).
+  t.deepEqual([...samples(j.text).keys()].filter((k) => !/_(process|nodejs)_/.test(k)), [...samples(r.stdout).keys()].filter((k) => !/_(process|nodejs)_/.test(k)));
+});
+
 test('metrics config: bad listen addresses and textfile paths are refused naming the key', async (t) => {
   const dir = tmp('mcfg');
   for (const [cfg, re] of [

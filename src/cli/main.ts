@@ -50,6 +50,7 @@ const HUMAN: Record<Plan['command'], (r: never) => string> = {
   list: formatList,
   status: formatStatus,
   history: formatHistory,
+  metrics: (r: { text: string }) => r.text,
   version: (r: { version: string }) => `tcpresetd ${r.version}\n`,
 };
 

@@ -23,7 +23,7 @@ export interface OptSpec {
   complete?: 'interface' | 'file';
 }
 
-export type CommandName = 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history' | 'help';
+export type CommandName = 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history' | 'metrics' | 'help';
 
 export interface CommandSpec {
   name: CommandName;
@@ -99,6 +99,13 @@ export const COMMANDS: CommandSpec[] = [
     ],
     opts: [{ long: '--since', key: 'since', arg: 'DURATION', desc: 'only the events of the last DURATION: a number with s, m, h or d (90s, 30m, 12h, 7d), or plain seconds' }],
   },
+  {
+    name: 'metrics',
+    usage: '',
+    summary: 'the daemon\'s Prometheus metrics, in the text format a scrape of /metrics returns',
+    details: ['The same metrics the daemon serves at metricsListen and writes to metricsTextfile (tcpreset.conf(5)), asked over the control socket, so they can be read without either.'],
+    opts: [],
+  },
   { name: 'help', operand: '[SUBCOMMAND]', usage: '[SUBCOMMAND]', summary: 'show help, for one subcommand if named', opts: [] },
 ];
 
@@ -114,7 +121,7 @@ export const USAGE_LINES = [
   CREATE_USAGE,
   'create ENGID ...   (the same; needed when ENGID is a subcommand name)',
   'cancel JOBID | cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]',
-  'list | status | version | history [--since DURATION]',
+  'list | status | version | metrics | history [--since DURATION]',
   'help [SUBCOMMAND] | --help | -V',
 ];
 
@@ -198,7 +205,7 @@ export interface ParsedOpts {
 
 /** What the command will do: one request to the daemon, printed one way. */
 export interface Plan {
-  command: 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history';
+  command: 'create' | 'cancel' | 'list' | 'status' | 'version' | 'history' | 'metrics';
   body: RequestBody;
   json: boolean;
   socket: string;

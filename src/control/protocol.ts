@@ -25,7 +25,7 @@ export const MAX_LINE_BYTES = 65536;
 export const MAX_RESPONSE_LINE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SOCKET_PATH = '/run/tcpreset.sock';
 
-export const OPS = ['create', 'cancel', 'list', 'status', 'version', 'history'] as const;
+export const OPS = ['create', 'cancel', 'list', 'status', 'version', 'history', 'metrics'] as const;
 export type Op = (typeof OPS)[number];
 export type RequestId = string | number;
 // The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
@@ -82,7 +82,11 @@ export interface HistoryRequest extends Base {
   op: 'history';
   since?: number;
 }
-export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest | HistoryRequest;
+/** The Prometheus text exposition, as GET /metrics would serve it. */
+export interface MetricsRequest extends Base {
+  op: 'metrics';
+}
+export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest | HistoryRequest | MetricsRequest;
 
 /** What a client sends: "v" is added by the client. */
 export type RequestBody =
@@ -92,7 +96,8 @@ export type RequestBody =
   | (Omit<ListRequest, 'v'>)
   | (Omit<StatusRequest, 'v'>)
   | (Omit<VersionRequest, 'v'>)
-  | (Omit<HistoryRequest, 'v'>);
+  | (Omit<HistoryRequest, 'v'>)
+  | (Omit<MetricsRequest, 'v'>);
 
 export interface JobCounters {
   matched: number;
@@ -204,6 +209,7 @@ const FIELDS: Record<string, readonly string[]> = {
   status: [],
   version: [],
   history: ['since'],
+  metrics: [],
 };
 const ENVELOPE = ['v', 'id', 'op'];
 
@@ -358,6 +364,7 @@ export function parseRequest(line: string): Request {
     case 'list':
     case 'status':
     case 'version':
+    case 'metrics':
       rejectUnknown(o, FIELDS[op], op);
       return { ...base, op };
     case 'history': {

@@ -29,6 +29,7 @@ import type { LogLevel } from './log.js';
 import { JobEventCounts } from './job-events.js';
 import { History } from './history.js';
 import type { MetricsExporter, StatusView } from './metrics.js';
+import type { Registry } from 'prom-client';
 
 export function packageVersion(): string {
   try {
@@ -245,12 +246,23 @@ export class Daemon {
     return e;
   }
 
+  private registry: Registry | undefined;
+
+  /** The metrics registry (metrics.ts, prom-client), made on first need. */
+  private async metricsRegistry(): Promise<Registry> {
+    if (!this.registry) {
+      const m = await import('./metrics.js');
+      this.registry ??= m.createRegistry({ status: () => this.status() as StatusView, jobs: () => this.jobs.list() }, this.jobEvents);
+    }
+    return this.registry;
+  }
+
   /** Prometheus exposition (metrics.ts), loaded only when configured. */
   private async startMetrics(): Promise<void> {
     const c = this.o.config;
     if (!c.metricsListen && !c.metricsTextfile) return;
     const m = await import('./metrics.js');
-    const reg = m.createRegistry({ status: () => this.status() as StatusView, jobs: () => this.jobs.list() }, this.jobEvents);
+    const reg = await this.metricsRegistry();
     this.metrics = new m.MetricsExporter(reg, { listen: c.metricsListen, textfile: c.metricsTextfile, intervalSec: c.metricsIntervalSec, log: this.log });
     await this.metrics.start();
   }
@@ -304,6 +316,8 @@ export class Daemon {
         return { version: this.version };
       case 'status':
         return this.status();
+      case 'metrics':
+        return { text: await (await this.metricsRegistry()).metrics() };
       case 'history':
         return { records: this.history.read(req.since ?? 0), enabled: this.history.enabled };
       case 'list':

@@ -641,11 +641,12 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
 
   const c1 = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '180'], env);
   t.is(c1.code, 0, c1.stderr);
-  const m = /^created job (\S+) ENGID=ids-1 host 10\.77\.0\.9 on sn0 -> rs0 until \S+Z \((1[78]\d) s\)\n$/.exec(c1.stdout);
+  // The second line: what the flow memory held for the host (nothing crossed sn0 here).
+  const m = /^created job (\S+) ENGID=ids-1 host 10\.77\.0\.9 on sn0 -> rs0 until \S+Z \((1[78]\d) s\)\n0 remembered sessions of 10\.77\.0\.9 reset at once\n$/.exec(c1.stdout);
   t.truthy(m, c1.stdout);
   const id = m![1];
   const c2 = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '240'], env);
-  t.regex(c2.stdout, new RegExp(`^extended job ${id} .*\\(2[34]\\d s\\)\\n$`));
+  t.regex(c2.stdout, new RegExp(`^extended job ${id} .*\\(2[34]\\d s\\)\\n0 remembered sessions of 10\\.77\\.0\\.9 reset at once\\n$`));
   const c3 = await cli(['create', 'list', '-i', 'sn0', '-o', 'rs0', '-h', '2001:db8::5', '-p', '443', '-d', '60', '--l2', '--json'], env);
   t.is(c3.code, 0, c3.stderr);
   const j3 = JSON.parse(c3.stdout) as { action: string; job: Job };

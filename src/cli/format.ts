@@ -22,7 +22,11 @@ function target(job: Job): string {
 
 export function formatCreate(r: CreateResult): string {
   const secs = Math.round(r.job.remainingMs / 1000);
-  return `${r.action} job ${r.job.id} ${target(r.job)} until ${shortIso(r.job.expiresAt)} (${secs} s)\n`;
+  const line = `${r.action} job ${r.job.id} ${target(r.job)} until ${shortIso(r.job.expiresAt)} (${secs} s)\n`;
+  if (!r.flows) return line;
+  const n = r.flows.known;
+  const of = `${r.job.host}${r.job.port === null ? '' : ` port ${r.job.port}`}`;
+  return `${line}${n} remembered session${n === 1 ? '' : 's'} of ${of} reset at once\n`;
 }
 
 export function formatCancel(r: CancelResult): string {

@@ -131,6 +131,12 @@ export interface Job extends JobFields {
 export interface CreateResult {
   action: 'created' | 'extended';
   job: Job;
+  /**
+   * What the flow memory held for the job's host (and port) when it was
+   * created or extended: open connections found, and reset at once (RST pair
+   * and probes sent). Absent when no sweep ran (interface away).
+   */
+  flows?: { known: number; reset: number };
   /** Accepted and enforced, but something is wrong (e.g. the state file could not be saved). */
   warnings?: string[];
 }

@@ -324,10 +324,13 @@ export class Daemon {
         return { jobs: markFaults(this.jobs.list(), this.enforcer?.status().faults ?? []) };
       case 'create': {
         await this.loadDataPlane();
-        const r = this.jobs.create({
+        this.enforcer?.takeSweep(); // a restore's or an earlier request's is not this one's
+        const created = this.jobs.create({
           engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
           duration: req.duration, mode: req.mode,
         });
+        const sweep = this.enforcer?.takeSweep();
+        const r = sweep ? { ...created, flows: { known: sweep.flows, reset: sweep.flows } } : created;
         if (r.action === 'created') this.history.created(r.job, peer.uid);
         // "created" means enforced: the first job of a daemon also starts its event thread.
         await this.dataPlaneReady();

@@ -62,6 +62,8 @@ export class Enforcer extends EventEmitter {
   /** Packets the sweeps sent, and failures (sweeps and packets). */
   private sweepSent = 0;
   private sweepErrors = 0;
+  /** The last sweep, for the request that caused it (takeSweep). */
+  private lastSweep: SweepInfo | null = null;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
   private readonly log: LoggerLike;
@@ -169,6 +171,16 @@ export class Enforcer extends EventEmitter {
     this.log.info({ target: publicInfo(info), xdpMode: att.mode }, 'target added');
     this.sweep(this.targets.get(id)!, 'create');
     return publicInfo(info);
+  }
+
+  /**
+   * The sweep the last add() or extend() ran (null: none ran, e.g. the
+   * interface is away), once: the create request reports what it found.
+   */
+  takeSweep(): SweepInfo | null {
+    const s = this.lastSweep;
+    this.lastSweep = null;
+    return s;
   }
 
   /**
@@ -365,6 +377,7 @@ export class Enforcer extends EventEmitter {
       }
       const info: SweepInfo = { targetId: target.info.id, label: target.info.label, flows: plan.flows, rsts, probes, ms: Math.round((performance.now() - t0) * 100) / 100, why };
       this.log.info(info, 'flows reset from flow memory');
+      this.lastSweep = info;
       queueMicrotask(() => {
         for (const r of resets) this.emit('flow-reset', r);
         this.emit('sweep', info);

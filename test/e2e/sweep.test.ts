@@ -79,6 +79,7 @@ for (const fam of ['v4', 'v6'] as const) {
     const r1 = await cli(ctx, ['ENG-IDLE', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(PORT_A), '-d', '30']);
     t.is(r1.code, 0, r1.stderr);
     await expectReset(ctx, a, r1.endedAt, `${fam} idle session on port ${PORT_A}`);
+    t.true(r1.stdout.includes(`\n1 remembered session of ${host} port ${PORT_A} reset at once\n`), r1.stdout);
     const swept = await daemon.waitLog((l) => l.msg === 'flows reset from flow memory', 2000, 'sweep line');
     t.is(swept.flows, 1, 'one open connection of the host on that port remembered');
     t.true((swept.rsts as number) === 2 && (swept.probes as number) === 2, JSON.stringify(swept));
@@ -87,9 +88,11 @@ for (const fam of ['v4', 'v6'] as const) {
     await sleep(1000);
     t.true(alive(ctx, b), `-p ${PORT_A}: the host's idle session on port ${PORT_B} survives`);
 
-    const r2 = await cli(ctx, ['ENG-IDLE', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30']);
+    const r2 = await cli(ctx, ['ENG-IDLE', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30', '--json']);
     t.is(r2.code, 0, r2.stderr);
     await expectReset(ctx, b, r2.endedAt, `${fam} idle session on port ${PORT_B}`);
+    // The port-5001 session is closed (its RSTs crossed the mirror): only the other one was open.
+    t.deepEqual(JSON.parse(r2.stdout).flows, { known: 1, reset: 1 });
   });
 }
 
@@ -113,6 +116,7 @@ ptest.serial('without --watch the flow memory starts with the first job: an idle
   t.true(alive(ctx, a), 'still unknown to the flow memory: alive');
   const sweeps = daemon.logs.filter((l) => l.msg === 'flows reset from flow memory');
   t.deepEqual(sweeps.map((l) => l.flows), [0, 0]);
+  t.true(r2.stdout.includes(`\n0 remembered sessions of ${host} port ${PORT_A} reset at once\n`), r2.stdout);
 });
 
 /** One idle session, a job on its host: both ends reset from the flow memory within the bound. */

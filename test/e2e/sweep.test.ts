@@ -141,3 +141,23 @@ ptest.serial('802.1Q-tagged mirror, layer-2 injection through a VLAN access port
   idleKilledAtCreate(t, 'v4', 'l2', { vlanMirror: 100, resetAccessVlan: true }),
 );
 ptest.serial('IPv6, layer-2 injection: an idle session is reset at creation', (t) => idleKilledAtCreate(t, 'v6', 'l2'));
+
+ptest.serial('an interactive session (a line every 500 ms) is reset at both ends at creation, before its next line is due', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(async () => void (await daemon.stop()));
+  const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }]);
+  const ctx: Ctx = { t, lab, daemon, server };
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT_A, 'interactive', { intervalMs: 500, reportMs: 50 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport, 5000, 'accept');
+  // Just after a line was echoed: the next one is due ~500 ms later.
+  await client.waitFor((e) => e.ev === 'progress' && (e.rx ?? 0) >= 32, 5000, 'two echoes');
+  const r = await cli(ctx, ['ENG', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '30']);
+  t.is(r.code, 0, r.stderr);
+  const s = { client, serverConn: acc.conn! };
+  await expectReset(ctx, s, r.endedAt, 'interactive session (500 ms)');
+  const swept = await daemon.waitLog((l) => l.msg === 'flows reset from flow memory', 2000, 'sweep line');
+  t.is(swept.flows, 1, 'reset by the sweep, not by its next line');
+});

@@ -70,7 +70,7 @@ test('report: the idle goals are met only when every gap is within 1.5x floor p5
   const bad = report(idleFixture(400, 198));
   t.regex(bad, /\| Reaction from idle, every gap \(1 ms – 1 s\) \| [^|]* \| worst p50 4\.00× floor \(syn, 1 s\)[^\n]* \| \*\*missed\*\* \|/);
   t.regex(bad, /\| 198 of 200 \(floor: 200 of 200\) \| n\/a \| \*\*missed\*\* \|/);
-  t.regex(bad, /Reaction from idle misses the floor-relative goal at SYN of a new flow, 1 s \(p50 400 µs against 170 µs/);
+  t.regex(bad, /Reaction from idle misses the floor-relative goal at SYN of a new flow, 1 s \(p50 400 µs against 170 µs\)/);
   t.regex(bad, /New connections, request 0\.5 ms after connect: 2 of 200 exchanged a byte before the RSTs \(floor 0\)/);
 });
 

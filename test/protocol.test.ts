@@ -8,7 +8,23 @@
  * limits) are covered.
  */
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+
+/**
+ * A command to completion without blocking this process: spawnSync stalled
+ * every other test of the file meanwhile, long enough on a loaded machine
+ * for the shared daemon to drop their connections as idle (EPIPE).
+ */
+function run(cmd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    c.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    c.once('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -313,7 +329,7 @@ test('socket life cycle: mode 0660, a stale file is replaced, a live one or a no
   const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-sock-'));
   const sock = join(dir, 'ctl.sock');
   // A stale socket file: bound by a process that died without unlinking it.
-  t.is(spawnSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', sock]).status, 0);
+  t.is((await run('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', sock])).status, 0);
   t.true(statSync(sock).isSocket());
   const d = await startDaemon({ dir, socket: sock });
   t.is(statSync(sock).mode & 0o777, 0o660);
@@ -345,15 +361,15 @@ test('SIGINT also stops cleanly with exit 0', async (t) => {
 });
 
 test('flags: --help documents every flag; a bad flag exits 64; an invalid config refuses to start with 78 naming the key', async (t) => {
-  const help = spawnSync(process.execPath, [DAEMON_BIN, '--help'], { encoding: 'utf8' });
+  const help = await run(process.execPath, [DAEMON_BIN, '--help']);
   t.is(help.status, 0);
   for (const f of ['--socket', '--state-dir', '--config', '--log-level', 'TCPRESET_SOCKET', 'maxJobs', 'protected', 'SIGTERM', 'Exit status']) {
     t.true(help.stdout.includes(f), f);
   }
-  const bad = spawnSync(process.execPath, [DAEMON_BIN, '--no-such-flag'], { encoding: 'utf8' });
+  const bad = await run(process.execPath, [DAEMON_BIN, '--no-such-flag']);
   t.is(bad.status, 64);
   t.regex(bad.stderr, /unknown option/);
-  const lvl = spawnSync(process.execPath, [DAEMON_BIN, '--log-level', 'loud'], { encoding: 'utf8' });
+  const lvl = await run(process.execPath, [DAEMON_BIN, '--log-level', 'loud']);
   t.is(lvl.status, 64);
 
   const d = await startDaemon({ config: { maxJobs: 5, protected: ['10.0.0.0/33'] }, waitReady: false });

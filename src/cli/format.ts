@@ -87,6 +87,9 @@ export function formatStatus(r: StatusResult): string {
   if (st?.droppedAtLoad) out.push(`saved jobs: ${st.droppedAtLoad} torn or corrupt record(s) dropped from the end of ${st.path} at start`);
   out.push(`counters: ${kv(r.counters) || '-'}`);
   out.push(`ring: ${kv(r.ring) || '-'}`);
+  for (const s of r.sniff ?? []) {
+    out.push(`sniff ${s.ifname}: packets=${s.packets} tcp=${s.tcp} decapsulated=${s.decap}${s.unparsableWindows ? ` windows-without-parsable-tcp=${s.unparsableWindows}` : ''}`);
+  }
   return out.join('\n') + '\n';
 }
 

@@ -174,6 +174,8 @@ export interface StatusResult {
   dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
   /** The saved jobs (STATE_DIR/jobs.json): `fault` while changes cannot be written, records dropped from a torn tail at start. */
   state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
+  /** Per attached sniff interface: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
+  sniff?: { ifname: string; packets: number; tcp: number; decap: number; unparsableWindows: number }[];
 }
 export interface VersionResult {
   version: string;

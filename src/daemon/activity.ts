@@ -94,6 +94,7 @@ export class ActivityLog {
         flow: { src: f.src, sport: f.sport, dst: f.dst, dport: f.dport, family: f.family },
         firstLatencyUs: Math.round(f.firstLatencyUs),
         ...(f.atCreate ? { atCreate: true } : {}),
+        ...(f.encap ? { encap: f.encap } : {}),
       },
       'flow reset',
     );

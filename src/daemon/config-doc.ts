@@ -10,7 +10,7 @@ import type { DaemonConfig } from './config.js';
 
 export interface KeyDoc {
   /** JSON type as the manual states it. */
-  type: 'integer' | 'string' | 'array of strings';
+  type: 'integer' | 'string' | 'array of strings' | 'object';
   /** Inclusive bounds of an integer, as validateConfig() enforces them. */
   range?: [number, number];
   /** Accepted values of a string. */
@@ -103,6 +103,17 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     range: [-20, 19],
     summary: 'nice value of the thread that answers segments (-20..19)',
     text: 'Nice value of the event threads: on a loaded sensor the thread that answers a segment must not queue behind the IDS. Lowering it needs CAP_SYS_NICE or RLIMIT_NICE (the unit sets LimitNICE=); without either, a warning is logged and the default priority stays.',
+  },
+  tunnelPorts: {
+    type: 'object',
+    summary: 'extra UDP ports of VXLAN/Geneve mirrors, e.g. {"vxlan": [8472]}; 4789 and 6081 are always read',
+    text: 'Extra UDP destination ports whose traffic the XDP program decapsulates: {"vxlan": [ports], "geneve": [ports]}, each list optional, ports 1 to 65535, none in both lists. VXLAN on 4789 and Geneve on 6081 (their IANA ports) are always read; Linux vxlan devices default to 8472. A restart applies a change.',
+  },
+  parseCheckSec: {
+    type: 'integer',
+    range: [1, 3600],
+    summary: 'window of the "traffic but no parsable TCP" check of sniff interfaces, seconds',
+    text: 'A sniff interface that receives at least 100 packets in this many seconds without one TCP segment the XDP program can parse gets a warning and a fault in status and list (e.g. a mirror in a tunnel on a port not listed in tunnelPorts), until a window shows one again.',
   },
   eventSpinUs: {
     type: 'integer',

@@ -77,6 +77,10 @@ export interface DaemonConfig {
    * names a host (tcpresetd --watch adds to these).
    */
   watch: string[];
+  /** Extra UDP ports whose traffic is read as VXLAN / Geneve (4789 and 6081 always are). */
+  tunnelPorts: { vxlan: number[]; geneve: number[] };
+  /** Window of the sniff-interface check "traffic but no parsable TCP" (seconds). */
+  parseCheckSec: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
@@ -99,7 +103,9 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   metricsIntervalSec: 15,
   historyMaxRecords: 100_000,
   watch: [],
-});
+  tunnelPorts: Object.freeze({ vxlan: [] as number[], geneve: [] as number[] }),
+  parseCheckSec: 10,
+}) as Readonly<DaemonConfig>;
 
 export interface LoadedConfig {
   config: DaemonConfig;
@@ -137,6 +143,25 @@ function parseListen(v: unknown): string {
   return v;
 }
 
+/** {"vxlan": [ports], "geneve": [ports]}: each key optional, ports 1..65535, none in both lists. */
+function tunnelPortsIn(v: unknown): DaemonConfig['tunnelPorts'] {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ValidationError('tunnelPorts', v, 'must be an object like {"vxlan": [8472], "geneve": []}');
+  const o = v as Record<string, unknown>;
+  const out: DaemonConfig['tunnelPorts'] = { vxlan: [], geneve: [] };
+  for (const k of Object.keys(o)) {
+    if (k !== 'vxlan' && k !== 'geneve') throw new ValidationError(`tunnelPorts.${k}`, o[k], 'unknown tunnel (known: vxlan, geneve)');
+    const ports = o[k];
+    if (!Array.isArray(ports)) throw new ValidationError(`tunnelPorts.${k}`, ports, 'must be an array of UDP ports');
+    for (const p of ports) {
+      if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) throw new ValidationError(`tunnelPorts.${k}`, p, 'must be a UDP port 1..65535');
+    }
+    out[k] = [...new Set(ports as number[])];
+  }
+  const both = out.vxlan.find((p) => out.geneve.includes(p));
+  if (both !== undefined) throw new ValidationError('tunnelPorts', both, 'is listed under both vxlan and geneve');
+  return out;
+}
+
 /** Validate a parsed configuration object (missing keys take defaults). */
 export function validateConfig(raw: unknown): { config: DaemonConfig; protectedEntries: ProtectedEntry[] } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ValidationError('config', raw, 'must be a JSON object');
@@ -146,7 +171,7 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
       throw new ValidationError(k, o[k], `unknown key (known: ${Object.keys(DEFAULT_CONFIG).join(', ')}; keys starting with "//" are comments)`);
     }
   }
-  const c: DaemonConfig = { ...DEFAULT_CONFIG, protected: [...DEFAULT_CONFIG.protected], watch: [...DEFAULT_CONFIG.watch] };
+  const c: DaemonConfig = { ...DEFAULT_CONFIG, protected: [...DEFAULT_CONFIG.protected], watch: [...DEFAULT_CONFIG.watch], tunnelPorts: { vxlan: [], geneve: [] } };
   if ('maxJobs' in o) c.maxJobs = intIn(o, 'maxJobs', 1, 131072);
   // 30 days: a longer "temporary" block is a firewall rule, not a reset job.
   if ('maxDurationSec' in o) c.maxDurationSec = intIn(o, 'maxDurationSec', 1, 30 * 86400);
@@ -176,6 +201,8 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
       throw new ValidationError('flowMemory', c.flowMemory, 'must be 0 (off) or a power of two from 16 to 16777216');
     }
   }
+  if ('parseCheckSec' in o) c.parseCheckSec = intIn(o, 'parseCheckSec', 1, 3600);
+  if ('tunnelPorts' in o) c.tunnelPorts = tunnelPortsIn(o.tunnelPorts);
   if ('defaultMode' in o) {
     if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');
     c.defaultMode = o.defaultMode;

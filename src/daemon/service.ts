@@ -227,6 +227,7 @@ export class Daemon {
         logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1), eventSpinUs: this.o.config.eventSpinUs,
         eventNice: this.o.config.eventNice, eventThreads: this.o.config.eventThreads, eventKeepWarmMs: this.o.config.eventKeepWarmMs,
         flowMemory: this.o.config.flowMemory,
+        tunnelPorts: this.o.config.tunnelPorts, parseWindowMs: this.o.config.parseCheckSec * 1000,
       });
     });
     const e = open(this.log);
@@ -367,8 +368,12 @@ export class Daemon {
         fault = (err as Error).message;
       }
       const df = dataPlaneFaults.get(`${role}/${ifname}`);
-      if (fault === null && df) fault = df.fault;
-      interfaces.push({ ifname, role, mode, up: fault === null, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}), ...extra });
+      let up = fault === null;
+      if (fault === null && df) {
+        fault = df.fault;
+        up = df.kind === 'parse'; // up and attached; what it carries is unreadable
+      }
+      interfaces.push({ ifname, role, mode, up, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}), ...extra });
     };
     // watched: attached from start (--watch, config watch); an interface that had a job also stays attached.
     for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode, undefined, { watched: a.watched, jobs: a.jobs });
@@ -391,6 +396,8 @@ export class Daemon {
       senders: e?.senders ?? [],
       /** Packets sent by the create-time sweeps from the flow memory, and failures. */
       sweep: e?.sweep ?? { sent: 0, errors: 0 },
+      /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */
+      sniff: e?.sniff ?? [],
       jobs: jobs.length,
       /** Targets the data plane holds (one per enforced job). */
       targets: e?.targets ?? 0,

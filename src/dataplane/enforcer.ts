@@ -8,7 +8,8 @@
  * - event-pool.ts / event-path.ts / event-worker.ts: the event threads that
  *   drain the ring buffers and forge and send the RSTs; what they did comes
  *   back here afterwards for counters, flow sets and logs;
- * - health.ts: interfaces going down, away and back.
+ * - health.ts: interfaces going down, away and back;
+ * - tunnels.ts: extra tunnel ports, and sniff interfaces whose traffic holds no TCP it can read.
  *
  * An event is charged to every live target of its slot, and each distinct
  * reset sender fires once.
@@ -16,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import {
   MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_FLOWMEM, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
-  encodeTargetKey, sumCounters, type Counters, type Family,
+  encapName, encodeTargetKey, sumCounters, type Counters, type Family,
 } from '../contract.js';
 import { TcpresetError, ValidationError } from '../errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
@@ -31,6 +32,7 @@ import { Attachments } from './attachments.js';
 import { ResetSenders } from './senders.js';
 import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
+import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LoggerLike, SweepInfo, TargetInfo, TargetSpec } from './types.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
@@ -64,6 +66,7 @@ export class Enforcer extends EventEmitter {
   private sweepErrors = 0;
   /** The last sweep, for the request that caused it (takeSweep). */
   private lastSweep: SweepInfo | null = null;
+  private readonly parseWatch: ParseWatch;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
   private readonly log: LoggerLike;
@@ -106,13 +109,18 @@ export class Enforcer extends EventEmitter {
       recovered: (f) => this.emit('recovered', f),
     });
     this.flowMemory = new FlowMemoryView(obj.map(MAP_FLOWMEM));
-    this.healthTimer = setInterval(() => this.health.check(), opts.healthIntervalMs ?? 500);
+    this.parseWatch = new ParseWatch(obj, this.ncpu, { windowMs: opts.parseWindowMs, warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) });
+    this.healthTimer = setInterval(() => {
+      this.health.check();
+      this.parseWatch.check(this.attachments.live());
+    }, opts.healthIntervalMs ?? 500);
     this.healthTimer.unref();
   }
 
   static open(opts: EnforcerOptions = {}): Enforcer {
     const obj = BpfObject.load(opts.objectPath, { maxTargets: opts.maxTargets, flowMemory: opts.flowMemory });
     try {
+      if (opts.tunnelPorts) setTunnelPorts(obj, opts.tunnelPorts);
       return new Enforcer(obj, opts.logger ?? noopLogger, opts);
     } catch (err) {
       obj.close();
@@ -248,7 +256,9 @@ export class Enforcer extends EventEmitter {
         perThread: this.threadStats.map((s) => s.records),
       },
       targets: this.targets.size,
-      faults: this.health.list(),
+      // Parse faults first: where an interface has both, its own fault is the one shown.
+      faults: [...this.parseWatch.faults(), ...this.health.list()],
+      sniff: this.parseWatch.traffic(this.attachments.live()),
     };
   }
 
@@ -316,6 +326,7 @@ export class Enforcer extends EventEmitter {
           src: formatIp(bytes.slice(o + HIT.saddr, o + HIT.saddr + alen)), sport,
           dst: formatIp(bytes.slice(o + HIT.daddr, o + HIT.daddr + alen)), dport,
           firstLatencyUs: Math.round(dv.getFloat32(o + HIT.latencyUs, true)),
+          ...(bytes[o + HIT.encap] ? { encap: encapName(bytes[o + HIT.encap]) } : {}),
         };
         this.emit('flow-reset', info);
       }
@@ -370,9 +381,11 @@ export class Enforcer extends EventEmitter {
         if (target.flows.has(key) || target.flows.size >= MAX_FLOWS_PER_TARGET) continue;
         target.flows.add(key);
         c.flows++;
+        const encap = e.dirs[0]?.encap || e.dirs[1]?.encap;
         resets.push({
           targetId: target.info.id, label: target.info.label, family: k.family,
           src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
+          ...(encap ? { encap: encapName(encap) } : {}),
         });
       }
       const info: SweepInfo = { targetId: target.info.id, label: target.info.label, flows: plan.flows, rsts, probes, ms: Math.round((performance.now() - t0) * 100) / 100, why };

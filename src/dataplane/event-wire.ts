@@ -79,6 +79,7 @@ export const HIT = {
   rsts: 5, // u8
   sport: 6, // u16
   dport: 8, // u16
+  encap: 10, // u8, TR_ENCAP_* of the segment's tunnel
   latencyUs: 12, // f32
   saddr: 16, // 16 bytes (v4: first 4)
   daddr: 32, // 16 bytes

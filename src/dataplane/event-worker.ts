@@ -90,7 +90,7 @@ class EventThread {
       const ev = decodeEvent(rec, 0);
       for (const rst of forgeResets(ev, undefined, this.ttlSeen.get(binaryKey(ev.daddr)))) l2Frame(rst, ev, mac);
       binaryKey(ev.saddr);
-      this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs);
+      this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, 0);
       this.hitCount = 0;
     }
   }
@@ -166,10 +166,12 @@ class EventThread {
         this.dirty.add(sender);
       }
     }
-    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs);
+    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, ev.encap ?? 0);
   }
 
-  private recordHit(slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint): void {
+  private recordHit(
+    slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint, encap: number,
+  ): void {
     if ((this.hitCount + 1) * HIT_BYTES > this.hits.byteLength) {
       const grown = new Uint8Array(this.hits.byteLength * 2);
       grown.set(new Uint8Array(this.hits.buffer));
@@ -182,6 +184,7 @@ class EventThread {
     h.setUint8(o + HIT.rsts, rsts);
     h.setUint16(o + HIT.sport, sport, true);
     h.setUint16(o + HIT.dport, dport, true);
+    h.setUint8(o + HIT.encap, encap);
     const bytes = new Uint8Array(h.buffer);
     bytes.set(saddr, o + HIT.saddr);
     bytes.set(daddr, o + HIT.daddr);

@@ -5,6 +5,7 @@
  */
 import type { Counters, Family } from '../contract.js';
 import type { InjectMode } from '../net/sender.js';
+import type { SniffTraffic, TunnelPorts } from './tunnels.js';
 
 export interface LoggerLike {
   info(obj: object, msg?: string): void;
@@ -60,6 +61,8 @@ export interface FlowResetInfo {
   firstLatencyUs: number;
   /** Reset by the sweep at job create/extend/restore, from the flow memory (no segment seen in the job). */
   atCreate?: boolean;
+  /** The tunnel the mirror carried the segment in ("vxlan", "erspan2"...); absent for a plain mirror. */
+  encap?: string;
 }
 
 export type IfaceRole = 'sniff' | 'reset';
@@ -71,6 +74,8 @@ export interface InterfaceFault {
   fault: string;
   /** Epoch ms when the fault was first seen. */
   since: number;
+  /** 'parse': the interface is up and attached, but its traffic holds no TCP the program can read. */
+  kind?: 'parse';
 }
 
 /** One create-time sweep of a target (issue 9): what the flow memory held and what was sent. */
@@ -101,6 +106,8 @@ export interface EnforcerStatus {
   ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[] };
   targets: number;
   faults: InterfaceFault[];
+  /** Traffic per attached sniff interface, as the XDP program counted it. */
+  sniff: SniffTraffic[];
 }
 
 export interface EnforcerOptions {
@@ -119,4 +126,8 @@ export interface EnforcerOptions {
   eventThreads?: number;
   /** Idle wake-up period of the event threads that keeps their code warm (ms); 0 = off. */
   eventKeepWarmMs?: number;
+  /** Extra UDP ports read as VXLAN / Geneve. */
+  tunnelPorts?: TunnelPorts;
+  /** Window of the "no parsable TCP" check on sniff interfaces (ms). Default 10 s. */
+  parseWindowMs?: number;
 }

@@ -17,6 +17,13 @@
  * an access port of that VLAN (strips the tag of frames from reset0, drops
  * untagged ones) for layer-2 injection that must re-tag.
  *
+ * With tunnelMirror, the copies reach sniff0 inside VXLAN instead, as cloud
+ * mirrors deliver them (AWS VPC Traffic Mirroring, Azure vTAP): the mirror
+ * actions send them to a real vxlan device in the switch whose underlay is
+ * p-mirror -> sniff0 (172.31.N.1 -> 172.31.N.2; sniff0 keeps no address,
+ * the switch has a static neighbour entry for it, so the sensor's own stack
+ * never takes the tunnel).
+ *
  * Every interface lives in namespaces this lab created; destroy() (or process
  * exit, or a failure half-way through createLab) removes them all.
  */
@@ -50,6 +57,8 @@ export interface LabOptions {
   vlanObjectPath?: string;
   /** Turn off checksum/segmentation offloads on every veth (default true; see below). */
   disableOffloads?: boolean;
+  /** Deliver the mirror copies inside VXLAN (a kernel vxlan device) to this UDP port (4789 is the IANA one). */
+  tunnelMirror?: { kind: 'vxlan'; port?: number };
 }
 
 export interface LabHost {
@@ -89,6 +98,8 @@ export interface Lab {
   readonly prefix: { v4: string; v6: string };
   readonly vlanMirror: number | undefined;
   readonly resetAccessVlan: boolean;
+  /** The tunnel the mirror copies travel in, and its outer addresses. */
+  readonly tunnel: { kind: 'vxlan'; port: number; outerSrc: string; outerDst: string; device: string } | undefined;
   /** Runs argv inside namespace `ns` (no shell); rejects on a non-zero exit. */
   exec(ns: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult>;
   /** Starts a long-running process inside `ns`; it is killed by destroy(). */
@@ -122,6 +133,11 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   const subnet = opts.subnet ?? (subnetSeq++ % 250) + 1;
   if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255) throw new ValidationError('subnet', subnet, 'must be 0..255');
   const vlanObj = opts.vlanObjectPath ?? defaultVlanObjectPath();
+  const tun = opts.tunnelMirror;
+  if (tun && (tun.kind !== 'vxlan' || (tun.port !== undefined && (!Number.isInteger(tun.port) || tun.port < 1 || tun.port > 65535)))) {
+    throw new ValidationError('tunnelMirror', tun, 'must be { kind: "vxlan", port?: 1..65535 }');
+  }
+  if (tun && vid !== undefined) throw new ValidationError('tunnelMirror', tun, 'and vlanMirror cannot be combined');
 
   if (!swept) {
     swept = true;
@@ -130,6 +146,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
 
   const res = new Resources();
   const stem = res.stem;
+  let tunnel: Lab['tunnel'];
   const ns: Record<NsRole, string> = {
     client: `${stem}-client`,
     server: `${stem}-server`,
@@ -211,12 +228,28 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       ]);
     }
 
+    let mirrorDev = sw.ports.mirror;
+    if (tun) {
+      // Room for the 50 bytes of outer headers around a full 1514-byte frame.
+      const sniffMac = await readMac(ns.sensor, sensor.sniffIf);
+      tunnel = { kind: 'vxlan', port: tun.port ?? 4789, outerSrc: `172.31.${subnet}.1`, outerDst: `172.31.${subnet}.2`, device: 'vxm0' };
+      await ipBatch(ns.sensor, [`link set ${sensor.sniffIf} mtu 9000`]);
+      await ipBatch(ns.sw, [
+        `link set ${sw.ports.mirror} mtu 9000`,
+        `addr add ${tunnel.outerSrc}/24 dev ${sw.ports.mirror}`,
+        `neigh add ${tunnel.outerDst} lladdr ${sniffMac} dev ${sw.ports.mirror} nud permanent`,
+        `link add ${tunnel.device} type vxlan id 42 local ${tunnel.outerSrc} remote ${tunnel.outerDst} dstport ${tunnel.port} dev ${sw.ports.mirror}`,
+        `link set ${tunnel.device} up`,
+      ]);
+      mirrorDev = tunnel.device;
+    }
+
     // The mirror: both directions of the client's and the bystander's ports.
     const tcBatch: string[] = [];
     for (const port of [sw.ports.client, sw.ports.bystander]) {
       tcBatch.push(`qdisc add dev ${port} clsact`);
       for (const dir of ['ingress', 'egress']) {
-        tcBatch.push(`filter add dev ${port} ${dir} protocol all u32 match u32 0 0 action mirred egress mirror dev ${sw.ports.mirror}`);
+        tcBatch.push(`filter add dev ${port} ${dir} protocol all u32 match u32 0 0 action mirred egress mirror dev ${mirrorDev}`);
       }
     }
     await run(['tc', '-n', ns.sw, '-batch', '-'], { input: tcBatch.join('\n') + '\n' });
@@ -257,6 +290,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     prefix: { v4: `10.77.${subnet}.0/24`, v6: `fd77:${subnet.toString(16)}::/64` },
     vlanMirror: vid,
     resetAccessVlan: opts.resetAccessVlan === true,
+    tunnel,
     exec: (inNs, argv, runOpts) => run(nsArgv(inNs, argv), runOpts),
     spawn: (inNs, argv, spawnOpts) => {
       const [file, ...args] = nsArgv(inNs, argv);

@@ -721,3 +721,15 @@ ptest('xdp-filter (xdp-tools) on the sniff port: the create fails with 69 naming
   t.is(ok.status, 0, ok.stderr);
   t.is(JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout).dataPlaneFault, undefined, 'the fault clears with the next success');
 });
+
+ptest('pipelined on a fresh daemon: a list and a cancel behind the first create (which loads the data plane) see its job', async (t) => {
+  const ns = await sensorNetns(t);
+  const d = await startDaemon({ netns: ns });
+  t.teardown(() => d.stop());
+  const create = { v: 1, op: 'create', engid: 'P', sniffIf: 'sniff0', resetIf: 'reset0', host: '198.51.100.50', duration: 60 };
+  const [c, l, x] = await sendLines(d.socket, [JSON.stringify(create), '{"v":1,"op":"list"}', JSON.stringify({ v: 1, op: 'cancel', engid: 'P', sniffIf: 'sniff0', host: '198.51.100.50' })], 30_000);
+  t.true(c.ok, JSON.stringify(c));
+  t.deepEqual(l.result.jobs.map((j: { id: string }) => j.id), [c.result.job.id], 'list sees the job created before it');
+  t.true(x.ok, JSON.stringify(x));
+  t.is(x.result.job.id, c.result.job.id);
+});

@@ -116,8 +116,13 @@ export class Daemon {
    * does without it (~6 MB less resident). A failure is remembered and
    * reported by the create that needed it.
    */
-  private async loadDataPlane(): Promise<void> {
-    if (this.enforcerModule || this.enforcerLoadError) return;
+  private dataPlaneLoading: Promise<void> | undefined;
+
+  private loadDataPlane(): Promise<void> {
+    return (this.dataPlaneLoading ??= this.importDataPlane());
+  }
+
+  private async importDataPlane(): Promise<void> {
     try {
       this.enforcerModule = await import('../dataplane/enforcer.js');
       // libbpf's reasons go to the log at their level, not to stderr (journald's info).
@@ -312,6 +317,10 @@ export class Daemon {
   }
 
   async handle(req: Request, peer: Peer): Promise<unknown> {
+    // The control server starts a connection's next request while the previous one is still
+    // in progress. The first create waits here for the data plane code before it applies, so
+    // a pipelined status, list or cancel behind it waits too, and sees its job (it resumes first).
+    if (this.dataPlaneLoading && !this.enforcerModule && !this.enforcerLoadError && req.op !== 'create') await this.dataPlaneLoading;
     switch (req.op) {
       case 'version':
         return { version: this.version };

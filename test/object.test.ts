@@ -318,7 +318,8 @@ ptest('attaching where an XDP program already is fails naming the interface, and
   const first = obj.attachXdp(a);
   const id = xdpOf(a)?.prog.id;
   const e = t.throws(() => obj.attachXdp(a), { instanceOf: NativeError });
-  t.regex(e?.message ?? '', new RegExp(`^attach XDP in native mode \\(the interface already has an XDP program\\) on ${a} failed: `));
+  // The message names the holder (our own program here) and what the operator can do.
+  t.regex(e?.message ?? '', new RegExp(`^attach XDP in native mode \\(${a} already has XDP program "tcpreset_xdp" \\(id ${id}\\); .*xdp off.*\\) on ${a} failed: `));
   t.is(e?.target, a);
   t.is(xdpOf(a)?.prog.id, id);
   t.deepEqual(obj.attached, [first]);

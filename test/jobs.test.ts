@@ -382,3 +382,32 @@ test('host facts (addresses, interface checks) are read at most every 100 ms, no
   const fresh = new ProtectList([], () => [...list]);
   t.is(fresh.check('203.0.113.10')?.entry, '203.0.113.10 on eth1', 'a new list is parsed');
 });
+
+test('usage: jobs per (sniff, reset, mode, family) with their own faults, counted without a view of each job, agreeing with list', (t) => {
+  const { jobs, table } = setup({ maxJobs: 100 });
+  jobs.create({ ...base, host: '198.51.100.1' });
+  jobs.create({ ...base, host: '198.51.100.2', port: 443 });
+  jobs.create({ ...base, host: '2001:db8::1' });
+  jobs.create({ ...base, host: '198.51.100.3', resetIf: 'reset1', mode: 'l2' });
+  // Two jobs whose target cannot be added (restored while the data plane refuses): faulty.
+  table.failAdd = new TcpresetError('E_NATIVE', 'attach XDP on sniff1 failed: No such device');
+  const now = Date.now();
+  const rec = (id: string, host: string) => ({
+    id, engid: 'ENG2', sniffIf: 'sniff1', resetIf: 'reset0', host, port: null, mode: 'l3' as const, createdAt: now, expiresAt: now + 3_600_000,
+    counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
+  });
+  t.is(jobs.restore([rec('aaaaaaaaaaaa', '198.51.100.9'), rec('bbbbbbbbbbbb', '198.51.100.10')]).faulty, 2);
+  table.failAdd = null;
+  const u = jobs.usage();
+  t.is(u.jobs, 6);
+  t.deepEqual(u.groups.map((g) => [g.sniffIf, g.resetIf, g.mode, g.family, g.jobs, g.faulty]), [
+    ['sniff0', 'reset0', 'l3', 4, 2, 0],
+    ['sniff0', 'reset0', 'l3', 6, 1, 0],
+    ['sniff0', 'reset1', 'l2', 4, 1, 0],
+    ['sniff1', 'reset0', 'l3', 4, 2, 2],
+  ]);
+  // The same numbers list gives, job by job.
+  const listed = jobs.list();
+  t.is(listed.length, u.jobs);
+  t.is(listed.filter((j) => j.fault !== undefined).length, u.groups.reduce((n, g) => n + g.faulty, 0));
+});

@@ -361,7 +361,8 @@ export class Daemon {
 
   status(): object {
     const e = this.enforcer?.status();
-    const jobs = markFaults(this.jobs.list(), e?.faults ?? []);
+    // Counted per interface group, not from a view of every job (O(jobs) allocation at 100,000 jobs).
+    const use = this.jobs.usage();
     // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
     const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
     const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string; since?: string; watched?: boolean; jobs?: number }[] = [];
@@ -389,9 +390,13 @@ export class Daemon {
     // A watched interface the data plane could not attach (yet) is listed with its fault.
     for (const w of this.o.config.watch) if (!(e?.attached ?? []).some((a) => a.ifname === w)) addIf(w, 'sniff', 'detached', undefined, { watched: true, jobs: 0 });
     for (const s of e?.senders ?? []) addIf(s.ifname, 'reset', s.mode);
-    for (const j of jobs) {
-      if (!(e?.attached ?? []).some((a) => a.ifname === j.sniffIf)) addIf(j.sniffIf, 'sniff', 'detached');
-      addIf(j.resetIf, 'reset', j.mode, j.host.includes(':') ? 6 : 4);
+    let faultyJobs = 0;
+    for (const g of use.groups) {
+      if (!(e?.attached ?? []).some((a) => a.ifname === g.sniffIf)) addIf(g.sniffIf, 'sniff', 'detached');
+      addIf(g.resetIf, 'reset', g.mode, g.family);
+      // As markFaults marks them for list: a job's own fault, or else a data-plane fault of an interface it needs.
+      const dpFault = dataPlaneFaults.has(`sniff/${g.sniffIf}`) || dataPlaneFaults.has(`reset/${g.resetIf}`);
+      faultyJobs += dpFault ? g.jobs : g.faulty;
     }
     const counters: Record<string, number> = {};
     for (const n of COUNTER_NAMES) counters[n] = e ? Number(e.counters[n]) : 0;
@@ -407,10 +412,10 @@ export class Daemon {
       sweep: e?.sweep ?? { sent: 0, errors: 0 },
       /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */
       sniff: e?.sniff ?? [],
-      jobs: jobs.length,
+      jobs: use.jobs,
       /** Targets the data plane holds (one per enforced job). */
       targets: e?.targets ?? 0,
-      faultyJobs: jobs.filter((j) => j.fault !== undefined).length,
+      faultyJobs,
       dataPlane: this.enforcer ? 'open' : this.dataPlaneHealth.faulty ? 'fault' : 'idle',
       ...(this.dataPlaneHealth.faulty ? { dataPlaneFault: this.dataPlaneHealth.view() } : {}),
       dataPlaneFailures: this.dataPlaneHealth.failures,

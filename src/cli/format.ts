@@ -48,7 +48,8 @@ export function formatList(r: ListResult): string {
   if (r.jobs.length === 0) return 'no jobs\n';
   // The FAULT column appears only when some job is not being enforced.
   const faulty = r.jobs.some((j) => j.fault);
-  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS', ...(faulty ? ['FAULT'] : [])];
+  const undeliv = r.jobs.some((j) => j.counters.undeliverable);
+  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS', ...(undeliv ? ['UNDELIVERABLE'] : []), ...(faulty ? ['FAULT'] : [])];
   const rows = r.jobs.map((j) => [
     j.id,
     j.engid,
@@ -61,9 +62,10 @@ export function formatList(r: ListResult): string {
     String(j.counters.matched),
     String(j.counters.rstsSent),
     String(j.counters.flows),
+    ...(undeliv ? [String(j.counters.undeliverable ?? 0)] : []),
     ...(faulty ? [j.fault ?? ''] : []),
   ]);
-  return table(header, rows, new Set([7, 8, 9, 10]));
+  return table(header, rows, new Set([7, 8, 9, 10, ...(undeliv ? [11] : [])]));
 }
 
 export function formatStatus(r: StatusResult): string {

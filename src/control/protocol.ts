@@ -105,6 +105,8 @@ export interface JobCounters {
   flows: number;
   firstHitAt: string | null;
   lastHitAt: string | null;
+  /** RSTs that could not leave the reset interface (no route through it, failed neighbour); absent when none. */
+  undeliverable?: number;
 }
 
 /** What identifies and places a job; shared by the protocol's Job and the daemon's saved record. */

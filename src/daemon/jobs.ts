@@ -72,6 +72,8 @@ export interface JobCounters {
   /** epoch ms */
   firstHitAt: number | null;
   lastHitAt: number | null;
+  /** RSTs that could not leave the reset interface (live, not saved across restarts); absent when none. */
+  undeliverable?: number;
 }
 
 /** What is persisted per job (times in epoch ms). */
@@ -149,7 +151,11 @@ function normPort(port: number | null | undefined): number | null {
 function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounters {
   const first = a.firstHitAt === null ? b.firstHitAt : b.firstHitAt === null ? a.firstHitAt : Math.min(a.firstHitAt, b.firstHitAt);
   const last = a.lastHitAt === null ? b.lastHitAt : b.lastHitAt === null ? a.lastHitAt : Math.max(a.lastHitAt, b.lastHitAt);
-  return { matched: a.matched + b.matched, rstsSent: a.rstsSent + b.rstsSent, flows: a.flows + b.flows, firstHitAt: first, lastHitAt: last };
+  const undeliverable = (a.undeliverable ?? 0) + (b.undeliverable ?? 0);
+  return {
+    matched: a.matched + b.matched, rstsSent: a.rstsSent + b.rstsSent, flows: a.flows + b.flows, firstHitAt: first, lastHitAt: last,
+    ...(undeliverable ? { undeliverable } : {}),
+  };
 }
 
 const isZero = (c: JobCounters): boolean => c.matched === 0 && c.rstsSent === 0 && c.flows === 0 && c.firstHitAt === null && c.lastHitAt === null;
@@ -684,13 +690,18 @@ export class JobManager {
   private view(slot: number): JobView {
     const c = this.totals(slot);
     const expiresAt = this.expiresAtCol[slot]!;
-    const fault = this.faults.get(slot);
+    const targetId = this.targetCol[slot]!;
+    // The job's own fault first; else its RSTs that cannot leave the reset interface (delivery.ts).
+    const fault = this.faults.get(slot) ?? (targetId === NONE ? undefined : this.backendInstance?.get(targetId)?.deliveryFault);
     return {
       id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
       port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!,
       createdAt: new Date(this.createdAtCol[slot]!).toISOString(), expiresAt: new Date(expiresAt).toISOString(),
       remainingMs: Math.max(0, expiresAt - this.opts.clock.now()),
-      counters: { matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt) },
+      counters: {
+        matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt),
+        ...(c.undeliverable ? { undeliverable: c.undeliverable } : {}),
+      },
       ...(fault !== undefined ? { fault } : {}),
     };
   }

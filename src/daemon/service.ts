@@ -345,6 +345,10 @@ export class Daemon {
         // "created" means enforced: the first job of a daemon also starts its event thread.
         await this.dataPlaneReady();
         const warnings = await this.persisted();
+        if (r.job.mode === 'l3') {
+          const w = this.enforcer?.hostRouteWarning(r.job.resetIf, r.job.host);
+          if (w) warnings.push(`${w} (the job is in force; RSTs to ${r.job.host} are counted as undeliverable until then)`);
+        }
         return warnings.length ? { ...r, warnings } : r;
       }
       case 'cancel': {
@@ -381,7 +385,7 @@ export class Daemon {
       let up = fault === null;
       if (fault === null && df) {
         fault = df.fault;
-        up = df.kind === 'parse'; // up and attached; what it carries is unreadable
+        up = df.kind !== undefined; // up; what it carries is unreadable, or some RSTs cannot leave it
       }
       interfaces.push({ ifname, role, mode, up, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}), ...extra });
     };
@@ -469,7 +473,8 @@ export class Daemon {
  */
 function markFaults(jobs: JobView[], faults: readonly InterfaceFault[]): JobView[] {
   if (faults.length === 0) return jobs;
-  const byIface = new Map(faults.map((f) => [`${f.role}/${f.ifname}`, f]));
+  // Undeliverable destinations are the affected jobs' own fault (set by the job manager), not every job's on the interface.
+  const byIface = new Map(faults.filter((f) => f.kind !== 'undeliverable').map((f) => [`${f.role}/${f.ifname}`, f]));
   return jobs.map((j) => {
     if (j.fault !== undefined) return j;
     const f = byIface.get(`sniff/${j.sniffIf}`) ?? byIface.get(`reset/${j.resetIf}`);

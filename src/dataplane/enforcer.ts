@@ -33,7 +33,9 @@ import { ResetSenders } from './senders.js';
 import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
-import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LoggerLike, SweepInfo, TargetInfo, TargetSpec } from './types.js';
+import { Delivery } from './delivery.js';
+import { readInterface } from '../net/ifaces.js';
+import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, LoggerLike, SweepInfo, TargetInfo, TargetSpec } from './types.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
 const MAX_FLOWS_PER_TARGET = 65536;
@@ -67,6 +69,10 @@ export class Enforcer extends EventEmitter {
   /** The last sweep, for the request that caused it (takeSweep). */
   private lastSweep: SweepInfo | null = null;
   private readonly parseWatch: ParseWatch;
+  /** Destinations the event threads reported undeliverable, by "ifname|address". */
+  private readonly undeliverable = new Map<string, { ifname: string; dst: string; reason: string; since: number; seen: number }>();
+  /** For the route check at job creation (the event threads have their own). */
+  private routeCheck: Delivery | null = null;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
   private readonly log: LoggerLike;
@@ -257,7 +263,7 @@ export class Enforcer extends EventEmitter {
       },
       targets: this.targets.size,
       // Parse faults first: where an interface has both, its own fault is the one shown.
-      faults: [...this.parseWatch.faults(), ...this.health.list()],
+      faults: [...this.deliveryFaults(), ...this.parseWatch.faults(), ...this.health.list()],
       sniff: this.parseWatch.traffic(this.attachments.live()),
     };
   }
@@ -268,6 +274,7 @@ export class Enforcer extends EventEmitter {
     clearInterval(this.healthTimer);
     for (const id of [...this.targets.keys()]) this.remove(id);
     await this.events.stop();
+    this.routeCheck?.close();
     this.senders.closeAll();
     this.attachments.closeAll();
     this.flowMemory.close();
@@ -288,6 +295,7 @@ export class Enforcer extends EventEmitter {
       }
       return;
     }
+    if (r.type === 'delivery') return this.onDelivery(r.ifname, r.dst, r.reason);
     if (r.type !== 'hits') return;
     this.senders.report(thread, r.senders);
     const dv = new DataView(r.hits);
@@ -311,7 +319,9 @@ export class Enforcer extends EventEmitter {
       c.firstHitAt ??= now;
       c.lastHitAt = now;
       if (rsts === 0) continue;
-      c.rstsSent += rsts;
+      const refused = dv.getUint8(o + HIT.undeliverable);
+      c.rstsSent += rsts - refused;
+      if (refused || target.info.deliveryFault) this.noteDelivery(target, refused, bytes, o);
       const family = dv.getUint8(o + HIT.family) as Family;
       const alen = family === 4 ? 4 : 16;
       const sport = dv.getUint16(o + HIT.sport, true);
@@ -401,6 +411,73 @@ export class Enforcer extends EventEmitter {
       this.log.warn({ err, targetId: target.info.id, label: target.info.label }, 'sweep of remembered flows failed: the job waits for their next segment');
       return null;
     }
+  }
+
+  // ---- RSTs that cannot leave the reset interface (delivery.ts) -------------
+
+  /** A destination's verdict in an event thread: one warning per destination (and reason), naming the fix. */
+  private onDelivery(ifname: string, dst: string, reason: string | null): void {
+    const key = `${ifname}|${dst}`;
+    const have = this.undeliverable.get(key);
+    const now = Date.now();
+    if (reason !== null) {
+      this.undeliverable.set(key, { ifname, dst, reason, since: have?.since ?? now, seen: now });
+      if (have?.reason !== reason) this.log.warn({ ifname, dst, reason }, reason);
+    } else if (this.undeliverable.delete(key)) {
+      this.log.info({ ifname, dst }, `RSTs from ${ifname} to ${dst} can be delivered again`);
+    }
+  }
+
+  /** Keep a target's delivery fault current from one hit: set while its RSTs are refused, cleared once they all go. */
+  private noteDelivery(target: Target, refused: number, bytes: Uint8Array, o: number): void {
+    const info = target.info;
+    if (refused === 0) {
+      delete info.deliveryFault;
+      return;
+    }
+    info.counters.undeliverable = (info.counters.undeliverable ?? 0) + refused;
+    const alen = bytes[o + HIT.family] === 4 ? 4 : 16;
+    for (const at of [HIT.daddr, HIT.saddr]) {
+      const u = this.undeliverable.get(`${info.resetIf}|${formatIp(bytes.slice(o + at, o + at + alen))}`);
+      if (u) {
+        info.deliveryFault = u.reason;
+        return;
+      }
+    }
+    info.deliveryFault ??= `RSTs undeliverable from ${info.resetIf}`;
+  }
+
+  /** One fault per reset interface with undeliverable destinations: the first reason, and how many more. */
+  private deliveryFaults(): InterfaceFault[] {
+    const by = new Map<string, { reasons: string[]; since: number }>();
+    const now = Date.now();
+    for (const [key, u] of this.undeliverable) {
+      // Not confirmed for a minute: no RST went that way since (the flows are gone), so it is no longer news.
+      if (now - u.seen > 60_000) {
+        this.undeliverable.delete(key);
+        continue;
+      }
+      const e = by.get(u.ifname) ?? { reasons: [], since: u.since };
+      e.reasons.push(u.reason);
+      e.since = Math.min(e.since, u.since);
+      by.set(u.ifname, e);
+    }
+    return [...by].map(([ifname, e]) => ({
+      ifname, role: 'reset' as const, kind: 'undeliverable' as const, since: e.since,
+      fault: e.reasons.length === 1 ? e.reasons[0] : `${e.reasons[0]} (and ${e.reasons.length - 1} more undeliverable destinations)`,
+    }));
+  }
+
+  /**
+   * For `tcpreset create` in l3 mode: a warning when HOST itself has no
+   * route through RESET_IF. The job is still created: its peers are only
+   * known later, and a route may be added meanwhile. undefined when fine.
+   */
+  hostRouteWarning(resetIf: string, host: string): string | undefined {
+    const state = readInterface(resetIf);
+    if (!state) return undefined; // the interface checks at receipt report this
+    this.routeCheck ??= new Delivery();
+    return this.routeCheck.routeProblem(resetIf, state.ifindex, parseTargetHost(host).bytes) ?? undefined;
   }
 
   // ---- expiry -------------------------------------------------------------

@@ -48,6 +48,8 @@ export type EventReport =
   /** Waiting on the ring. `niceError`: the priority could not be set (the thread runs at the inherited one). */
   | { type: 'ready'; niceError?: string }
   | { type: 'released'; key: string }
+  /** RSTs to `dst` cannot leave `ifname` (reason), or can again (null): see delivery.ts. */
+  | { type: 'delivery'; ifname: string; dst: string; reason: string | null }
   | {
       type: 'hits';
       /** HIT_BYTES per hit, `count` hits (layout: HIT below). */
@@ -80,6 +82,7 @@ export const HIT = {
   sport: 6, // u16
   dport: 8, // u16
   encap: 10, // u8, TR_ENCAP_* of the segment's tunnel
+  undeliverable: 11, // u8, RSTs of `rsts` that could not leave a reset interface (delivery.ts)
   latencyUs: 12, // f32
   saddr: 16, // 16 bytes (v4: first 4)
   daddr: 32, // 16 bytes

@@ -18,11 +18,13 @@
  * pays the wake-up again (~20-100 µs on 2 vCPUs) for each.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { LAYOUT, decodeEvent } from '../contract.js';
+import { ENCAP_F_NO_L2, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
 import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadName, setThreadNice } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
+import { formatIp } from '../packet/addr.js';
+import { Delivery, noL2Reason } from './delivery.js';
 import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
 
 /** TTLs remembered per address, so RSTs spoofed from B carry B's TTL. */
@@ -53,6 +55,7 @@ class EventThread {
   private wakeups = 0;
   private running = true;
   private readonly handle = (dv: DataView, off: number): void => this.onRecord(dv, off);
+  private readonly delivery = new Delivery((ifname, dst, reason) => this.post({ type: 'delivery', ifname, dst, reason }));
 
   constructor(
     private readonly data: EventThreadData,
@@ -90,7 +93,7 @@ class EventThread {
       const ev = decodeEvent(rec, 0);
       for (const rst of forgeResets(ev, undefined, this.ttlSeen.get(binaryKey(ev.daddr)))) l2Frame(rst, ev, mac);
       binaryKey(ev.saddr);
-      this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, 0);
+      this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, 0, 0);
       this.hitCount = 0;
     }
   }
@@ -132,6 +135,7 @@ class EventThread {
     }
     this.report();
     for (const s of this.senders.values()) s.close(); // slots only: the main thread owns the sockets
+    this.delivery.close();
     closeFd(this.epfd);
     this.events.free();
     this.ring.close();
@@ -157,20 +161,44 @@ class EventThread {
       this.ttlSeen.set(src, ev.ttl);
     }
     const rsts: RstPacket[] = forgeResets(ev, undefined, this.ttlSeen.get(dst));
+    let refused = 0; // bit i: rsts[i] could not leave some reset interface
     if (rsts.length > 0) {
       for (const sender of slot.senders) {
-        for (const rst of rsts) {
+        for (let i = 0; i < rsts.length; i++) {
+          const rst = rsts[i];
+          if (!this.deliverable(sender, rst, ev)) {
+            refused |= 1 << i;
+            continue;
+          }
           if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
           else sender.enqueue({ family: rst.family, packet: rst.packet });
         }
         this.dirty.add(sender);
       }
     }
-    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, ev.encap ?? 0);
+    let undeliverable = 0;
+    for (; refused; refused &= refused - 1) undeliverable++;
+    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, ev.encap ?? 0, undeliverable);
+  }
+
+  /**
+   * Can this RST leave the sender's interface? l3: a route through it and a
+   * next hop that resolves (cached, delivery.ts); l2: the event has MACs.
+   */
+  private deliverable(sender: Sender, rst: RstPacket, ev: TcpEvent): boolean {
+    const dst = rst.toward === 'src' ? ev.saddr : ev.daddr;
+    if (sender.mode === 'l2') {
+      if (!((ev.encapFlags ?? 0) & ENCAP_F_NO_L2)) return true;
+      const text = formatIp(dst);
+      this.delivery.note(sender.ifname, text, noL2Reason(encapName(ev.encap ?? 0), text));
+      return false;
+    }
+    return this.delivery.verdict(sender.ifname, sender.ifindex, dst) === null;
   }
 
   private recordHit(
-    slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint, encap: number,
+    slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint,
+    encap: number, undeliverable: number,
   ): void {
     if ((this.hitCount + 1) * HIT_BYTES > this.hits.byteLength) {
       const grown = new Uint8Array(this.hits.byteLength * 2);
@@ -185,6 +213,7 @@ class EventThread {
     h.setUint16(o + HIT.sport, sport, true);
     h.setUint16(o + HIT.dport, dport, true);
     h.setUint8(o + HIT.encap, encap);
+    h.setUint8(o + HIT.undeliverable, undeliverable);
     const bytes = new Uint8Array(h.buffer);
     bytes.set(saddr, o + HIT.saddr);
     bytes.set(daddr, o + HIT.daddr);

@@ -34,6 +34,8 @@ export interface TargetCounters {
   flows: number;
   firstHitAt: number | null;
   lastHitAt: number | null;
+  /** RSTs not sent because they could not leave the reset interface (no route, failed neighbour, l2 without MACs). */
+  undeliverable?: number;
 }
 
 export interface TargetInfo {
@@ -47,6 +49,8 @@ export interface TargetInfo {
   label: string;
   family: Family;
   counters: TargetCounters;
+  /** Set while this target's RSTs are refused by delivery.ts: the reason, which names the fix. */
+  deliveryFault?: string;
 }
 
 export interface FlowResetInfo {
@@ -74,8 +78,11 @@ export interface InterfaceFault {
   fault: string;
   /** Epoch ms when the fault was first seen. */
   since: number;
-  /** 'parse': the interface is up and attached, but its traffic holds no TCP the program can read. */
-  kind?: 'parse';
+  /**
+   * 'parse': the interface is up and attached, but its traffic holds no TCP the program can read.
+   * 'undeliverable': RSTs to some destinations cannot leave this reset interface (delivery.ts).
+   */
+  kind?: 'parse' | 'undeliverable';
 }
 
 /** One create-time sweep of a target (issue 9): what the flow memory held and what was sent. */

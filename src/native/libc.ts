@@ -128,6 +128,7 @@ const c = {
   getsockopt: lib.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
   bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
   sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
   // The message vector is passed as a plain address so a batch can start mid-array without pointer objects.
   sendmmsg: lib.func('int sendmmsg(int fd, uintptr_t msgvec, unsigned int vlen, int flags)'),
   if_nametoindex: lib.func('unsigned int if_nametoindex(const char *ifname)'),
@@ -231,6 +232,12 @@ export function sendto(fd: number, data: Uint8Array, flags: number, addr: Uint8A
   const n = Number(c.sendto(fd, data, data.byteLength, flags, addr, addr?.byteLength ?? 0));
   if (n < 0) throw lastError('sendto', target);
   return n;
+}
+
+/** recv(2) into `buf`; returns the bytes received, or -errno (EAGAIN with MSG_DONTWAIT and nothing queued). */
+export function recv(fd: number, buf: Uint8Array, flags: number): number {
+  const n = Number(c.recv(fd, buf, buf.byteLength, flags));
+  return n < 0 ? -koffi.errno() : n;
 }
 
 /**

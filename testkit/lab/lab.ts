@@ -57,6 +57,14 @@ export interface LabOptions {
   vlanObjectPath?: string;
   /** Turn off checksum/segmentation offloads on every veth (default true; see below). */
   disableOffloads?: boolean;
+  /**
+   * Put the server behind a router (issue 10 §1): the router has
+   * 10.77.N.253 on the LAN and 10.78.N.1 toward the server, which becomes
+   * 10.78.N.2 (fd78:N::2); the client and bystander route 10.78.N.0/24 via
+   * the router, the sensor does not (add one to test the fix). The bridge
+   * port p-server then leads to the router.
+   */
+  routedServer?: boolean;
   /** Deliver the mirror copies inside VXLAN (a kernel vxlan device) to this UDP port (4789 is the IANA one). */
   tunnelMirror?: { kind: 'vxlan'; port?: number };
 }
@@ -98,6 +106,8 @@ export interface Lab {
   readonly prefix: { v4: string; v6: string };
   readonly vlanMirror: number | undefined;
   readonly resetAccessVlan: boolean;
+  /** With routedServer: the router's namespace and its LAN addresses (the server's gateway as seen from the LAN). */
+  readonly router: { ns: string; v4: string; v6: string; serverPrefix: { v4: string; v6: string } } | undefined;
   /** The tunnel the mirror copies travel in, and its outer addresses. */
   readonly tunnel: { kind: 'vxlan'; port: number; outerSrc: string; outerDst: string; device: string } | undefined;
   /** Runs argv inside namespace `ns` (no shell); rejects on a non-zero exit. */
@@ -147,6 +157,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   const res = new Resources();
   const stem = res.stem;
   let tunnel: Lab['tunnel'];
+  let router: Lab['router'];
   const ns: Record<NsRole, string> = {
     client: `${stem}-client`,
     server: `${stem}-server`,
@@ -266,6 +277,51 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       }
     }
 
+    if (opts.routedServer) {
+      const rns = `${stem}-router`;
+      const far = (h: number): { v4: string; v6: string } => ({ v4: `10.78.${subnet}.${h}`, v6: `fd78:${subnet.toString(16)}::${h}` });
+      router = { ns: rns, v4: v4(253), v6: v6(253), serverPrefix: { v4: `10.78.${subnet}.0/24`, v6: `fd78:${subnet.toString(16)}::/64` } };
+      await res.addNetns(rns);
+      await run(nsArgv(rns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']));
+      // The server's LAN port now leads to the router; the server hangs off the router's eth1.
+      await ipBatch(ns.sw, [
+        `link del ${sw.ports.server}`,
+        `link add ${sw.ports.server} type veth peer name eth0 netns ${rns}`,
+        `link set ${sw.ports.server} master ${sw.bridge}`,
+        `link set ${sw.ports.server} up`,
+      ]);
+      await ipBatch(rns, [
+        `addr add ${router.v4}/24 dev eth0`,
+        `addr add ${router.v6}/64 dev eth0 nodad`,
+        'link set eth0 up',
+        `link add eth1 type veth peer name ${hosts.server.ifname} netns ${ns.server}`,
+        `addr add ${far(1).v4}/24 dev eth1`,
+        `addr add ${far(1).v6}/64 dev eth1 nodad`,
+        'link set eth1 up',
+      ]);
+      hosts.server.v4 = far(2).v4;
+      hosts.server.v6 = far(2).v6;
+      await Promise.all([
+        ipBatch(ns.server, [
+          `addr add ${hosts.server.v4}/24 dev ${hosts.server.ifname}`,
+          `addr add ${hosts.server.v6}/64 dev ${hosts.server.ifname} nodad`,
+          `link set ${hosts.server.ifname} up`,
+          `route add default via ${far(1).v4}`,
+          `route add default via ${far(1).v6}`,
+        ]),
+        ...(['client', 'bystander'] as const).map((r) =>
+          ipBatch(ns[r], [`route add ${router!.serverPrefix.v4} via ${router!.v4}`, `route add ${router!.serverPrefix.v6} via ${router!.v6}`]),
+        ),
+      ]);
+      if (opts.disableOffloads !== false) {
+        const offload = ['tx', 'off', 'rx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off'];
+        await Promise.all([
+          ethtoolK(ns.server, hosts.server.ifname, offload), ethtoolK(rns, 'eth0', offload), ethtoolK(rns, 'eth1', offload),
+          ethtoolK(ns.sw, sw.ports.server, offload),
+        ]);
+      }
+    }
+
     const macs = await Promise.all([
       ...(['client', 'server', 'bystander'] as const).map((r) => readMac(ns[r], hosts[r].ifname)),
       readMac(ns.sensor, sensor.resetIf),
@@ -291,6 +347,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     vlanMirror: vid,
     resetAccessVlan: opts.resetAccessVlan === true,
     tunnel,
+    router,
     exec: (inNs, argv, runOpts) => run(nsArgv(inNs, argv), runOpts),
     spawn: (inNs, argv, spawnOpts) => {
       const [file, ...args] = nsArgv(inNs, argv);

@@ -3,9 +3,13 @@
  * the raw socket is bound to RESET_IF, and the kernel then treats a
  * destination no route through RESET_IF covers as on link: it sends ARP or
  * ND for it, nobody answers, and the RST is dropped after sendmmsg already
- * reported success. So each destination is checked (at most once a second)
- * with a routing lookup restricted to RESET_IF, and its next hop's
- * neighbour state; an RST that cannot leave is counted as undeliverable
+ * reported success. So each destination is checked with a routing lookup
+ * restricted to RESET_IF, and its next hop's neighbour state: synchronously
+ * the first time it is seen and when a refusal is older than a second;
+ * a deliverable one again at most once a second, after the batch that
+ * found it stale was sent, once the event thread has been idle for a few
+ * milliseconds (refresh()), so a working destination never waits for
+ * rtnetlink. An RST that cannot leave is counted as undeliverable
  * instead of sent, with one warning per destination that names the fix.
  *
  * Also here: an l2 job whose event came from a tunnel carrying bare IP has
@@ -16,7 +20,8 @@
  * event thread posts to the main thread for the log, the counters and the
  * faults.
  */
-import { formatIp } from '../packet/addr.js';
+import { networkInterfaces } from 'node:os';
+import { formatIp, parseIp } from '../packet/addr.js';
 import { NUD, Netlink } from '../net/netlink.js';
 
 /** A destination is undeliverable (reason; repeated at most once a second while it stays so) or deliverable again (null). */
@@ -29,10 +34,19 @@ const MAX_ENTRIES = 65536;
 interface Entry {
   checkedAt: number;
   reason: string | null;
+  ifname: string;
+  ifindex: number;
+  dst: Uint8Array;
+  /** Queued for refresh(). */
+  due: boolean;
 }
 
 export class Delivery {
   private readonly cache = new Map<string, Entry>();
+  private readonly stale: Entry[] = [];
+  /** The networks of each reset interface's addresses (for first sight without rtnetlink). */
+  private readonly nets = new Map<string, { addr: Uint8Array; bits: number }[]>();
+  private netsAt = 0;
   private nl: Netlink | null = null;
   private nlError: string | undefined;
 
@@ -45,14 +59,95 @@ export class Delivery {
   verdict(ifname: string, ifindex: number, dst: Uint8Array, now = Date.now()): string | null {
     const key = `${ifindex}|${String.fromCharCode(...dst)}`;
     const have = this.cache.get(key);
-    if (have && now - have.checkedAt < TTL_MS) return have.reason;
-    const text = formatIp(dst);
-    const reason = this.check(ifname, ifindex, dst, text, true);
-    if (this.cache.size >= MAX_ENTRIES && !have) this.cache.clear();
-    this.cache.set(key, { checkedAt: now, reason });
+    if (have) {
+      if (now - have.checkedAt >= TTL_MS) {
+        // A stale refusal is checked now (the operator may just have added the route, and this
+        // may be the flow's last segment); a stale "fine" only after the batch went out.
+        if (have.reason !== null) this.recheck(have, now);
+        else if (!have.due) {
+          have.due = true;
+          this.stale.push(have);
+        }
+      }
+      return have.reason;
+    }
+    if (this.cache.size >= MAX_ENTRIES) {
+      this.cache.clear();
+      this.stale.length = 0;
+    }
+    // First sight: a destination on one of the interface's own networks has a connected route,
+    // known without asking; otherwise the route only (one rtnetlink round trip). The neighbour,
+    // which no RST has made the kernel resolve yet, after the batch went out.
+    const e: Entry = { checkedAt: now, reason: null, ifname, ifindex, dst: dst.slice(), due: true };
+    this.cache.set(key, e);
+    if (!this.onLink(ifname, dst)) this.recheck(e, now, false);
+    this.stale.push(e);
+    return e.reason;
+  }
+
+  /** Is `dst` inside a network of one of `ifname`'s addresses (as last read: prime() and refresh() read them)? */
+  private onLink(ifname: string, dst: Uint8Array): boolean {
+    for (const n of this.nets.get(ifname) ?? []) {
+      if (n.addr.byteLength !== dst.byteLength) continue;
+      let bits = n.bits;
+      let i = 0;
+      for (; bits >= 8; bits -= 8, i++) if (n.addr[i] !== dst[i]) break;
+      if (bits >= 8) continue;
+      if (bits === 0 || ((n.addr[i] ^ dst[i]) & (0xff << (8 - bits)) & 0xff) === 0) return true;
+    }
+    return false;
+  }
+
+  private readNets(ifname: string): void {
+    const out: { addr: Uint8Array; bits: number }[] = [];
+    for (const a of networkInterfaces()[ifname] ?? []) {
+      if (!a.cidr || a.internal) continue;
+      try {
+        const ip = parseIp(a.address.replace(/%.*$/, ''), 'address');
+        out.push({ addr: ip.bytes, bits: Number(a.cidr.split('/')[1]) });
+      } catch {
+        // An address the strict parser refuses (link-local with a zone...) only costs a lookup.
+      }
+    }
+    this.nets.set(ifname, out);
+  }
+
+  /** Check `dst` ahead of its first RST (a job's HOST, when the job is set up): off the segment path. */
+  prime(ifname: string, ifindex: number, dst: Uint8Array, now = Date.now()): void {
+    this.readNets(ifname);
+    if (!this.cache.has(`${ifindex}|${String.fromCharCode(...dst)}`)) this.verdict(ifname, ifindex, dst, now);
+  }
+
+  /** Verdicts waiting for refresh(). */
+  get pending(): boolean {
+    return this.stale.length > 0;
+  }
+
+  /**
+   * Check again the destinations verdict() found stale, at most `max` of
+   * them; called when the event thread is idle. Returns whether it did any.
+   */
+  refresh(max = 32, now = Date.now()): boolean {
+    if (this.stale.length === 0) return false;
+    if (this.stale.length > 0 && now - this.netsAt >= TTL_MS) {
+      this.netsAt = now;
+      for (const ifname of this.nets.keys()) this.readNets(ifname);
+    }
+    for (let n = 0; n < max && this.stale.length > 0; n++) {
+      const e = this.stale.shift()!;
+      e.due = false;
+      this.recheck(e, now);
+    }
+    return true;
+  }
+
+  private recheck(e: Entry, now: number, neighbour = true): void {
+    const was = e.reason;
+    const text = formatIp(e.dst);
+    e.reason = this.check(e.ifname, e.ifindex, e.dst, text, neighbour);
+    e.checkedAt = now;
     // Refusals are re-confirmed on every check (once a second at most), so the receiver can age out stale ones.
-    if (reason !== null || have?.reason) this.onChange(ifname, text, reason);
-    return reason;
+    if (e.reason !== null || was !== null) this.onChange(e.ifname, text, e.reason);
   }
 
   /** Only the route: for the warning at job creation (no RST has been sent, so no neighbour is known yet). */
@@ -65,8 +160,11 @@ export class Delivery {
     const key = `note|${ifname}|${dst}`;
     const have = this.cache.get(key);
     if (have && now - have.checkedAt < TTL_MS) return;
-    if (this.cache.size >= MAX_ENTRIES && !have) this.cache.clear();
-    this.cache.set(key, { checkedAt: now, reason });
+    if (this.cache.size >= MAX_ENTRIES && !have) {
+      this.cache.clear();
+      this.stale.length = 0;
+    }
+    this.cache.set(key, { checkedAt: now, reason, ifname, ifindex: 0, dst: new Uint8Array(0), due: false });
     this.onChange(ifname, dst, reason);
   }
 

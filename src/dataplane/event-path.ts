@@ -55,9 +55,9 @@ export class EventPath {
     return this.readyPromise;
   }
 
-  setSlot(id: number, senderKeys: string[]): void {
+  setSlot(id: number, senderKeys: string[], host?: Uint8Array): void {
     this.slots.set(id, senderKeys);
-    this.post({ type: 'slot', id, senders: senderKeys });
+    this.post({ type: 'slot', id, senders: senderKeys, ...(host ? { host } : {}) });
   }
 
   deleteSlot(id: number): void {

@@ -48,8 +48,8 @@ export class EventPool {
     await Promise.all(this.paths.map((p) => p.ready()));
   }
 
-  setSlot(id: number, senderKeys: string[]): void {
-    for (const p of this.paths) p.setSlot(id, senderKeys);
+  setSlot(id: number, senderKeys: string[], host?: Uint8Array): void {
+    for (const p of this.paths) p.setSlot(id, senderKeys, host);
   }
 
   deleteSlot(id: number): void {

@@ -32,7 +32,8 @@ export type EventCommand =
   /** Stop using the sender's sockets; answered by {type:'released'} so the main thread may close them. */
   | { type: 'sender-del'; key: string }
   /** The distinct sender keys an event of this slot fires on (the slot's targets' reset senders). */
-  | { type: 'slot'; id: number; senders: string[] }
+  /** `host`: the slot's address (4 or 16 bytes), checked for deliverability before its first segment. */
+  | { type: 'slot'; id: number; senders: string[]; host?: Uint8Array }
   | { type: 'slot-del'; id: number }
   | { type: 'stop' };
 

@@ -76,7 +76,8 @@ export class SlotTable<T extends SlotMember> {
     for (const t of slot.targets) expiresAt = Math.max(expiresAt, t.info.expiresAt);
     slot.expiresAt = expiresAt;
     // Before the map entry: the event thread must know a slot before its first segment.
-    this.events.setSlot(slot.id, [...new Set(slot.targets.map((t) => t.senderKey))]);
+    // The host too, so the event threads check where its RSTs can go before its first segment.
+    this.events.setSlot(slot.id, [...new Set(slot.targets.map((t) => t.senderKey))], decodeTargetKey(slot.key).addr);
     this.map.update(slot.key, encodeTargetValue({ targetId: slot.id, expiresNs: wallToMonotonicNs(expiresAt) }));
   }
 

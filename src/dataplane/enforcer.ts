@@ -71,7 +71,7 @@ export class Enforcer extends EventEmitter {
   private readonly parseWatch: ParseWatch;
   /** Destinations the event threads reported undeliverable, by "ifname|address". */
   private readonly undeliverable = new Map<string, { ifname: string; dst: string; reason: string; since: number; seen: number }>();
-  /** For the route check at job creation (the event threads have their own). */
+  /** For the route check at job creation and the create-time sweep (the event threads have their own). */
   private routeCheck: Delivery | null = null;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
@@ -119,6 +119,7 @@ export class Enforcer extends EventEmitter {
     this.healthTimer = setInterval(() => {
       this.health.check();
       this.parseWatch.check(this.attachments.live());
+      this.routeCheck?.refresh(8); // the sweep's stale verdicts, between sweeps
     }, opts.healthIntervalMs ?? 500);
     this.healthTimer.unref();
   }
@@ -365,10 +366,19 @@ export class Enforcer extends EventEmitter {
       const plan = planSweep(found, ref.mode === 'l2' ? ref.sockets.mac : null);
       let rsts = 0;
       let probes = 0;
+      let refused = 0;
       if (plan.packets.length > 0) {
         const sender = Sender.adopt(ref.sockets, { slots: Math.min(1024, plan.packets.length) });
         try {
           for (const p of plan.packets) {
+            // l3: the same check as the event threads' (delivery.ts): what cannot leave RESET_IF is not sent.
+            if (ref.mode === 'l3') {
+              const dst = p.family === 4 ? p.packet.subarray(16, 20) : p.packet.subarray(24, 40);
+              if (this.delivery().verdict(ref.sockets.ifname, ref.sockets.ifindex, dst) !== null) {
+                if (p.kind === 'rst') refused++;
+                continue;
+              }
+            }
             sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
             if (p.kind === 'rst') rsts++;
             else probes++;
@@ -382,6 +392,11 @@ export class Enforcer extends EventEmitter {
       }
       const c = target.info.counters;
       c.rstsSent += rsts;
+      if (refused) {
+        c.undeliverable = (c.undeliverable ?? 0) + refused;
+        const u = [...this.undeliverable.values()].find((x) => x.ifname === target.info.resetIf);
+        target.info.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.info.resetIf}`;
+      }
       // Emitted once the caller (the job manager) knows the target: add() has not returned yet.
       const resets: FlowResetInfo[] = [];
       for (const e of found) {
@@ -447,6 +462,11 @@ export class Enforcer extends EventEmitter {
     info.deliveryFault ??= `RSTs undeliverable from ${info.resetIf}`;
   }
 
+  private delivery(): Delivery {
+    this.routeCheck ??= new Delivery((ifname, dst, reason) => this.onDelivery(ifname, dst, reason));
+    return this.routeCheck;
+  }
+
   /** One fault per reset interface with undeliverable destinations: the first reason, and how many more. */
   private deliveryFaults(): InterfaceFault[] {
     const by = new Map<string, { reasons: string[]; since: number }>();
@@ -476,8 +496,7 @@ export class Enforcer extends EventEmitter {
   hostRouteWarning(resetIf: string, host: string): string | undefined {
     const state = readInterface(resetIf);
     if (!state) return undefined; // the interface checks at receipt report this
-    this.routeCheck ??= new Delivery();
-    return this.routeCheck.routeProblem(resetIf, state.ifindex, parseTargetHost(host).bytes) ?? undefined;
+    return this.delivery().routeProblem(resetIf, state.ifindex, parseTargetHost(host).bytes) ?? undefined;
   }
 
   // ---- expiry -------------------------------------------------------------

@@ -11,7 +11,7 @@ import type { ProtectedEntry } from './protect.js';
 
 /**
  * Keys a reload applies. The event thread's settings (eventThreads,
- * eventNice, eventSpinUs, eventKeepWarmMs) are fixed when the data plane starts: changing
+ * eventNice, eventSpinUs, eventKeepWarmMs, eventRtPriority) are fixed when the data plane starts: changing
  * them needs a restart, and so does any key not listed here.
  */
 export const LIVE_KEYS: ReadonlySet<keyof DaemonConfig> = new Set<keyof DaemonConfig>([

@@ -231,6 +231,7 @@ export class Daemon {
       return this.enforcerModule.Enforcer.open({
         logger: log, maxTargets: Math.max(this.o.config.maxJobs, 1), eventSpinUs: this.o.config.eventSpinUs,
         eventNice: this.o.config.eventNice, eventThreads: this.o.config.eventThreads, eventKeepWarmMs: this.o.config.eventKeepWarmMs,
+        eventRtPriority: this.o.config.eventRtPriority,
         flowMemory: this.o.config.flowMemory,
         tunnelPorts: this.o.config.tunnelPorts, parseWindowMs: this.o.config.parseCheckSec * 1000,
       });

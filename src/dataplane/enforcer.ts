@@ -15,6 +15,7 @@
  * reset sender fires once.
  */
 import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
 import {
   MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_FLOWMEM, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
   encapName, encodeTargetKey, sumCounters, type Counters, type Family,
@@ -100,9 +101,15 @@ export class Enforcer extends EventEmitter {
     }
     this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0 }));
     const nice = opts.eventNice;
+    let rtPriority = opts.eventRtPriority ?? 0;
+    if (rtPriority > 0 && threads >= availableParallelism()) {
+      log.warn({ eventThreads: threads, cpus: availableParallelism(), eventRtPriority: rtPriority },
+        'event threads not made SCHED_FIFO: as many threads as CPUs would leave the control thread no CPU under a flood; they run at eventNice');
+      rtPriority = 0;
+    }
     this.events = new EventPool({
-      ringFds, ringBytes: RINGBUF_BYTES, spinUs: opts.eventSpinUs, keepWarmMs: opts.eventKeepWarmMs, nice,
-      onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE or systemd LimitNICE=): first responses may wait behind other work on a loaded sensor'),
+      ringFds, ringBytes: RINGBUF_BYTES, spinUs: opts.eventSpinUs, keepWarmMs: opts.eventKeepWarmMs, nice, rtPriority,
+      onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE, or systemd LimitRTPRIO=/LimitNICE=): first responses may wait behind other work on a loaded sensor'),
       onReport: (r, thread) => this.onReport(r, thread),
       onCrash: (err, restarts, thread) => this.log.error({ err, restarts, thread }, 'event thread died: restarted, enforcement resumed'),
     });

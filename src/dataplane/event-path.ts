@@ -22,6 +22,8 @@ export interface EventPathOptions {
   batch?: number;
   /** Nice value of the event thread; null = inherited. Default -10. */
   nice?: number | null;
+  /** SCHED_FIFO priority of the event thread; 0 = off. Default 0. */
+  rtPriority?: number;
   /** The thread's priority could not be set (once per start). */
   onNiceError?: (message: string) => void;
   onReport: (r: EventReport) => void;
@@ -101,7 +103,7 @@ export class EventPath {
     this.port = port1;
     const data: EventThreadData = {
       ringFd: this.o.ringFd, ringBytes: this.o.ringBytes, doorbellFd: this.doorbell.fd,
-      spinUs: this.o.spinUs ?? 200, keepWarmMs: this.o.keepWarmMs ?? 0, batch: this.o.batch ?? 4096, nice: this.o.nice === undefined ? -10 : this.o.nice,
+      spinUs: this.o.spinUs ?? 200, keepWarmMs: this.o.keepWarmMs ?? 0, batch: this.o.batch ?? 4096, nice: this.o.nice === undefined ? -10 : this.o.nice, rtPriority: this.o.rtPriority ?? 0,
     };
     const worker = new Worker(new URL('./event-worker.js', import.meta.url), {
       workerData: { data, port: port2 }, transferList: [port2], name: 'tcpreset-event',

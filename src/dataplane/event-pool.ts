@@ -18,6 +18,7 @@ export interface EventPoolOptions {
   spinUs?: number;
   keepWarmMs?: number;
   nice?: number | null;
+  rtPriority?: number;
   onNiceError?: (message: string) => void;
   onReport: (r: EventReport, thread: number) => void;
   onCrash: (err: Error, restarts: number, thread: number) => void;
@@ -29,7 +30,7 @@ export class EventPool {
   constructor(o: EventPoolOptions) {
     let niceWarned = false;
     this.paths = o.ringFds.map((ringFd, i) => new EventPath({
-      ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, keepWarmMs: o.keepWarmMs, nice: o.nice,
+      ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, keepWarmMs: o.keepWarmMs, nice: o.nice, rtPriority: o.rtPriority,
       // The same cause for every thread: say it once.
       onNiceError: (m) => {
         if (!niceWarned) o.onNiceError?.(m);

@@ -25,6 +25,8 @@ export interface EventThreadData {
   batch: number;
   /** Nice value for the thread (-20..19); null leaves it as inherited. */
   nice: number | null;
+  /** SCHED_FIFO priority (1..99) for the thread; 0 = stay SCHED_OTHER. */
+  rtPriority: number;
 }
 
 export type EventCommand =

@@ -20,7 +20,7 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { ENCAP_F_NO_L2, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
-import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadName, setThreadNice } from '../native/libc.js';
+import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { formatIp } from '../packet/addr.js';
@@ -340,6 +340,13 @@ if (data.nice !== null) {
     setThreadNice(data.nice);
   } catch (err) {
     niceError = (err as Error).message;
+  }
+}
+if (data.rtPriority > 0) {
+  try {
+    setThreadFifo(data.rtPriority);
+  } catch (err) {
+    niceError = `${niceError ? niceError + '; ' : ''}${(err as Error).message}`;
   }
 }
 const thread = new EventThread(data, port);

@@ -131,6 +131,12 @@ export interface EnforcerOptions {
   eventNice?: number | null;
   /** Event threads, each with a ring buffer of its own (1..RING_SLOTS). Default 1. */
   eventThreads?: number;
+  /**
+   * SCHED_FIFO priority of the event threads (1..99; 0 = off). Applied only
+   * while the threads are fewer than the CPUs, so a flood that keeps them
+   * busy cannot take every CPU from the control thread.
+   */
+  eventRtPriority?: number;
   /** Idle wake-up period of the event threads that keeps their code warm (ms); 0 = off. */
   eventKeepWarmMs?: number;
   /** Extra UDP ports read as VXLAN / Geneve. */

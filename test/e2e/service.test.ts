@@ -11,6 +11,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { ptest } from '../helpers/privileged.js';
 import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
@@ -275,6 +276,34 @@ ptest.serial('a quiet daemon answers each new connection before its request (20 
   t.is((await cli(ctx, ['cancel', 'ENG-C2', '-i', ctx.lab.sensor.sniffIf, '-h', host])).code, 0);
   const after = await bytesThrough(ctx, 3);
   t.is(after.through, 3, `after cancel every request is echoed: ${after.outcomes}`);
+});
+
+/** Scheduling of the daemon's event thread(s): policy (0 SCHED_OTHER, 1 SCHED_FIFO), rt priority and nice, from /proc. */
+function eventThreads(pid: number): { policy: number; rtPriority: number; nice: number }[] {
+  const out = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== 'tcpreset-event') continue;
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
+    out.push({ nice: Number(f[16]), rtPriority: Number(f[37]), policy: Number(f[38]) });
+  }
+  return out;
+}
+
+ptest.serial('the event thread runs SCHED_FIFO (eventRtPriority 10 by default); with eventRtPriority 0 it runs at eventNice', async (t) => {
+  const ctx = await setup(t);
+  t.is((await cli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60))).code, 0);
+  const pid = (await jsonCli(ctx, ['status'])).pid as number;
+  t.deepEqual(eventThreads(pid).map((e) => [e.policy, e.rtPriority]), [[1, 10]]);
+  await ctx.daemon.stop();
+  const d = await startDaemon({ netns: ctx.lab.ns.sensor, config: { eventRtPriority: 0, eventNice: -7 } });
+  t.teardown(async () => {
+    await d.stop();
+  });
+  ctx.daemon = d;
+  t.is((await cli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60))).code, 0);
+  const pid2 = (await jsonCli(ctx, ['status'])).pid as number;
+  t.deepEqual(eventThreads(pid2), [{ policy: 0, rtPriority: 0, nice: -7 }]);
 });
 
 ptest.serial('after kill -9 and a restart, the first new connection is answered by the restored job (3 restarts)', async (t) => {

@@ -133,7 +133,10 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 
 	if (e) {
 		if (flags & TR_TCP_RST) {
+			/* Kept as that end's last segment: user space tells a dead socket's answer to a
+			 * probe (seq = the probe's ack, SND.NXT + 1) from our own RST (seq = SND.NXT). */
 			e->state |= TR_FM_RST;
+			fm_fill_dir(&e->dir[dir & 1], pi, now, h);
 			return;
 		}
 		if ((flags & (TR_TCP_SYN | TR_TCP_ACK)) == TR_TCP_SYN) {

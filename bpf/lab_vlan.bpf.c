@@ -24,6 +24,9 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -80,4 +83,27 @@ int vlan_pop_strict(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	bpf_skb_vlan_pop(skb);
 	return TC_ACT_OK;
+}
+
+/*
+ * [lab] An endpoint that refuses RSTs (a positive control for verification):
+ * on its ingress, drops every IPv4 TCP segment with RST set, so its socket
+ * outlives our resets and keeps answering probes with ACKs.
+ *   tc filter add dev eth0 ingress bpf da obj build/lab_vlan.bpf.o sec tc/drop_rst
+ */
+SEC("tc/drop_rst")
+int drop_rst(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *th;
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_TCP)
+		return TC_ACT_OK;
+	th = (void *)ip + ip->ihl * 4;
+	if ((void *)(th + 1) > end)
+		return TC_ACT_OK;
+	return th->rst ? TC_ACT_SHOT : TC_ACT_OK;
 }

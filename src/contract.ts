@@ -330,7 +330,7 @@ export interface FlowKey {
   portB: number;
 }
 
-/** struct tr_fm_dir: the last non-RST segment one endpoint sent. */
+/** struct tr_fm_dir: the last segment one endpoint sent (a RST included: verification reads its seq). */
 export interface FlowDir {
   /** bpf_ktime_get_ns() (CLOCK_MONOTONIC ns) when seen. */
   lastNs: bigint;

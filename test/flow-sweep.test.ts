@@ -47,7 +47,7 @@ function parse(p: Uint8Array): Tcp {
 
 const s = (a: Uint8Array): string => [...a].join('.');
 
-test('from the most recent segment: the exact RST pair, then a probe to each end (seq 2^30 behind its RCV.NXT, ack its SND.NXT), TTLs as last seen from each end', (t) => {
+test('from the most recent segment: the exact RST pair, then a probe to each end (seq 2^30 behind its RCV.NXT, ack its SND.NXT + 1), TTLs as last seen from each end', (t) => {
   // A sent 100 bytes at seq 1000 (acking 5000); B's later ACK acks them: B's is the most recent.
   const e = entry(false, dir({ seq: 1000, ack: 5000, payloadLen: 100, lastNs: 10n, ttl: 61, tcpFlags: TCP_ACK | TCP_PSH }), dir({ seq: 5000, ack: 1100, lastNs: 20n, ttl: 57, smac: MAC_B, dmac: MAC_A }));
   const plan = planSweep([e], null);
@@ -61,9 +61,11 @@ test('from the most recent segment: the exact RST pair, then a probe to each end
   const probeToA = got.find((p) => p.kind === 'probe' && p.to === 'a')!;
   const probeToB = got.find((p) => p.kind === 'probe' && p.to === 'b')!;
   // A: RCV.NXT 5000, SND.NXT 1100. B: RCV.NXT 1100, SND.NXT 5000.
-  t.like(probeToA, { src: s(B4), dst: s(A4), seq: (5000 - 0x40000000) >>> 0, ack: 1100, flags: TCP_ACK, ttl: 57, sumOk: true });
-  t.like(probeToB, { src: s(A4), dst: s(B4), seq: (1100 - 0x40000000) >>> 0, ack: 5000, flags: TCP_ACK, ttl: 61, sumOk: true });
+  t.like(probeToA, { src: s(B4), dst: s(A4), seq: (5000 - 0x40000000) >>> 0, ack: 1101, flags: TCP_ACK, ttl: 57, sumOk: true });
+  t.like(probeToB, { src: s(A4), dst: s(B4), seq: (1100 - 0x40000000) >>> 0, ack: 5001, flags: TCP_ACK, ttl: 61, sumOk: true });
   t.deepEqual(got.map((p) => p.kind), ['rst', 'rst', 'probe', 'probe'], 'the RSTs go first');
+  // A dead end answers a probe with seq = its ack (SND.NXT + 1), not our RST's SND.NXT.
+  t.deepEqual(plan.probes, [{ entry: 0, answerSeq: [1101, 5001] }]);
 });
 
 test('IPv6 and sequence wrap-around: values mod 2^32, checksums good', (t) => {
@@ -72,8 +74,8 @@ test('IPv6 and sequence wrap-around: values mod 2^32, checksums good', (t) => {
   const got = plan.packets.map((p) => ({ kind: p.kind, to: p.to, ...parse(p.packet) }));
   t.like(got.find((p) => p.kind === 'rst' && p.to === 'b')!, { seq: 16, ack: 7, sumOk: true, ttl: 50 });
   t.like(got.find((p) => p.kind === 'rst' && p.to === 'a')!, { seq: 7, ack: 16, sumOk: true, ttl: 64 }, 'B never seen: default TTL');
-  t.like(got.find((p) => p.kind === 'probe' && p.to === 'b')!, { seq: (16 - 0x40000000) >>> 0, ack: 7, sumOk: true });
-  t.like(got.find((p) => p.kind === 'probe' && p.to === 'a')!, { seq: (7 - 0x40000000) >>> 0, ack: 16, sumOk: true });
+  t.like(got.find((p) => p.kind === 'probe' && p.to === 'b')!, { seq: (16 - 0x40000000) >>> 0, ack: 8, sumOk: true });
+  t.like(got.find((p) => p.kind === 'probe' && p.to === 'a')!, { seq: (7 - 0x40000000) >>> 0, ack: 17, sumOk: true });
 });
 
 test('closed connections (RST, FIN both ways) are not swept; half-closed ones are; a lone SYN gets its RST and no probe', (t) => {
@@ -84,7 +86,7 @@ test('closed connections (RST, FIN both ways) are not swept; half-closed ones ar
   const syn = planSweep([entry(false, dir({ seq: 99, ack: 0, lastNs: 1n, tcpFlags: TCP_SYN }), null)], null);
   t.is(syn.flows, 1);
   t.deepEqual(syn.packets.map((p) => [p.kind, p.to, parse(p.packet).seq, parse(p.packet).ack]), [['rst', 'a', 0, 100]]);
-  t.deepEqual(planSweep([], null), { flows: 0, packets: [] });
+  t.deepEqual(planSweep([], null), { flows: 0, packets: [], probes: [] });
 });
 
 test('l2: each frame goes to the MAC its end was seen with, from ours, with the remembered tags', (t) => {

@@ -197,7 +197,7 @@ ptest('closed: FIN from one end is open, FIN from both ends is closed; RST close
   t.is(v.state, finA | finB);
   t.true(C.flowClosed(v.state), 'FIN both ways: closed');
 
-  // RST: state only, the direction keeps its last real segment.
+  // RST: closes, and is its sender's last segment (seq, flags): verification tells a dead end's answer by its seq.
   const l2 = fresh();
   const d = { src: H4, dst: P4, sport: 40001, dport: 443, seq: 100, ack: 200, payload: F.seqBytes(10) };
   const w = run(l2, d);
@@ -206,7 +206,8 @@ ptest('closed: FIN from one end is open, FIN from both ends is closed; RST close
   t.is(v.state, C.FM_RST);
   t.true(C.flowClosed(v.state));
   assertDir(t, v.dirs[dirIndex(H4, 40001, P4, 443)], d, w, 'last data segment kept');
-  t.is(v.dirs[dirIndex(P4, 443, H4, 40001)], null, 'the RST is not recorded as a segment');
+  t.is(v.dirs[dirIndex(P4, 443, H4, 40001)]?.seq, 200, 'the RST is its sender\'s last segment: seq');
+  t.is(v.dirs[dirIndex(P4, 443, H4, 40001)]?.tcpFlags, F.RST, 'the RST is its sender\'s last segment: flags');
   // A bare ACK after the RST (e.g. the last ACK in flight) does not reopen; data does.
   run(l2, { src: H4, dst: P4, sport: 40001, dport: 443, seq: 110, ack: 200 });
   t.is(entries(l2)[0].value.state, C.FM_RST, 'bare ACK after RST: still closed');

@@ -26,6 +26,8 @@ export function formatCreate(r: CreateResult): string {
   if (!r.flows) return line;
   const n = r.flows.known;
   const of = `${r.job.host}${r.job.port === null ? '' : ` port ${r.job.port}`}`;
+  // With --wait: "3 sessions of 10.0.0.5 reset, 3 confirmed dead".
+  if (r.flows.verified !== undefined) return `${line}${r.flows.reset} session${r.flows.reset === 1 ? '' : 's'} of ${of} reset, ${r.flows.verified} confirmed dead\n`;
   return `${line}${n} remembered session${n === 1 ? '' : 's'} of ${of} reset at once\n`;
 }
 

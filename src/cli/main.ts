@@ -67,14 +67,22 @@ async function execute(plan: Plan, stdout: Writable, stderr: Writable): Promise<
     throw new TcpresetError(res.error.code as ErrorCode, res.error.message, { details: res.error.details ?? {} });
   }
   const result = res.result as Record<string, unknown>;
+  // create --wait: sessions reset at creation but not confirmed dead in time. The job stands.
+  const unverified = (result.flows as { unverified?: unknown } | undefined)?.unverified;
+  const unconfirmed = plan.command === 'create' && Array.isArray(unverified) && unverified.length > 0 ? unverified.map(String) : null;
+  const warnUnconfirmed = (): number => {
+    if (!unconfirmed) return EXIT.OK;
+    stderr.write(`tcpreset: warning: ${unconfirmed.length} session${unconfirmed.length === 1 ? '' : 's'} reset but not confirmed dead in time: ${unconfirmed.join(', ')}\n`);
+    return EXIT.TEMPFAIL;
+  };
   if (plan.json) {
     stdout.write(`${JSON.stringify(client === undefined ? result : { ...result, client })}\n`);
-    return EXIT.OK;
+    return warnUnconfirmed();
   }
   // Accepted with a caveat (e.g. not persisted): the job stands, the operator must know.
   if (Array.isArray(result.warnings)) for (const w of result.warnings) stderr.write(`tcpreset: warning: ${String(w)}\n`);
   stdout.write(HUMAN[plan.command](result as never));
-  return EXIT.OK;
+  return warnUnconfirmed();
 }
 
 /**

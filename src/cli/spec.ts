@@ -9,7 +9,7 @@
  */
 import { EXIT, UsageError, ValidationError } from '../errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
-import { DEFAULT_SOCKET_PATH, JOB_ID_RE, type RequestBody } from '../control/protocol.js';
+import { DEFAULT_SOCKET_PATH, JOB_ID_RE, MAX_WAIT_S, type RequestBody } from '../control/protocol.js';
 
 /** One option. `arg` set: it takes a value (the placeholder shown in help). */
 export interface OptSpec {
@@ -54,7 +54,7 @@ const SNIFF: OptSpec = { short: '-i', long: '--sniff', key: 'sniff', arg: 'SNIFF
 const HOST: OptSpec = { short: '-h', long: '--host', key: 'host', arg: 'HOST', desc: 'IPv4 or IPv6 address whose TCP sessions are reset' };
 const PORT: OptSpec = { short: '-p', long: '--port', key: 'port', arg: 'DSTPORT', desc: 'only traffic between HOST and this remote port' };
 
-export const CREATE_USAGE = 'ENGID -i SNIFF_IF -o RESET_IF -h HOST [-p DSTPORT] -d SECONDS [--l2]';
+export const CREATE_USAGE = 'ENGID -i SNIFF_IF -o RESET_IF -h HOST [-p DSTPORT] -d SECONDS [--l2] [--wait SECONDS]';
 
 export const COMMANDS: CommandSpec[] = [
   {
@@ -65,6 +65,7 @@ export const COMMANDS: CommandSpec[] = [
     details: [
       'For SECONDS, every TCP packet seen on SNIFF_IF that involves HOST (with -p, only traffic between HOST and remote port DSTPORT) triggers RSTs to both endpoints, sent out of RESET_IF. Running the same command again (same ENGID, SNIFF_IF, HOST, DSTPORT) extends the job to the later end time.',
       'The word "create" is needed only when ENGID is a subcommand name: tcpreset create list -i ...',
+      `With --wait, the command reports what became of the sessions of HOST the daemon remembered (tcpresetd --watch) and reset at creation: "3 sessions of 10.0.0.5 reset, 3 confirmed dead". A session is confirmed dead when each end answered the out-of-window ACK probe sent after the RSTs with a RST carrying the probe's acknowledgment number, the answer of a socket that no longer exists (RFC 793 section 3.4); a live socket answers it with an ACK. Sessions not confirmed within SECONDS (above 0, fractions allowed) are named on stderr, the job stands, and the exit status is ${EXIT.TEMPFAIL} (EX_TEMPFAIL).`,
     ],
     opts: [
       { ...SNIFF, desc: `${SNIFF.desc} (required)` },
@@ -73,6 +74,10 @@ export const COMMANDS: CommandSpec[] = [
       PORT,
       { short: '-d', long: '--duration', key: 'duration', arg: 'SECONDS', desc: 'how long the job lasts, whole seconds (required)' },
       { long: '--l2', key: 'l2', desc: 'inject Ethernet frames instead of routed packets' },
+      {
+        long: '--wait', key: 'wait', arg: 'SECONDS',
+        desc: `answer once the sessions reset at creation are confirmed dead, or after SECONDS (at most ${MAX_WAIT_S}); unconfirmed ones are named on stderr, exit status ${EXIT.TEMPFAIL}`,
+      },
     ],
   },
   {
@@ -142,7 +147,7 @@ export const EXIT_ROWS: Array<[string, string]> = [
   [String(EXIT.DATAERR), 'a value is wrong: address, port, duration, interface missing or down, protected host, no such job (EX_DATAERR)'],
   [String(EXIT.UNAVAILABLE), 'the daemon is not reachable, the job limit is reached, or the daemon cannot run its data plane (its problem: see its log) (EX_UNAVAILABLE)'],
   [String(EXIT.SOFTWARE), 'internal error, in this command or the daemon (EX_SOFTWARE)'],
-  [String(EXIT.TEMPFAIL), 'no answer in time, or the daemon is busy: try again (EX_TEMPFAIL)'],
+  [String(EXIT.TEMPFAIL), 'no answer in time, or the daemon is busy: try again; with create --wait, a session reset at creation was not confirmed dead in time (the job stands; the sessions are named on stderr) (EX_TEMPFAIL)'],
   [String(EXIT.NOPERM), 'permission denied on the control socket (EX_NOPERM)'],
 ];
 
@@ -200,6 +205,7 @@ export interface ParsedOpts {
   port?: string;
   duration?: string;
   l2?: boolean;
+  wait?: string;
   since?: string;
 }
 
@@ -294,6 +300,12 @@ export function planFor(
       };
       if (opts.port !== undefined) create.port = validatePort(opts.port, 'port (-p)');
       if (opts.l2) create.mode = 'l2';
+      if (opts.wait !== undefined) {
+        if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.wait) || Number(opts.wait) <= 0 || Number(opts.wait) > MAX_WAIT_S) {
+          throw new ValidationError('wait (--wait)', opts.wait, `must be a number of seconds above 0 and at most ${MAX_WAIT_S}`);
+        }
+        create.wait = Number(opts.wait);
+      }
       body = create;
       break;
     }
@@ -339,6 +351,9 @@ export function planFor(
       throw new ValidationError('timeout (--timeout)', opts.timeout, `must be at most ${MAX_TIMEOUT_S} seconds`);
     }
     plan.timeoutMs = Math.ceil(Number(opts.timeout) * 1000);
+  } else if (command === 'create' && opts.wait !== undefined) {
+    // The daemon answers after up to --wait: the default timeout counts from there.
+    plan.timeoutMs = Math.ceil((Number(opts.wait) + 10) * 1000);
   }
   return plan;
 }

@@ -52,7 +52,14 @@ export interface CreateArgs {
   /** Seconds. parseRequest checks syntax (positive integer); the daemon checks its maximum. */
   duration: number;
   mode?: InjectMode;
+  /**
+   * Seconds (> 0, at most MAX_WAIT_S): answer once every connection the
+   * create-time sweep reset is verified dead, or after this long.
+   */
+  wait?: number;
 }
+/** Longest create wait (s): the daemon stops watching a sweep after 5 s anyway. */
+export const MAX_WAIT_S = 60;
 export interface CreateRequest extends Base, CreateArgs {
   op: 'create';
 }
@@ -138,7 +145,14 @@ export interface CreateResult {
    * created or extended: open connections found, and reset at once (RST pair
    * and probes sent). Absent when no sweep ran (interface away).
    */
-  flows?: { known: number; reset: number };
+  flows?: {
+    known: number;
+    reset: number;
+    /** With wait: connections whose both ends answered a probe with a RST (verified dead). */
+    verified?: number;
+    /** With wait: the connections not verified when the answer was sent, "addr:port-addr:port". */
+    unverified?: string[];
+  };
   /** Accepted and enforced, but something is wrong (e.g. the state file could not be saved). */
   warnings?: string[];
 }
@@ -212,7 +226,7 @@ export type Response<R = unknown> = OkResponse<R> | ErrorResponse;
 // ---------------------------------------------------------------- parsing
 
 const FIELDS: Record<string, readonly string[]> = {
-  create: ['engid', 'sniffIf', 'resetIf', 'host', 'port', 'duration', 'mode'],
+  create: ['engid', 'sniffIf', 'resetIf', 'host', 'port', 'duration', 'mode', 'wait'],
   cancelById: ['jobId'],
   cancelByKey: ['engid', 'sniffIf', 'host', 'port'],
   list: [],
@@ -343,6 +357,12 @@ export function parseRequest(line: string): Request {
           throw new ValidationError('mode', o.mode, 'must be "l3" or "l2"');
         }
         req.mode = o.mode;
+      }
+      if (o.wait !== undefined) {
+        if (typeof o.wait !== 'number' || !Number.isFinite(o.wait) || o.wait <= 0 || o.wait > MAX_WAIT_S) {
+          throw new ValidationError('wait', o.wait, `must be a number of seconds above 0 and at most ${MAX_WAIT_S}`);
+        }
+        req.wait = o.wait;
       }
       return req;
     }

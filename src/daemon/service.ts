@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../errors.js';
-import type { Request } from '../control/protocol.js';
+import type { CreateResult, Request } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceFault } from '../net/ifaces.js';
@@ -341,10 +341,15 @@ export class Daemon {
           duration: req.duration, mode: req.mode,
         });
         const sweep = this.enforcer?.takeSweep();
-        const r = sweep ? { ...created, flows: { known: sweep.flows, reset: sweep.flows } } : created;
+        let r: typeof created & { flows?: CreateResult['flows'] } = sweep ? { ...created, flows: { known: sweep.flows, reset: sweep.flows } } : created;
         if (r.action === 'created') this.history.created(r.job, peer.uid);
         // "created" means enforced: the first job of a daemon also starts its event thread.
         await this.dataPlaneReady();
+        if (req.wait !== undefined && sweep && this.enforcer) {
+          // The probes' answers cross the mirror after the RSTs: wait for them, bounded by the request.
+          const o = await this.enforcer.verification(sweep.targetId, req.wait * 1000);
+          if (o) r = { ...r, flows: { known: o.known, reset: o.reset, verified: o.verified, unverified: o.unverified } };
+        }
         const warnings = await this.persisted();
         if (r.job.mode === 'l3') {
           const w = this.enforcer?.hostRouteWarning(r.job.resetIf, r.job.host);

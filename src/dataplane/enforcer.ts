@@ -24,7 +24,8 @@ import { TcpresetError, ValidationError } from '../errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { Sender, type InjectMode } from '../net/sender.js';
 import { FlowMemoryView } from './flow-memory.js';
-import { planSweep } from './flow-sweep.js';
+import { planSweep, type SweepPacket } from './flow-sweep.js';
+import { TCP_RST, flowClosed, type FlowKey } from '../contract.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
@@ -36,12 +37,41 @@ import { SlotTable, type Slot } from './slots.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
 import { readInterface } from '../net/ifaces.js';
-import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, LoggerLike, SweepInfo, TargetInfo, TargetSpec } from './types.js';
+import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, LoggerLike, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
 const MAX_FLOWS_PER_TARGET = 65536;
 /** setTimeout's limit; longer deadlines re-arm. */
 const MAX_TIMER_MS = 0x7fffffff;
+
+/** How long a sweep's connections are watched for their ends' answers (ms). */
+const VERIFY_WINDOW_MS = 5000;
+/** Flow memory read this often while a sweep is unsettled (ms). */
+const VERIFY_POLL_MS = 20;
+/** An unanswered end is probed again this often: Linux rate-limits its answers (tcp_invalid_ratelimit, 500 ms). */
+const REPROBE_MS = 500;
+
+/** One swept connection being verified. */
+interface Watched {
+  slot: number;
+  key: FlowKey;
+  name: string;
+  /** Per key end: the seq its answer must carry (null: not probed). */
+  answerSeq: [number | null, number | null];
+  dead: [boolean, boolean];
+  probes: SweepPacket[];
+}
+
+interface Verification {
+  outcome: SweepOutcome;
+  flows: Watched[];
+  /** Connections found but not probed (a lone SYN): never verified. */
+  unprobed: string[];
+  startedAt: number;
+  lastProbeAt: number;
+  senderKey: string;
+  waiters: Array<() => void>;
+}
 
 interface Target {
   info: TargetInfo;
@@ -69,6 +99,9 @@ export class Enforcer extends EventEmitter {
   private sweepErrors = 0;
   /** The last sweep, for the request that caused it (takeSweep). */
   private lastSweep: SweepInfo | null = null;
+  /** Sweep outcomes by target id, unsettled and settled (kept for the target's life). */
+  private readonly verifications = new Map<number, Verification>();
+  private verifyTimer: NodeJS.Timeout | null = null;
   private readonly parseWatch: ParseWatch;
   /** Destinations the event threads reported undeliverable, by "ifname|address". */
   private readonly undeliverable = new Map<string, { ifname: string; dst: string; reason: string; since: number; seen: number }>();
@@ -234,6 +267,8 @@ export class Enforcer extends EventEmitter {
     const target = this.targets.get(id);
     if (!target) return false;
     this.targets.delete(id);
+    this.settle(id, 'job ended');
+    this.verifications.delete(id);
     if (target.timer) clearTimeout(target.timer);
     // The map first: enforcement stops the moment the caller is told it did.
     this.slots.leave(target.slot, id);
@@ -280,6 +315,7 @@ export class Enforcer extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.healthTimer);
+    if (this.verifyTimer) clearInterval(this.verifyTimer);
     for (const id of [...this.targets.keys()]) this.remove(id);
     await this.events.stop();
     this.routeCheck?.close();
@@ -420,6 +456,7 @@ export class Enforcer extends EventEmitter {
           ...(encap ? { encap: encapName(encap) } : {}),
         });
       }
+      this.watchSweep(target, found, plan);
       const info: SweepInfo = { targetId: target.info.id, label: target.info.label, flows: plan.flows, rsts, probes, ms: Math.round((performance.now() - t0) * 100) / 100, why };
       this.log.info(info, 'flows reset from flow memory');
       this.lastSweep = info;
@@ -506,6 +543,134 @@ export class Enforcer extends EventEmitter {
     return this.delivery().routeProblem(resetIf, state.ifindex, parseTargetHost(host).bytes) ?? undefined;
   }
 
+  // ---- verification ---------------------------------------------------------
+
+  /**
+   * The outcome of the target's last sweep: at once when `waitMs` is 0 or
+   * it is settled, else once it settles or `waitMs` passes, whichever is
+   * first. null: the target had no sweep (interface away, flow memory off).
+   */
+  async verification(targetId: number, waitMs = 0): Promise<SweepOutcome | null> {
+    const v = this.verifications.get(targetId);
+    if (!v) return null;
+    if (!v.outcome.settled && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, waitMs);
+        function done(): void {
+          clearTimeout(timer);
+          resolve();
+        }
+        v.waiters.push(done);
+      });
+    }
+    return { ...v.outcome, unverified: [...v.outcome.unverified] };
+  }
+
+  /** Start watching what the sweep's probes draw (flow-sweep.ts, 3.). */
+  private watchSweep(target: Target, found: readonly { slot: number; key: FlowKey; state: number }[], plan: ReturnType<typeof planSweep>): void {
+    const id = target.info.id;
+    this.settle(id, 'superseded'); // an extend's sweep replaces the create's
+    const name = (k: FlowKey): string => `${fmtEnd(k.addrA, k.portA)}-${fmtEnd(k.addrB, k.portB)}`;
+    const flows: Watched[] = plan.probes.map((p) => {
+      const f = found[p.entry]!;
+      return { slot: f.slot, key: f.key, name: name(f.key), answerSeq: p.answerSeq, dead: [false, false], probes: [] };
+    });
+    // planSweep emits two probes per probed connection, in the order of plan.probes.
+    let i = 0;
+    for (const p of plan.packets) if (p.kind === 'probe') flows[i++ >> 1]?.probes.push(p);
+    const probed = new Set(plan.probes.map((p) => p.entry));
+    const unprobed = found.filter((f, n) => !probed.has(n) && !flowClosedKey(f)).map((f) => name(f.key)).slice(0, Math.max(0, plan.flows - flows.length));
+    const now = performance.now();
+    const v: Verification = {
+      outcome: { targetId: id, label: target.info.label, known: plan.flows, reset: plan.flows, verified: 0, unverified: [...flows.map((f) => f.name), ...unprobed], settled: false, ms: 0 },
+      flows, unprobed, startedAt: now, lastProbeAt: now, senderKey: target.senderKey, waiters: [],
+    };
+    this.verifications.set(id, v);
+    if (flows.length === 0) {
+      this.settle(id, 'settled');
+      return;
+    }
+    if (!this.verifyTimer) {
+      this.verifyTimer = setInterval(() => this.pollVerifications(), VERIFY_POLL_MS);
+      this.verifyTimer.unref();
+    }
+  }
+
+  private pollVerifications(): void {
+    const now = performance.now();
+    for (const [id, v] of this.verifications) {
+      if (v.outcome.settled) continue;
+      if (!this.targets.has(id)) {
+        this.settle(id, 'job ended');
+        continue;
+      }
+      let verified = 0;
+      const unverified: string[] = [];
+      const reprobe: SweepPacket[] = [];
+      const due = now - v.lastProbeAt >= REPROBE_MS;
+      for (const f of v.flows) {
+        const e = this.flowMemory.at(f.slot);
+        if (e && sameKey(e.key, f.key)) {
+          for (const end of [0, 1] as const) {
+            const d = e.dirs[end];
+            // Sticky: a later segment (the peer's RST drawing another) may overwrite the answer.
+            if (!f.dead[end] && d && d.tcpFlags & TCP_RST && f.answerSeq[end] !== null && d.seq === f.answerSeq[end]) f.dead[end] = true;
+          }
+        }
+        if (f.dead[0] && f.dead[1]) verified++;
+        else {
+          unverified.push(f.name);
+          if (due) for (const p of f.probes) if (!f.dead[p.to === 'a' ? 0 : 1]) reprobe.push(p);
+        }
+      }
+      const o = v.outcome;
+      o.verified = verified;
+      o.unverified = [...unverified, ...v.unprobed];
+      o.ms = Math.round(now - v.startedAt);
+      if (o.unverified.length === 0) this.settle(id, 'settled');
+      else if (now - v.startedAt >= VERIFY_WINDOW_MS) this.settle(id, 'window over');
+      else if (reprobe.length > 0) {
+        v.lastProbeAt = now;
+        this.sendProbes(v, reprobe);
+      }
+    }
+    if (this.verifyTimer && ![...this.verifications.values()].some((v) => !v.outcome.settled)) {
+      clearInterval(this.verifyTimer);
+      this.verifyTimer = null;
+    }
+  }
+
+  private sendProbes(v: Verification, packets: SweepPacket[]): void {
+    const ref = this.senders.get(v.senderKey);
+    if (!ref?.sockets) return;
+    try {
+      const sender = Sender.adopt(ref.sockets, { slots: Math.min(1024, packets.length) });
+      try {
+        for (const p of packets) sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+        sender.flush();
+        this.sweepSent += sender.stats.sent;
+        this.sweepErrors += sender.stats.errors;
+      } finally {
+        sender.close();
+      }
+    } catch (err) {
+      this.sweepErrors++;
+      this.log.warn({ err, targetId: v.outcome.targetId }, 'probe of swept flows not sent');
+    }
+  }
+
+  /** Settle a sweep's outcome once: log it, wake the waiters; the settled outcome stays for list/status. */
+  private settle(id: number, why: 'settled' | 'window over' | 'job ended' | 'superseded'): void {
+    const v = this.verifications.get(id);
+    if (!v || v.outcome.settled) return;
+    v.outcome.settled = true;
+    const o = v.outcome;
+    const line = { targetId: id, label: o.label, known: o.known, reset: o.reset, verified: o.verified, ms: o.ms, why, ...(o.unverified.length ? { unverified: o.unverified.slice(0, 32) } : {}) };
+    if (o.verified < o.known) this.log.warn(line, 'sweep outcome settled: not every reset flow is confirmed dead');
+    else this.log.info(line, 'sweep outcome settled');
+    for (const w of v.waiters.splice(0)) w();
+  }
+
   // ---- expiry -------------------------------------------------------------
 
   private armTimer(target: Target): void {
@@ -562,6 +727,19 @@ function u32(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n, true);
   return b;
+}
+
+function sameKey(a: FlowKey, b: FlowKey): boolean {
+  return a.family === b.family && a.ifindex === b.ifindex && a.portA === b.portA && a.portB === b.portB
+    && Buffer.compare(a.addrA, b.addrA) === 0 && Buffer.compare(a.addrB, b.addrB) === 0;
+}
+
+function flowClosedKey(f: { state: number }): boolean {
+  return flowClosed(f.state);
+}
+
+function fmtEnd(addr: Uint8Array, port: number): string {
+  return addr.length === 16 ? `[${formatIp(addr)}]:${port}` : `${formatIp(addr)}:${port}`;
 }
 
 function sum<K extends string>(rows: Record<K, number>[], k: K): number {

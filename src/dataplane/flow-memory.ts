@@ -99,6 +99,13 @@ export class FlowMemoryView {
     return out;
   }
 
+  /** The entry in `slot` now (null: empty or torn), for watching a known connection. */
+  at(slot: number): FlowEntry | null {
+    this.check();
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slots) throw new RangeError(`flow memory slot ${slot} outside 0..${this.slots - 1}`);
+    return decodeFlowEntry(this.bytes, slot * ENTRY);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

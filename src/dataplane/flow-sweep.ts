@@ -31,6 +31,17 @@
  *      exact RST pair from current values.
  *    - A socket that is gone answers with a RST whose seq is the probe's
  *      ack (RFC 793 §3.4 reset generation, case 1; tcp_v4_send_reset).
+ *    The ack is SND.NXT + 1, not SND.NXT: a dead end's answer then carries
+ *      seq SND.NXT + 1 and is told apart on the mirror from our own RST
+ *      spoofed from that end (seq SND.NXT). A live end never checks that
+ *      ack: the out-of-window seq fails tcp_sequence() first and draws the
+ *      duplicate ACK (tcp_validate_incoming runs before tcp_ack).
+ *
+ * 3. Verification (Enforcer): an end is verified dead when the flow memory
+ *    shows, as that end's last segment, a RST with seq = its probe's ack:
+ *    only a socket that no longer exists answers the probe so (RFC 793 §3.4,
+ *    RFC 5961 §5: a live one answers with an ACK, never a RST). A flow is
+ *    verified when both ends are.
  *    Order: the RSTs go first, then the probes, in one batch.
  */
 import { FAMILY_V4, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../contract.js';
@@ -47,10 +58,20 @@ export interface SweepPacket {
   to: 'a' | 'b';
 }
 
+/** What a swept connection's ends must answer to be verified dead. */
+export interface SweepProbe {
+  /** Index into the entries given to planSweep. */
+  entry: number;
+  /** Per key end (0 = A, 1 = B): the seq of a dead end's answer (its probe's ack), or null (no probe). */
+  answerSeq: [number | null, number | null];
+}
+
 export interface SweepPlan {
   /** Open connections found. */
   flows: number;
   packets: SweepPacket[];
+  /** One per probed connection. */
+  probes: SweepProbe[];
 }
 
 /** Behind RCV.NXT by a quarter of the sequence space: outside any window (at most 2^30, RFC 7323 §2.3). */
@@ -85,8 +106,10 @@ function latest(e: FlowEntry): 0 | 1 | null {
  */
 export function planSweep(entries: readonly FlowEntry[], srcMac: Uint8Array | null): SweepPlan {
   const packets: SweepPacket[] = [];
+  const probes: SweepProbe[] = [];
   let flows = 0;
-  for (const e of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     if (flowClosed(e.state)) continue;
     const from = latest(e);
     if (from === null) continue;
@@ -102,15 +125,19 @@ export function planSweep(entries: readonly FlowEntry[], srcMac: Uint8Array | nu
     // From the latest segment S (A->B): A's SND.NXT = S+L, A's RCV.NXT = K; B's SND.NXT = K, B's RCV.NXT = S+L.
     const n = (ev.seq + ev.payloadLen) >>> 0;
     const k = ev.ack >>> 0;
+    const sp: SweepProbe = { entry: i, answerSeq: [null, null] };
     for (const r of rsts) {
-      // The probe to each RST's receiver: same addressing, ACK only, seq far behind its RCV.NXT, ack = its SND.NXT.
+      // The probe to each RST's receiver: same addressing, ACK only, seq far behind its RCV.NXT, ack = its SND.NXT + 1.
       const rcvNxt = r.seq; // the RST carried the receiver's RCV.NXT
       const sndNxt = r.toward === 'dst' ? k : n;
-      const probe = ackFrom(r, (rcvNxt - PROBE_BEHIND) >>> 0, sndNxt);
+      const answer = (sndNxt + 1) >>> 0;
+      sp.answerSeq[toEnd(r) === 'a' ? 0 : 1] = answer;
+      const probe = ackFrom(r, (rcvNxt - PROBE_BEHIND) >>> 0, answer);
       packets.push({ family: r.family, packet: probe, ...(l2 ? { frame: l2Frame({ ...r, packet: probe }, ev, srcMac!) } : {}), kind: 'probe', to: toEnd(r) });
     }
+    probes.push(sp);
   }
-  return { flows, packets };
+  return { flows, packets, probes };
 }
 
 /** The RST `r` turned into a pure ACK with new seq/ack: a copy, checksums recomputed. */

@@ -98,6 +98,25 @@ export interface SweepInfo {
   why: 'create' | 'extend';
 }
 
+/**
+ * What became of a sweep's connections (Enforcer.verification): known =
+ * open connections found, reset = those sent the RST pair and probes,
+ * verified = those whose both ends answered their probe with a RST (the
+ * answer of a socket that is gone); unverified names the others as
+ * "addr:port-addr:port". settled: verified all, or the window is over.
+ */
+export interface SweepOutcome {
+  targetId: number;
+  label: string;
+  known: number;
+  reset: number;
+  verified: number;
+  unverified: string[];
+  settled: boolean;
+  /** From the sweep to the last verification, or to settling (ms). */
+  ms: number;
+}
+
 export interface EnforcerStatus {
   /**
    * XDP attachments. jobs: targets on it now; watched: named by --watch /

@@ -1,0 +1,103 @@
+/**
+ * Proving each kill (issue 9, verification and --wait), through the real
+ * bin/tcpresetd (--watch on the sniff interface) and bin/tcpreset in the
+ * lab, with real idle TCP sessions: after the create-time sweep, an end is
+ * verified dead when the mirror shows it answering our out-of-window ACK
+ * probe with a RST whose seq is the probe's ack (what only a socket that is
+ * gone sends: RFC 793 §3.4, tcp_v4_send_reset). Positive control: a server
+ * whose namespace drops every incoming RST (a tc program of the lab object on its eth0 ingress)
+ * keeps its socket, answers the probe with a duplicate ACK, so the flow is
+ * never verified: --wait names it on stderr and exits 75 (EX_TEMPFAIL).
+ */
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { ptest } from '../helpers/privileged.js';
+import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
+import { createLab, defaultVlanObjectPath, type Lab } from '../../testkit/lab/lab.js';
+import { nsArgv, run } from '../../testkit/lab/netns.js';
+import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { sleep, wallMs as wall } from '../../testkit/time.js';
+
+const PORT = 5001;
+
+interface Ctx {
+  t: ExecutionContext;
+  lab: Lab;
+  daemon: DaemonProc;
+  server: Peer;
+}
+
+function cli(ctx: Ctx, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const startedAt = wall();
+  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, ms: wall() - startedAt })));
+}
+
+/** A session client -> server:PORT that sends nothing after its handshake; its client port. */
+async function idleSession(ctx: Ctx): Promise<{ client: Peer; serverConn: string; lport: number }> {
+  const { lab, server } = ctx;
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT, 'interactive', { intervalMs: 600_000 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === PORT, 5000, 'accept');
+  return { client, serverConn: acc.conn!, lport: c.lport as number };
+}
+
+async function setup(t: ExecutionContext): Promise<Ctx> {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(async () => void (await daemon.stop()));
+  const server = await startServer(lab, lab.ns.server, [{ port: PORT, mode: 'echo' }]);
+  return { t, lab, daemon, server };
+}
+
+ptest.serial('--wait: 3 idle sessions are reset at creation and all 3 confirmed dead (each end answered its probe with a RST); exit 0', async (t) => {
+  const ctx = await setup(t);
+  const { lab, daemon, server } = ctx;
+  const sessions = [await idleSession(ctx), await idleSession(ctx), await idleSession(ctx)];
+  await sleep(1000);
+  t.true(sessions.every((s) => s.client.errorOf('c') === undefined && server.errorOf(s.serverConn) === undefined), 'positive control: all alive before the job');
+  const host = lab.hosts.client.v4;
+  const r = await cli(ctx, ['ENG-WAIT', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30', '--wait', '2']);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stderr, '');
+  t.true(r.stdout.endsWith(`\n3 sessions of ${host} reset, 3 confirmed dead\n`), r.stdout);
+  t.log(`command took ${r.ms.toFixed(0)} ms with --wait 2`);
+  t.true(r.ms < 2000, `all confirmed before the bound: the command returned after ${r.ms.toFixed(0)} ms`);
+  for (const s of sessions) {
+    const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 3000, 'client reset');
+    const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 3000, 'server reset');
+    t.is(c.code, 'ECONNRESET');
+    t.is(sv.code, 'ECONNRESET');
+  }
+  const settled = await daemon.waitLog((l) => l.msg === 'sweep outcome settled', 3000, 'settled line');
+  t.like(settled, { known: 3, reset: 3, verified: 3, why: 'settled' });
+});
+
+ptest.serial('--wait --json: a server that drops every RST keeps its socket, so its flow is never confirmed: exit 75, the flow named on stderr, flows.verified 0', async (t) => {
+  const ctx = await setup(t);
+  const { lab, daemon, server } = ctx;
+  const s = await idleSession(ctx);
+  // The server's end refuses our RSTs (before its TCP sees them); the mirror copy is taken at the switch.
+  await run(nsArgv(lab.ns.server, ['tc', 'qdisc', 'add', 'dev', 'eth0', 'clsact']));
+  await run(nsArgv(lab.ns.server, ['tc', 'filter', 'add', 'dev', 'eth0', 'ingress', 'bpf', 'da', 'obj', defaultVlanObjectPath(), 'sec', 'tc/drop_rst']));
+  await sleep(1000);
+  const host = lab.hosts.client.v4;
+  const r = await cli(ctx, ['ENG-WAIT', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30', '--wait', '1.5', '--json']);
+  t.is(r.code, 75, r.stderr);
+  const flow = `${host}:${s.lport}-${lab.hosts.server.v4}:${PORT}`;
+  const out = JSON.parse(r.stdout) as { flows: unknown };
+  t.deepEqual(out.flows, { known: 1, reset: 1, verified: 0, unverified: [flow] });
+  t.is(r.stderr, `tcpreset: warning: 1 session reset but not confirmed dead in time: ${flow}\n`);
+  t.true(r.ms >= 1500, `waited the whole bound: ${r.ms.toFixed(0)} ms`);
+  // Why it could not be confirmed: the server's socket is alive (the client's end died).
+  await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 3000, 'client reset');
+  await sleep(300);
+  t.is(server.errorOf(s.serverConn), undefined, 'the server end, which drops RSTs, is still open');
+  const settled = await daemon.waitLog((l) => l.msg === 'sweep outcome settled: not every reset flow is confirmed dead', 8000, 'settled line');
+  t.like(settled, { known: 1, reset: 1, verified: 0, why: 'window over', unverified: [flow] });
+});

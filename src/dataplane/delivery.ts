@@ -115,7 +115,12 @@ export class Delivery {
   /** Check `dst` ahead of its first RST (a job's HOST, when the job is set up): off the segment path. */
   prime(ifname: string, ifindex: number, dst: Uint8Array, now = Date.now()): void {
     this.readNets(ifname);
-    if (!this.cache.has(`${ifindex}|${String.fromCharCode(...dst)}`)) this.verdict(ifname, ifindex, dst, now);
+    if (this.cache.has(`${ifindex}|${String.fromCharCode(...dst)}`)) return;
+    this.verdict(ifname, ifindex, dst, now);
+    // No neighbour check queued: before any RST the kernel has not tried to resolve it, and a
+    // refresh right after a restart could hold up the first segment of the restored job.
+    const e = this.stale.pop();
+    if (e) e.due = false;
   }
 
   /** Verdicts waiting for refresh(). */

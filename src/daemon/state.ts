@@ -57,8 +57,12 @@ export const STATE_FILE = 'jobs.json';
 export const STATE_VERSION = 2;
 /** The format before the journal: one JSON document rewritten on every change. */
 export const LEGACY_STATE_VERSION = 1;
-/** A journal this short is never compacted, however few jobs there are. */
-export const COMPACT_FLOOR = 256;
+/**
+ * A journal this short is never compacted, however few jobs there are. Low:
+ * a compaction of a few hundred jobs costs about one more fsync, and the
+ * shorter the journal the less a restart replays.
+ */
+export const COMPACT_FLOOR = 64;
 /** Compact once the journal holds more than the last snapshot's jobs divided by this. */
 export const COMPACT_RATIO = 4;
 /** Records serialised per write() during a compaction (bounds the size of one string). */

@@ -233,7 +233,6 @@ test.after.always(async () => {
 
 const privileged = isRoot || process.env.CI;
 const serial = privileged ? test.serial : test.serial.skip;
-const serialFailing = privileged ? test.serial.failing : test.serial.skip;
 
 serial('dpkg -i: postinst creates the user and group, enables and starts socket and service; the installed units verify', async (t) => {
   const { c, deb } = world();
@@ -391,33 +390,37 @@ serial('journalctl -p warning: quiet in normal operation; a data plane that cann
   // Normal operation: a restart, lists and a job create and cancel log nothing at warning.
   let cursor = await cursorNow();
   await c.ok(['systemctl', 'restart', 'tcpreset.service']);
-  await c.ok(['tcpreset', 'ENG-QUIET', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', '198.51.100.9', '-d', '60'], { user: 'analyst' });
-  await c.ok(['tcpreset', 'cancel', 'ENG-QUIET', '-i', lab.sensor.sniffIf, '-h', '198.51.100.9'], { user: 'analyst' });
+  // A host on the reset interface's LAN: one outside it is rightly warned about (no route).
+  const quietHost = lab.hosts.bystander.v4;
+  await c.ok(['tcpreset', 'ENG-QUIET', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', quietHost, '-d', '60'], { user: 'analyst' });
+  await c.ok(['tcpreset', 'cancel', 'ENG-QUIET', '-i', lab.sensor.sniffIf, '-h', quietHost], { user: 'analyst' });
   await c.ok(['tcpreset', 'list'], { user: 'analyst' });
   t.is(await daemonWarnings(cursor), '', 'no warnings from normal operation');
   t.regex((await c.ok(['journalctl', '-u', 'tcpreset.service', '-p', 'info', '-o', 'cat', '--no-pager', `--after-cursor=${cursor}`])), /tcpresetd ready/, 'positive control: info lines are there');
 
   // A sandbox that refuses bpf(): the saved job cannot be enforced, new ones cannot be created.
   await c.sh(`printf '[Service]\\nSystemCallFilter=~bpf\\n' >/etc/systemd/system/tcpreset.service.d/no-bpf.conf`);
-  await c.ok(['systemctl', 'daemon-reload']);
-  cursor = await cursorNow();
-  await c.ok(['systemctl', 'restart', 'tcpreset.service']);
-  const r = await c.run(['tcpreset', 'ENG-NOBPF', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', '198.51.100.10', '-d', '60'], { user: 'analyst' });
-  t.is(r.code, 69, `E_DATAPLANE (EX_UNAVAILABLE), not 77 that blames the caller: ${r.stderr}`);
-  t.regex(r.stderr, /a problem of the daemon, not of this request/);
-  const warnings = await daemonWarnings(cursor);
-  t.regex(warnings, /the daemon cannot load its BPF program: load BPF object \S+ failed: Operation not permitted/, 'the failed data plane is logged at warning or above');
-  t.regex(await c.ok(['tcpreset', 'status'], { user: 'analyst' }), /cannot load its BPF program/, 'and status shows it');
-  await c.ok(['rm', '/etc/systemd/system/tcpreset.service.d/no-bpf.conf']);
-  await c.ok(['systemctl', 'daemon-reload']);
-  await c.ok(['systemctl', 'restart', 'tcpreset.service']);
+  try {
+    await c.ok(['systemctl', 'daemon-reload']);
+    cursor = await cursorNow();
+    await c.ok(['systemctl', 'restart', 'tcpreset.service']);
+    const r = await c.run(['tcpreset', 'ENG-NOBPF', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.bystander.v4, '-d', '60'], { user: 'analyst' });
+    t.is(r.code, 69, `E_DATAPLANE (EX_UNAVAILABLE), not 77 that blames the caller: ${r.stderr}`);
+    t.regex(r.stderr, /a problem of the daemon, not of this request/);
+    const warnings = await daemonWarnings(cursor);
+    // The saved job that cannot be enforced and the create that cannot load the program: either
+    // record says it (the same failure is logged at error once a minute, not per attempt).
+    t.regex(warnings, /cannot load its BPF program|job not enforced/, 'the failed data plane is logged at warning or above');
+    t.regex(r.stderr, /load BPF object \S+ failed: Operation not permitted/);
+    t.regex(await c.ok(['tcpreset', 'status'], { user: 'analyst' }), /cannot load its BPF program/, 'and status shows it');
+  } finally {
+    await c.ok(['rm', '/etc/systemd/system/tcpreset.service.d/no-bpf.conf']);
+    await c.ok(['systemctl', 'daemon-reload']);
+    await c.ok(['systemctl', 'restart', 'tcpreset.service']);
+  }
 });
 
-// Fails until the daemon re-reads its configuration on SIGHUP (issue 11, item
-// 3: another part of the work). Today SIGHUP only logs "restart to apply".
-// When reload lands this test passes, ava reports the .failing as an error,
-// and `.failing` must be removed here.
-serialFailing('systemctl reload (ExecReload: SIGHUP) applies a changed config in the same process, keeping the jobs', async (t) => {
+serial('systemctl reload (ExecReload: SIGHUP) applies a changed config in the same process, keeping the jobs', async (t) => {
   const { c, lab } = world();
   const host = lab.hosts.bystander.v4;
   const create = ['tcpreset', 'ENG-RELOAD', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '60'];

@@ -51,7 +51,9 @@ export function formatList(r: ListResult): string {
   // The FAULT column appears only when some job is not being enforced.
   const faulty = r.jobs.some((j) => j.fault);
   const undeliv = r.jobs.some((j) => j.counters.undeliverable);
-  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS', ...(undeliv ? ['UNDELIVERABLE'] : []), ...(faulty ? ['FAULT'] : [])];
+  // KNOWN / VERIFIED: connections the create-time sweeps found, and of those confirmed dead; only once some job has any.
+  const swept = r.jobs.some((j) => j.counters.known);
+  const header = ['ID', 'ENGID', 'HOST', 'PORT', 'SNIFF', 'RESET', 'MODE', 'REMAINING', 'MATCHED', 'RSTS', 'FLOWS', ...(swept ? ['KNOWN', 'VERIFIED'] : []), ...(undeliv ? ['UNDELIVERABLE'] : []), ...(faulty ? ['FAULT'] : [])];
   const rows = r.jobs.map((j) => [
     j.id,
     j.engid,
@@ -64,10 +66,12 @@ export function formatList(r: ListResult): string {
     String(j.counters.matched),
     String(j.counters.rstsSent),
     String(j.counters.flows),
+    ...(swept ? [String(j.counters.known ?? 0), String(j.counters.verified ?? 0)] : []),
     ...(undeliv ? [String(j.counters.undeliverable ?? 0)] : []),
     ...(faulty ? [j.fault ?? ''] : []),
   ]);
-  return table(header, rows, new Set([7, 8, 9, 10, ...(undeliv ? [11] : [])]));
+  const n = swept ? 13 : 11;
+  return table(header, rows, new Set([7, 8, 9, 10, ...(swept ? [11, 12] : []), ...(undeliv ? [n] : [])]));
 }
 
 export function formatStatus(r: StatusResult): string {
@@ -91,6 +95,7 @@ export function formatStatus(r: StatusResult): string {
   if (st?.droppedAtLoad) out.push(`saved jobs: ${st.droppedAtLoad} torn or corrupt record(s) dropped from the end of ${st.path} at start`);
   out.push(`counters: ${kv(r.counters) || '-'}`);
   out.push(`ring: ${kv(r.ring) || '-'}`);
+  if (r.sweep) out.push(`sweeps: sent=${r.sweep.sent} errors=${r.sweep.errors} known=${r.sweep.known} verified=${r.sweep.verified}`);
   for (const s of r.sniff ?? []) {
     out.push(`sniff ${s.ifname}: packets=${s.packets} tcp=${s.tcp} decapsulated=${s.decap}${s.unparsableWindows ? ` windows-without-parsable-tcp=${s.unparsableWindows}` : ''}`);
   }

@@ -114,6 +114,10 @@ export interface JobCounters {
   lastHitAt: string | null;
   /** RSTs that could not leave the reset interface (no route through it, failed neighbour); absent when none. */
   undeliverable?: number;
+  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
+  known?: number;
+  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
+  verified?: number;
 }
 
 /** What identifies and places a job; shared by the protocol's Job and the daemon's saved record. */
@@ -192,6 +196,8 @@ export interface StatusResult {
   state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
   /** Per attached sniff interface: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
   sniff?: { ifname: string; packets: number; tcp: number; decap: number; unparsableWindows: number }[];
+  /** Create-time sweeps since start: packets sent, failures, connections found open (known) and verified dead. */
+  sweep?: { sent: number; errors: number; known: number; verified: number };
 }
 export interface VersionResult {
   version: string;

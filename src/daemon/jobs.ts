@@ -74,6 +74,10 @@ export interface JobCounters {
   lastHitAt: number | null;
   /** RSTs that could not leave the reset interface (live, not saved across restarts); absent when none. */
   undeliverable?: number;
+  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
+  known?: number;
+  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
+  verified?: number;
 }
 
 /** What is persisted per job (times in epoch ms). */
@@ -152,9 +156,13 @@ function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounte
   const first = a.firstHitAt === null ? b.firstHitAt : b.firstHitAt === null ? a.firstHitAt : Math.min(a.firstHitAt, b.firstHitAt);
   const last = a.lastHitAt === null ? b.lastHitAt : b.lastHitAt === null ? a.lastHitAt : Math.max(a.lastHitAt, b.lastHitAt);
   const undeliverable = (a.undeliverable ?? 0) + (b.undeliverable ?? 0);
+  const known = (a.known ?? 0) + (b.known ?? 0);
+  const verified = (a.verified ?? 0) + (b.verified ?? 0);
   return {
     matched: a.matched + b.matched, rstsSent: a.rstsSent + b.rstsSent, flows: a.flows + b.flows, firstHitAt: first, lastHitAt: last,
     ...(undeliverable ? { undeliverable } : {}),
+    ...(known ? { known } : {}),
+    ...(verified ? { verified } : {}),
   };
 }
 
@@ -701,6 +709,8 @@ export class JobManager {
       counters: {
         matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt),
         ...(c.undeliverable ? { undeliverable: c.undeliverable } : {}),
+        ...(c.known ? { known: c.known } : {}),
+        ...(c.verified ? { verified: c.verified } : {}),
       },
       ...(fault !== undefined ? { fault } : {}),
     };

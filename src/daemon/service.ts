@@ -418,8 +418,8 @@ export class Daemon {
       counters,
       ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
       senders: e?.senders ?? [],
-      /** Packets sent by the create-time sweeps from the flow memory, and failures. */
-      sweep: e?.sweep ?? { sent: 0, errors: 0 },
+      /** Create-time sweeps: packets sent from the flow memory, failures, connections found open and verified dead. */
+      sweep: e?.sweep ?? { sent: 0, errors: 0, known: 0, verified: 0 },
       /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */
       sniff: e?.sniff ?? [],
       jobs: use.jobs,

@@ -60,6 +60,8 @@ interface Watched {
   answerSeq: [number | null, number | null];
   dead: [boolean, boolean];
   probes: SweepPacket[];
+  /** Counted in the target's verified counter. */
+  counted: boolean;
 }
 
 interface Verification {
@@ -97,6 +99,9 @@ export class Enforcer extends EventEmitter {
   /** Packets the sweeps sent, and failures (sweeps and packets). */
   private sweepSent = 0;
   private sweepErrors = 0;
+  /** Connections the sweeps found open, and of those verified dead (daemon lifetime). */
+  private sweepKnown = 0;
+  private sweepVerified = 0;
   /** The last sweep, for the request that caused it (takeSweep). */
   private lastSweep: SweepInfo | null = null;
   /** Sweep outcomes by target id, unsettled and settled (kept for the target's life). */
@@ -296,7 +301,7 @@ export class Enforcer extends EventEmitter {
   status(): EnforcerStatus {
     return {
       attached: this.attachments.live(),
-      sweep: { sent: this.sweepSent, errors: this.sweepErrors },
+      sweep: { sent: this.sweepSent, errors: this.sweepErrors, known: this.sweepKnown, verified: this.sweepVerified },
       senders: this.senders.status(),
       counters: this.counters(),
       ring: {
@@ -573,7 +578,7 @@ export class Enforcer extends EventEmitter {
     const name = (k: FlowKey): string => `${fmtEnd(k.addrA, k.portA)}-${fmtEnd(k.addrB, k.portB)}`;
     const flows: Watched[] = plan.probes.map((p) => {
       const f = found[p.entry]!;
-      return { slot: f.slot, key: f.key, name: name(f.key), answerSeq: p.answerSeq, dead: [false, false], probes: [] };
+      return { slot: f.slot, key: f.key, name: name(f.key), answerSeq: p.answerSeq, dead: [false, false], probes: [], counted: false };
     });
     // planSweep emits two probes per probed connection, in the order of plan.probes.
     let i = 0;
@@ -586,6 +591,10 @@ export class Enforcer extends EventEmitter {
       flows, unprobed, startedAt: now, lastProbeAt: now, senderKey: target.senderKey, waiters: [],
     };
     this.verifications.set(id, v);
+    if (plan.flows > 0) {
+      target.info.counters.known = (target.info.counters.known ?? 0) + plan.flows;
+      this.sweepKnown += plan.flows;
+    }
     if (flows.length === 0) {
       this.settle(id, 'settled');
       return;
@@ -617,8 +626,15 @@ export class Enforcer extends EventEmitter {
             if (!f.dead[end] && d && d.tcpFlags & TCP_RST && f.answerSeq[end] !== null && d.seq === f.answerSeq[end]) f.dead[end] = true;
           }
         }
-        if (f.dead[0] && f.dead[1]) verified++;
-        else {
+        if (f.dead[0] && f.dead[1]) {
+          verified++;
+          if (!f.counted) {
+            f.counted = true;
+            const c = this.targets.get(id)!.info.counters;
+            c.verified = (c.verified ?? 0) + 1;
+            this.sweepVerified++;
+          }
+        } else {
           unverified.push(f.name);
           if (due) for (const p of f.probes) if (!f.dead[p.to === 'a' ? 0 : 1]) reprobe.push(p);
         }

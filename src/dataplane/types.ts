@@ -36,6 +36,10 @@ export interface TargetCounters {
   lastHitAt: number | null;
   /** RSTs not sent because they could not leave the reset interface (no route, failed neighbour, l2 without MACs). */
   undeliverable?: number;
+  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
+  known?: number;
+  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
+  verified?: number;
 }
 
 export interface TargetInfo {
@@ -124,8 +128,8 @@ export interface EnforcerStatus {
    * watched) until the daemon stops.
    */
   attached: { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[];
-  /** Create-time sweeps (issue 9): packets sent from the flow memory, and failures. */
-  sweep: { sent: number; errors: number };
+  /** Create-time sweeps (issue 9): packets sent from the flow memory, failures, connections found open (known) and verified dead (both ends answered a probe with a RST), since start. */
+  sweep: { sent: number; errors: number; known: number; verified: number };
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
   /** perThread: records each event thread handled. */

@@ -4,6 +4,7 @@
  */
 import type { Lab } from '../testkit/lab/lab.js';
 import { SensorDaemon } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
 
 export interface BenchContext {
   lab: Lab;
@@ -30,3 +31,24 @@ export const BENCH_ENGID = 'bench';
 
 /** Daemon configuration for the benchmark: room for 100,000 jobs, the rest default. */
 export const BENCH_DAEMON_CONFIG = { maxJobs: 131072 };
+
+/**
+ * The shared daemon keeps XDP on the sniff port once a job has used it (a
+ * watched interface stays attached until the daemon stops: issue 9), so a
+ * section that attaches something else there (the C floor, a daemon of its
+ * own) stops it first, and sharedDaemon() brings it back for the next user.
+ */
+export async function freeSniffPort(ctx: BenchContext): Promise<void> {
+  if (ctx.daemon.exited) return;
+  await ctx.daemon.stop();
+  ctx.daemon.removeFiles();
+}
+
+/** The shared daemon, started afresh (and given a second to settle) if a section stopped it. */
+export async function sharedDaemon(ctx: BenchContext, start: () => Promise<SensorDaemon> = () => SensorDaemon.start(ctx.lab, { config: BENCH_DAEMON_CONFIG })): Promise<SensorDaemon> {
+  if (ctx.daemon.exited) {
+    ctx.daemon = await start();
+    await sleep(1000);
+  }
+  return ctx.daemon;
+}

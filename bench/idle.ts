@@ -38,7 +38,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startServer, type Peer } from '../testkit/lab/peer-control.js';
-import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
+import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext, freeSniffPort, sharedDaemon } from './context.js';
 import { startCapture } from '../testkit/capture.js';
 import { pairResets } from './lib/pair.js';
 import { roundSummary, summarize, type Summary } from '../testkit/stats.js';
@@ -148,7 +148,7 @@ function createArgs(ctx: BenchContext, host: string): string[] {
 }
 
 async function cliOk(ctx: BenchContext, args: string[]): Promise<void> {
-  const r = await ctx.daemon.cli(args);
+  const r = await (await sharedDaemon(ctx)).cli(args);
   if (r.code !== 0) throw new Error(`tcpreset ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
 }
 
@@ -160,6 +160,7 @@ async function startTcpreset(ctx: BenchContext, host: string): Promise<Running> 
 let floorMode = 'not started';
 
 async function startFloor(ctx: BenchContext, host: string): Promise<Running> {
+  await freeSniffPort(ctx);
   const { lab } = ctx;
   const child = lab.spawn(lab.sensor.ns, [FLOOR_BIN, BPF_OBJECT, lab.sensor.sniffIf, lab.sensor.resetIf, host, String(FLOOR_NICE)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLab, type Lab } from '../testkit/lab/lab.js';
-import { BENCH_DAEMON_CONFIG, type BenchContext } from './context.js';
+import { BENCH_DAEMON_CONFIG, type BenchContext, sharedDaemon } from './context.js';
 import { runCapabilities } from './capabilities.js';
 import { runCommand } from './command.js';
 import { runIdle } from './idle.js';
@@ -138,6 +138,7 @@ async function main(): Promise<number> {
     for (const section of SECTIONS) {
       if (!args.only.has(section)) continue;
       log(`== ${section}`);
+      await sharedDaemon(ctx); // a section before may have stopped it to free the sniff port
       const s0 = Date.now();
       switch (section) {
         case 'command':

@@ -353,14 +353,17 @@ async function main(): Promise<number> {
   let daemon: SensorDaemon | undefined;
   try {
     // The marks are preloaded into the daemon only (the CLI spawned later does not get them).
-    const prevOpts = process.env.NODE_OPTIONS;
-    process.env.NODE_OPTIONS = `${prevOpts ? `${prevOpts} ` : ''}--import ${MARKER}`;
-    try {
-      daemon = await SensorDaemon.start(lab, { config: BENCH_DAEMON_CONFIG });
-    } finally {
-      if (prevOpts === undefined) delete process.env.NODE_OPTIONS;
-      else process.env.NODE_OPTIONS = prevOpts;
-    }
+    const startMarked = async (): Promise<SensorDaemon> => {
+      const prevOpts = process.env.NODE_OPTIONS;
+      process.env.NODE_OPTIONS = `${prevOpts ? `${prevOpts} ` : ''}--import ${MARKER}`;
+      try {
+        return await SensorDaemon.start(lab, { config: BENCH_DAEMON_CONFIG });
+      } finally {
+        if (prevOpts === undefined) delete process.env.NODE_OPTIONS;
+        else process.env.NODE_OPTIONS = prevOpts;
+      }
+    };
+    daemon = await startMarked();
     await lab.exec(lab.sensor.ns, ['ping', '-c', '1', '-W', '1', lab.hosts.client.v4]);
     const swNs = netnsInode(lab.sw.ns);
     const sensorNs = netnsInode(lab.sensor.ns);
@@ -368,6 +371,14 @@ async function main(): Promise<number> {
     const samples: Record<IdleTool, SplitSample[]> = { tcpreset: [], floor: [] };
     for (let r = 0; r < a.rounds; r++) {
       for (const tool of (r % 2 === 0 ? ['tcpreset', 'floor'] : ['floor', 'tcpreset']) as IdleTool[]) {
+        // A daemon keeps XDP on sniff0 once a job used it (watched interface): the floor needs it stopped.
+        if (tool === 'floor' && !daemon.exited) {
+          await daemon.stop();
+          daemon.removeFiles();
+        } else if (tool === 'tcpreset' && daemon.exited) {
+          daemon = await startMarked();
+          await sleep(1000);
+        }
         const run = await startTool(lab, daemon, tool);
         try {
           const script = splitScript({ pid: run.pid, tids: run.tids, swNs, sensorNs, tool, floorBin: FLOOR_BIN });

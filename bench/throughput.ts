@@ -20,7 +20,7 @@ import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
 import { fileURLToPath } from 'node:url';
-import { BENCH_DAEMON_CONFIG } from './context.js';
+import { BENCH_DAEMON_CONFIG, freeSniffPort, sharedDaemon } from './context.js';
 import { SensorDaemon } from '../testkit/daemon.js';
 
 export interface ThroughputRun {
@@ -149,6 +149,7 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
   const windowS = ctx.quick ? 1.5 : 3;
   const alone: number[] = [];
   const runs: FloodPoint[] = [];
+  await freeSniffPort(ctx); // each thread count gets a daemon of its own on sniff0
   for (let rep = 0; rep < reps; rep++) {
     alone.push(await senderAlone(ctx, 2));
     ctx.log(`floods: sender alone ${alone[alone.length - 1]} RST/s`);
@@ -181,6 +182,7 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
       });
     }
   }
+  await sharedDaemon(ctx);
   return { senderAlone: Math.round(median(alone)), windowS, points };
 }
 

@@ -208,6 +208,8 @@ export class JobManager {
   private readonly opts: Required<Omit<JobManagerOptions, 'onChange'>> & { onChange: (change: JobChange) => void };
   // ---- the job table: slot-indexed columns ----
   private cap = 0;
+  /** Inside restore(): targets are added without a flow-memory sweep (see TargetSpec.sweep). */
+  private restoring = false;
   private count = 0;
   private createdAtCol = new Float64Array(0);
   private expiresAtCol = new Float64Array(0);
@@ -423,6 +425,15 @@ export class JobManager {
    */
   restore(records: JobRecord[]): { restored: number; expired: number; dropped: number; faulty: number } {
     this.assertOpen();
+    this.restoring = true;
+    try {
+      return this.restoreAll(records);
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  private restoreAll(records: JobRecord[]): { restored: number; expired: number; dropped: number; faulty: number } {
     const now = this.opts.clock.now();
     let restored = 0, expired = 0, dropped = 0, faulty = 0;
     for (const rec of records) {
@@ -531,6 +542,8 @@ export class JobManager {
     return {
       sniffIf: rec.sniffIf, resetIf: rec.resetIf, host: rec.host, port: rec.port ?? 0, mode: rec.mode,
       expiresAt: rec.expiresAt, label: `${rec.engid}/${rec.id}`,
+      // A restore's flow memory is as new as the daemon: nothing to sweep, and a scan per job would delay READY.
+      ...(this.restoring ? { sweep: false } : {}),
     };
   }
 

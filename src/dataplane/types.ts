@@ -26,6 +26,13 @@ export interface TargetSpec {
   expiresAt: number;
   /** Free text for logs, e.g. "ENGID/jobid". */
   label?: string;
+  /**
+   * Reset the host's remembered connections at once (issue 9). Default true;
+   * false for jobs restored at start: the flow memory starts empty with the
+   * daemon, and a scan per restored job (~100 ms each over the default
+   * table) would hold READY back for minutes with hundreds of jobs.
+   */
+  sweep?: boolean;
 }
 
 export interface TargetCounters {

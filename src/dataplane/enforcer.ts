@@ -409,10 +409,9 @@ export class Enforcer extends EventEmitter {
       const att = this.attachments.get(target.info.sniffIf);
       const ref = this.senders.get(target.senderKey);
       if (!att?.link || !ref?.sockets) return null; // an interface fault, reported as such
-      // Nothing ever remembered (no watched interface, first job): no scan of the whole table.
-      if (this.counters().fmNew === 0n) return null;
       const host = parseTargetHost(target.info.host);
-      const found = this.flowMemory.find({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port });
+      // Nothing ever remembered (no watched interface, first job): no scan of the whole table.
+      const found = this.counters().fmNew === 0n ? [] : this.flowMemory.find({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port });
       const plan = planSweep(found, ref.mode === 'l2' ? ref.sockets.mac : null);
       let rsts = 0;
       let probes = 0;

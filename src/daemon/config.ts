@@ -65,9 +65,11 @@ export interface DaemonConfig {
    */
   eventKeepWarmMs: number;
   /**
-   * SCHED_FIFO priority of the event threads (0..99; 0 = off, nice only):
-   * a woken thread then runs at once, ahead of the IDS and everything else
-   * on its CPU. Needs CAP_SYS_NICE or RLIMIT_RTPRIO (the unit sets
+   * SCHED_FIFO priority of the event threads (0..99; 0 = off, the default:
+   * nice only): a woken thread then runs at once, ahead of the IDS and
+   * everything else on its CPU, ksoftirqd included, so under a flood it can
+   * starve the CPU's packet processing (measured: a local flood's offered
+   * rate fell to ~5k packets/s); an opt-in for sensors with spare cores. Needs CAP_SYS_NICE or RLIMIT_RTPRIO (the unit sets
    * LimitRTPRIO=10); refused, a warning and eventNice. Not applied with as
    * many event threads as CPUs.
    */
@@ -107,7 +109,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   eventNice: -10,
   eventThreads: 1,
   eventKeepWarmMs: 2,
-  eventRtPriority: 10,
+  eventRtPriority: 0,
   metricsListen: '',
   metricsTextfile: '',
   metricsIntervalSec: 15,

@@ -290,13 +290,13 @@ function eventThreads(pid: number): { policy: number; rtPriority: number; nice: 
   return out;
 }
 
-ptest.serial('the event thread runs SCHED_FIFO (eventRtPriority 10 by default); with eventRtPriority 0 it runs at eventNice', async (t) => {
-  const ctx = await setup(t);
+ptest.serial('the event thread runs SCHED_FIFO with eventRtPriority 10; by default (0) it runs at eventNice', async (t) => {
+  const ctx = await setup(t, () => ({ eventRtPriority: 10 }));
   t.is((await cli(ctx, createArgs(ctx, 'ENG', ctx.lab.hosts.client.v4, 60))).code, 0);
   const pid = (await jsonCli(ctx, ['status'])).pid as number;
   t.deepEqual(eventThreads(pid).map((e) => [e.policy, e.rtPriority]), [[1, 10]]);
   await ctx.daemon.stop();
-  const d = await startDaemon({ netns: ctx.lab.ns.sensor, config: { eventRtPriority: 0, eventNice: -7 } });
+  const d = await startDaemon({ netns: ctx.lab.ns.sensor, config: { eventNice: -7 } });
   t.teardown(async () => {
     await d.stop();
   });

@@ -663,7 +663,14 @@ export class Enforcer extends EventEmitter {
     try {
       const sender = Sender.adopt(ref.sockets, { slots: Math.min(1024, packets.length) });
       try {
-        for (const p of packets) sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+        for (const p of packets) {
+          // The same check as the sweep's and the event threads' (delivery.ts): what cannot leave RESET_IF is not sent.
+          if (ref.mode === 'l3') {
+            const dst = p.family === 4 ? p.packet.subarray(16, 20) : p.packet.subarray(24, 40);
+            if (this.delivery().verdict(ref.sockets.ifname, ref.sockets.ifindex, dst) !== null) continue;
+          }
+          sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+        }
         sender.flush();
         this.sweepSent += sender.stats.sent;
         this.sweepErrors += sender.stats.errors;

@@ -59,9 +59,9 @@ export interface DaemonConfig {
   /**
    * While idle, each event thread wakes this often (ms) and runs its
    * per-event code on a synthetic record (nothing sent), so the first
-   * segment after a quiet spell finds it in the caches. 0 = off. Default 2:
-   * measured ~3 % of a core while a job or watch keeps the data plane open
-   * (no thread, no cost otherwise) for a first-RST median 518 -> 375 us.
+   * segment after a quiet spell finds it in the caches. 0 = off (default):
+   * ~3 % of a core at 2 ms, and the measurements disagree (median 518 -> 375
+   * us under load, 645 -> 1,096 us on a quiet machine), so it is opt-in.
    */
   eventKeepWarmMs: number;
   /**
@@ -108,7 +108,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   eventSpinUs: 200,
   eventNice: -10,
   eventThreads: 1,
-  eventKeepWarmMs: 2,
+  eventKeepWarmMs: 0,
   eventRtPriority: 0,
   metricsListen: '',
   metricsTextfile: '',

@@ -113,7 +113,8 @@ ptest.serial('100,000 concurrent targets through the control socket, ended by on
   const end = await status();
   t.is(end.jobs, 0);
   t.is(end.targets, 0, "the data plane's table is empty");
-  t.deepEqual(end.interfaces, [], 'XDP detached: no job needs the interface');
+  // An interface that had a job stays attached until the daemon stops (issue 9: re-attaching native XDP resets a NIC's rings under the IDS).
+  t.deepEqual((end.interfaces as { jobs?: number }[]).map((i) => i.jobs ?? 0).filter((n: number) => n > 0), [], 'no interface holds a job any more');
   t.is(targetsMapId(d.pid) === mapId ? dumpTargets(mapId).length : 0, 0, 'the kernel map is empty');
   t.deepEqual(decodeState(readFileSync(join(d.stateDir, 'jobs.json'), 'utf8')), [], 'the state file is empty');
 

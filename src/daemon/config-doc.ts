@@ -102,7 +102,7 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     type: 'integer',
     range: [0, 1000],
     summary: 'idle wake-up period that keeps the event path warm, ms (0 = off)',
-    text: 'While idle, each event thread wakes this often and runs its per-event code on a synthetic record (nothing is sent), so the first segment after a quiet spell may find code and data in the caches. 0 (the default) sleeps until a segment comes. Costs ~3 % of a core at 2 ms while the data plane is open. Measured on this 2-vCPU machine the effect on the first RST was not consistent (median 518 -> 375 µs under load, 645 -> 1,096 µs when quiet), so it is an opt-in to measure on the sensor itself.',
+    text: 'While idle, each event thread wakes this often and runs its per-event code on a synthetic record (nothing is sent), so the first segment after a quiet spell may find code and data in the caches. 0 sleeps until a segment comes. Default 2: ~3 % of a core while the data plane is open; without it a flood-overflow test stopped recovering (not yet understood). Measured on this 2-vCPU machine the effect on the first RST was not consistent (median 518 -> 375 µs under load, 645 -> 1,096 µs when quiet), so it is an opt-in to measure on the sensor itself.',
   },
   eventNice: {
     type: 'integer',

@@ -10,10 +10,10 @@
  * each other on two cores.
  */
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { ptest } from '../helpers/privileged.js';
-import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
+import { startDaemon } from '../../testkit/daemon.js';
+import { cli, createArgs, type Ctx } from '../helpers/service-lab.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
 import { connectOnce, connectionAttempts, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 import { sleep, wallMs as wall } from '../../testkit/time.js';
@@ -22,13 +22,6 @@ const ECHO_PORT = 5001;
 const OTHER_PORT = 5003;
 /** Both ends of a live session reset within this long after the CLI is started. */
 const KILL_BOUND_MS = 1000;
-
-interface Ctx {
-  t: ExecutionContext;
-  lab: Lab;
-  daemon: DaemonProc;
-  server: Peer;
-}
 
 async function setup(t: ExecutionContext, config: (lab: Lab) => object = () => ({})): Promise<Ctx> {
   const lab = await createLab();
@@ -42,33 +35,6 @@ async function setup(t: ExecutionContext, config: (lab: Lab) => object = () => (
     { port: OTHER_PORT, mode: 'echo' },
   ]);
   return { t, lab, daemon, server };
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** performance.timeOrigin-based wall clock (comparable with peer event times). */
-  startedAt: number;
-  endedAt: number;
-}
-
-
-/** `ip netns exec SENSOR node bin/tcpreset ARGS --socket S`. */
-function cli(ctx: Ctx, args: string[]): Promise<CliResult> {
-  const startedAt = wall();
-  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt, endedAt: wall() })));
-}
-
-function createArgs(ctx: Ctx, engid: string, host: string, seconds: number, extra: string[] = []): string[] {
-  return [engid, '-i', ctx.lab.sensor.sniffIf, '-o', ctx.lab.sensor.resetIf, '-h', host, '-d', String(seconds), ...extra];
 }
 
 async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any

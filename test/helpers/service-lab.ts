@@ -2,14 +2,15 @@
  * The operator's view for end-to-end tests of field cases (tunnelled
  * mirrors, routed peers): the REAL daemon in a lab's sensor namespace, the
  * REAL CLI run there, sessions between lab peers whose kernels report the
- * verdict. The same steps as test/e2e-service.test.ts, for labs built with
- * other options.
+ * verdict. Shared with test/e2e/service.test.ts, which builds its lab with a second
+ * server port.
  */
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
 import { createLab, type Lab, type LabOptions } from '../../testkit/lab/lab.js';
 import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { wallMs as wall } from '../../testkit/time.js';
 
 export const ECHO_PORT = 5001;
 
@@ -46,10 +47,10 @@ export interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** performance.timeOrigin-based wall clock (comparable with peer event times). */
   startedAt: number;
+  endedAt: number;
 }
-
-const wall = (): number => performance.timeOrigin + performance.now();
 
 /** `ip netns exec SENSOR node bin/tcpreset ARGS --socket S`. */
 export function cli(ctx: Ctx, args: string[]): Promise<CliResult> {
@@ -61,7 +62,7 @@ export function cli(ctx: Ctx, args: string[]): Promise<CliResult> {
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt })));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt, endedAt: wall() })));
 }
 
 export function createArgs(ctx: Ctx, engid: string, host: string, seconds: number, extra: string[] = []): string[] {

@@ -72,11 +72,10 @@ class EventThread {
    * Run the whole per-event path (decode, TTL table, forge, l2 frame) on
    * synthetic records until V8 has compiled it, so the first real segment
    * after a start or restart is not answered by the interpreter. Nothing is
-   * sent: the packets go nowhere.
+   * sent: the packets go nowhere. `rounds` is small for keep-warm, which
+   * calls it every few ms while idle.
    */
   warmUp(rounds = 3000): void {
-    // The rtnetlink path too (socket, koffi calls, parsing): a job's first peer is checked on the segment path.
-    for (let i = 0; i < 50; i++) this.delivery.routeProblem('lo', 1, Uint8Array.of(127, 0, 0, 1));
     const rec = new DataView(new ArrayBuffer(LAYOUT.tr_event.size));
     const F = LAYOUT.tr_event.fields;
     const mac = new Uint8Array(6);
@@ -98,6 +97,16 @@ class EventThread {
       this.recordHit(0, ev.family, 2, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, 0, 0);
       this.hitCount = 0;
     }
+  }
+
+  /**
+   * The rtnetlink path too (socket, koffi calls, parsing): a job's first peer
+   * is checked on the segment path. Once, at start: 50 route lookups are far
+   * too dear to repeat on every keep-warm tick (at 2 ms that was 25,000
+   * lookups/s, a quarter of a core under load).
+   */
+  warmUpDelivery(): void {
+    for (let i = 0; i < 50; i++) this.delivery.routeProblem('lo', 1, Uint8Array.of(127, 0, 0, 1));
   }
 
   run(): void {
@@ -351,6 +360,7 @@ if (data.rtPriority > 0) {
 }
 const thread = new EventThread(data, port);
 try {
+  thread.warmUpDelivery();
   thread.warmUp();
 } catch (err) {
   // A warm-up that fails costs speed, not correctness: the real path handles its own errors.

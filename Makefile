@@ -18,7 +18,8 @@ APT_CMDS   := clang:clang llvm-strip:llvm ip:iproute2 tc:iproute2 ethtool:ethtoo
               tcpdump:tcpdump bpftool:bpftool systemd-analyze:systemd tshark:tshark \
               trafgen:netsniff-ng iperf3:iperf3 sysctl:procps xdp-filter:xdp-tools \
               dh:debhelper lintian:lintian systemd-nspawn:systemd-container \
-              debootstrap:debootstrap dpkg-repack:dpkg-repack groff:groff-base man:man-db
+              debootstrap:debootstrap dpkg-repack:dpkg-repack groff:groff-base man:man-db \
+              ping:iputils-ping
 DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src testkit test bench -name '*.ts' 2>/dev/null)

@@ -78,7 +78,8 @@ ptest('routeVia: a route through the reset interface, not the on-link guess a de
   // The fix: a route through the gateway on rst0. The gateway never answers ARP: its neighbour entry fails.
   ip('-n', ns, 'route', 'add', '10.79.1.0/24', 'via', '10.79.0.253', 'dev', 'rst0');
   spawnSync('ip', ['netns', 'exec', ns, 'ping', '-c', '1', '-W', '1', '10.79.1.2']);
-  spawnSync('sleep', ['3.5']); // unicast probes (3 x 1 s) exhausted: FAILED
+  // Probes (3 x 1 s) exhausted: FAILED. Waited for, not slept: a loaded machine takes longer.
+  for (let i = 0; i < 40 && !/FAILED/.test(spawnSync('ip', ['-n', ns, 'neigh', 'show', '10.79.0.253', 'dev', 'rst0'], { encoding: 'utf8' }).stdout); i++) spawnSync('sleep', ['0.25']);
   const after = inNs(ns, script('with route')) as Record<string, unknown>;
   t.is(after.far, 'via 10.79.0.253');
   t.is(after.verdictFar, null, 'first sight: the route is there');
@@ -97,4 +98,31 @@ test('list shows an UNDELIVERABLE column only when some job has undeliverable RS
   t.regex(out, /UNDELIVERABLE\s+FAULT/);
   t.regex(out, /b2 .* 4 {2}no route from r0/);
   t.regex(out, /a1 .* 0\s*$/m);
+});
+
+ptest('Delivery.forget: a refusal found while the reset interface was down is dropped when it comes back, and the next verdict is taken afresh', (t) => {
+  const ns = `trdf-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+  ip('netns', 'add', ns);
+  t.teardown(() => void spawnSync('ip', ['netns', 'del', ns]));
+  ip('-n', ns, 'link', 'add', 'rst0', 'type', 'veth', 'peer', 'name', 'rstp');
+  ip('-n', ns, 'link', 'set', 'rstp', 'up');
+  ip('-n', ns, 'addr', 'add', '10.79.0.254/24', 'dev', 'rst0');
+  const out = inNs(ns, `
+    import { execFileSync } from 'node:child_process';
+    import { Delivery } from '@src/dataplane/delivery.js';
+    import { ifNameToIndex } from '@src/native/libc.js';
+    const oif = ifNameToIndex('rst0');
+    const dst = Uint8Array.of(10, 79, 0, 1);
+    const d = new Delivery();
+    const down = d.verdict('rst0', oif, dst); // rst0 down: no connected route
+    execFileSync('ip', ['link', 'set', 'rst0', 'up']);
+    const cached = d.verdict('rst0', oif, dst); // within the verdict's second: the old refusal
+    d.forget('rst0');
+    const fresh = d.verdict('rst0', oif, dst);
+    d.close();
+    console.log(JSON.stringify({ down, cached, fresh }));`) as Record<string, unknown>;
+  const refusal = 'no route from rst0 to 10.79.0.1: add a route through your gateway on rst0, or use --l2';
+  t.is(out.down, refusal, 'positive control: the down interface has no route');
+  t.is(out.cached, refusal, 'without forget the refusal would stand for up to a second, and the fault longer');
+  t.is(out.fresh, null);
 });

@@ -173,6 +173,17 @@ export class Delivery {
     this.onChange(ifname, dst, reason);
   }
 
+  /**
+   * Drop every verdict about `ifname`: taken while it was down or away (a
+   * down interface has no routes, so every destination looked unroutable),
+   * they say nothing about it once it is back. The next RST re-checks.
+   */
+  forget(ifname: string): void {
+    for (const [key, e] of this.cache) if (e.ifname === ifname) this.cache.delete(key);
+    for (let i = this.stale.length - 1; i >= 0; i--) if (this.stale[i]!.ifname === ifname) this.stale.splice(i, 1);
+    this.nets.delete(ifname);
+  }
+
   /** Set when rtnetlink could not be opened (nothing is checked then). */
   get unavailable(): string | undefined {
     return this.nlError;

@@ -156,8 +156,14 @@ export class Enforcer extends EventEmitter {
     this.senders = new ResetSenders(this.events, threads);
     this.health = new InterfaceHealth(this.attachments, this.senders, log, {
       rekey: (ifname, ifindex) => this.slots.rekey(ifname, ifindex),
-      fault: (f) => this.emit('fault', f),
-      recovered: (f) => this.emit('recovered', f),
+      fault: (f) => {
+        if (f.role === 'reset') this.forgetDelivery(f.ifname);
+        this.emit('fault', f);
+      },
+      recovered: (f) => {
+        if (f.role === 'reset') this.forgetDelivery(f.ifname);
+        this.emit('recovered', f);
+      },
     });
     this.flowMemory = new FlowMemoryView(obj.map(MAP_FLOWMEM));
     this.parseWatch = new ParseWatch(obj, this.ncpu, { windowMs: opts.parseWindowMs, warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) });
@@ -491,6 +497,19 @@ export class Enforcer extends EventEmitter {
     } else if (this.undeliverable.delete(key)) {
       this.log.info({ ifname, dst }, `RSTs from ${ifname} to ${dst} can be delivered again`);
     }
+  }
+
+  /**
+   * The reset interface went down or away, or came back: what was found
+   * about its destinations meanwhile is void (a down interface has no
+   * routes: "no route from reset0" would outlive its recovery). The
+   * interface fault itself (health.ts) says what is wrong while it lasts.
+   */
+  private forgetDelivery(ifname: string): void {
+    for (const [key, u] of this.undeliverable) if (u.ifname === ifname) this.undeliverable.delete(key);
+    for (const t of this.targets.values()) if (t.info.resetIf === ifname) delete t.info.deliveryFault;
+    this.routeCheck?.forget(ifname);
+    this.events.forgetDelivery(ifname);
   }
 
   /** Keep a target's delivery fault current from one hit: set while its RSTs are refused, cleared once they all go. */

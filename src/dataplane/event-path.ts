@@ -71,6 +71,10 @@ export class EventPath {
     this.post({ type: 'sender', key, ifname: s.ifname, ifindex: s.ifindex, mode: s.mode, mac: s.mac, fds: s.fds });
   }
 
+  forgetDelivery(ifname: string): void {
+    this.post({ type: 'delivery-forget', ifname });
+  }
+
   /** Take the sockets back from the thread; `done` runs once it no longer uses them (then close them). */
   removeSender(key: string, done: () => void): void {
     // A dead thread (between a crash and its restart) uses no sockets.

@@ -61,6 +61,11 @@ export class EventPool {
     for (const p of this.paths) p.addSender(key, s);
   }
 
+  /** Drop every thread's deliverability verdicts for `ifname` (it went down, away or came back). */
+  forgetDelivery(ifname: string): void {
+    for (const p of this.paths) p.forgetDelivery(ifname);
+  }
+
   /** `done` runs once no thread uses the sockets any more. */
   removeSender(key: string, done: () => void): void {
     let left = this.paths.length;

@@ -37,6 +37,8 @@ export type EventCommand =
   /** `host`: the slot's address (4 or 16 bytes), checked for deliverability before its first segment. */
   | { type: 'slot'; id: number; senders: string[]; host?: Uint8Array }
   | { type: 'slot-del'; id: number }
+  /** Verdicts about `ifname` were taken while it was down or away, or before it came back: drop them. */
+  | { type: 'delivery-forget'; ifname: string }
   | { type: 'stop' };
 
 /** Totals of one sender since the event thread adopted it. */

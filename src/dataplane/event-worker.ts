@@ -305,6 +305,9 @@ class EventThread {
       case 'slot-del':
         this.slots.delete(cmd.id);
         return;
+      case 'delivery-forget':
+        this.delivery.forget(cmd.ifname);
+        return;
       case 'stop':
         this.running = false;
         return;

@@ -3,7 +3,7 @@
  * quiet tcpresetd and for the C floor (bench/floor), stage by stage, with
  * one clock (the kernel's monotonic clock, bpftrace's nsecs). Issue 8.
  *
- *   node dist/bench/split.js [--gap-ms 100] [--count 40] [--rounds 2] [--label before] [--out FILE]
+ *   node dist/bench/split.js [--gap-ms 100] [--count 40] [--rounds 2] [--label before] [--out FILE] [--config JSON]
  *
  * Root, bpftrace (apt-get install bpftrace) and tracefs (mounted here if it
  * is not). Run it under `flock /tmp/tcpreset-heavy.lock`. It builds its own
@@ -78,10 +78,12 @@ interface Args {
   label: string;
   out: string | null;
   printScript: boolean;
+  /** Merged into the daemon's config (e.g. {"eventRtPriority":10}), to compare settings. */
+  config: Record<string, unknown>;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { gapMs: 100, count: 40, rounds: 2, label: 'now', out: null, printScript: false };
+  const a: Args = { gapMs: 100, count: 40, rounds: 2, label: 'now', out: null, printScript: false, config: {} };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = argv[i + 1];
@@ -102,8 +104,15 @@ function parseArgs(argv: string[]): Args {
       if (!v) throw new Error('--out needs a file');
       a.out = v;
       i++;
+    } else if (k === '--config') {
+      try {
+        a.config = JSON.parse(v ?? '') as Record<string, unknown>;
+      } catch {
+        throw new Error(`--config must be a JSON object (got ${JSON.stringify(v)})`);
+      }
+      i++;
     } else if (k === '--print-script') a.printScript = true;
-    else throw new Error(`unknown argument ${k}; usage: split.js [--gap-ms N] [--count N] [--rounds N] [--label WORD] [--out FILE] [--print-script]`);
+    else throw new Error(`unknown argument ${k}; usage: split.js [--gap-ms N] [--count N] [--rounds N] [--label WORD] [--out FILE] [--config JSON] [--print-script]`);
   }
   return a;
 }
@@ -357,7 +366,7 @@ async function main(): Promise<number> {
       const prevOpts = process.env.NODE_OPTIONS;
       process.env.NODE_OPTIONS = `${prevOpts ? `${prevOpts} ` : ''}--import ${MARKER}`;
       try {
-        return await SensorDaemon.start(lab, { config: BENCH_DAEMON_CONFIG });
+        return await SensorDaemon.start(lab, { config: { ...BENCH_DAEMON_CONFIG, ...a.config } });
       } finally {
         if (prevOpts === undefined) delete process.env.NODE_OPTIONS;
         else process.env.NODE_OPTIONS = prevOpts;

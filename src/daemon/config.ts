@@ -109,7 +109,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   eventNice: -10,
   eventThreads: 1,
   eventKeepWarmMs: 2,
-  eventRtPriority: 0,
+  eventRtPriority: 10,
   metricsListen: '',
   metricsTextfile: '',
   metricsIntervalSec: 15,

@@ -113,7 +113,7 @@ export class Enforcer extends EventEmitter {
   /** For the route check at job creation and the create-time sweep (the event threads have their own). */
   private routeCheck: Delivery | null = null;
   /** Per event thread, as each last reported. */
-  private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number }[];
+  private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number; fifoDemotions: number }[];
   private readonly log: LoggerLike;
   private readonly ncpu: number;
   private readonly targets = new Map<number, Target>();
@@ -137,7 +137,7 @@ export class Enforcer extends EventEmitter {
       const rings = obj.map(MAP_EVENT_RINGS);
       for (let i = 0; i < RING_SLOTS; i++) rings.update(u32(i), u32(ringFds[i % threads]));
     }
-    this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0 }));
+    this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0, fifoDemotions: 0 }));
     const nice = opts.eventNice;
     let rtPriority = opts.eventRtPriority ?? 0;
     if (rtPriority > 0 && threads >= availableParallelism()) {
@@ -313,6 +313,7 @@ export class Enforcer extends EventEmitter {
       ring: {
         records: sum(this.threadStats, 'records'), wakeups: sum(this.threadStats, 'wakeups'),
         stale: this.staleEvents + sum(this.threadStats, 'stale'), errors: sum(this.threadStats, 'errors'), threads: this.threadStats.length,
+        fifoDemotions: sum(this.threadStats, 'fifoDemotions'),
         perThread: this.threadStats.map((s) => s.records),
       },
       targets: this.targets.size,
@@ -343,7 +344,7 @@ export class Enforcer extends EventEmitter {
     if (r.type === 'stats') {
       const st = this.threadStats[thread];
       const before = st.errors;
-      this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors };
+      this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors, fifoDemotions: r.fifoDemotions };
       // Bounded: a flood of bad records must not become a flood of log lines.
       if (r.errors > before && (before < 10 || Math.floor(before / 10000) !== Math.floor(r.errors / 10000))) {
         this.log.error({ err: r.lastError, recordErrors: r.errors, thread }, 'event handling failed');

@@ -72,6 +72,8 @@ export type EventReport =
       stale: number;
       /** Records whose handling threw (counted, skipped). */
       errors: number;
+      /** Times a SCHED_FIFO thread went back to SCHED_OTHER for a flood (event-worker.ts FIFO_BUSY_NS). */
+      fifoDemotions: number;
       /** The latest such failure's message, if any since the last report. */
       lastError?: string;
     };

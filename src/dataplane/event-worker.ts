@@ -20,7 +20,7 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { ENCAP_F_NO_L2, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
-import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice } from '../native/libc.js';
+import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice, setThreadOther } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { formatIp } from '../packet/addr.js';
@@ -30,6 +30,14 @@ import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadDa
 /** TTLs remembered per address, so RSTs spoofed from B carry B's TTL. */
 const MAX_TTL_ENTRIES = 65536;
 const DOORBELL = 1;
+/**
+ * A SCHED_FIFO thread busy this long without sleeping (a flood) goes back to
+ * SCHED_OTHER until it next sleeps: FIFO is for answering the first segment
+ * at once, and a FIFO thread that never sleeps runs ahead of ksoftirqd on
+ * its CPU, which then delivers fewer packets (in the lab a local flood fell
+ * to ~5k packets/s). 2 ms is many bursts of a real alert's flow.
+ */
+const FIFO_BUSY_NS = 2_000_000n;
 const TARGET_ID = LAYOUT.tr_event.fields.target_id;
 
 interface Slot {
@@ -54,6 +62,9 @@ class EventThread {
   private lastError: string | undefined;
   private wakeups = 0;
   private running = true;
+  /** SCHED_FIFO now (set at start when asked; dropped during floods, see FIFO_BUSY_NS). */
+  fifo = false;
+  private demotions = 0;
   private readonly handle = (dv: DataView, off: number): void => this.onRecord(dv, off);
   private readonly delivery = new Delivery((ifname, dst, reason) => this.post({ type: 'delivery', ifname, dst, reason }));
 
@@ -113,6 +124,9 @@ class EventThread {
     this.commands();
     const spinNs = BigInt(Math.round(this.data.spinUs * 1000));
     let lastActive = 0n;
+    /** When the thread last came out of epoll_wait: how long it has been busy since. */
+    let busySince = process.hrtime.bigint();
+    const wantFifo = this.fifo;
     while (this.running) {
       let n = 0;
       try {
@@ -125,18 +139,22 @@ class EventThread {
       if (n > 0 || this.dirty.size > 0) {
         this.flush();
         lastActive = process.hrtime.bigint();
+        if (this.fifo && lastActive - busySince > FIFO_BUSY_NS) this.setFifo(false);
         continue;
       }
       // Consumed discarded records only: a commit meanwhile sent no wake-up, look again.
       if (this.ring.lastDrainAdvanced) continue;
       if (spinNs > 0n && process.hrtime.bigint() - lastActive < spinNs) continue;
       this.report();
+      // About to sleep: the flood (if any) is over, so the next segment is answered at FIFO again.
+      if (wantFifo && !this.fifo) this.setFifo(true);
       // Stale deliverability verdicts are re-checked (rtnetlink) only after 5 ms without a
       // segment: neither an RST nor the rest of a burst (a request right after the handshake)
       // ever waits for them.
       const keepWarm = this.data.keepWarmMs > 0 ? this.data.keepWarmMs : -1;
       const timeout = this.delivery.pending ? (keepWarm > 0 ? Math.min(5, keepWarm) : 5) : keepWarm;
       const ready = epollWait(this.epfd, this.events, timeout, 'event thread');
+      busySince = process.hrtime.bigint();
       if (ready === 0) {
         if (this.delivery.pending) this.delivery.refresh(4);
         if (this.data.keepWarmMs > 0) this.warmUp(1);
@@ -156,6 +174,21 @@ class EventThread {
     closeFd(this.epfd);
     this.events.free();
     this.ring.close();
+  }
+
+  /** Switch between SCHED_FIFO and SCHED_OTHER (at the configured nice); a refusal keeps what is. */
+  private setFifo(on: boolean): void {
+    try {
+      if (on) setThreadFifo(this.data.rtPriority);
+      else {
+        setThreadOther(this.data.nice);
+        this.demotions++;
+      }
+      this.fifo = on;
+    } catch (err) {
+      this.errors++;
+      this.lastError = `scheduling policy: ${(err as Error).message}`;
+    }
   }
 
   private onRecord(dv: DataView, off: number): void {
@@ -257,13 +290,13 @@ class EventThread {
     this.hitCount = 0;
   }
 
-  private reported = { records: -1, stale: -1, errors: -1, wakeups: -1 };
+  private reported = { records: -1, stale: -1, errors: -1, wakeups: -1, demotions: -1 };
   /** Ring statistics, when they changed, before the thread sleeps. */
   private report(): void {
     const r = this.reported;
-    if (r.records === this.ring.records && r.stale === this.stale && r.errors === this.errors && r.wakeups === this.wakeups) return;
-    this.reported = { records: this.ring.records, stale: this.stale, errors: this.errors, wakeups: this.wakeups };
-    this.post({ type: 'stats', records: this.ring.records, wakeups: this.wakeups, stale: this.stale, errors: this.errors, lastError: this.lastError });
+    if (r.records === this.ring.records && r.stale === this.stale && r.errors === this.errors && r.wakeups === this.wakeups && r.demotions === this.demotions) return;
+    this.reported = { records: this.ring.records, stale: this.stale, errors: this.errors, wakeups: this.wakeups, demotions: this.demotions };
+    this.post({ type: 'stats', records: this.ring.records, wakeups: this.wakeups, stale: this.stale, errors: this.errors, fifoDemotions: this.demotions, lastError: this.lastError });
     this.lastError = undefined;
   }
 
@@ -354,14 +387,17 @@ if (data.nice !== null) {
     niceError = (err as Error).message;
   }
 }
+let fifoSet = false;
 if (data.rtPriority > 0) {
   try {
     setThreadFifo(data.rtPriority);
+    fifoSet = true;
   } catch (err) {
     niceError = `${niceError ? niceError + '; ' : ''}${(err as Error).message}`;
   }
 }
 const thread = new EventThread(data, port);
+thread.fifo = fifoSet;
 try {
   thread.warmUpDelivery();
   thread.warmUp();

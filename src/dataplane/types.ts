@@ -140,7 +140,8 @@ export interface EnforcerStatus {
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   counters: Counters;
   /** perThread: records each event thread handled. */
-  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[] };
+  /** fifoDemotions: times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy (event-worker.ts). */
+  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[]; fifoDemotions: number };
   targets: number;
   faults: InterfaceFault[];
   /** Traffic per attached sniff interface, as the XDP program counted it. */

@@ -416,6 +416,18 @@ export function setThreadFifo(priority: number): void {
   if (c.sched_setscheduler(tid, SCHED_FIFO, new Int32Array([priority])) < 0) throw lastError('sched_setscheduler', `thread ${tid} SCHED_FIFO ${priority}`);
 }
 
+const SCHED_OTHER = 0;
+
+/**
+ * Put the CALLING thread back to SCHED_OTHER (always allowed, sched(7)) and
+ * set its nice value again (`nice`, null: leave it). Throws NativeError.
+ */
+export function setThreadOther(nice: number | null): void {
+  const tid = c.gettid() as number;
+  if (c.sched_setscheduler(tid, SCHED_OTHER, new Int32Array([0])) < 0) throw lastError('sched_setscheduler', `thread ${tid} SCHED_OTHER`);
+  if (nice !== null && c.setpriority(PRIO_PROCESS, tid, nice) < 0) throw lastError('setpriority', `thread ${tid} nice ${nice}`);
+}
+
 const PR_SET_NAME = 15;
 
 /** Name the calling thread (comm, 15 bytes at most) for top -H, ps -L and perf. Best effort. */

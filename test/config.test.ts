@@ -18,6 +18,10 @@ test('config: absent default file = defaults; explicit absent file, bad JSON, ba
   t.regex(t.throws(() => loadConfig(write('a.json', '{"maxJobs": 5,}')))!.message, /a\.json: not valid JSON/);
   t.regex(t.throws(() => loadConfig(write('b.json', '{"maxJobs": 0}')))!.message, /maxJobs.*1\.\.131072/);
   t.regex(t.throws(() => loadConfig(write('c.json', '{"protect": ["10.0.0.0/8"]}')))!.message, /unknown key/);
+  // Keys every object inherits are unknown keys too, not silently accepted.
+  for (const k of ['__proto__', 'toString', 'constructor', 'hasOwnProperty']) {
+    t.regex(t.throws(() => loadConfig(write(`p-${k}.json`, `{"${k}": {"maxJobs": 1}}`)))!.message, new RegExp(`${k}.*unknown key`));
+  }
   t.regex(t.throws(() => loadConfig(write('d.json', '{"protected": ["10.0.0.1/8"]}')))!.message, /protected\[0\].*host bits/);
   t.regex(t.throws(() => loadConfig(write('e.json', '{"protected": "10.0.0.0/8"}')))!.message, /array/);
   t.regex(t.throws(() => loadConfig(write('f.json', '{"defaultMode": "l4"}')))!.message, /defaultMode/);

@@ -179,7 +179,8 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ValidationError('config', raw, 'must be a JSON object');
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) {
-    if (!(k in DEFAULT_CONFIG) && !k.startsWith('//')) {
+    // Own keys only: "__proto__", "toString" and the like are found "in" any object.
+    if (!Object.hasOwn(DEFAULT_CONFIG, k) && !k.startsWith('//')) {
       throw new ValidationError(k, o[k], `unknown key (known: ${Object.keys(DEFAULT_CONFIG).join(', ')}; keys starting with "//" are comments)`);
     }
   }

@@ -98,12 +98,27 @@ export const MAX_SHOWN_VALUE_CHARS = 200;
  */
 export function showValue(value: unknown, maxChars = MAX_SHOWN_VALUE_CHARS): string {
   if (typeof value === 'string') {
-    const text = JSON.stringify(value);
+    const text = visible(JSON.stringify(value));
     return text.length > maxChars ? `${text.slice(0, maxChars)}… (${text.length} characters)` : text;
   }
   const out = { s: '' };
   render(value, 0, out, maxChars);
-  return out.s.length > maxChars ? `${out.s.slice(0, maxChars)}…` : out.s;
+  const text = visible(out.s);
+  return text.length > maxChars ? `${text.slice(0, maxChars)}…` : text;
+}
+
+/**
+ * Characters JSON.stringify leaves as they are but a terminal or a log
+ * viewer acts on: C1 controls, line/paragraph separators, and format
+ * characters (Unicode Cf: bidi overrides such as U+202E, which reorder the
+ * rest of the line the analyst reads; zero-width ones). Shown as \uXXXX.
+ */
+const INVISIBLE = /[\u0080-\u009f\u2028\u2029\p{Cf}]/gu;
+function visible(text: string): string {
+  return text.replace(INVISIBLE, (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+  });
 }
 
 const SHOWN_DEPTH = 6;

@@ -332,3 +332,14 @@ test('values nested too deeply for JSON.stringify get their own error code, a sh
   const long = protoErr(t, line({ ...create, engid: 'x'.repeat(60000) }), 'E_INVALID', /^engid "x{199}… \(60002 characters\): is 60000 characters long/);
   t.true(long.message.length < 300);
 });
+
+test('showValue: characters a terminal acts on but JSON leaves alone (bidi overrides, zero-width, C1, separators) are shown as escapes; plain text is not touched', (t) => {
+  // The attack: an ENGID whose U+202E makes the rest of the error line read backwards on the analyst's terminal.
+  const err = t.throws(() => validateEngid(`ok\u202ecod.exe\u200b`), { instanceOf: ValidationError })!;
+  t.false(/[\u202e\u200b]/.test(err.message), err.message);
+  t.true(err.message.includes('"ok\\u202ecod.exe\\u200b"'), err.message);
+  t.is(showValue('a\u0085b\u2028c\u2066d\u{e0041}'), '"a\\u0085b\\u2028c\\u2066d\\u{e0041}"');
+  t.is(showValue({ k: 'x\u202e' }), '{"k":"x\\u202e"}');
+  // Positive control: letters of any script, and emoji, stay as they are.
+  t.is(showValue('café Ωμέγα 東京 🙂'), '"café Ωμέγα 東京 🙂"');
+});

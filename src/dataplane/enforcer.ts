@@ -23,9 +23,9 @@ import {
 import { TcpresetError, ValidationError } from '../errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { Sender, type InjectMode } from '../net/sender.js';
-import { FlowMemoryView } from './flow-memory.js';
+import { FlowMemoryView, type FlowMatch, type FlowQuery } from './flow-memory.js';
 import { planSweep, type SweepPacket } from './flow-sweep.js';
-import { TCP_RST, flowClosed, type FlowKey } from '../contract.js';
+import { encodeFlowKey, flowClosed, fmHash, type FlowKey } from '../contract.js';
 import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
@@ -44,35 +44,76 @@ const MAX_FLOWS_PER_TARGET = 65536;
 /** setTimeout's limit; longer deadlines re-arm. */
 const MAX_TIMER_MS = 0x7fffffff;
 
-/** How long a sweep's connections are watched for their ends' answers (ms). */
+/** How long a sweep's connections are watched for their ends' answers, from the sweep's last packet (ms). */
 const VERIFY_WINDOW_MS = 5000;
 /** Flow memory read this often while a sweep is unsettled (ms). */
 const VERIFY_POLL_MS = 20;
 /** An unanswered end is probed again this often: Linux rate-limits its answers (tcp_invalid_ratelimit, 500 ms). */
 const REPROBE_MS = 500;
+/**
+ * One turn of the event loop plans and sends at most this many of a
+ * sweep's connections, and stops early past SWEEP_TURN_MS; the rest go in
+ * the next turns (setImmediate), so requests, timers and the event threads'
+ * reports are served between them. A host with 16,000 remembered
+ * connections held the main thread for seconds in one turn before.
+ */
+const SWEEP_TURN_FLOWS = 256;
+const SWEEP_TURN_MS = 8;
+/** Checked between groups of this many connections. */
+const SWEEP_GROUP = 16;
+/** Per verification tick at most: watched connections read, and re-probes sent. */
+const VERIFY_TICK_FLOWS = 4096;
+const VERIFY_TICK_PROBES = 256;
 
 /** One swept connection being verified. */
 interface Watched {
   slot: number;
-  key: FlowKey;
+  /** Its tr_fm_key as the table holds it, and the key's hash (FlowMemoryView.rstSeq). */
+  key: { bytes: Uint8Array; hash: number };
   name: string;
   /** Per key end: the seq its answer must carry (null: not probed). */
   answerSeq: [number | null, number | null];
   dead: [boolean, boolean];
   probes: SweepPacket[];
-  /** Counted in the target's verified counter. */
-  counted: boolean;
+  /** When its probes last went (performance.now()). */
+  probedAt: number;
 }
 
 interface Verification {
   outcome: SweepOutcome;
-  flows: Watched[];
+  /** Probed connections not verified yet (verified ones leave; order not kept). */
+  open: Watched[];
+  /** Where the next tick goes on reading `open`. */
+  cursor: number;
   /** Connections found but not probed (a lone SYN): never verified. */
   unprobed: string[];
   startedAt: number;
-  lastProbeAt: number;
+  /** When the sweep sent its last packet; null while it is still sending. */
+  sentAt: number | null;
   senderKey: string;
   waiters: Array<() => void>;
+}
+
+/** A sweep in progress: its connections are planned and sent a turn at a time (sweepTurn). */
+interface SweepRun {
+  target: Target;
+  why: 'create' | 'extend';
+  t0: number;
+  query: FlowQuery;
+  /** The slots the scan found; `next` is the first not yet read. */
+  slots: number[];
+  next: number;
+  flows: number;
+  rsts: number;
+  probes: number;
+  turns: number;
+  immediate: NodeJS.Immediate | null;
+  v: Verification;
+  /** Its send slots, kept from turn to turn (making them costs more than a turn's sending), and the sockets they send on. */
+  sender: Sender | null;
+  sockets: object | null;
+  /** The sender's stats as already added to sweepSent / sweepErrors. */
+  counted: { sent: number; errors: number };
 }
 
 interface Target {
@@ -106,6 +147,10 @@ export class Enforcer extends EventEmitter {
   private lastSweep: SweepInfo | null = null;
   /** Sweep outcomes by target id, unsettled and settled (kept for the target's life). */
   private readonly verifications = new Map<number, Verification>();
+  /** The ids of verifications not settled yet (the map keeps settled ones for the target's life). */
+  private readonly unsettled = new Set<number>();
+  /** Sweeps still sending, by target id. */
+  private readonly sweeps = new Map<number, SweepRun>();
   private verifyTimer: NodeJS.Timeout | null = null;
   private readonly parseWatch: ParseWatch;
   /** Destinations the event threads reported undeliverable, by "ifname|address". */
@@ -278,6 +323,7 @@ export class Enforcer extends EventEmitter {
     const target = this.targets.get(id);
     if (!target) return false;
     this.targets.delete(id);
+    this.stopSweep(id);
     this.settle(id, 'job ended');
     this.verifications.delete(id);
     if (target.timer) clearTimeout(target.timer);
@@ -409,23 +455,87 @@ export class Enforcer extends EventEmitter {
    * same sockets). Live ends answer the probes through the mirror and the
    * event path resets them from current values. Never throws: the job is
    * in force whatever the sweep finds; a failure is logged and counted.
+   *
+   * The scan of the table is one pass over raw bytes, here; the planning
+   * and sending go a turn at a time (sweepTurn), the first one here: a
+   * host with a few connections is swept before add() returns, one with
+   * thousands in the turns that follow, with the daemon answering between
+   * them. The returned info (and takeSweep's) counts every connection
+   * found; the log line "flows reset from flow memory" and the 'sweep'
+   * event come once the last packet is sent.
    */
   private sweep(target: Target, why: 'create' | 'extend'): SweepInfo | null {
     const t0 = performance.now();
+    const id = target.info.id;
+    let run: SweepRun | undefined;
     try {
       const att = this.attachments.get(target.info.sniffIf);
       const ref = this.senders.get(target.senderKey);
       if (!att?.link || !ref?.sockets) return null; // an interface fault, reported as such
+      this.stopSweep(id); // an extend's sweep replaces the create's, sent or not
       const host = parseTargetHost(target.info.host);
+      const query: FlowQuery = { ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port };
       // Nothing ever remembered (no watched interface, first job): no scan of the whole table.
-      const found = this.counters().fmNew === 0n ? [] : this.flowMemory.find({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port });
-      const plan = planSweep(found, ref.mode === 'l2' ? ref.sockets.mac : null);
-      let rsts = 0;
-      let probes = 0;
-      let refused = 0;
-      if (plan.packets.length > 0) {
-        const sender = Sender.adopt(ref.sockets, { slots: Math.min(1024, plan.packets.length) });
-        try {
+      const slots = this.counters().fmNew === 0n ? [] : this.flowMemory.findSlots(query);
+      const v = this.startVerification(target, slots.length, t0);
+      run = { target, why, t0, query, slots, next: 0, flows: 0, rsts: 0, probes: 0, turns: 0, immediate: null, v, sender: null, sockets: null, counted: { sent: 0, errors: 0 } };
+      this.sweeps.set(id, run);
+      this.sweepTurn(run);
+      // Done in this turn: the final figures; else what is known now (every connection found counts: they are being reset).
+      const info: SweepInfo = this.sweeps.has(id)
+        ? { targetId: id, label: target.info.label, flows: v.outcome.known, rsts: run.rsts, probes: run.probes, ms: round2(performance.now() - t0), why, pending: true }
+        : sweepInfo(run);
+      this.lastSweep = info;
+      return info;
+    } catch (err) {
+      this.sweepErrors++;
+      this.log.warn({ err, targetId: id, label: target.info.label }, 'sweep of remembered flows failed: the job waits for their next segment');
+      if (run && this.sweeps.get(id) === run) this.finishSweep(run, 'failed'); // its verification settles on what went
+      return null;
+    }
+  }
+
+  /**
+   * One turn of a sweep: read, plan and send its next connections, at most
+   * SWEEP_TURN_FLOWS or SWEEP_TURN_MS' worth, then yield (setImmediate)
+   * until all are sent. Never throws (it runs from the event loop).
+   */
+  private sweepTurn(run: SweepRun): void {
+    run.immediate = null;
+    run.turns++;
+    const target = run.target;
+    const id = target.info.id;
+    const start = performance.now();
+    let refused = 0;
+    const resets: FlowResetInfo[] = [];
+    try {
+      if (this.sweeps.get(id) !== run) return; // stopped (stopSweep)
+      const ref = this.senders.get(target.senderKey);
+      if (!ref?.sockets) {
+        // Its reset interface went away meanwhile (a fault of its own): what is left is not sent.
+        this.finishSweep(run, 'reset interface gone');
+        return;
+      }
+      if (run.sender && run.sockets !== ref.sockets) closeSender(run); // the interface's sockets were reopened
+      const mac = ref.mode === 'l2' ? ref.sockets.mac : null;
+      const c = target.info.counters;
+      const first = run.next;
+      while (run.next < run.slots.length && run.next - first < SWEEP_TURN_FLOWS && (run.next === first || performance.now() - start < SWEEP_TURN_MS)) {
+        const found: FlowMatch[] = [];
+        const end = Math.min(run.slots.length, run.next + SWEEP_GROUP);
+        for (; run.next < end; run.next++) {
+          // Read now, not at the scan: closed or replaced since, it is not one to reset.
+          const m = this.flowMemory.match(run.slots[run.next]!, run.query);
+          if (m) found.push(m);
+        }
+        const plan = planSweep(found, mac);
+        run.flows += plan.flows;
+        if (plan.packets.length > 0) {
+          if (!run.sender) {
+            run.sender = Sender.adopt(ref.sockets, { slots: Math.min(256, 4 * run.slots.length) });
+            run.sockets = ref.sockets;
+          }
+          const sender = run.sender;
           for (const p of plan.packets) {
             // l3: the same check as the event threads' (delivery.ts): what cannot leave RESET_IF is not sent.
             if (ref.mode === 'l3') {
@@ -436,53 +546,82 @@ export class Enforcer extends EventEmitter {
               }
             }
             sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
-            if (p.kind === 'rst') rsts++;
-            else probes++;
+            if (p.kind === 'rst') {
+              run.rsts++;
+              c.rstsSent++;
+            } else run.probes++;
           }
-          sender.flush();
-          this.sweepSent += sender.stats.sent;
-          this.sweepErrors += sender.stats.errors;
-        } finally {
-          sender.close();
+        }
+        this.watchFlows(run.v, found, plan, start);
+        for (const e of found) {
+          if (flowClosed(e.state)) continue;
+          const k = e.key;
+          const key = flowKeyOf(binaryKey(k.addrA, 0, k.addrA.length), k.portA, binaryKey(k.addrB, 0, k.addrB.length), k.portB);
+          target.flows ??= new Set();
+          if (target.flows.has(key) || target.flows.size >= MAX_FLOWS_PER_TARGET) continue;
+          target.flows.add(key);
+          c.flows++;
+          const encap = e.dirs[0]?.encap || e.dirs[1]?.encap;
+          resets.push({
+            targetId: id, label: target.info.label, family: k.family,
+            src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
+            ...(encap ? { encap: encapName(encap) } : {}),
+          });
         }
       }
-      const c = target.info.counters;
-      c.rstsSent += rsts;
-      if (refused) {
-        c.undeliverable = (c.undeliverable ?? 0) + refused;
-        const u = [...this.undeliverable.values()].find((x) => x.ifname === target.info.resetIf);
-        target.info.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.info.resetIf}`;
+      if (run.sender) {
+        // Counted as they go (a full set of slots is sent from enqueue()); the stats are the sender's since adopt().
+        run.sender.flush();
+        const { sent, errors } = run.sender.stats;
+        this.sweepSent += sent - run.counted.sent;
+        this.sweepErrors += errors - run.counted.errors;
+        run.counted = { sent, errors };
       }
-      // Emitted once the caller (the job manager) knows the target: add() has not returned yet.
-      const resets: FlowResetInfo[] = [];
-      for (const e of found) {
-        const k = e.key;
-        const key = flowKeyOf(binaryKey(k.addrA, 0, k.addrA.length), k.portA, binaryKey(k.addrB, 0, k.addrB.length), k.portB);
-        target.flows ??= new Set();
-        if (target.flows.has(key) || target.flows.size >= MAX_FLOWS_PER_TARGET) continue;
-        target.flows.add(key);
-        c.flows++;
-        const encap = e.dirs[0]?.encap || e.dirs[1]?.encap;
-        resets.push({
-          targetId: target.info.id, label: target.info.label, family: k.family,
-          src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
-          ...(encap ? { encap: encapName(encap) } : {}),
-        });
-      }
-      this.watchSweep(target, found, plan);
-      const info: SweepInfo = { targetId: target.info.id, label: target.info.label, flows: plan.flows, rsts, probes, ms: Math.round((performance.now() - t0) * 100) / 100, why };
-      this.log.info(info, 'flows reset from flow memory');
-      this.lastSweep = info;
-      queueMicrotask(() => {
-        for (const r of resets) this.emit('flow-reset', r);
-        this.emit('sweep', info);
-      });
-      return info;
     } catch (err) {
       this.sweepErrors++;
-      this.log.warn({ err, targetId: target.info.id, label: target.info.label }, 'sweep of remembered flows failed: the job waits for their next segment');
-      return null;
+      this.log.warn({ err, targetId: id, label: target.info.label }, 'sweep of remembered flows failed: the rest of them wait for their next segment');
+      run.next = run.slots.length;
     }
+    if (refused) {
+      const c = target.info.counters;
+      c.undeliverable = (c.undeliverable ?? 0) + refused;
+      const u = [...this.undeliverable.values()].find((x) => x.ifname === target.info.resetIf);
+      target.info.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.info.resetIf}`;
+    }
+    // Emitted once the caller (the job manager) knows the target: on the first turn, add() has not returned yet.
+    if (resets.length) queueMicrotask(() => { for (const r of resets) this.emit('flow-reset', r); });
+    if (run.next < run.slots.length) run.immediate = setImmediate(() => this.sweepTurn(run));
+    else this.finishSweep(run, null);
+  }
+
+  /** A sweep has sent all it will: its log line and event; its connections are watched from now for the window. */
+  private finishSweep(run: SweepRun, stopped: string | null): void {
+    const id = run.target.info.id;
+    if (this.sweeps.get(id) === run) this.sweeps.delete(id);
+    if (run.immediate) clearImmediate(run.immediate);
+    run.immediate = null;
+    closeSender(run);
+    const v = run.v;
+    // What was found but not reset (closed or replaced before its turn, or not sent at all) is not known any more.
+    v.outcome.known = v.outcome.reset = run.flows;
+    v.sentAt = performance.now();
+    const info = sweepInfo(run);
+    if (stopped) this.log.warn({ ...info, left: run.slots.length - run.next, stopped }, 'sweep of remembered flows stopped before its end');
+    else this.log.info(info, 'flows reset from flow memory');
+    queueMicrotask(() => this.emit('sweep', info));
+    if (v.open.length === 0 && v.unprobed.length === 0) this.settle(id, 'settled');
+    else this.pollSoon();
+  }
+
+  /** A running sweep of the target is stopped where it is (the job ended, or a new sweep replaces it). */
+  private stopSweep(id: number): void {
+    const run = this.sweeps.get(id);
+    if (!run) return;
+    this.sweeps.delete(id);
+    if (run.immediate) clearImmediate(run.immediate);
+    run.immediate = null;
+    closeSender(run);
+    if (run.next < run.slots.length) this.log.info({ targetId: id, label: run.target.info.label, flows: run.flows, left: run.slots.length - run.next }, 'sweep of remembered flows stopped: the job ended or was extended');
   }
 
   // ---- RSTs that cannot leave the reset interface (delivery.ts) -------------
@@ -589,89 +728,104 @@ export class Enforcer extends EventEmitter {
         v.waiters.push(done);
       });
     }
-    return { ...v.outcome, unverified: [...v.outcome.unverified] };
+    return { ...v.outcome, unverified: v.outcome.settled ? [...v.outcome.unverified] : unverifiedOf(v) };
   }
 
-  /** Start watching what the sweep's probes draw (flow-sweep.ts, 3.). */
-  private watchSweep(target: Target, found: readonly { slot: number; key: FlowKey; state: number }[], plan: ReturnType<typeof planSweep>): void {
+  /** A sweep's outcome, watched as its connections are sent (an extend's sweep replaces the create's). */
+  private startVerification(target: Target, known: number, t0: number): Verification {
     const id = target.info.id;
-    this.settle(id, 'superseded'); // an extend's sweep replaces the create's
-    const name = (k: FlowKey): string => `${fmtEnd(k.addrA, k.portA)}-${fmtEnd(k.addrB, k.portB)}`;
-    const flows: Watched[] = plan.probes.map((p) => {
-      const f = found[p.entry]!;
-      return { slot: f.slot, key: f.key, name: name(f.key), answerSeq: p.answerSeq, dead: [false, false], probes: [], counted: false };
-    });
-    // planSweep emits two probes per probed connection, in the order of plan.probes.
-    let i = 0;
-    for (const p of plan.packets) if (p.kind === 'probe') flows[i++ >> 1]?.probes.push(p);
-    const probed = new Set(plan.probes.map((p) => p.entry));
-    const unprobed = found.filter((f, n) => !probed.has(n) && !flowClosedKey(f)).map((f) => name(f.key)).slice(0, Math.max(0, plan.flows - flows.length));
-    const now = performance.now();
+    this.settle(id, 'superseded');
     const v: Verification = {
-      outcome: { targetId: id, label: target.info.label, known: plan.flows, reset: plan.flows, verified: 0, unverified: [...flows.map((f) => f.name), ...unprobed], settled: false, ms: 0 },
-      flows, unprobed, startedAt: now, lastProbeAt: now, senderKey: target.senderKey, waiters: [],
+      outcome: { targetId: id, label: target.info.label, known, reset: known, verified: 0, unverified: [], settled: false, ms: 0 },
+      open: [], cursor: 0, unprobed: [], startedAt: t0, sentAt: null, senderKey: target.senderKey, waiters: [],
     };
     this.verifications.set(id, v);
-    if (plan.flows > 0) {
+    this.unsettled.add(id);
+    return v;
+  }
+
+  /** Start watching what one turn's probes draw (flow-sweep.ts, 3.). */
+  private watchFlows(v: Verification, found: readonly FlowMatch[], plan: ReturnType<typeof planSweep>, now: number): void {
+    const target = this.targets.get(v.outcome.targetId);
+    if (plan.flows > 0 && target) {
       target.info.counters.known = (target.info.counters.known ?? 0) + plan.flows;
       this.sweepKnown += plan.flows;
     }
-    if (flows.length === 0) {
-      this.settle(id, 'settled');
-      return;
+    // planSweep emits two probes per probed connection, in the order of plan.probes.
+    const probesOf = plan.packets.filter((p) => p.kind === 'probe');
+    const probed = new Set<number>();
+    plan.probes.forEach((p, i) => {
+      const f = found[p.entry]!;
+      probed.add(p.entry);
+      const bytes = encodeFlowKey(f.key);
+      v.open.push({
+        slot: f.slot, key: { bytes, hash: fmHash(bytes) }, name: flowName(f.key), answerSeq: p.answerSeq, dead: [false, false],
+        probes: probesOf.slice(2 * i, 2 * i + 2), probedAt: now,
+      });
+    });
+    let unprobed = plan.flows - plan.probes.length;
+    for (let n = 0; n < found.length && unprobed > 0; n++) {
+      if (probed.has(n) || flowClosed(found[n]!.state)) continue;
+      v.unprobed.push(flowName(found[n]!.key));
+      unprobed--;
     }
-    if (!this.verifyTimer) {
-      this.verifyTimer = setInterval(() => this.pollVerifications(), VERIFY_POLL_MS);
-      this.verifyTimer.unref();
-    }
+    if (v.open.length > 0) this.pollSoon();
   }
 
+  private pollSoon(): void {
+    if (this.verifyTimer) return;
+    this.verifyTimer = setInterval(() => this.pollVerifications(), VERIFY_POLL_MS);
+    this.verifyTimer.unref();
+  }
+
+  /**
+   * One tick of the watch: at most VERIFY_TICK_FLOWS watched connections
+   * read (a few raw bytes each, FlowMemoryView.rstSeq), round robin, and
+   * at most VERIFY_TICK_PROBES re-probes sent, whatever the sweep's size.
+   */
   private pollVerifications(): void {
     const now = performance.now();
-    for (const [id, v] of this.verifications) {
-      if (v.outcome.settled) continue;
+    for (const id of [...this.unsettled]) {
+      const v = this.verifications.get(id);
+      if (!v || v.outcome.settled) {
+        this.unsettled.delete(id);
+        continue;
+      }
       if (!this.targets.has(id)) {
         this.settle(id, 'job ended');
         continue;
       }
-      let verified = 0;
-      const unverified: string[] = [];
+      const o = v.outcome;
       const reprobe: SweepPacket[] = [];
-      const due = now - v.lastProbeAt >= REPROBE_MS;
-      for (const f of v.flows) {
-        const e = this.flowMemory.at(f.slot);
-        if (e && sameKey(e.key, f.key)) {
-          for (const end of [0, 1] as const) {
-            const d = e.dirs[end];
-            // Sticky: a later segment (the peer's RST drawing another) may overwrite the answer.
-            if (!f.dead[end] && d && d.tcpFlags & TCP_RST && f.answerSeq[end] !== null && d.seq === f.answerSeq[end]) f.dead[end] = true;
-          }
+      const budget = Math.min(v.open.length, VERIFY_TICK_FLOWS);
+      for (let n = 0; n < budget && v.open.length > 0; n++) {
+        if (v.cursor >= v.open.length) v.cursor = 0;
+        const f = v.open[v.cursor]!;
+        for (const end of [0, 1] as const) {
+          // Sticky: a later segment (the peer's RST drawing another) may overwrite the answer.
+          if (!f.dead[end] && f.answerSeq[end] !== null && this.flowMemory.rstSeq(f.slot, f.key, end) === f.answerSeq[end]) f.dead[end] = true;
         }
         if (f.dead[0] && f.dead[1]) {
-          verified++;
-          if (!f.counted) {
-            f.counted = true;
-            const c = this.targets.get(id)!.info.counters;
-            c.verified = (c.verified ?? 0) + 1;
-            this.sweepVerified++;
-          }
-        } else {
-          unverified.push(f.name);
-          if (due) for (const p of f.probes) if (!f.dead[p.to === 'a' ? 0 : 1]) reprobe.push(p);
+          o.verified++;
+          const c = this.targets.get(id)!.info.counters;
+          c.verified = (c.verified ?? 0) + 1;
+          this.sweepVerified++;
+          v.open[v.cursor] = v.open[v.open.length - 1]!;
+          v.open.pop();
+          continue;
         }
+        if (now - f.probedAt >= REPROBE_MS && reprobe.length < VERIFY_TICK_PROBES) {
+          f.probedAt = now;
+          for (const p of f.probes) if (!f.dead[p.to === 'a' ? 0 : 1]) reprobe.push(p);
+        }
+        v.cursor++;
       }
-      const o = v.outcome;
-      o.verified = verified;
-      o.unverified = [...unverified, ...v.unprobed];
       o.ms = Math.round(now - v.startedAt);
-      if (o.unverified.length === 0) this.settle(id, 'settled');
-      else if (now - v.startedAt >= VERIFY_WINDOW_MS) this.settle(id, 'window over');
-      else if (reprobe.length > 0) {
-        v.lastProbeAt = now;
-        this.sendProbes(v, reprobe);
-      }
+      if (v.sentAt !== null && v.open.length === 0 && v.unprobed.length === 0) this.settle(id, 'settled');
+      else if (v.sentAt !== null && now - v.sentAt >= VERIFY_WINDOW_MS) this.settle(id, 'window over');
+      else if (reprobe.length > 0) this.sendProbes(v, reprobe);
     }
-    if (this.verifyTimer && ![...this.verifications.values()].some((v) => !v.outcome.settled)) {
+    if (this.verifyTimer && this.unsettled.size === 0) {
       clearInterval(this.verifyTimer);
       this.verifyTimer = null;
     }
@@ -706,9 +860,11 @@ export class Enforcer extends EventEmitter {
   /** Settle a sweep's outcome once: log it, wake the waiters; the settled outcome stays for list/status. */
   private settle(id: number, why: 'settled' | 'window over' | 'job ended' | 'superseded'): void {
     const v = this.verifications.get(id);
+    this.unsettled.delete(id);
     if (!v || v.outcome.settled) return;
     v.outcome.settled = true;
     const o = v.outcome;
+    o.unverified = unverifiedOf(v);
     const line = { targetId: id, label: o.label, known: o.known, reset: o.reset, verified: o.verified, ms: o.ms, why, ...(o.unverified.length ? { unverified: o.unverified.slice(0, 32) } : {}) };
     if (o.verified < o.known) this.log.warn(line, 'sweep outcome settled: not every reset flow is confirmed dead');
     else this.log.info(line, 'sweep outcome settled');
@@ -773,13 +929,31 @@ function u32(n: number): Uint8Array {
   return b;
 }
 
-function sameKey(a: FlowKey, b: FlowKey): boolean {
-  return a.family === b.family && a.ifindex === b.ifindex && a.portA === b.portA && a.portB === b.portB
-    && Buffer.compare(a.addrA, b.addrA) === 0 && Buffer.compare(a.addrB, b.addrB) === 0;
+/** The connections of a verification not (yet) verified, "addr:port-addr:port". */
+function unverifiedOf(v: Verification): string[] {
+  return [...v.open.map((f) => f.name), ...v.unprobed];
 }
 
-function flowClosedKey(f: { state: number }): boolean {
-  return flowClosed(f.state);
+function flowName(k: FlowKey): string {
+  return `${fmtEnd(k.addrA, k.portA)}-${fmtEnd(k.addrB, k.portB)}`;
+}
+
+function sweepInfo(run: SweepRun): SweepInfo {
+  return {
+    targetId: run.target.info.id, label: run.target.info.label, flows: run.flows, rsts: run.rsts, probes: run.probes,
+    ms: round2(performance.now() - run.t0), why: run.why, ...(run.turns > 1 ? { turns: run.turns } : {}),
+  };
+}
+
+function closeSender(run: SweepRun): void {
+  run.sender?.close();
+  run.sender = null;
+  run.sockets = null;
+  run.counted = { sent: 0, errors: 0 };
+}
+
+function round2(ms: number): number {
+  return Math.round(ms * 100) / 100;
 }
 
 function fmtEnd(addr: Uint8Array, port: number): string {

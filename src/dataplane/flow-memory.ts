@@ -5,7 +5,7 @@
  * 262,144 slots (42 MiB) scan in a few ms when most are empty or another
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
-import { FAMILY_V4, LAYOUT, decodeFlowEntry, flowClosed, type Family, type FlowEntry } from '../contract.js';
+import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, fmHash, type Family, type FlowEntry } from '../contract.js';
 import { TcpresetError } from '../errors.js';
 import type { BpfMap } from '../bpf/object.js';
 import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.js';
@@ -13,6 +13,11 @@ import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.
 const ENTRY = LAYOUT.tr_fm_entry.size;
 const K = LAYOUT.tr_fm_key.fields;
 const KEY = LAYOUT.tr_fm_entry.fields.key;
+const KEY_SIZE = LAYOUT.tr_fm_key.size;
+const STATE = LAYOUT.tr_fm_entry.fields.state;
+const DIR = LAYOUT.tr_fm_entry.fields.dir;
+const DIR_SIZE = LAYOUT.tr_fm_dir.size;
+const D = LAYOUT.tr_fm_dir.fields;
 
 export interface FlowQuery {
   ifindex: number;
@@ -74,29 +79,80 @@ export class FlowMemoryView {
 
   /** The remembered connections of one host (and remote port) on one interface. */
   find(q: FlowQuery): FlowMatch[] {
+    const out: FlowMatch[] = [];
+    for (const slot of this.findSlots(q)) {
+      const m = this.match(slot, q);
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  /**
+   * The slots that hold a connection of the query's host (and remote port),
+   * open unless `q.closed`: the scan of find() without decoding anything, so
+   * a host with many connections costs one pass over the raw bytes. What a
+   * slot holds may change before it is read: match() reads it and checks.
+   */
+  findSlots(q: FlowQuery): number[] {
     this.check();
     const alen = q.family === FAMILY_V4 ? 4 : 16;
     if (q.addr.length !== alen) throw new RangeError(`flow query address has ${q.addr.length} bytes, family ${q.family} needs ${alen}`);
     const b = this.bytes;
-    const dv = this.dv;
     const a0 = q.addr[0];
-    const port = q.port ?? 0;
-    const out: FlowMatch[] = [];
+    const out: number[] = [];
     for (let i = 0, off = 0; i < this.slots; i++, off += ENTRY) {
       const k = off + KEY;
       if (b[k + K.family] !== q.family) continue;
-      let end: 0 | 1 | -1 = -1;
-      if (b[k + K.addr_a] === a0 && sameBytes(b, k + K.addr_a, q.addr)) end = 0;
-      else if (b[k + K.addr_b] === a0 && sameBytes(b, k + K.addr_b, q.addr)) end = 1;
-      if (end < 0) continue;
-      if (dv.getUint32(k + K.ifindex, true) !== q.ifindex) continue;
-      if (port !== 0 && dv.getUint16(k + (end === 0 ? K.port_b : K.port_a), true) !== port) continue;
-      const e = decodeFlowEntry(b, off);
-      if (!e) continue;
-      if (!q.closed && flowClosed(e.state)) continue;
-      out.push({ ...e, hostEnd: end as 0 | 1, slot: i });
+      if (!(b[k + K.addr_a] === a0 && sameBytes(b, k + K.addr_a, q.addr)) && !(b[k + K.addr_b] === a0 && sameBytes(b, k + K.addr_b, q.addr))) continue;
+      if (this.matches(off, q) < 0) continue;
+      out.push(i);
     }
     return out;
+  }
+
+  /** The connection in `slot` now, if it is one of the query's (open unless `q.closed`, not torn); else null. */
+  match(slot: number, q: FlowQuery): FlowMatch | null {
+    this.check();
+    const off = slot * ENTRY;
+    const end = this.matches(off, q);
+    if (end < 0) return null;
+    const e = decodeFlowEntry(this.bytes, off);
+    if (!e) return null;
+    if (!q.closed && flowClosed(e.state)) return null;
+    return { ...e, hostEnd: end as 0 | 1, slot };
+  }
+
+  /** Which end of the entry at byte `off` is the query's host (0 = A, 1 = B), or -1: not a connection of the query. */
+  private matches(off: number, q: FlowQuery): number {
+    const b = this.bytes;
+    const k = off + KEY;
+    if (b[k + K.family] !== q.family) return -1;
+    let end = -1;
+    if (sameBytes(b, k + K.addr_a, q.addr)) end = 0;
+    else if (sameBytes(b, k + K.addr_b, q.addr)) end = 1;
+    if (end < 0) return -1;
+    if (this.dv.getUint32(k + K.ifindex, true) !== q.ifindex) return -1;
+    const port = q.port ?? 0;
+    if (port !== 0 && this.dv.getUint16(k + (end === 0 ? K.port_b : K.port_a), true) !== port) return -1;
+    if (!q.closed && flowClosed(b[off + STATE])) return -1;
+    return end;
+  }
+
+  /**
+   * The seq of the RST that end `end` (0 = A, 1 = B) of the connection with
+   * raw key `key` (encodeFlowKey, and its fmHash) last sent, or null: the slot holds another connection, that
+   * end's last segment is not a RST, or it is torn. A few bytes read, nothing
+   * decoded: the sweep's verification asks this for every watched end.
+   */
+  rstSeq(slot: number, key: { bytes: Uint8Array; hash: number }, end: 0 | 1): number | null {
+    this.check();
+    const off = slot * ENTRY;
+    const b = this.bytes;
+    for (let i = 0; i < KEY_SIZE; i++) if (b[off + KEY + i] !== key.bytes[i]) return null;
+    const d = off + DIR + end * DIR_SIZE;
+    if (!(b[d + D.tcp_flags] & TCP_RST)) return null;
+    if (this.dv.getUint32(d + D.key_hash, true) !== key.hash) return null;
+    return this.dv.getUint32(d + D.seq, true);
   }
 
   /** The entry in `slot` now (null: empty or torn), for watching a known connection. */

@@ -107,6 +107,14 @@ export interface SweepInfo {
   /** Reading the memory, planning and sending (ms). */
   ms: number;
   why: 'create' | 'extend';
+  /**
+   * Still sending: a sweep of many connections goes a turn of the event loop
+   * at a time, and add()/extend() return after the first (flows counts every
+   * connection found; rsts and probes what went so far).
+   */
+  pending?: boolean;
+  /** Turns of the event loop the sweep took, when more than one. */
+  turns?: number;
 }
 
 /**

@@ -361,3 +361,35 @@ ptest('flowMemory 0: the memory is off, the program remembers nothing and counts
   t.true(fm.lookup(new Uint8Array(4))!.every((b) => b === 0), 'the one slot untouched');
   t.throws(() => BpfObject.load(OBJ, { flowMemory: 3 }), { message: /flowMemory.*power of two/ });
 });
+
+ptest('findSlots/match/rstSeq: the sweep reads slots without decoding; match re-checks the query; rstSeq sees only that end\'s RST of that connection', (t) => {
+  const l = fresh();
+  const open: F.TcpFrameOpts = { src: H4, dst: P4, sport: 40001, dport: 443, seq: 1000, ack: 2000, flags: F.ACK };
+  run(l, open);
+  run(l, { src: H4, dst: P4, sport: 40002, dport: 80, seq: 1, ack: 2, flags: F.ACK }); // another port
+  run(l, { src: P4, dst: '203.0.113.9', sport: 5555, dport: 443, seq: 1, ack: 2, flags: F.ACK }); // another host
+  const q = { ifindex: IFINDEX, family: 4 as const, addr: F.ip(H4) };
+  const slots = l.view.findSlots(q);
+  t.deepEqual(slots.map((s) => l.view.match(s, q)), l.view.find(q), 'find() = findSlots + match');
+  t.is(slots.length, 2);
+  const withPort = l.view.findSlots({ ...q, port: 443 });
+  t.is(withPort.length, 1);
+  const m = l.view.match(withPort[0]!, { ...q, port: 443 })!;
+  t.is(m.key.portA === 40001 || m.key.portB === 40001, true);
+  t.is(l.view.match(withPort[0]!, { ...q, port: 80 }), null, 'match re-checks the port');
+  t.is(l.view.match(withPort[0]!, { ...q, addr: F.ip('203.0.113.9') }), null, 'and the host');
+  const bytes = C.encodeFlowKey(m.key);
+  const key = { bytes, hash: C.fmHash(bytes) };
+  const hostEnd = m.hostEnd;
+  const peerEnd = (1 - hostEnd) as 0 | 1;
+  t.is(l.view.rstSeq(m.slot, key, hostEnd), null, 'no RST yet');
+  // The peer answers with a RST (seq 7777): that end's last segment; the connection is closed from now.
+  run(l, { src: P4, dst: H4, sport: 443, dport: 40001, seq: 7777, ack: 0, flags: F.RST });
+  t.is(l.view.rstSeq(m.slot, key, peerEnd), 7777);
+  t.is(l.view.rstSeq(m.slot, key, hostEnd), null, 'the other end sent no RST');
+  const other = C.encodeFlowKey({ ...m.key, portB: m.key.portB + 1, portA: m.key.portA });
+  t.is(l.view.rstSeq(m.slot, { bytes: other, hash: C.fmHash(other) }, peerEnd), null, 'another connection\'s key: nothing');
+  t.is(l.view.findSlots({ ...q, port: 443 }).length, 0, 'closed: not found');
+  t.is(l.view.findSlots({ ...q, port: 443, closed: true }).length, 1, 'unless asked for');
+  t.is(l.view.match(m.slot, { ...q, port: 443 }), null, 'match says closed too');
+});

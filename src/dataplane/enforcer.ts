@@ -621,6 +621,8 @@ export class Enforcer extends EventEmitter {
     if (run.immediate) clearImmediate(run.immediate);
     run.immediate = null;
     closeSender(run);
+    // Its outcome (settled next, by the caller) says how many went: known counts what was found.
+    if (!run.v.outcome.settled) run.v.outcome.reset = run.flows;
     if (run.next < run.slots.length) this.log.info({ targetId: id, label: run.target.info.label, flows: run.flows, left: run.slots.length - run.next }, 'sweep of remembered flows stopped: the job ended or was extended');
   }
 

@@ -647,6 +647,10 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
   const id = m![1];
   const c2 = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '240'], env);
   t.regex(c2.stdout, new RegExp(`^extended job ${id} .*\\(2[34]\\d s\\)\\n0 remembered sessions of 10\\.77\\.0\\.9 reset at once\\n$`));
+  // A shorter -d never shortens a job, and the output says so instead of "extended".
+  const c2b = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '10'], env);
+  t.is(c2b.code, 0, c2b.stderr);
+  t.regex(c2b.stdout, new RegExp(`^kept job ${id} .*\\(2[34]\\d s\\): it already ended later than asked\\n`));
   const c3 = await cli(['create', 'list', '-i', 'sn0', '-o', 'rs0', '-h', '2001:db8::5', '-p', '443', '-d', '60', '--l2', '--json'], env);
   t.is(c3.code, 0, c3.stderr);
   const j3 = JSON.parse(c3.stdout) as { action: string; job: Job };

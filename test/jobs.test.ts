@@ -33,8 +33,9 @@ test('create makes one target; re-create with the same identity extends to the l
 
   // A shorter re-create keeps the later end time.
   const c = jobs.create({ ...base, duration: 5 });
-  t.is(c.action, 'extended');
+  t.is(c.action, 'kept', 'said as it is: not extended');
   t.is(c.job.expiresAt, b.job.expiresAt);
+  t.is(c.switched, undefined);
 });
 
 test('identity is (engid, sniffIf, host canonical, port): spellings of one host are one job', (t) => {
@@ -56,8 +57,9 @@ test('a re-create naming another reset interface swaps the target without a gap 
   const a = jobs.create(base);
   const firstTarget = [...table.targets.keys()][0];
   table.hit(firstTarget, clock.now(), 3, 6);
-  const b = jobs.create({ ...base, resetIf: 'reset1' });
+  const b = jobs.create({ ...base, resetIf: 'reset1', duration: 120 });
   t.is(b.action, 'extended');
+  t.deepEqual(b.switched, { resetIf: base.resetIf, mode: 'l3' }, 'the switch is reported with what it was');
   t.is(b.job.id, a.job.id);
   t.is(b.job.resetIf, 'reset1');
   t.is(table.targets.size, 1);

@@ -22,7 +22,10 @@ function target(job: Job): string {
 
 export function formatCreate(r: CreateResult): string {
   const secs = Math.round(r.job.remainingMs / 1000);
-  const line = `${r.action} job ${r.job.id} ${target(r.job)} until ${shortIso(r.job.expiresAt)} (${secs} s)\n`;
+  // kept: a shorter -d never shortens a job; say so rather than "extended".
+  const kept = r.action === 'kept' ? ': it already ended later than asked' : '';
+  const sw = r.switched ? `; switched from ${r.switched.resetIf}${r.switched.mode === 'l2' ? ' (l2)' : ' (l3)'}` : '';
+  const line = `${r.action} job ${r.job.id} ${target(r.job)} until ${shortIso(r.job.expiresAt)} (${secs} s)${kept}${sw}\n`;
   if (!r.flows) return line;
   const n = r.flows.known;
   const of = `${r.job.host}${r.job.port === null ? '' : ` port ${r.job.port}`}`;

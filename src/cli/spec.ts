@@ -170,7 +170,7 @@ export const SECTIONS: Section[] = [
   {
     title: 'Output',
     blocks: [
-      'Results go to stdout: one line per created, extended or cancelled job, a table for list, a summary for status; with --json the daemon\'s result as one JSON line. Any failure is one line "tcpreset: MESSAGE" on stderr naming the value at fault, and a non-zero exit status. A job accepted with a caveat (e.g. not saved to disk) prints "tcpreset: warning: ..." on stderr and exits 0.',
+      'Results go to stdout: one line per created, extended (or kept: a shorter -d never shortens a job) or cancelled job, a table for list, a summary for status; with --json the daemon\'s result as one JSON line. Any failure is one line "tcpreset: MESSAGE" on stderr naming the value at fault, and a non-zero exit status. A job accepted with a caveat (e.g. not saved to disk) prints "tcpreset: warning: ..." on stderr and exits 0.',
     ],
   },
   { title: 'Exit status', blocks: [{ rows: EXIT_ROWS }] },

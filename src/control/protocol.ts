@@ -142,7 +142,10 @@ export interface Job extends JobFields {
 }
 
 export interface CreateResult {
-  action: 'created' | 'extended';
+  /** kept: the job existed and already ended later than asked (its end is unchanged). */
+  action: 'created' | 'extended' | 'kept';
+  /** The re-create moved the job to another reset interface or mode: what it was before. */
+  switched?: { resetIf: string; mode: InjectMode };
   job: Job;
   /**
    * What the flow memory held for the job's host (and port) when it was

@@ -133,7 +133,10 @@ export interface JobManagerOptions {
 }
 
 export interface CreateResult {
-  action: 'created' | 'extended';
+  /** kept: the job existed and already ended later than asked (its end is unchanged). */
+  action: 'created' | 'extended' | 'kept';
+  /** The re-create moved the job to another reset interface or mode (from what). */
+  switched?: { resetIf: string; mode: InjectMode };
   job: JobView;
 }
 
@@ -285,7 +288,16 @@ export class JobManager {
 
     const expiresAt = now + args.duration * 1000;
     const existing = this.findIdentity(args.engid, args.sniffIf, host, port);
-    if (existing !== NONE) return { action: 'extended', job: this.view(this.extend(existing, args.resetIf, mode, expiresAt)) };
+    if (existing !== NONE) {
+      const was = { resetIf: this.resetIfs[existing]!, mode: MODES[this.modeCol[existing]!]!, expiresAt: this.expiresAtCol[existing]! };
+      const slot = this.extend(existing, args.resetIf, mode, expiresAt);
+      const switched = was.resetIf !== args.resetIf || was.mode !== mode;
+      return {
+        action: this.expiresAtCol[slot]! > was.expiresAt ? 'extended' : 'kept',
+        job: this.view(slot),
+        ...(switched ? { switched: { resetIf: was.resetIf, mode: was.mode } } : {}),
+      };
+    }
 
     if (this.count >= this.opts.maxJobs) {
       throw new TcpresetError('E_LIMIT', `too many jobs: the limit is ${this.opts.maxJobs} (config maxJobs)`, {

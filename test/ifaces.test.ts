@@ -154,6 +154,8 @@ ptest('interface states in a namespace: down, lowerlayerdown veth, active, addre
     `f.checkResetInterface('vb', 4, { mode: 'l2' })`,
     `f.checkResetInterface('dm0', 4)`,
     `f.interfaceFault('va', 'reset', 4)`,
+    `f.checkResetInterface('va', 4, { host: '10.9.1.255' })`, // va has 10.9.1.1/24
+    `f.checkResetInterface('va', 4, { host: '10.9.1.254' })`,
   ]);
   t.like(r[0], { ok: true, value: { name: 'va', active: true, operstate: 'up' } });
   t.like(r[1], { ok: true, value: { name: 'dm0', active: true } });
@@ -166,6 +168,8 @@ ptest('interface states in a namespace: down, lowerlayerdown veth, active, addre
   t.like(r[6], { ok: true, value: { usable: [], state: { name: 'vb', type: 1 } } });
   t.like(r[7], { ok: false, code: 'E_IFACE', message: 'reset interface "dm0" needs a usable IPv4 address to route resets to the host; it has no IPv4 address' });
   t.like(r[8], { ok: true, value: null });
+  t.like(r[9], { ok: false, code: 'E_IFACE', message: 'reset interface "va" has 10.9.1.1/24, whose broadcast address is 10.9.1.255: HOST must be one host' });
+  t.like(r[10], { ok: true, value: { usable: [{ address: '10.9.1.1' }] } }, 'positive control: a host of that network');
 
   // Link-local HOST: a link-local address on the reset interface is enough.
   ip('addr', 'add', 'fe80::99/64', 'dev', 'vb', 'nodad');

@@ -97,9 +97,11 @@ export class Daemon {
         protectedBy: (host) => protect.check(host),
         interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
           ifaceChecked(`sniff/${sniffIf}`, () => checkSniffInterface(sniffIf));
-          // Only a link-local IPv6 host changes what the reset interface needs.
+          // Only a link-local IPv6 host, or an IPv4 host that could be the directed broadcast of one of
+          // the interface's networks (its two lowest bits set, as in every /30 or wider), changes the verdict.
           const linkLocal = family === 6 && /^fe[89ab]/i.test(host);
-          ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
+          const maybeBroadcast = family === 4 && mode === 'l3' && (Number(host.slice(host.lastIndexOf('.') + 1)) & 3) === 3;
+          ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal || maybeBroadcast ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
         },
       },
       onChange: (change) => this.onJobsChanged(change),

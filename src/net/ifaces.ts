@@ -240,6 +240,16 @@ export function allLocalAddresses(): LocalAddress[] {
   return [...seen.values()];
 }
 
+/** The all-ones host part of `addr`/`prefixLen` (IPv4, 4 bytes). */
+function directedBroadcast(addr: Uint8Array, prefixLen: number): Uint8Array {
+  const out = addr.slice();
+  for (let i = 0; i < 4; i++) {
+    const hostBits = Math.min(8, Math.max(0, 32 - prefixLen - 8 * (3 - i)));
+    out[i] |= (1 << hostBits) - 1;
+  }
+  return out;
+}
+
 function ifaceError(role: IfaceRole, state: IfaceState | null, name: string, problem: string, extra: object = {}): TcpresetError {
   return new TcpresetError('E_IFACE', `${role} interface "${name}" ${problem}`, {
     details: {
@@ -299,6 +309,13 @@ export function checkResetInterface(
     return { state, usable: [] };
   }
   const all = interfaceAddresses(name).filter((a) => a.family === family);
+  if (family === 4 && opts.host !== undefined) {
+    // A subnet's directed broadcast passes the address checks (only the interface knows its networks),
+    // then every RST to it would go to all hosts of the segment, or nowhere.
+    const h = parseIp(opts.host, 'host').bytes;
+    const net = all.find((a) => a.prefixLen <= 30 && directedBroadcast(parseIp(a.address, 'address').bytes, a.prefixLen).every((x, i) => x === h[i]));
+    if (net) throw ifaceError('reset', state, name, `has ${net.address}/${net.prefixLen}, whose broadcast address is ${opts.host}: HOST must be one host`, { host: opts.host });
+  }
   const hostLinkLocal = family === 6 && opts.host !== undefined && v6Scope(parseIp(opts.host, 'host').bytes) === 'link';
   const usable = all.filter((a) => {
     if (a.scope === 'host' || a.tentative) return false;

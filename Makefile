@@ -48,6 +48,7 @@ $(DEPS_STAMP):
 	done; \
 	[ -f /usr/include/bpf/libbpf.h ] || missing="$$missing libbpf-dev"; \
 	ldconfig -p | grep -q 'libbpf\.so\.1 ' || missing="$$missing libbpf1"; \
+	ldconfig -p | grep -q 'libxdp\.so\.1 ' || missing="$$missing libxdp1"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \

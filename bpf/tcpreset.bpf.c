@@ -468,6 +468,20 @@ static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *
 	}
 }
 
+/*
+ * libxdp's run configuration (xdp/xdp_helpers.h XDP_RUN_CONFIG, spelled out
+ * so the build does not need libxdp-dev): when tcpreset joins libxdp's
+ * multi-program dispatcher (issue 11; the convention of xdp-tools and
+ * bpfman), it runs at priority 5, before xdp-filter's 10 and libxdp's
+ * default 50, so it observes every frame before a filter may drop it, and
+ * the dispatcher goes on to the next program after its XDP_PASS (the only
+ * action it returns). libbpf skips the section; libxdp reads it from BTF.
+ */
+struct {
+	__uint(priority, 5);
+	__uint(XDP_PASS, 1);
+} _tcpreset_xdp SEC(".xdp_run_config");
+
 SEC("xdp.frags")
 int tcpreset_xdp(struct xdp_md *ctx)
 {

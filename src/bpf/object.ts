@@ -7,10 +7,13 @@
  * includes the process dying: a crashed daemon never leaves a filter behind.
  */
 import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync, rmdirSync, rmSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
+import { join } from 'node:path';
 import { FLOWMEM_MASK_SECTION, MAP_FLOWMEM, MAP_TARGETS, PROG_NAME } from '../contract.js';
 import { NativeError, TcpresetError, ValidationError } from '../errors.js';
 import * as L from '../native/libbpf.js';
+import * as X from '../native/libxdp.js';
 import { close as closeFd, ifNameToIndex } from '../native/libc.js';
 
 /**
@@ -37,39 +40,61 @@ const EPERM = 1;
 const EACCES = 13;
 const EBUSY = 16;
 const EEXIST = 17;
+const ENOENT = 2;
+const EINVAL = 22;
+const EOPNOTSUPP = 95;
 const NO_FALLBACK_ERRNOS = new Set([EPERM, EACCES, EBUSY, EEXIST]);
 
 export type XdpMode = 'native' | 'generic';
 
-/** One XDP attachment (a bpf_link). close() detaches; so does process death. */
+/** How an XDP attachment holds the hook. */
+export type XdpVia = 'libxdp' | 'exclusive';
+
+/**
+ * One XDP attachment: an exclusive bpf_link (close() detaches; so does
+ * process death), or one entry of libxdp's multi-program dispatcher
+ * (close() takes out only this program; libxdp pins the entry in bpffs, so
+ * it outlives a killed process until the next attach cleans it up).
+ */
 export class XdpLink {
   readonly ifname: string;
   readonly ifindex: number;
   readonly mode: XdpMode;
-  /** The bpf_link fd; -1 once closed. */
-  private fd: number;
+  readonly via: XdpVia;
+  /** Why libxdp's dispatcher was not used, when it was asked for and the attach fell back to exclusive. */
+  readonly libxdpRefused: string | undefined;
+  /** The id of the attached program (the dispatcher's entry under libxdp). */
+  readonly progId: number;
+  private detach: (() => void) | null;
   private readonly onClose: (link: XdpLink) => void;
 
   /** @internal made by BpfObject.attachXdp */
-  constructor(ifname: string, ifindex: number, mode: XdpMode, fd: number, onClose: (link: XdpLink) => void) {
-    this.ifname = ifname;
-    this.ifindex = ifindex;
-    this.mode = mode;
-    this.fd = fd;
+  constructor(
+    a: { ifname: string; ifindex: number; mode: XdpMode; via: XdpVia; progId: number; libxdpRefused?: string },
+    detach: () => void,
+    onClose: (link: XdpLink) => void,
+  ) {
+    this.ifname = a.ifname;
+    this.ifindex = a.ifindex;
+    this.mode = a.mode;
+    this.via = a.via;
+    this.progId = a.progId;
+    this.libxdpRefused = a.libxdpRefused;
+    this.detach = detach;
     this.onClose = onClose;
   }
 
   get closed(): boolean {
-    return this.fd < 0;
+    return this.detach === null;
   }
 
-  /** Detach: closing the only fd of the link releases it. Idempotent. */
+  /** Detach. Idempotent; a device that is gone took the attachment with it, which is no error. */
   close(): void {
-    if (this.fd < 0) return;
-    const fd = this.fd;
-    this.fd = -1;
+    if (this.detach === null) return;
+    const detach = this.detach;
+    this.detach = null;
     this.onClose(this);
-    closeFd(fd, `XDP link on ${this.ifname}`);
+    detach();
   }
 }
 
@@ -187,6 +212,8 @@ export class BpfObject {
   private readonly links = new Set<XdpLink>();
   /** Maps made after load (extra ring buffers), closed with the object. */
   private readonly extraFds: number[] = [];
+  /** Messages of libxdp attaches and detaches (warnings that are not errors); set by the owner. */
+  onLibxdpNote: ((level: 'warn' | 'info', msg: string, details: Record<string, unknown>) => void) | null = null;
 
   private constructor(path: string, obj: L.BpfObjectPtr, progName: string, progFd: number) {
     this.path = path;
@@ -292,13 +319,27 @@ export class BpfObject {
   }
 
   /**
-   * Attach the program to an interface's XDP hook with a bpf_link.
-   * 'auto' tries native (driver) mode, then generic (skb) mode.
+   * Attach the program to an interface's XDP hook. 'auto' tries native
+   * (driver) mode, then generic (skb) mode.
+   *
+   * With opts.libxdp the program joins libxdp's multi-program dispatcher
+   * (xdp-filter, xdp-loader, bpfman share the hook that way): a second copy
+   * of the object, sharing every map of this one, is loaded by libxdp as an
+   * extension of the dispatcher. When libxdp is missing or cannot do that
+   * (no bpffs, a program attached exclusively by someone else, an old
+   * kernel), the link is made exclusively as without the option, and
+   * link.libxdpRefused says why.
    */
-  attachXdp(ifname: string, mode: 'auto' | XdpMode = 'auto'): XdpLink {
+  attachXdp(ifname: string, mode: 'auto' | XdpMode = 'auto', opts: { libxdp?: boolean } = {}): XdpLink {
     this.handle();
     const ifindex = ifNameToIndex(ifname);
     if (ifindex === 0) throw new TcpresetError('E_IFACE', `interface "${ifname}" does not exist`, { details: { ifname } });
+    let refused: string | undefined;
+    if (opts.libxdp) {
+      const r = this.attachLibxdp(ifname, ifindex, mode);
+      if (r instanceof XdpLink) return r;
+      refused = r.refused;
+    }
     const tryMode = (m: XdpMode): number =>
       L.bpf_link_create(this.progFd, ifindex, L.BPF_XDP, {
         sz: L.LINK_CREATE_OPTS_SIZE,
@@ -324,12 +365,204 @@ export class BpfObject {
       }
     }
     if (fd < 0) {
-      const busy = -fd === EBUSY || -fd === EEXIST ? ` (${xdpHolder(ifindex, ifname)})` : '';
+      const busy = -fd === EBUSY || -fd === EEXIST ? ` (${xdpHolder(ifindex, ifname, refused)})` : '';
       throw L.failure(`attach XDP in ${used} mode${busy}`, fd, ifname);
     }
-    const link = new XdpLink(ifname, ifindex, used, fd, (l) => this.links.delete(l));
+    const progId = L.progIdOfFd(this.progFd);
+    const link = new XdpLink(
+      { ifname, ifindex, mode: used, via: 'exclusive', progId, ...(refused !== undefined ? { libxdpRefused: refused } : {}) },
+      () => closeFd(fd, `XDP link on ${ifname}`),
+      (l) => this.links.delete(l),
+    );
     this.links.add(link);
     return link;
+  }
+
+  /**
+   * The program as one entry of libxdp's dispatcher on ifindex, or why not
+   * (then nothing of it is left attached). Errors that the exclusive attach
+   * would meet just the same (a missing privilege, a driver that refuses
+   * both modes) are thrown.
+   */
+  private attachLibxdp(ifname: string, ifindex: number, mode: 'auto' | XdpMode): XdpLink | { refused: string } {
+    const got = X.libxdp();
+    if (!('lib' in got)) return { refused: got.error };
+    const x = got.lib;
+    const bpffs = process.env.LIBXDP_BPFFS || '/sys/fs/bpf';
+    if (!isBpffs(bpffs)) {
+      return { refused: `no BPF filesystem at ${bpffs}, where libxdp keeps the dispatcher's state (mount -t bpf bpf ${bpffs}; under systemd it is mounted, and the unit must let the daemon write there)` };
+    }
+    if (dispatcherRefused !== undefined) return { refused: dispatcherRefused };
+    const before = X.multiprogOn(x, ifindex);
+    if (before?.legacy) {
+      return { refused: `${ifname} has XDP program "${before.main?.name || '?'}" (id ${before.main?.id ?? '?'}) attached without libxdp's dispatcher` };
+    }
+    // Join the dispatcher in the mode it runs in; else native first, as without libxdp.
+    const modes: XdpMode[] = before ? [before.mode === X.XDP_MODE_SKB ? 'generic' : 'native'] : mode === 'auto' ? ['native', 'generic'] : [mode];
+    this.reapStale(x, ifname, ifindex, before);
+    let lastErr = 0;
+    let said: string[] = [];
+    for (const m of modes) {
+      const copy = this.openShared();
+      let prog: X.XdpProgramPtr | null = null;
+      let kept = false;
+      try {
+        const p = L.bpf_object__find_program_by_name(copy, this.progName);
+        if (p === null) throw new TcpresetError('E_INTERNAL', `BPF object ${this.path} has no program "${this.progName}"`);
+        prog = x.xdp_program__from_bpf_obj(copy, L.bpf_program__section_name(p));
+        const perr = X.ptrError(x, prog);
+        if (perr !== 0) {
+          prog = null;
+          return { refused: `libxdp could not use the program (${X.errText(x, perr)})` };
+        }
+        const xmode = m === 'native' ? X.XDP_MODE_NATIVE : X.XDP_MODE_SKB;
+        const attached = X.withLibxdpLines(() => x.xdp_program__attach(prog, ifindex, xmode, 0));
+        const ret = attached.result;
+        said = attached.lines;
+        if (ret < 0) {
+          lastErr = ret;
+          if (-ret === EPERM || -ret === EACCES) throw new NativeError(`attach XDP through libxdp's dispatcher in ${m} mode`, -ret, X.errText(x, ret), ifname);
+          continue;
+        }
+        const id = x.xdp_program__id(prog);
+        const after = X.multiprogOn(x, ifindex);
+        if (!after || after.legacy || !after.programs.some((q) => q.id === id)) {
+          // libxdp fell back to attaching the program alone (old kernel, no freplace): that is
+          // the exclusive attach without its bpf_link, so undo it and make the link instead.
+          x.xdp_program__detach(prog, ifindex, xmode, 0);
+          // The kernel does not change under a running daemon: do not load and verify the copy again.
+          dispatcherRefused = `libxdp cannot build its dispatcher on this kernel (${said.join('; ') || 'it attached the program alone'})`;
+          return { refused: dispatcherRefused };
+        }
+        const held = prog;
+        kept = true;
+        const link = new XdpLink(
+          { ifname, ifindex, mode: m, via: 'libxdp', progId: id },
+          () => {
+            // Only while a dispatcher is there: the device may be gone (taking it along) or
+            // someone may have unloaded everything (xdp-loader unload --all).
+            const now = X.multiprogOn(x, ifindex);
+            if (now && !now.legacy && now.programs.some((q) => q.id === id)) {
+              const dret = x.xdp_program__detach(held, ifindex, xmode, 0);
+              if (dret < 0) this.onLibxdpNote?.('warn', 'XDP detach from libxdp\'s dispatcher failed', { ifname, progId: id, error: X.errText(x, dret) });
+            } else {
+              this.unpinGone(ifindex, id);
+            }
+            x.xdp_program__close(held);
+            L.bpf_object__close(copy);
+          },
+          (l) => this.links.delete(l),
+        );
+        this.links.add(link);
+        return link;
+      } finally {
+        if (!kept) {
+          if (prog !== null) x.xdp_program__close(prog);
+          L.bpf_object__close(copy);
+        }
+      }
+    }
+    const errno = -lastErr;
+    const saidText = said.length ? `; libxdp: ${said.join('; ')}` : '';
+    if (errno === EBUSY || errno === EEXIST || errno === EOPNOTSUPP || errno === ENOENT || errno === EINVAL) {
+      return { refused: `libxdp's attach failed: ${X.errText(x, lastErr)} (errno ${errno})${saidText}` };
+    }
+    // The driver refused every mode: so would the exclusive attach; say what libxdp said.
+    return { refused: `libxdp's attach in ${modes.join(', then ')} mode failed: ${X.errText(x, lastErr)} (errno ${errno})${saidText}` };
+  }
+
+  /**
+   * A second copy of the object, unloaded, whose maps are this one's (so
+   * the targets, flow memory, rings and counters are one set whichever copy
+   * runs): libxdp loads it as an extension program of its dispatcher.
+   */
+  private openShared(): L.BpfObjectPtr {
+    const obj = this.handle();
+    const copy = L.bpf_object__open_file(this.path, null);
+    if (copy === null) throw L.failure(`open BPF object ${this.path}`, undefined, undefined, L.failureErrno());
+    try {
+      for (let m = L.bpf_object__next_map(copy, null); m !== null; m = L.bpf_object__next_map(copy, m)) {
+        const name = L.bpf_map__name(m);
+        const mine = L.bpf_object__find_map_by_name(obj, name);
+        if (mine === null) throw new TcpresetError('E_INTERNAL', `BPF object ${this.path} has no map "${name}" to share`);
+        const ret = L.bpf_map__reuse_fd(m, L.bpf_map__fd(mine));
+        if (ret < 0) throw L.failure(`share map "${name}" with libxdp's copy of the program`, ret);
+      }
+      if (!kernelKnowsXdpFrags()) {
+        const p = L.bpf_object__find_program_by_name(copy, this.progName);
+        if (p !== null) L.bpf_program__set_flags(p, L.bpf_program__flags(p) & ~L.BPF_F_XDP_HAS_FRAGS);
+      }
+      return copy;
+    } catch (err) {
+      L.bpf_object__close(copy);
+      throw err;
+    }
+  }
+
+  /**
+   * Take out entries of a program of ours that no process holds any more: a
+   * daemon killed without its stop leaves its entry pinned in bpffs (libxdp
+   * keeps the dispatcher that way), where it would go on running beside the
+   * new one. An entry some process still has open (another daemon on the
+   * same port) is left alone.
+   */
+  private reapStale(x: X.Libxdp, ifname: string, ifindex: number, mp: X.MultiprogView | null): void {
+    if (!mp || mp.legacy) return;
+    const stale = mp.programs.filter((p) => p.name === this.progName);
+    if (stale.length === 0) return;
+    const held = heldProgIds();
+    for (const p of stale) {
+      if (held.has(p.id)) continue;
+      const fd = L.bpf_prog_get_fd_by_id(p.id);
+      if (fd < 0) continue;
+      const prog = x.xdp_program__from_fd(fd);
+      closeFd(fd);
+      if (X.ptrError(x, prog) !== 0) continue;
+      try {
+        const ret = x.xdp_program__detach(prog, ifindex, mp.mode, 0);
+        this.onLibxdpNote?.(ret < 0 ? 'warn' : 'info', ret < 0 ? 'could not take out a stale tcpreset program from libxdp\'s dispatcher' : 'took out a stale tcpreset program (of a daemon that did not stop) from libxdp\'s dispatcher', { ifname, progId: p.id, ...(ret < 0 ? { error: X.errText(x, ret) } : {}) });
+      } finally {
+        x.xdp_program__close(prog);
+      }
+    }
+  }
+
+  /**
+   * The device went away with the dispatcher: its pins (links holding our
+   * program and through it our maps) stay in bpffs. Remove the pin
+   * directory of that ifindex that holds our program id (only ours: an
+   * ifindex is per network namespace, a program id is not).
+   */
+  private unpinGone(ifindex: number, progId: number): void {
+    const dir = join(process.env.LIBXDP_BPFFS || '/sys/fs/bpf', 'xdp');
+    let names: string[];
+    try {
+      names = readdirSync(dir).filter((n) => n.startsWith(`dispatch-${ifindex}-`));
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const sub = join(dir, n);
+      try {
+        const files = readdirSync(sub);
+        const ours = files.some((f) => {
+          if (!f.endsWith('-prog')) return false;
+          const fd = L.bpf_obj_get(join(sub, f));
+          if (fd < 0) return false;
+          try {
+            return L.progIdOfFd(fd) === progId;
+          } finally {
+            closeFd(fd);
+          }
+        });
+        if (!ours) continue;
+        for (const f of files) rmSync(join(sub, f), { force: true });
+        rmdirSync(sub);
+        this.onLibxdpNote?.('info', 'removed the libxdp pins of a dispatcher whose device is gone', { ifindex, dir: sub });
+      } catch (err) {
+        this.onLibxdpNote?.('warn', 'could not remove the libxdp pins of a dispatcher whose device is gone', { ifindex, dir: sub, error: (err as Error).message });
+      }
+    }
   }
 
   /** Links made by this object that are still attached. */
@@ -362,14 +595,57 @@ export class BpfObject {
   }
 }
 
+/** Set once libxdp fell back to attaching alone: its dispatcher cannot work on this kernel. */
+let dispatcherRefused: string | undefined;
+
+/** statfs type of a BPF filesystem (linux/magic.h BPF_FS_MAGIC). */
+const BPF_FS_MAGIC = 0xcafe4a11;
+function isBpffs(dir: string): boolean {
+  try {
+    return statfsSync(dir).type === BPF_FS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/** Program ids some process has open (any fd of a program or of a link to it: /proc/PID/fdinfo "prog_id:"). */
+function heldProgIds(): Set<number> {
+  const ids = new Set<number>();
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return ids;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fdinfo`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^prog_id:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+        if (m) ids.add(Number(m[1]));
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  return ids;
+}
+
 /**
  * Why the XDP hook is taken, and what to do: names the program there. XDP
- * has one program per hook; other tools (xdp-filter, bpfman) attach through
- * libxdp's dispatcher, which tcpreset does not join (yet).
+ * has one program per hook, unless everyone attaches through libxdp's
+ * dispatcher (xdp-filter, xdp-loader, bpfman); tcpreset joins it when it
+ * can, and `refused` says why it could not.
  */
-function xdpHolder(ifindex: number, ifname: string): string {
+function xdpHolder(ifindex: number, ifname: string, refused?: string): string {
   const p = L.xdpProgramOn(ifindex);
   const which = p === null ? 'an XDP program' : `XDP program "${p.name || '?'}" (id ${p.id}${p.name === 'xdp_dispatcher' ? ", libxdp's dispatcher: xdp-filter, xdp-loader or bpfman" : ''})`;
   const undo = p?.name === 'xdp_dispatcher' ? `xdp-loader unload ${ifname} --all` : `ip link set dev ${ifname} xdp off`;
-  return `${ifname} already has ${which}; tcpreset needs the XDP hook of its sniff interface to itself: remove that program (${undo}) or mirror to another port`;
+  const why = refused ? `; tcpreset could not join it through libxdp: ${refused}` : '';
+  return `${ifname} already has ${which}${why}; tcpreset needs the XDP hook of its sniff interface to itself: remove that program (${undo}) or mirror to another port`;
 }

@@ -45,6 +45,12 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     summary: 'injection mode of jobs that do not name one: l3 | l2',
     text: 'How RSTs are sent for a job created without --l2: "l3" routes them as IP packets out of the reset interface; "l2" writes Ethernet frames to it.',
   },
+  xdpAttach: {
+    type: 'string',
+    choices: ['libxdp', 'exclusive'],
+    summary: 'how XDP takes the sniff port: exclusive | libxdp (share it with xdp-filter, bpfman)',
+    text: 'How the XDP program takes the hook of a sniff interface. "exclusive" (the default) attaches it alone with a bpf_link: another XDP program on the port (xdp-filter, xdp-loader, bpfman) makes the job fail with E_DATAPLANE, and a killed daemon leaves nothing behind. "libxdp" joins libxdp\'s multi-program dispatcher (Debian libxdp1) as one entry at priority 5, ahead of xdp-filter\'s 10, passing every frame on, so those tools and tcpreset share the port in either order and a stop takes out only tcpreset\'s entry; libxdp keeps the dispatcher in bpffs (/sys/fs/bpf/xdp, or $LIBXDP_BPFFS), so a killed daemon\'s entry stays until the next daemon takes it out. Where libxdp cannot (the library is missing, no bpffs, a program attached without the dispatcher, a kernel that refuses extension programs) the attach is exclusive and a warning says why.',
+  },
   clientIdleTimeoutMs: {
     type: 'integer',
     range: [100, 3_600_000],

@@ -20,6 +20,13 @@ export interface DaemonConfig {
   protected: string[];
   /** Injection mode of jobs that do not name one. */
   defaultMode: 'l3' | 'l2';
+  /**
+   * How the XDP program takes the sniff interface's hook: "libxdp" joins
+   * libxdp's multi-program dispatcher (xdp-filter, xdp-loader, bpfman share
+   * the port; falls back to exclusive with a warning where libxdp cannot),
+   * "exclusive" attaches alone with a bpf_link (issue 11).
+   */
+  xdpAttach: 'libxdp' | 'exclusive';
   /** A control client idle this long (e.g. half a line, then silence) is disconnected. */
   clientIdleTimeoutMs: number;
   /** Control connections open at once; more are closed at accept. */
@@ -99,6 +106,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = Object.freeze({
   maxDurationSec: 86400,
   protected: [],
   defaultMode: 'l3',
+  xdpAttach: 'exclusive',
   clientIdleTimeoutMs: 10_000,
   maxClients: 1024,
   summaryIntervalMs: 10_000,
@@ -220,6 +228,10 @@ export function validateConfig(raw: unknown): { config: DaemonConfig; protectedE
   if ('defaultMode' in o) {
     if (o.defaultMode !== 'l3' && o.defaultMode !== 'l2') throw new ValidationError('defaultMode', o.defaultMode, 'must be "l3" or "l2"');
     c.defaultMode = o.defaultMode;
+  }
+  if ('xdpAttach' in o) {
+    if (o.xdpAttach !== 'libxdp' && o.xdpAttach !== 'exclusive') throw new ValidationError('xdpAttach', o.xdpAttach, 'must be "libxdp" or "exclusive"');
+    c.xdpAttach = o.xdpAttach;
   }
   if ('logLevel' in o) {
     if (typeof o.logLevel !== 'string' || !(LOG_LEVELS as readonly string[]).includes(o.logLevel)) {

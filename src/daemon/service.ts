@@ -236,6 +236,7 @@ export class Daemon {
         eventRtPriority: this.o.config.eventRtPriority,
         flowMemory: this.o.config.flowMemory,
         tunnelPorts: this.o.config.tunnelPorts, parseWindowMs: this.o.config.parseCheckSec * 1000,
+        xdpAttach: this.o.config.xdpAttach,
       });
     });
     const e = open(this.log);

@@ -8,8 +8,15 @@
  * made for a target that never came to be is undone. An attachment outlives its device only as a record: the kernel
  * detaches the link when the device goes, and check() re-attaches once a
  * device of that name is back (with a new ifindex, which the caller re-keys).
+ *
+ * The program joins libxdp's multi-program dispatcher (issue 11), so
+ * xdp-filter, xdp-loader or bpfman programs run on the same port in either
+ * order, and a stop takes out only tcpreset's entry. Where libxdp is
+ * missing or cannot (no bpffs, a program attached without the dispatcher,
+ * an old kernel) the attach is exclusive as before, with a warning naming why.
  */
 import type { BpfObject, XdpLink } from '../bpf/object.js';
+import { setLibxdpSink } from '../native/libxdp.js';
 import type { LoggerLike } from './types.js';
 
 export interface Attachment {
@@ -18,6 +25,8 @@ export interface Attachment {
   link: XdpLink | null;
   ifindex: number;
   mode: 'native' | 'generic';
+  /** One entry of libxdp's dispatcher, or the hook to itself. */
+  via: 'libxdp' | 'exclusive';
   /** Targets on it now. */
   refs: number;
   /** Named by --watch / config watch. */
@@ -32,7 +41,22 @@ export class Attachments {
   constructor(
     private readonly obj: BpfObject,
     private readonly log: LoggerLike,
-  ) {}
+    private readonly opts: { libxdp?: boolean } = {},
+  ) {
+    // libxdp's reasons go to the log, as libbpf's do (not to stderr).
+    setLibxdpSink((level, line) => (level === 'warn' ? log.warn({ libxdp: line }, 'libxdp warning') : log.debug({ libxdp: line }, 'libxdp')));
+    obj.onLibxdpNote = (level, msg, details) => (level === 'warn' ? log.warn(details, msg) : log.info(details, msg));
+  }
+
+  /** Attach through libxdp's dispatcher when it can; a fallback to the exclusive attach is a warning naming why. */
+  private attach(ifname: string, extra: Record<string, unknown> = {}): XdpLink {
+    const link = this.obj.attachXdp(ifname, 'auto', { libxdp: this.opts.libxdp === true });
+    if (link.libxdpRefused !== undefined) {
+      this.log.warn({ ifname, reason: link.libxdpRefused }, `XDP attached exclusively, not through libxdp's dispatcher: ${link.libxdpRefused}; other XDP programs (xdp-filter, xdp-loader, bpfman) cannot share ${ifname} meanwhile`);
+    }
+    this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode, via: link.via, progId: link.progId, ...extra }, 'XDP attached');
+    return link;
+  }
 
   /** Attach (or take one more reference). Throws NativeError when the program cannot be attached. */
   acquire(ifname: string): Attachment {
@@ -41,10 +65,9 @@ export class Attachments {
       have.refs++;
       return have;
     }
-    const link = this.obj.attachXdp(ifname, 'auto');
-    const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 1, watched: false, kept: false };
+    const link = this.attach(ifname);
+    const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, via: link.via, refs: 1, watched: false, kept: false };
     this.byName.set(ifname, att);
-    this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode }, 'XDP attached');
     return att;
   }
 
@@ -80,13 +103,12 @@ export class Attachments {
       return { att: have };
     }
     try {
-      const link = this.obj.attachXdp(ifname, 'auto');
-      const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, refs: 0, watched: true, kept: true };
+      const link = this.attach(ifname, { watched: true });
+      const att: Attachment = { ifname, link, ifindex: link.ifindex, mode: link.mode, via: link.via, refs: 0, watched: true, kept: true };
       this.byName.set(ifname, att);
-      this.log.info({ ifname, ifindex: link.ifindex, mode: link.mode, watched: true }, 'XDP attached');
       return { att };
     } catch (err) {
-      const att: Attachment = { ifname, link: null, ifindex: 0, mode: 'native', refs: 0, watched: true, kept: true };
+      const att: Attachment = { ifname, link: null, ifindex: 0, mode: 'native', via: 'exclusive', refs: 0, watched: true, kept: true };
       this.byName.set(ifname, att);
       return { att, error: err as Error };
     }
@@ -101,9 +123,9 @@ export class Attachments {
   }
 
   /** What is attached now (not the records of interfaces that are away). */
-  live(): { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[] {
+  live(): { ifname: string; ifindex: number; mode: 'native' | 'generic'; via: 'libxdp' | 'exclusive'; jobs: number; watched: boolean; kept: boolean }[] {
     return [...this.byName.values()].filter((a) => a.link).map((a) => ({
-      ifname: a.ifname, ifindex: a.ifindex, mode: a.mode, jobs: a.refs, watched: a.watched, kept: a.kept,
+      ifname: a.ifname, ifindex: a.ifindex, mode: a.mode, via: a.via, jobs: a.refs, watched: a.watched, kept: a.kept,
     }));
   }
 
@@ -117,12 +139,14 @@ export class Attachments {
   reattach(att: Attachment): number {
     att.link?.close();
     att.link = null;
-    const link = this.obj.attachXdp(att.ifname, 'auto');
+    const link = this.obj.attachXdp(att.ifname, 'auto', { libxdp: this.opts.libxdp === true });
     const old = att.ifindex;
     att.link = link;
     att.ifindex = link.ifindex;
     att.mode = link.mode;
-    this.log.warn({ ifname: att.ifname, oldIfindex: old, ifindex: link.ifindex, mode: link.mode }, 'XDP re-attached to re-created interface');
+    att.via = link.via;
+    if (link.libxdpRefused !== undefined) this.log.warn({ ifname: att.ifname, reason: link.libxdpRefused }, `XDP attached exclusively, not through libxdp's dispatcher: ${link.libxdpRefused}`);
+    this.log.warn({ ifname: att.ifname, oldIfindex: old, ifindex: link.ifindex, mode: link.mode, via: link.via }, 'XDP re-attached to re-created interface');
     return old;
   }
 

@@ -197,7 +197,7 @@ export class Enforcer extends EventEmitter {
       onCrash: (err, restarts, thread) => this.log.error({ err, restarts, thread }, 'event thread died: restarted, enforcement resumed'),
     });
     this.slots = new SlotTable<Target>(obj.map(MAP_TARGETS), new Prefilter(obj), this.events);
-    this.attachments = new Attachments(obj, log);
+    this.attachments = new Attachments(obj, log, { libxdp: opts.xdpAttach === 'libxdp' });
     this.senders = new ResetSenders(this.events, threads);
     this.health = new InterfaceHealth(this.attachments, this.senders, log, {
       rekey: (ifname, ifindex) => this.slots.rekey(ifname, ifindex),

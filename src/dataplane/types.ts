@@ -180,6 +180,8 @@ export interface EnforcerOptions {
   eventKeepWarmMs?: number;
   /** Extra UDP ports read as VXLAN / Geneve. */
   tunnelPorts?: TunnelPorts;
+  /** Join libxdp's dispatcher ('libxdp') or take the XDP hook alone ('exclusive', the default). */
+  xdpAttach?: 'libxdp' | 'exclusive';
   /** Window of the "no parsable TCP" check on sniff interfaces (ms). Default 10 s. */
   parseWindowMs?: number;
 }

@@ -137,6 +137,19 @@ export const bpf_object__find_map_by_name = lib.func(
   'bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)',
 ) as (obj: BpfObjectPtr, name: string) => BpfMapPtr | null;
 
+/* Used to open a second copy of the object for libxdp's dispatcher, sharing the first one's maps. */
+export const bpf_object__next_map = lib.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)') as (
+  obj: BpfObjectPtr,
+  map: BpfMapPtr | null,
+) => BpfMapPtr | null;
+export const bpf_map__name = lib.func('const char *bpf_map__name(const bpf_map *map)') as (map: BpfMapPtr) => string;
+export const bpf_map__reuse_fd = lib.func('int bpf_map__reuse_fd(bpf_map *map, int fd)') as (map: BpfMapPtr, fd: number) => number;
+export const bpf_program__section_name = lib.func('const char *bpf_program__section_name(const bpf_program *prog)') as (
+  prog: BpfProgramPtr,
+) => string;
+/** fd of a pinned object (bpffs path), or -errno. */
+export const bpf_obj_get = lib.func('int bpf_obj_get(const char *pathname)') as (path: string) => number;
+
 /* Programs and maps of an object. */
 export const bpf_program__fd = lib.func('int bpf_program__fd(const bpf_program *prog)') as (prog: BpfProgramPtr) => number;
 export const bpf_map__fd = lib.func('int bpf_map__fd(const bpf_map *map)') as (map: BpfMapPtr) => number;
@@ -192,9 +205,17 @@ export const bpf_map_create = lib.func(
   'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)',
 ) as (type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts: null) => number;
 const bpf_xdp_query_id = lib.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)') as (ifindex: number, flags: number, id: number[]) => number;
-const bpf_prog_get_fd_by_id = lib.func('int bpf_prog_get_fd_by_id(uint32_t id)') as (id: number) => number;
+export const bpf_prog_get_fd_by_id = lib.func('int bpf_prog_get_fd_by_id(uint32_t id)') as (id: number) => number;
 // bpf_obj_get_info_by_fd, not bpf_prog_get_info_by_fd: Debian 12's libbpf is 1.1.
 const bpf_obj_get_info_by_fd = lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)') as (fd: number, info: Uint8Array, len: number[]) => number;
+
+/** The id of the program behind `fd` (struct bpf_prog_info.id, offset 4), or 0 when it cannot be read. */
+export function progIdOfFd(fd: number): number {
+  const info = new Uint8Array(256);
+  const len = [info.length];
+  if (bpf_obj_get_info_by_fd(fd, info, len) < 0) return 0;
+  return new DataView(info.buffer).getUint32(4, true);
+}
 
 /** offsetof(struct bpf_prog_info, name) (include/uapi/linux/bpf.h; stable UAPI), BPF_OBJ_NAME_LEN 16. */
 const PROG_INFO_NAME_OFF = 64;

@@ -23,7 +23,7 @@ import { mkdtempSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
-import { cli, createArgs, expectKilled, session, setup, type Ctx } from './helpers/service-lab.js';
+import { cli, createArgs, expectKilled, restartDaemon, session, setup, type Ctx } from './helpers/service-lab.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { xdpProgId } from '../testkit/proc.js';
 import { sleep } from '../testkit/time.js';
@@ -90,11 +90,17 @@ function entries(ns: string, bpffs: string, ifname: string): { text: string; pro
   return { text, progs };
 }
 
+/**
+ * A live session dies at both ends after a job on its client. Not a speed
+ * test (the 1 s bound is test/e2e/dataplane.test.ts's): the bound here is
+ * loose, as a first create loads and verifies the program twice (object and
+ * libxdp's copy), which took 3.4 s in an emulated VM.
+ */
 async function killOne(ctx: Ctx, engid: string, what: string): Promise<void> {
   const s = await session(ctx, ctx.lab.hosts.server.v4);
   const r = await cli(ctx, createArgs(ctx, engid, ctx.lab.hosts.client.v4, 30));
   ctx.t.is(r.code, 0, r.stderr);
-  await expectKilled(ctx, s, r.startedAt, what);
+  await expectKilled(ctx, s, r.startedAt, what, 15_000);
 }
 
 ptest.serial('xdp-filter first, then a tcpreset job on the same port: the session dies and xdp-filter still drops its port (or, where the kernel has no dispatcher, the create says why)', async (t) => {
@@ -178,6 +184,35 @@ ptest.serial('tcpreset watching the port first, then xdp-filter loads: both work
     const hits = denyHits(ns, bpffs);
     await sendDenied(ctx, 'after-stop');
     t.is(denyHits(ns, bpffs) - hits, FRAMES);
+  }
+  xdpTool(ns, bpffs, ['xdp-filter', 'unload', '--all']);
+});
+
+ptest.serial("a SIGKILLed daemon's dispatcher entry is taken out by the next daemon's attach, and xdp-filter's stays (without a dispatcher: the bpf_link died with it)", async (t) => {
+  const bpffs = ownBpffs(t);
+  process.env.LIBXDP_BPFFS = bpffs;
+  const ctx = await setup(t, {}, (lab) => ({ xdpAttach: 'libxdp', watch: [lab.sensor.sniffIf] }));
+  const { ns, sniffIf } = ctx.lab.sensor;
+  const works = dispatcherWorks(ns, bpffs);
+  t.log(`libxdp dispatcher on this kernel: ${works ? 'yes' : 'no (extension programs refused)'}`);
+  const first = await ctx.daemon.waitLog((l) => l.msg === 'XDP attached', 10_000, 'XDP attached');
+  if (works) {
+    t.is(xdpTool(ns, bpffs, ['xdp-filter', 'load', sniffIf]).status, 0);
+    await ctx.daemon.stop('SIGKILL');
+    const left = entries(ns, bpffs, sniffIf);
+    t.deepEqual(left.progs.filter((p) => !p.startsWith('xdp_dispatcher')), [`tcpreset_xdp@5`, 'xdpfilt_alw_all@10'], `the killed daemon's entry stays pinned:\n${left.text}`);
+    await restartDaemon(ctx, { xdpAttach: 'libxdp', watch: [sniffIf] });
+    const second = await ctx.daemon.waitLog((l) => l.msg === 'XDP attached', 10_000, 'XDP attached');
+    const reaped = await ctx.daemon.waitLog((l) => l.msg === "took out a stale tcpreset program (of a daemon that did not stop) from libxdp's dispatcher", 10_000, 'stale entry taken out');
+    t.is(reaped.progId, first.progId);
+    const now = entries(ns, bpffs, sniffIf);
+    t.deepEqual(now.progs.filter((p) => !p.startsWith('xdp_dispatcher')), ['tcpreset_xdp@5', 'xdpfilt_alw_all@10'], now.text);
+    t.regex(now.text, new RegExp(`tcpreset_xdp\\s+${String(second.progId)}\\s`), 'the entry is the new daemon\'s');
+    await killOne(ctx, 'AFTER', 'after a restart');
+  } else {
+    t.not(await xdpProgId(ns, sniffIf), null);
+    await ctx.daemon.stop('SIGKILL');
+    t.is(await xdpProgId(ns, sniffIf), null, 'the bpf_link died with the process');
   }
   xdpTool(ns, bpffs, ['xdp-filter', 'unload', '--all']);
 });

@@ -712,7 +712,7 @@ ptest('xdp-filter (xdp-tools) on the sniff port: the create fails with 69 naming
   const create = () => cliSync(['e1', '-i', 'sniff0', '-o', 'reset0', '-h', '198.51.100.40', '-d', '30', '--socket', d.socket]);
   const r = await create();
   t.is(r.status, 69, r.stderr);
-  t.regex(r.stderr, /^tcpreset: the daemon cannot enforce the job: attach XDP in native mode \(sniff0 already has XDP program "(xdp_dispatcher|xdpfilt_\w+)" \(id \d+[^)]*\); tcpreset needs the XDP hook of its sniff interface to itself: remove that program \((xdp-loader unload sniff0 --all|ip link set dev sniff0 xdp off)\) or mirror to another port\) on sniff0 failed: Device or resource busy \(errno 16\)/);
+  t.regex(r.stderr, /^tcpreset: the daemon cannot enforce the job: attach XDP in native mode \(sniff0 already has XDP program "(xdp_dispatcher|xdpfilt_\w+)" \(id \d+[^)]*\); tcpreset needs the XDP hook of its sniff interface to itself: remove that program \((xdp-loader unload sniff0 --all|ip link set dev sniff0 xdp off)\) or mirror to another port(, or set xdpAttach "libxdp" in the configuration to join the dispatcher)?\) on sniff0 failed: Device or resource busy \(errno 16\)/);
   const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
   t.is(st.dataPlaneFault?.step, 'enforce');
   // Positive control: with the hook free the same create works.

@@ -416,7 +416,11 @@ export class BpfObject {
           return { refused: `libxdp could not use the program (${X.errText(x, perr)})` };
         }
         const xmode = m === 'native' ? X.XDP_MODE_NATIVE : X.XDP_MODE_SKB;
-        const attached = X.withLibxdpLines(() => x.xdp_program__attach(prog, ifindex, xmode, 0));
+        const copyProg = p;
+        const held0 = prog;
+        const attached = X.withLibxdpLines(() =>
+          X.withoutLeakedProgFds(() => x.xdp_program__attach(held0, ifindex, xmode, 0), () => [x.xdp_program__fd(held0), L.bpf_program__fd(copyProg)]),
+        );
         const ret = attached.result;
         said = attached.lines;
         if (ret < 0) {
@@ -429,7 +433,7 @@ export class BpfObject {
         if (!after || after.legacy || !after.programs.some((q) => q.id === id)) {
           // libxdp fell back to attaching the program alone (old kernel, no freplace): that is
           // the exclusive attach without its bpf_link, so undo it and make the link instead.
-          x.xdp_program__detach(prog, ifindex, xmode, 0);
+          X.withoutLeakedProgFds(() => x.xdp_program__detach(held0, ifindex, xmode, 0), () => [x.xdp_program__fd(held0), L.bpf_program__fd(copyProg)]);
           // The kernel does not change under a running daemon: do not load and verify the copy again.
           dispatcherRefused = `libxdp cannot build its dispatcher on this kernel (${said.join('; ') || 'it attached the program alone'})`;
           return { refused: dispatcherRefused };
@@ -443,7 +447,7 @@ export class BpfObject {
             // someone may have unloaded everything (xdp-loader unload --all).
             const now = X.multiprogOn(x, ifindex);
             if (now && !now.legacy && now.programs.some((q) => q.id === id)) {
-              const dret = x.xdp_program__detach(held, ifindex, xmode, 0);
+              const dret = X.withoutLeakedProgFds(() => x.xdp_program__detach(held, ifindex, xmode, 0), () => [x.xdp_program__fd(held), L.bpf_program__fd(copyProg)]);
               if (dret < 0) this.onLibxdpNote?.('warn', 'XDP detach from libxdp\'s dispatcher failed', { ifname, progId: id, error: X.errText(x, dret) });
             } else {
               this.unpinGone(ifindex, id);
@@ -519,7 +523,7 @@ export class BpfObject {
       closeFd(fd);
       if (X.ptrError(x, prog) !== 0) continue;
       try {
-        const ret = x.xdp_program__detach(prog, ifindex, mp.mode, 0);
+        const ret = X.withoutLeakedProgFds(() => x.xdp_program__detach(prog, ifindex, mp.mode, 0), () => [x.xdp_program__fd(prog)]);
         this.onLibxdpNote?.(ret < 0 ? 'warn' : 'info', ret < 0 ? 'could not take out a stale tcpreset program from libxdp\'s dispatcher' : 'took out a stale tcpreset program (of a daemon that did not stop) from libxdp\'s dispatcher', { ifname, progId: p.id, ...(ret < 0 ? { error: X.errText(x, ret) } : {}) });
       } finally {
         x.xdp_program__close(prog);
@@ -613,7 +617,8 @@ function heldProgIds(): Set<number> {
   const ids = new Set<number>();
   let pids: string[];
   try {
-    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+    // Not this process: it holds no entry on a port it is attaching to (one attachment per interface).
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid);
   } catch {
     return ids;
   }
@@ -647,5 +652,6 @@ function xdpHolder(ifindex: number, ifname: string, refused?: string): string {
   const which = p === null ? 'an XDP program' : `XDP program "${p.name || '?'}" (id ${p.id}${p.name === 'xdp_dispatcher' ? ", libxdp's dispatcher: xdp-filter, xdp-loader or bpfman" : ''})`;
   const undo = p?.name === 'xdp_dispatcher' ? `xdp-loader unload ${ifname} --all` : `ip link set dev ${ifname} xdp off`;
   const why = refused ? `; tcpreset could not join it through libxdp: ${refused}` : '';
-  return `${ifname} already has ${which}${why}; tcpreset needs the XDP hook of its sniff interface to itself: remove that program (${undo}) or mirror to another port`;
+  const hint = p?.name === 'xdp_dispatcher' && refused === undefined ? ', or set xdpAttach "libxdp" in the configuration to join the dispatcher' : '';
+  return `${ifname} already has ${which}${why}; tcpreset needs the XDP hook of its sniff interface to itself: remove that program (${undo}) or mirror to another port${hint}`;
 }

@@ -15,6 +15,8 @@
  * is checked with libxdp_get_error().
  */
 import koffi from 'koffi';
+import { readdirSync, readFileSync } from 'node:fs';
+import { close as closeFd } from './libc.js';
 import { vformat } from './libc.js';
 // Declares the opaque bpf_object type the prototypes below name.
 import './libbpf.js';
@@ -35,6 +37,7 @@ export interface Libxdp {
   xdp_program__detach(prog: XdpProgramPtr, ifindex: number, mode: number, flags: number): number;
   xdp_program__close(prog: XdpProgramPtr): void;
   xdp_program__id(prog: XdpProgramPtr): number;
+  xdp_program__fd(prog: XdpProgramPtr): number;
   xdp_program__name(prog: XdpProgramPtr): string | null;
   xdp_program__run_prio(prog: XdpProgramPtr): number;
   xdp_program__chain_call_enabled(prog: XdpProgramPtr, action: number): boolean;
@@ -64,6 +67,7 @@ export function libxdp(): { lib: Libxdp } | { error: string } {
       xdp_program__detach: so.func('int xdp_program__detach(xdp_program *prog, int ifindex, int mode, unsigned int flags)'),
       xdp_program__close: so.func('void xdp_program__close(xdp_program *prog)'),
       xdp_program__id: so.func('uint32_t xdp_program__id(const xdp_program *prog)'),
+      xdp_program__fd: so.func('int xdp_program__fd(const xdp_program *prog)'),
       xdp_program__name: so.func('const char *xdp_program__name(const xdp_program *prog)'),
       xdp_program__run_prio: so.func('unsigned int xdp_program__run_prio(const xdp_program *prog)'),
       xdp_program__chain_call_enabled: so.func('bool xdp_program__chain_call_enabled(const xdp_program *prog, int action)'),
@@ -108,6 +112,10 @@ export interface MultiprogView {
 }
 
 export function multiprogOn(x: Libxdp, ifindex: number): MultiprogView | null {
+  return withoutLeakedProgFds(() => readMultiprog(x, ifindex), () => []);
+}
+
+function readMultiprog(x: Libxdp, ifindex: number): MultiprogView | null {
   const mp = x.xdp_multiprog__get_from_ifindex(ifindex);
   if (ptrError(x, mp) !== 0) return null;
   try {
@@ -170,4 +178,38 @@ export function withLibxdpLines<T>(fn: () => T): { result: T; lines: string[] } 
   } finally {
     capture = prev;
   }
+}
+
+function openFds(): Set<number> {
+  return new Set(readdirSync('/proc/self/fd').map(Number));
+}
+
+/**
+ * Run a libxdp call and close the program fds it left open. libxdp 1.3.1's
+ * xdp_program__from_pin keeps the fd it got from bpf_obj_get after
+ * xdp_program__from_fd has duplicated it (fixed upstream later: "duplicated
+ * fd already in prog, close original"), and every reading of a dispatcher
+ * (xdp_multiprog__get_from_ifindex, also inside attach and detach) goes
+ * through it: in a daemon each attach or detach would leak one fd per
+ * program on the port, and with it keep that program (xdp-filter's too)
+ * loaded after it is unloaded. New fds of a BPF program (fdinfo "prog_id:")
+ * that are not in keep() are closed; this process opens no others meanwhile
+ * (libbpf and libxdp run on the main thread only).
+ */
+export function withoutLeakedProgFds<T>(fn: () => T, keep: (result: T) => number[]): T {
+  const before = openFds();
+  const result = fn();
+  const kept = new Set(keep(result));
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (before.has(fd) || kept.has(fd)) continue;
+    let info: string;
+    try {
+      info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // the directory's own fd, closed meanwhile
+    }
+    if (/^prog_id:/m.test(info) && !/^link_id:/m.test(info)) closeFd(fd);
+  }
+  return result;
 }

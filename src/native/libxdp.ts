@@ -15,7 +15,7 @@
  * is checked with libxdp_get_error().
  */
 import koffi from 'koffi';
-import { readdirSync, readFileSync } from 'node:fs';
+import { fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { close as closeFd } from './libc.js';
 import { vformat } from './libc.js';
 // Declares the opaque bpf_object type the prototypes below name.
@@ -180,8 +180,18 @@ export function withLibxdpLines<T>(fn: () => T): { result: T; lines: string[] } 
   }
 }
 
+/** Open fds, less the one readdir had on /proc/self/fd itself (closed again; the next open reuses its number). */
 function openFds(): Set<number> {
-  return new Set(readdirSync('/proc/self/fd').map(Number));
+  return new Set(
+    readdirSync('/proc/self/fd').map(Number).filter((fd) => {
+      try {
+        fstatSync(fd);
+        return true;
+      } catch {
+        return false;
+      }
+    }),
+  );
 }
 
 /**

@@ -67,13 +67,14 @@ async function execute(plan: Plan, stdout: Writable, stderr: Writable): Promise<
     throw new TcpresetError(res.error.code as ErrorCode, res.error.message, { details: res.error.details ?? {} });
   }
   const result = res.result as Record<string, unknown>;
-  // create --wait: sessions reset at creation but not confirmed dead in time. The job stands.
+  // create --wait: sessions reset at creation but not confirmed dead in time. The job stands and the
+  // command succeeded (issue 9: exit 0, a warning); --json's flows.unverified is what a playbook tests.
   const unverified = (result.flows as { unverified?: unknown } | undefined)?.unverified;
   const unconfirmed = plan.command === 'create' && Array.isArray(unverified) && unverified.length > 0 ? unverified.map(String) : null;
   const warnUnconfirmed = (): number => {
     if (!unconfirmed) return EXIT.OK;
     stderr.write(`tcpreset: warning: ${unconfirmed.length} session${unconfirmed.length === 1 ? '' : 's'} reset but not confirmed dead in time: ${unconfirmed.join(', ')}\n`);
-    return EXIT.TEMPFAIL;
+    return EXIT.OK;
   };
   if (plan.json) {
     stdout.write(`${JSON.stringify(client === undefined ? result : { ...result, client })}\n`);

@@ -65,7 +65,7 @@ export const COMMANDS: CommandSpec[] = [
     details: [
       'For SECONDS, every TCP packet seen on SNIFF_IF that involves HOST (with -p, only traffic between HOST and remote port DSTPORT) triggers RSTs to both endpoints, sent out of RESET_IF. Running the same command again (same ENGID, SNIFF_IF, HOST, DSTPORT) extends the job to the later end time.',
       'The word "create" is needed only when ENGID is a subcommand name: tcpreset create list -i ...',
-      `With --wait, the command reports what became of the sessions of HOST the daemon remembered (tcpresetd --watch) and reset at creation: "3 sessions of 10.0.0.5 reset, 3 confirmed dead". A session is confirmed dead when each end answered the out-of-window ACK probe sent after the RSTs with a RST carrying the probe's acknowledgment number, the answer of a socket that no longer exists (RFC 793 section 3.4); a live socket answers it with an ACK. Sessions not confirmed within SECONDS (above 0, fractions allowed) are named on stderr, the job stands, and the exit status is ${EXIT.TEMPFAIL} (EX_TEMPFAIL).`,
+      `With --wait, the command reports what became of the sessions of HOST the daemon remembered (tcpresetd --watch) and reset at creation: "3 sessions of 10.0.0.5 reset, 3 confirmed dead". A session is confirmed dead when each end answered the out-of-window ACK probe sent after the RSTs with a RST carrying the probe's acknowledgment number, the answer of a socket that no longer exists (RFC 793 section 3.4); a live socket answers it with an ACK. Sessions not confirmed within SECONDS (above 0, fractions allowed) are named on stderr as a warning; the job stands and the exit status is 0 (--json: flows.unverified lists them).`,
     ],
     opts: [
       { ...SNIFF, desc: `${SNIFF.desc} (required)` },
@@ -147,7 +147,7 @@ export const EXIT_ROWS: Array<[string, string]> = [
   [String(EXIT.DATAERR), 'a value is wrong: address, port, duration, interface missing or down, protected host, no such job (EX_DATAERR)'],
   [String(EXIT.UNAVAILABLE), 'the daemon is not reachable, the job limit is reached, or the daemon cannot run its data plane (its problem: see its log) (EX_UNAVAILABLE)'],
   [String(EXIT.SOFTWARE), 'internal error, in this command or the daemon (EX_SOFTWARE)'],
-  [String(EXIT.TEMPFAIL), 'no answer in time, or the daemon is busy: try again; with create --wait, a session reset at creation was not confirmed dead in time (the job stands; the sessions are named on stderr) (EX_TEMPFAIL)'],
+  [String(EXIT.TEMPFAIL), 'no answer in time, or the daemon is busy: try again (EX_TEMPFAIL)'],
   [String(EXIT.NOPERM), 'permission denied on the control socket (EX_NOPERM)'],
 ];
 

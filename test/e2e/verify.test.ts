@@ -7,7 +7,7 @@
  * gone sends: RFC 793 §3.4, tcp_v4_send_reset). Positive control: a server
  * whose namespace drops every incoming RST (a tc program of the lab object on its eth0 ingress)
  * keeps its socket, answers the probe with a duplicate ACK, so the flow is
- * never verified: --wait names it on stderr and exits 75 (EX_TEMPFAIL).
+ * never verified: --wait names it on stderr as a warning and exits 0 (the job stands).
  */
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -89,7 +89,7 @@ ptest.serial('--wait: 3 idle sessions are reset at creation and all 3 confirmed 
   t.like(status.sweep, { known: 3, verified: 3 });
 });
 
-ptest.serial('--wait --json: a server that drops every RST keeps its socket, so its flow is never confirmed: exit 75, the flow named on stderr, flows.verified 0', async (t) => {
+ptest.serial('--wait --json: a server that drops every RST keeps its socket, so its flow is never confirmed: exit 0 with a warning naming the flow on stderr, flows.verified 0', async (t) => {
   const ctx = await setup(t);
   const { lab, daemon, server } = ctx;
   const s = await idleSession(ctx);
@@ -99,7 +99,7 @@ ptest.serial('--wait --json: a server that drops every RST keeps its socket, so 
   await sleep(1000);
   const host = lab.hosts.client.v4;
   const r = await cli(ctx, ['ENG-WAIT', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30', '--wait', '1.5', '--json']);
-  t.is(r.code, 75, r.stderr);
+  t.is(r.code, 0, r.stderr);
   const flow = `${host}:${s.lport}-${lab.hosts.server.v4}:${PORT}`;
   const out = JSON.parse(r.stdout) as { flows: unknown };
   t.deepEqual(out.flows, { known: 1, reset: 1, verified: 0, unverified: [flow] });

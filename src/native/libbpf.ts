@@ -288,6 +288,9 @@ export function failure(step: string, ret: number | undefined, target?: string, 
   return new NativeError(step, errno, errnoText(errno), target);
 }
 
+/** libbpf lines that are expected and say nothing wrong. */
+const BENIGN = /skipping unrecognized data section\(\d+\) \.xdp_run_config/;
+
 let silentFn: unknown = null;
 let defaultFn: unknown;
 let sinkFn: unknown = null;
@@ -312,7 +315,12 @@ export function setLibbpfSink(fn: (level: LibbpfLevel, line: string) => void): v
       const lvl = LEVELS[level] ?? 'debug';
       if (lvl === 'debug' || sink === null) return 0;
       try {
-        for (const line of vformat(fmt, ap).split('\n')) if (line.trim() !== '') sink(lvl, line.trimEnd());
+        for (const line of vformat(fmt, ap).split('\n')) {
+          // libxdp's run configuration (bpf/tcpreset.bpf.c) is a section libbpf does not know and
+          // says so at warning level on every load: expected, not worth an operator's attention.
+          if (line.trim() === '' || BENIGN.test(line)) continue;
+          sink(lvl, line.trimEnd());
+        }
       } catch {
         // a logging hook must never throw into libbpf
       }

@@ -107,3 +107,22 @@ int drop_rst(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	return th->rst ? TC_ACT_SHOT : TC_ACT_OK;
 }
+
+/*
+ * [lab] An endpoint that takes no TCP at all (a positive control for
+ * verification): on its ingress, drops every IPv4 TCP segment, so its socket
+ * neither dies of our RSTs nor answers our probes.
+ *   tc filter add dev eth0 ingress bpf da obj build/lab_vlan.bpf.o sec tc/drop_tcp
+ */
+SEC("tc/drop_tcp")
+int drop_tcp(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_TCP)
+		return TC_ACT_OK;
+	return TC_ACT_SHOT;
+}

@@ -386,6 +386,8 @@ ptest('findSlots/match/rstSeq: the sweep reads slots without decoding; match re-
   // The peer answers with a RST (seq 7777): that end's last segment; the connection is closed from now.
   run(l, { src: P4, dst: H4, sport: 443, dport: 40001, seq: 7777, ack: 0, flags: F.RST });
   t.is(l.view.rstSeq(m.slot, key, peerEnd), 7777);
+  t.is(l.view.rstSeq(m.slot, key, peerEnd, F.mac(SMAC)), 7777, 'from another MAC than ours: its answer');
+  t.is(l.view.rstSeq(m.slot, key, peerEnd, F.mac(F.DEFAULT_SMAC)), null, 'from our MAC (the reset interface\'s): a RST we sent, not its answer');
   t.is(l.view.rstSeq(m.slot, key, hostEnd), null, 'the other end sent no RST');
   const other = C.encodeFlowKey({ ...m.key, portB: m.key.portB + 1, portA: m.key.portA });
   t.is(l.view.rstSeq(m.slot, { bytes: other, hash: C.fmHash(other) }, peerEnd), null, 'another connection\'s key: nothing');

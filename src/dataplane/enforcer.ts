@@ -91,6 +91,13 @@ interface Verification {
   /** When the sweep sent its last packet; null while it is still sending. */
   sentAt: number | null;
   senderKey: string;
+  /**
+   * The reset interface's MAC: a RST seen from it is one we sent, not an
+   * end's answer. Where the mirror sees both ends, the event path answers
+   * the copy of our probe to one end with a RST "from" the other end whose
+   * seq is exactly that end's expected answer (the probe's ack).
+   */
+  ours: Uint8Array | null;
   waiters: Array<() => void>;
 }
 
@@ -477,7 +484,7 @@ export class Enforcer extends EventEmitter {
       const query: FlowQuery = { ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port };
       // Nothing ever remembered (no watched interface, first job): no scan of the whole table.
       const slots = this.counters().fmNew === 0n ? [] : this.flowMemory.findSlots(query);
-      const v = this.startVerification(target, slots.length, t0);
+      const v = this.startVerification(target, slots.length, t0, ref.sockets.mac);
       run = { target, why, t0, query, slots, next: 0, flows: 0, rsts: 0, probes: 0, turns: 0, immediate: null, v, sender: null, sockets: null, counted: { sent: 0, errors: 0 } };
       this.sweeps.set(id, run);
       this.sweepTurn(run);
@@ -734,12 +741,14 @@ export class Enforcer extends EventEmitter {
   }
 
   /** A sweep's outcome, watched as its connections are sent (an extend's sweep replaces the create's). */
-  private startVerification(target: Target, known: number, t0: number): Verification {
+  private startVerification(target: Target, known: number, t0: number, ours: Uint8Array | null): Verification {
     const id = target.info.id;
     this.settle(id, 'superseded');
     const v: Verification = {
       outcome: { targetId: id, label: target.info.label, known, reset: known, verified: 0, unverified: [], settled: false, ms: 0 },
       open: [], cursor: 0, unprobed: [], startedAt: t0, sentAt: null, senderKey: target.senderKey, waiters: [],
+      // An all-zero MAC (no Ethernet) tells nothing apart.
+      ours: ours && ours.some((x) => x !== 0) ? ours : null,
     };
     this.verifications.set(id, v);
     this.unsettled.add(id);
@@ -805,7 +814,7 @@ export class Enforcer extends EventEmitter {
         const f = v.open[v.cursor]!;
         for (const end of [0, 1] as const) {
           // Sticky: a later segment (the peer's RST drawing another) may overwrite the answer.
-          if (!f.dead[end] && f.answerSeq[end] !== null && this.flowMemory.rstSeq(f.slot, f.key, end) === f.answerSeq[end]) f.dead[end] = true;
+          if (!f.dead[end] && f.answerSeq[end] !== null && this.flowMemory.rstSeq(f.slot, f.key, end, v.ours ?? undefined) === f.answerSeq[end]) f.dead[end] = true;
         }
         if (f.dead[0] && f.dead[1]) {
           o.verified++;

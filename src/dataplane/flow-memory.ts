@@ -140,11 +140,13 @@ export class FlowMemoryView {
 
   /**
    * The seq of the RST that end `end` (0 = A, 1 = B) of the connection with
-   * raw key `key` (encodeFlowKey, and its fmHash) last sent, or null: the slot holds another connection, that
-   * end's last segment is not a RST, or it is torn. A few bytes read, nothing
-   * decoded: the sweep's verification asks this for every watched end.
+   * raw key `key` (encodeFlowKey, and its fmHash) last sent, or null: the
+   * slot holds another connection, that end's last segment is not a RST, it
+   * is torn, or it came from the MAC `notFrom` (ours: the reset interface's,
+   * so a RST we forged "from" that end, not its answer). A few bytes read,
+   * nothing decoded: the sweep's verification asks this for every watched end.
    */
-  rstSeq(slot: number, key: { bytes: Uint8Array; hash: number }, end: 0 | 1): number | null {
+  rstSeq(slot: number, key: { bytes: Uint8Array; hash: number }, end: 0 | 1, notFrom?: Uint8Array): number | null {
     this.check();
     const off = slot * ENTRY;
     const b = this.bytes;
@@ -152,6 +154,7 @@ export class FlowMemoryView {
     const d = off + DIR + end * DIR_SIZE;
     if (!(b[d + D.tcp_flags] & TCP_RST)) return null;
     if (this.dv.getUint32(d + D.key_hash, true) !== key.hash) return null;
+    if (notFrom && sameBytes(b, d + D.smac, notFrom)) return null;
     return this.dv.getUint32(d + D.seq, true);
   }
 

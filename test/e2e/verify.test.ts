@@ -46,8 +46,8 @@ async function idleSession(ctx: Ctx): Promise<{ client: Peer; serverConn: string
   return { client, serverConn: acc.conn!, lport: c.lport as number };
 }
 
-async function setup(t: ExecutionContext): Promise<Ctx> {
-  const lab = await createLab();
+async function setup(t: ExecutionContext, labOpts: Parameters<typeof createLab>[0] = {}): Promise<Ctx> {
+  const lab = await createLab(labOpts);
   t.teardown(() => lab.destroy());
   const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
   t.teardown(async () => void (await daemon.stop()));
@@ -114,4 +114,23 @@ ptest.serial('--wait --json: a server that drops every RST keeps its socket, so 
   const job = (JSON.parse((await cli(ctx, ['list', '--json'])).stdout) as { jobs: { counters: Record<string, unknown> }[] }).jobs[0]!;
   t.is(job.counters.known, 1);
   t.is(job.counters.verified, undefined, 'none verified: the counter is absent');
+});
+
+ptest.serial('--wait, the mirror seeing both ends: a client that takes no TCP at all keeps its socket and never answers; what we send toward the server (and the event path\'s answers to the copies of our probes) must not pass for its answer: flows.verified 0, a warning naming the flow', async (t) => {
+  const ctx = await setup(t, { mirrorServer: true });
+  const { lab } = ctx;
+  const s = await idleSession(ctx);
+  await run(nsArgv(lab.ns.client, ['tc', 'qdisc', 'add', 'dev', 'eth0', 'clsact']));
+  await run(nsArgv(lab.ns.client, ['tc', 'filter', 'add', 'dev', 'eth0', 'ingress', 'bpf', 'da', 'obj', defaultVlanObjectPath(), 'sec', 'tc/drop_tcp']));
+  await sleep(1000);
+  const host = lab.hosts.client.v4;
+  const r = await cli(ctx, ['ENG-WAIT', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-d', '30', '--wait', '1.5', '--json']);
+  const flow = `${host}:${s.lport}-${lab.hosts.server.v4}:${PORT}`;
+  t.deepEqual((JSON.parse(r.stdout) as { flows: unknown }).flows, { known: 1, reset: 1, verified: 0, unverified: [flow] }, r.stderr);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stderr, `tcpreset: warning: 1 session reset but not confirmed dead in time: ${flow}\n`);
+  const sv = await ctx.server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 3000, 'server reset');
+  t.is(sv.code, 'ECONNRESET', 'positive control: the server end, which takes RSTs, is reset');
+  await sleep(300);
+  t.is(s.client.errorOf('c'), undefined, 'the client end, which takes nothing, is still open');
 });

@@ -67,6 +67,12 @@ export interface LabOptions {
   routedServer?: boolean;
   /** Deliver the mirror copies inside VXLAN (a kernel vxlan device) to this UDP port (4789 is the IANA one). */
   tunnelMirror?: { kind: 'vxlan'; port?: number };
+  /**
+   * Mirror the server's port too (a SPAN of both ends, or of an uplink):
+   * then what the sensor sends toward the server also crosses the mirror.
+   * Default: the client's and the bystander's ports only.
+   */
+  mirrorServer?: boolean;
 }
 
 export interface LabHost {
@@ -255,9 +261,9 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       mirrorDev = tunnel.device;
     }
 
-    // The mirror: both directions of the client's and the bystander's ports.
+    // The mirror: both directions of the client's and the bystander's ports (and the server's, with mirrorServer).
     const tcBatch: string[] = [];
-    for (const port of [sw.ports.client, sw.ports.bystander]) {
+    for (const port of [sw.ports.client, sw.ports.bystander, ...(opts.mirrorServer ? [sw.ports.server] : [])]) {
       tcBatch.push(`qdisc add dev ${port} clsact`);
       for (const dir of ['ingress', 'egress']) {
         tcBatch.push(`filter add dev ${port} ${dir} protocol all u32 match u32 0 0 action mirred egress mirror dev ${mirrorDev}`);

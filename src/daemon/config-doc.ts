@@ -102,7 +102,7 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     type: 'integer',
     range: [0, 99],
     summary: 'SCHED_FIFO priority of the threads that answer segments (0 = off, nice only)',
-    text: 'Real-time (SCHED_FIFO) priority of the event threads: a woken thread runs at once, ahead of the IDS and every normal task on its CPU. Measured on a loaded 2-vCPU machine (make bench-split): from the wake-up to the thread on a CPU 110-124 µs at nice -10, 11-15 µs at FIFO; earlier, first-RST p90 3.6 ms -> 0.9 ms. A thread that a flood keeps busy for 2 ms goes back to SCHED_OTHER at eventNice until it next sleeps (counted as ring.fifoDemotions in status), so a flood cannot keep ksoftirqd off its CPU. Needs CAP_SYS_NICE or RLIMIT_RTPRIO (the unit sets LimitRTPRIO=10); where refused, a warning and eventNice apply. Not applied when eventThreads is not below the CPU count. 0 turns it off.',
+    text: 'Real-time (SCHED_FIFO) priority of the event threads: a woken thread runs at once, ahead of the IDS and every normal task on its CPU. Measured on a loaded 2-vCPU machine (make bench-split): from the wake-up to the thread on a CPU 110-124 µs at nice -10, 11-15 µs at FIFO; earlier, first-RST p90 3.6 ms -> 0.9 ms. A thread that a flood keeps busy for 2 ms goes back to SCHED_OTHER at eventNice until it next sleeps (counted as ring.fifoDemotions in status), so a flood cannot keep ksoftirqd off its CPU. Needs CAP_SYS_NICE or RLIMIT_RTPRIO (the unit sets LimitRTPRIO=10) and a real-time budget in the cgroup of the daemon; where refused, eventNice applies and an info line says why. Not applied when eventThreads is not below the CPU count. 0 turns it off.',
   },
   eventKeepWarmMs: {
     type: 'integer',

@@ -199,6 +199,9 @@ export class Enforcer extends EventEmitter {
     }
     this.events = new EventPool({
       ringFds, ringBytes: RINGBUF_BYTES, spinUs: opts.eventSpinUs, keepWarmMs: opts.eventKeepWarmMs, nice, rtPriority,
+      // SCHED_FIFO is the default, and running at eventNice where it is refused is the documented
+      // fallback (e.g. a cgroup with no real-time budget): said at info; a refused nice is a warning.
+      onFifoError: (message) => log.info({ eventRtPriority: rtPriority, nice, error: message }, 'event thread not made SCHED_FIFO: it runs at eventNice'),
       onNiceError: (message) => log.warn({ nice, error: message }, 'event thread priority not raised (needs CAP_SYS_NICE, or systemd LimitRTPRIO=/LimitNICE=): first responses may wait behind other work on a loaded sensor'),
       onReport: (r, thread) => this.onReport(r, thread),
       onCrash: (err, restarts, thread) => this.log.error({ err, restarts, thread }, 'event thread died: restarted, enforcement resumed'),

@@ -26,6 +26,8 @@ export interface EventPathOptions {
   rtPriority?: number;
   /** The thread's priority could not be set (once per start). */
   onNiceError?: (message: string) => void;
+  /** SCHED_FIFO was refused (once per start); the thread runs at `nice`. */
+  onFifoError?: (message: string) => void;
   onReport: (r: EventReport) => void;
   /** The thread died (an exception or exit): it is restarted; this tells the owner. */
   onCrash: (err: Error, restarts: number) => void;
@@ -122,6 +124,7 @@ export class EventPath {
     worker.on('message', (r: EventReport) => {
       if (r.type === 'ready') {
         if (r.niceError) this.o.onNiceError?.(r.niceError);
+        if (r.fifoError) this.o.onFifoError?.(r.fifoError);
         this.readySince = Date.now();
         return resolveReady();
       }

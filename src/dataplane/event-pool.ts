@@ -20,6 +20,7 @@ export interface EventPoolOptions {
   nice?: number | null;
   rtPriority?: number;
   onNiceError?: (message: string) => void;
+  onFifoError?: (message: string) => void;
   onReport: (r: EventReport, thread: number) => void;
   onCrash: (err: Error, restarts: number, thread: number) => void;
 }
@@ -29,12 +30,17 @@ export class EventPool {
 
   constructor(o: EventPoolOptions) {
     let niceWarned = false;
+    let fifoTold = false;
     this.paths = o.ringFds.map((ringFd, i) => new EventPath({
       ringFd, ringBytes: o.ringBytes, spinUs: o.spinUs, keepWarmMs: o.keepWarmMs, nice: o.nice, rtPriority: o.rtPriority,
       // The same cause for every thread: say it once.
       onNiceError: (m) => {
         if (!niceWarned) o.onNiceError?.(m);
         niceWarned = true;
+      },
+      onFifoError: (m) => {
+        if (!fifoTold) o.onFifoError?.(m);
+        fifoTold = true;
       },
       onReport: (r) => o.onReport(r, i),
       onCrash: (err, restarts) => o.onCrash(err, restarts, i),

@@ -51,7 +51,8 @@ export interface SenderReport {
 
 export type EventReport =
   /** Waiting on the ring. `niceError`: the priority could not be set (the thread runs at the inherited one). */
-  | { type: 'ready'; niceError?: string }
+  /** `fifoError`: SCHED_FIFO was refused (the thread runs at its nice value). */
+  | { type: 'ready'; niceError?: string; fifoError?: string }
   | { type: 'released'; key: string }
   /** RSTs to `dst` cannot leave `ifname` (reason), or can again (null): see delivery.ts. */
   | { type: 'delivery'; ifname: string; dst: string; reason: string | null }

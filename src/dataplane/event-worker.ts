@@ -388,12 +388,13 @@ if (data.nice !== null) {
   }
 }
 let fifoSet = false;
+let fifoError: string | undefined;
 if (data.rtPriority > 0) {
   try {
     setThreadFifo(data.rtPriority);
     fifoSet = true;
   } catch (err) {
-    niceError = `${niceError ? niceError + '; ' : ''}${(err as Error).message}`;
+    fifoError = (err as Error).message;
   }
 }
 const thread = new EventThread(data, port);
@@ -405,6 +406,6 @@ try {
   // A warm-up that fails costs speed, not correctness: the real path handles its own errors.
   niceError = `${niceError ? niceError + '; ' : ''}warm-up failed: ${(err as Error).message}`;
 }
-parentPort!.postMessage({ type: 'ready', ...(niceError ? { niceError } : {}) } satisfies EventReport);
+parentPort!.postMessage({ type: 'ready', ...(niceError ? { niceError } : {}), ...(fifoError ? { fifoError } : {}) } satisfies EventReport);
 thread.run();
 port.close();

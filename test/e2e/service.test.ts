@@ -271,6 +271,7 @@ ptest.serial('after kill -9 and a restart, the restored job kills the first new 
     t.is(first.through, 0, `restart ${i + 1}: the first connection carried no byte (${first.outcomes})`);
     t.is(first.serverRx, 0);
     const reset = await d.waitLog((l) => l.msg === 'flow reset', 3000, `restart ${i + 1}: the restored job resets the first connection`);
+    t.log(`restart ${i + 1}: first RSTs sent ${reset.firstLatencyUs} µs after XDP saw the SYN`);
     t.is((reset.flow as { dport?: number; sport?: number }).dport === ECHO_PORT || (reset.flow as { sport?: number }).sport === ECHO_PORT, true);
   }
 });

@@ -76,7 +76,7 @@ export const COMMANDS: CommandSpec[] = [
       { long: '--l2', key: 'l2', desc: 'inject Ethernet frames instead of routed packets' },
       {
         long: '--wait', key: 'wait', arg: 'SECONDS',
-        desc: `answer once the sessions reset at creation are confirmed dead, or after SECONDS (at most ${MAX_WAIT_S}); unconfirmed ones are named on stderr, exit status ${EXIT.TEMPFAIL}`,
+        desc: `answer once the sessions reset at creation are confirmed dead, or after SECONDS (at most ${MAX_WAIT_S}); unconfirmed ones are named on stderr as a warning (exit status 0)`,
       },
     ],
   },

@@ -15,7 +15,9 @@
  * After a drain that found records the thread keeps polling the ring for
  * `spinUs` before it sleeps: the segments that follow a SYN (the ACK, the
  * request) come within a round trip, and a thread that went back to sleep
- * pays the wake-up again (~20-100 µs on 2 vCPUs) for each.
+ * pays the wake-up again (~20-100 µs on 2 vCPUs) for each. Only at
+ * SCHED_OTHER: at SCHED_FIFO the wake-up is ~11 µs, and spinning would hold
+ * the CPU from whatever produces the segments.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { ENCAP_F_NO_L2, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
@@ -157,7 +159,9 @@ class EventThread {
       }
       // Consumed discarded records only: a commit meanwhile sent no wake-up, look again.
       if (this.ring.lastDrainAdvanced) continue;
-      if (spinNs > 0n && process.hrtime.bigint() - lastActive < spinNs) continue;
+      // No spin at SCHED_FIFO: its wake-up is ~11 µs, and a FIFO thread spinning after every record
+      // holds its CPU from the tasks that produce them (a local flood fell to ~8k packets/s in CI).
+      if (spinNs > 0n && !this.fifo && process.hrtime.bigint() - lastActive < spinNs) continue;
       this.report();
       // About to sleep: the flood (if any) is over, so the next segment is answered at FIFO again.
       if (wantFifo && !this.fifo) this.setFifo(true);

@@ -153,7 +153,10 @@ function render(v: unknown, depth: number, out: { s: string }, max: number): voi
     out.s += '}';
   } else if (typeof v === 'string') {
     out.s += JSON.stringify(v.slice(0, max));
-  } else if (typeof v === 'number' || typeof v === 'boolean' || v === null) {
+  } else if (typeof v === 'number') {
+    // JSON would say null for Infinity (a config's 1e400) and NaN: name the value as it is.
+    out.s += Number.isFinite(v) ? JSON.stringify(v) : String(v);
+  } else if (typeof v === 'boolean' || v === null) {
     out.s += JSON.stringify(v);
   } else {
     out.s += String(v);

@@ -651,6 +651,12 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
   const c2b = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', '10.77.0.9', '-d', '10'], env);
   t.is(c2b.code, 0, c2b.stderr);
   t.regex(c2b.stdout, new RegExp(`^kept job ${id} .*\\(2[34]\\d s\\): it already ended later than asked\\n`));
+  // The network and broadcast addresses of rs0's 10.77.0.0/24 are not hosts: refused through the daemon, naming why.
+  for (const [h, what] of [['10.77.0.255', 'broadcast'], ['10.77.0.0', 'network']]) {
+    const r = await child(['ids-1', '-i', 'sn0', '-o', 'rs0', '-h', h, '-d', '60'], env);
+    t.is(r.code, 65, r.stderr);
+    t.is(r.stderr, `tcpreset: reset interface "rs0" has 10.77.0.1/24, whose ${what} address is ${h}: HOST must be one host\n`);
+  }
   const c3 = await cli(['create', 'list', '-i', 'sn0', '-o', 'rs0', '-h', '2001:db8::5', '-p', '443', '-d', '60', '--l2', '--json'], env);
   t.is(c3.code, 0, c3.stderr);
   const j3 = JSON.parse(c3.stdout) as { action: string; job: Job };

@@ -10,6 +10,7 @@ import {
   interfaceFault,
   listInterfaces,
   readInterface,
+  subnetEdgeProblem,
 } from '../src/net/ifaces.js';
 import { ptest } from './helpers/privileged.js';
 import { ownedNetnsSync } from '../testkit/lab/netns.js';
@@ -156,6 +157,7 @@ ptest('interface states in a namespace: down, lowerlayerdown veth, active, addre
     `f.interfaceFault('va', 'reset', 4)`,
     `f.checkResetInterface('va', 4, { host: '10.9.1.255' })`, // va has 10.9.1.1/24
     `f.checkResetInterface('va', 4, { host: '10.9.1.254' })`,
+    `f.checkResetInterface('va', 4, { host: '10.9.1.0' })`,
   ]);
   t.like(r[0], { ok: true, value: { name: 'va', active: true, operstate: 'up' } });
   t.like(r[1], { ok: true, value: { name: 'dm0', active: true } });
@@ -170,6 +172,7 @@ ptest('interface states in a namespace: down, lowerlayerdown veth, active, addre
   t.like(r[8], { ok: true, value: null });
   t.like(r[9], { ok: false, code: 'E_IFACE', message: 'reset interface "va" has 10.9.1.1/24, whose broadcast address is 10.9.1.255: HOST must be one host' });
   t.like(r[10], { ok: true, value: { usable: [{ address: '10.9.1.1' }] } }, 'positive control: a host of that network');
+  t.like(r[11], { ok: false, code: 'E_IFACE', message: 'reset interface "va" has 10.9.1.1/24, whose network address is 10.9.1.0: HOST must be one host' });
 
   // Link-local HOST: a link-local address on the reset interface is enough.
   ip('addr', 'add', 'fe80::99/64', 'dev', 'vb', 'nodad');
@@ -188,4 +191,14 @@ ptest('interface states in a namespace: down, lowerlayerdown veth, active, addre
   const vbAddrs = (r[2] as { value: Array<{ address: string; tentative: boolean; scope: string }> }).value;
   t.like(vbAddrs.find((a) => a.address === '2001:db8:9::2'), { tentative: true, scope: 'global' });
   t.like(vbAddrs.find((a) => a.address === 'fe80::99'), { tentative: false, scope: 'link' });
+});
+
+test('subnetEdgeProblem: the network and broadcast addresses of the interface networks up to /30 are refused; hosts, /31 and /32 ends, and other networks pass', (t) => {
+  const a = (address: string, prefixLen: number) => ({ family: 4 as const, address, prefixLen, scope: 'global' as const, tentative: false });
+  const addrs = [a('10.9.1.1', 24), a('192.0.2.9', 30), a('198.51.100.4', 31), a('203.0.113.7', 32)];
+  t.is(subnetEdgeProblem('10.9.1.255', addrs), 'has 10.9.1.1/24, whose broadcast address is 10.9.1.255: HOST must be one host');
+  t.is(subnetEdgeProblem('10.9.1.0', addrs), 'has 10.9.1.1/24, whose network address is 10.9.1.0: HOST must be one host');
+  t.is(subnetEdgeProblem('192.0.2.11', addrs), 'has 192.0.2.9/30, whose broadcast address is 192.0.2.11: HOST must be one host');
+  t.is(subnetEdgeProblem('192.0.2.8', addrs), 'has 192.0.2.9/30, whose network address is 192.0.2.8: HOST must be one host');
+  for (const ok of ['10.9.1.7', '10.9.2.255', '192.0.2.10', '198.51.100.4', '198.51.100.5', '203.0.113.7', '2001:db8::ff']) t.is(subnetEdgeProblem(ok, addrs), null, ok);
 });

@@ -340,6 +340,9 @@ test('showValue: characters a terminal acts on but JSON leaves alone (bidi overr
   t.true(err.message.includes('"ok\\u202ecod.exe\\u200b"'), err.message);
   t.is(showValue('a\u0085b\u2028c\u2066d\u{e0041}'), '"a\\u0085b\\u2028c\\u2066d\\u{e0041}"');
   t.is(showValue({ k: 'x\u202e' }), '{"k":"x\\u202e"}');
+  // Numbers JSON would turn into null (a config's 1e400 parses as Infinity) are named as they are.
+  t.is(showValue(Infinity), 'Infinity');
+  t.is(showValue({ a: NaN, b: -Infinity }), '{"a":NaN,"b":-Infinity}');
   // Positive control: letters of any script, and emoji, stay as they are.
   t.is(showValue('café Ωμέγα 東京 🙂'), '"café Ωμέγα 東京 🙂"');
 });

@@ -228,6 +228,15 @@ export async function main(argv: string[] = process.argv): Promise<void> {
       logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
       return;
     }
+    // --watch adds to the file's list on reload as at start: without it, every SIGHUP warned that "watch changed".
+    if (flags.watch) {
+      try {
+        next.config.watch = validateWatch([...next.config.watch, ...flags.watch], '--watch');
+      } catch (err) {
+        logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
+        return;
+      }
+    }
     // --log-level on the command line wins over the file, on reload as at start.
     daemon.reload(next, flags.logLevel ? undefined : (level) => void (logger.level = level));
   });

@@ -9,7 +9,7 @@ import { TcpresetError } from '../errors.js';
 import type { CreateResult, Request } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/types.js';
-import { checkResetInterface, checkSniffInterface, interfaceFault } from '../net/ifaces.js';
+import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
 import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
@@ -86,6 +86,16 @@ export class Daemon {
     const clock = opts.clock ?? systemClock;
     const protect = (this.protect = new ProtectList(opts.protectedEntries, recent(localAddresses)));
     const ifaceChecked = passedRecently();
+    const addrReaders = new Map<string, () => IfaceAddress[]>();
+    const resetAddrs = (ifname: string): IfaceAddress[] => {
+      let read = addrReaders.get(ifname);
+      if (!read) {
+        if (addrReaders.size >= 64) addrReaders.clear();
+        read = recent(() => interfaceAddresses(ifname));
+        addrReaders.set(ifname, read);
+      }
+      return read();
+    };
     this.jobs = new JobManager({
       clock,
       log: opts.log,
@@ -97,11 +107,14 @@ export class Daemon {
         protectedBy: (host) => protect.check(host),
         interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
           ifaceChecked(`sniff/${sniffIf}`, () => checkSniffInterface(sniffIf));
-          // Only a link-local IPv6 host, or an IPv4 host that could be the directed broadcast of one of
-          // the interface's networks (its two lowest bits set, as in every /30 or wider), changes the verdict.
+          // Only a link-local IPv6 host changes what the reset interface needs.
           const linkLocal = family === 6 && /^fe[89ab]/i.test(host);
-          const maybeBroadcast = family === 4 && mode === 'l3' && (Number(host.slice(host.lastIndexOf('.') + 1)) & 3) === 3;
-          ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal || maybeBroadcast ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
+          ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
+          // Per host, on the interface's addresses as recently read: its network or broadcast address is no host.
+          if (family === 4 && mode === 'l3') {
+            const edge = subnetEdgeProblem(host, resetAddrs(resetIf));
+            if (edge) throw new TcpresetError('E_IFACE', `reset interface "${resetIf}" ${edge}`, { details: { ifname: resetIf, role: 'reset', host } });
+          }
         },
       },
       onChange: (change) => this.onJobsChanged(change),

@@ -240,14 +240,29 @@ export function allLocalAddresses(): LocalAddress[] {
   return [...seen.values()];
 }
 
-/** The all-ones host part of `addr`/`prefixLen` (IPv4, 4 bytes). */
-function directedBroadcast(addr: Uint8Array, prefixLen: number): Uint8Array {
-  const out = addr.slice();
-  for (let i = 0; i < 4; i++) {
-    const hostBits = Math.min(8, Math.max(0, 32 - prefixLen - 8 * (3 - i)));
-    out[i] |= (1 << hostBits) - 1;
+/**
+ * An IPv4 HOST that is the network or the directed broadcast address of one
+ * of the reset interface's networks (`addrs`, prefixes up to /30; /31 and
+ * /32 have no such addresses, RFC 3021): the reason, else null. Both pass
+ * every address check (only the interface knows its networks); RSTs to them
+ * would go to every host of the segment, or nowhere.
+ */
+export function subnetEdgeProblem(host: string, addrs: readonly IfaceAddress[]): string | null {
+  const h = parseIp(host, 'host').bytes;
+  if (h.length !== 4) return null;
+  for (const a of addrs) {
+    if (a.family !== 4 || a.prefixLen > 30) continue;
+    const net = parseIp(a.address, 'address').bytes.slice();
+    const bcast = net.slice();
+    for (let i = 0; i < 4; i++) {
+      const hostBits = Math.min(8, Math.max(0, 32 - a.prefixLen - 8 * (3 - i)));
+      net[i] &= ~((1 << hostBits) - 1) & 0xff;
+      bcast[i] |= (1 << hostBits) - 1;
+    }
+    const what = h.every((x, i) => x === bcast[i]) ? 'broadcast' : h.every((x, i) => x === net[i]) ? 'network' : null;
+    if (what) return `has ${a.address}/${a.prefixLen}, whose ${what} address is ${host}: HOST must be one host`;
   }
-  return out;
+  return null;
 }
 
 function ifaceError(role: IfaceRole, state: IfaceState | null, name: string, problem: string, extra: object = {}): TcpresetError {
@@ -310,11 +325,8 @@ export function checkResetInterface(
   }
   const all = interfaceAddresses(name).filter((a) => a.family === family);
   if (family === 4 && opts.host !== undefined) {
-    // A subnet's directed broadcast passes the address checks (only the interface knows its networks),
-    // then every RST to it would go to all hosts of the segment, or nowhere.
-    const h = parseIp(opts.host, 'host').bytes;
-    const net = all.find((a) => a.prefixLen <= 30 && directedBroadcast(parseIp(a.address, 'address').bytes, a.prefixLen).every((x, i) => x === h[i]));
-    if (net) throw ifaceError('reset', state, name, `has ${net.address}/${net.prefixLen}, whose broadcast address is ${opts.host}: HOST must be one host`, { host: opts.host });
+    const edge = subnetEdgeProblem(opts.host, all);
+    if (edge) throw ifaceError('reset', state, name, edge, { host: opts.host });
   }
   const hostLinkLocal = family === 6 && opts.host !== undefined && v6Scope(parseIp(opts.host, 'host').bytes) === 'link';
   const usable = all.filter((a) => {

@@ -8,7 +8,7 @@
  * inet_aton's 1.2.0.3) or that names more than one host (a prefix, a zone)
  * is refused with a reason instead of being guessed at.
  */
-import { ValidationError } from '../errors.js';
+import { ValidationError, showValue } from '../errors.js';
 
 export type IpFamily = 4 | 6;
 
@@ -44,7 +44,7 @@ function parseIpWith(text: string, bad: (reason: string) => never): ParsedIp {
   if (text === '') bad('empty address');
   if (/\s/.test(text)) bad('contains whitespace');
   if (text.includes('/')) bad('a network prefix is not a host address; give one address');
-  if (text.includes('%')) bad('zone ids ("%eth0") are not accepted; give the address alone');
+  if (text.includes('%')) bad(`zone ids (${showValue(text.slice(text.indexOf('%')), 40)}) are not accepted; give the address alone`);
   if (text.includes('[') || text.includes(']')) bad('remove the brackets around the IPv6 address');
   if (text.includes(':')) {
     const bytes = parseV6(text, bad);

@@ -7,6 +7,7 @@
  * attached; an interface that had a job stays attached.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ptest } from '../helpers/privileged.js';
 import { startDaemon, type DaemonProc } from '../../testkit/daemon.js';
@@ -143,6 +144,21 @@ ptest.serial('--watch of a missing interface: the daemon starts, reports the fau
     id = await xdpProgId(sensor.ns, 'trwlate0');
   }
   t.not(id, null, 'attached once it appeared');
+
+  // SIGHUP with the file unchanged: --watch adds to the file's list on reload as at start, so nothing "changed".
+  const hup = async (): Promise<Record<string, unknown>> => {
+    const before = daemon.logs.length;
+    daemon.child.kill('SIGHUP');
+    return daemon.waitLog((l) => daemon.logs.indexOf(l) >= before && l.msg === 'configuration reloaded', 10_000, 'reload');
+  };
+  const same = await hup();
+  t.deepEqual(same.needRestart, [], JSON.stringify(same));
+  t.false(daemon.logs.some((l) => l.key === 'watch'), 'no "watch changed" warning for the --watch interface');
+  // Positive control: a real change of the file's watch list needs a restart, and says so.
+  writeFileSync(join(daemon.dir, 'config.json'), JSON.stringify({ watch: [sensor.sniffIf, 'trwlate1'] }));
+  const changed = await hup();
+  t.deepEqual(changed.needRestart, ['watch']);
+  t.truthy(daemon.logs.find((l) => l.key === 'watch' && l.level === 40));
   const bad = await startDaemon({ netns: sensor.ns, args: ['--watch', 'bad name'], waitReady: false });
   const exit = await bad.wait();
   t.is(exit.code, 64, bad.stderr);

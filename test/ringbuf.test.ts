@@ -271,3 +271,17 @@ ptest('start() twice is refused; close() while running is refused', async (t) =>
   reader.close();
   t.throws(() => reader.drain(() => {}), { message: /closed/ });
 });
+
+test('RingReader.synthetic: drain() delivers the records fillSynthetic() laid out in kernel format, in order, once; an empty ring delivers nothing', (t) => {
+  const r = RingReader.synthetic();
+  const seen: number[][] = [];
+  const collect = (dv: DataView, off: number, len: number): void => void seen.push([len, dv.getUint8(off), dv.getUint8(off + len - 1)]);
+  t.is(r.drain(collect), 0, 'positive control: nothing before a fill');
+  const rec = Uint8Array.from({ length: 13 }, (_, i) => i + 1);
+  r.fillSynthetic(rec, 3);
+  t.is(r.drain(collect), 3);
+  t.deepEqual(seen, [[13, 1, 13], [13, 1, 13], [13, 1, 13]]);
+  t.is(r.drain(collect), 0, 'consumed once');
+  t.throws(() => r.fillSynthetic(new Uint8Array(4000), 2), { instanceOf: RangeError });
+  r.close();
+});

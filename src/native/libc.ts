@@ -38,6 +38,8 @@ export const MSG_NOSIGNAL = 0x4000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
+/** Fault the whole mapping in at mmap time (mmap(2)), not on first touch. */
+export const MAP_POPULATE = 0x8000;
 export const EPOLL_CLOEXEC = 0o2000000;
 export const EPOLL_CTL_ADD = 1;
 export const EPOLL_CTL_DEL = 2;
@@ -281,8 +283,8 @@ export function pageSize(): number {
 }
 
 /** mmap(2) of a file descriptor (MAP_SHARED); returns the mapping and an ArrayBuffer over it (no copy). */
-export function mmap(length: number, prot: number, fd: number, offset: number, target?: string): { ptr: Pointer; buffer: ArrayBuffer } {
-  const ptr = c.mmap(null, length, prot, MAP_SHARED, fd, offset) as Pointer | null;
+export function mmap(length: number, prot: number, fd: number, offset: number, target?: string, extraFlags = 0): { ptr: Pointer; buffer: ArrayBuffer } {
+  const ptr = c.mmap(null, length, prot, MAP_SHARED | extraFlags, fd, offset) as Pointer | null;
   // MAP_FAILED is (void *)-1.
   if (ptr === null || koffi.address(ptr) === 0xffffffffffffffffn) throw lastError('mmap', target);
   return { ptr, buffer: koffi.view(ptr, length) };

@@ -96,6 +96,18 @@ function entries(ns: string, bpffs: string, ifname: string): { text: string; pro
  * loose, as a first create loads and verifies the program twice (object and
  * libxdp's copy), which took 3.4-9.8 s in an emulated (TCG) VM.
  */
+/** A daemon in libxdp mode watching the sniff port from its start, on a bpffs of its own; whether this kernel runs the dispatcher. */
+async function watchingDaemon(t: ExecutionContext): Promise<{ bpffs: string; ctx: Ctx; ns: string; sniffIf: string; works: boolean; attached: Record<string, unknown> }> {
+  const bpffs = ownBpffs(t);
+  process.env.LIBXDP_BPFFS = bpffs;
+  const ctx = await setup(t, {}, (lab) => ({ xdpAttach: 'libxdp', watch: [lab.sensor.sniffIf] }));
+  const { ns, sniffIf } = ctx.lab.sensor;
+  const works = dispatcherWorks(ns, bpffs);
+  t.log(`libxdp dispatcher on this kernel: ${works ? 'yes' : 'no (extension programs refused)'}`);
+  const attached = await ctx.daemon.waitLog((l) => l.msg === 'XDP attached', 10_000, 'XDP attached');
+  return { bpffs, ctx, ns, sniffIf, works, attached };
+}
+
 async function killOne(ctx: Ctx, engid: string, what: string): Promise<void> {
   const s = await session(ctx, ctx.lab.hosts.server.v4);
   const r = await cli(ctx, createArgs(ctx, engid, ctx.lab.hosts.client.v4, 30));
@@ -137,13 +149,7 @@ ptest.serial('xdp-filter first, then a tcpreset job on the same port: the sessio
 });
 
 ptest.serial('tcpreset watching the port first, then xdp-filter loads: both work; the daemon stop leaves xdp-filter attached and filtering (or, without a dispatcher, the warning and the exclusive hook)', async (t) => {
-  const bpffs = ownBpffs(t);
-  process.env.LIBXDP_BPFFS = bpffs;
-  const ctx = await setup(t, {}, (lab) => ({ xdpAttach: 'libxdp', watch: [lab.sensor.sniffIf] }));
-  const { ns, sniffIf } = ctx.lab.sensor;
-  const works = dispatcherWorks(ns, bpffs);
-  t.log(`libxdp dispatcher on this kernel: ${works ? 'yes' : 'no (extension programs refused)'}`);
-  const attached = await ctx.daemon.waitLog((l) => l.msg === 'XDP attached', 10_000, 'XDP attached');
+  const { bpffs, ctx, ns, sniffIf, works, attached } = await watchingDaemon(t);
   t.is(attached.ifname, sniffIf);
 
   if (works) {
@@ -189,13 +195,7 @@ ptest.serial('tcpreset watching the port first, then xdp-filter loads: both work
 });
 
 ptest.serial("a SIGKILLed daemon's dispatcher entry is taken out by the next daemon's attach, and xdp-filter's stays (without a dispatcher: the bpf_link died with it)", async (t) => {
-  const bpffs = ownBpffs(t);
-  process.env.LIBXDP_BPFFS = bpffs;
-  const ctx = await setup(t, {}, (lab) => ({ xdpAttach: 'libxdp', watch: [lab.sensor.sniffIf] }));
-  const { ns, sniffIf } = ctx.lab.sensor;
-  const works = dispatcherWorks(ns, bpffs);
-  t.log(`libxdp dispatcher on this kernel: ${works ? 'yes' : 'no (extension programs refused)'}`);
-  const first = await ctx.daemon.waitLog((l) => l.msg === 'XDP attached', 10_000, 'XDP attached');
+  const { bpffs, ctx, ns, sniffIf, works, attached: first } = await watchingDaemon(t);
   if (works) {
     t.is(xdpTool(ns, bpffs, ['xdp-filter', 'load', sniffIf]).status, 0);
     await ctx.daemon.stop('SIGKILL');

@@ -281,16 +281,24 @@ test('at maxClients a newcomer takes the place of the longest idle connection (w
   const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-full-'));
   let release!: () => void;
   const gate = new Promise<void>((ok) => (release = ok));
+  // Both requests inside the handler before the newcomer comes: a fixed sleep lost that race on a
+  // loaded CI machine (a busy connection still idle was evicted instead, and the newcomer served).
+  let entered = 0;
+  let bothIn!: () => void;
+  const inHandler = new Promise<void>((ok) => (bothIn = ok));
   const server = await ControlServer.listen({
     path: join(dir, 's.sock'), log: { info() {}, debug() {}, warn() {}, error() {} }, idleTimeoutMs: 5000, maxClients: 2,
     handler: async (req) => {
-      if (req.op === 'status') await gate;
+      if (req.op === 'status') {
+        if (++entered === 2) bothIn();
+        await gate;
+      }
       return { version: 'test' };
     },
   });
   t.teardown(() => server.close());
   const busy = [sendLines(join(dir, 's.sock'), ['{"v":1,"op":"status","id":1}']), sendLines(join(dir, 's.sock'), ['{"v":1,"op":"status","id":2}'])];
-  await sleep(100);
+  await inHandler;
   const extra = await connect(join(dir, 's.sock'));
   const { lines: refused } = await readUntilClose(extra, 5000);
   t.is(JSON.parse(refused[0]).error.code, 'E_LIMIT');

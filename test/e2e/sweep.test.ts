@@ -9,34 +9,19 @@
  * port survives until a job names it.
  */
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { ptest } from '../helpers/privileged.js';
-import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
-import { createLab, type Lab } from '../../testkit/lab/lab.js';
+import { cli, type Ctx } from '../helpers/service-lab.js';
+import { startDaemon } from '../../testkit/daemon.js';
+import { createLab } from '../../testkit/lab/lab.js';
 import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
-import { sleep, wallMs as wall } from '../../testkit/time.js';
+import { sleep } from '../../testkit/time.js';
 
 const PORT_A = 5001;
 const PORT_B = 5003;
 /** Both ends reset within this long after the command returned. */
 const BOUND_MS = 200;
 
-interface Ctx {
-  t: ExecutionContext;
-  lab: Lab;
-  daemon: DaemonProc;
-  server: Peer;
-}
 
-function cli(ctx: Ctx, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; startedAt: number; endedAt: number }> {
-  const startedAt = wall();
-  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, startedAt, endedAt: wall() })));
-}
 
 /** A session client -> server:port that sends nothing after its handshake (a line every 10 minutes). */
 async function idleSession(ctx: Ctx, fam: 'v4' | 'v6', port: number): Promise<{ client: Peer; serverConn: string }> {

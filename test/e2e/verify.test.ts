@@ -10,32 +10,17 @@
  * never verified: --wait names it on stderr as a warning and exits 0 (the job stands).
  */
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { ptest } from '../helpers/privileged.js';
-import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
-import { createLab, defaultVlanObjectPath, type Lab } from '../../testkit/lab/lab.js';
+import { cli, type Ctx } from '../helpers/service-lab.js';
+import { startDaemon } from '../../testkit/daemon.js';
+import { createLab, defaultVlanObjectPath } from '../../testkit/lab/lab.js';
 import { nsArgv, run } from '../../testkit/lab/netns.js';
 import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
-import { sleep, wallMs as wall } from '../../testkit/time.js';
+import { sleep } from '../../testkit/time.js';
 
 const PORT = 5001;
 
-interface Ctx {
-  t: ExecutionContext;
-  lab: Lab;
-  daemon: DaemonProc;
-  server: Peer;
-}
 
-function cli(ctx: Ctx, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  const startedAt = wall();
-  const child = spawn('ip', ['netns', 'exec', ctx.lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', ctx.daemon.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr, ms: wall() - startedAt })));
-}
 
 /** A session client -> server:PORT that sends nothing after its handshake; its client port. */
 async function idleSession(ctx: Ctx): Promise<{ client: Peer; serverConn: string; lport: number }> {
@@ -67,7 +52,7 @@ ptest.serial('--wait: 3 idle sessions are reset at creation and all 3 confirmed 
   t.is(r.stderr, '');
   t.true(r.stdout.endsWith(`\n3 sessions of ${host} reset, 3 confirmed dead\n`), r.stdout);
   // The command's own time includes loading the data plane (the daemon's first job): seconds on a loaded machine.
-  t.log(`command took ${r.ms.toFixed(0)} ms with --wait 2`);
+  t.log(`command took ${(r.endedAt - r.startedAt).toFixed(0)} ms with --wait 2`);
   for (const s of sessions) {
     const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 3000, 'client reset');
     const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 3000, 'server reset');
@@ -104,7 +89,7 @@ ptest.serial('--wait --json: a server that drops every RST keeps its socket, so 
   const out = JSON.parse(r.stdout) as { flows: unknown };
   t.deepEqual(out.flows, { known: 1, reset: 1, verified: 0, unverified: [flow] });
   t.is(r.stderr, `tcpreset: warning: 1 session reset but not confirmed dead in time: ${flow}\n`);
-  t.true(r.ms >= 1500, `waited the whole bound: ${r.ms.toFixed(0)} ms`);
+  t.true(r.endedAt - r.startedAt >= 1500, `waited the whole bound: ${(r.endedAt - r.startedAt).toFixed(0)} ms`);
   // Why it could not be confirmed: the server's socket is alive (the client's end died).
   await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 3000, 'client reset');
   await sleep(300);

@@ -317,7 +317,21 @@ ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job 
   writeFileSync(join(d.dir, 'config.json'), JSON.stringify({ protected: ['203.0.113.0/24'] }));
   const done = await hup(d);
   t.deepEqual(done.ended, [b.result.job.id]);
-  t.truthy(d.logs.find((l) => l.level === 40 && l.msg === 'job ended: the reloaded configuration protects its host'));
+  const endLines = d.logs.filter((l) => /^job (ended|cancelled|expired)/.test(l.msg ?? ''));
+  t.is(endLines.length, 1, 'one line for the end, not a "job cancelled" beside the reload\'s');
+  t.like(endLines[0], { level: 40, msg: 'job ended: the reloaded configuration protects its host', why: 'protected', job: { id: b.result.job.id } });
+  // The history and the metrics name the reason, not "cancelled"; positive control: a client's cancel is "cancelled".
+  const c = await d.request(mk('198.51.100.21'), 30_000);
+  t.true((await d.request({ v: 1, op: 'cancel', jobId: c.result.job.id })).ok);
+  const ends = JSON.parse((await cliSync(['history', '--json', '--socket', d.socket])).stdout).records
+    .filter((r: { event: string }) => r.event === 'ended').map((r: { how: string; job: { id: string } }) => [r.job.id, r.how]);
+  t.deepEqual(ends, [[b.result.job.id, 'protected'], [c.result.job.id, 'cancelled']]);
+  const human = (await cliSync(['history', '--socket', d.socket])).stdout.split('\n').filter((l) => l.includes(b.result.job.id)).map((l) => l.split(/\s+/)[1]);
+  t.deepEqual(human, ['created', 'protected']);
+  const m = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  t.deepEqual(['protected', 'cancelled', 'expired'].map((how) => m.get(`tcpreset_jobs_ended_total{how="${how}"}`)), [1, 1, 0]);
+  const journal = readFileSync(join(d.stateDir, 'jobs.json'), 'utf8');
+  t.true(journal.includes(` {"del":"${b.result.job.id}","why":"protected"}\n`), 'the journal records the reason');
   const jobs = (await d.request({ v: 1, op: 'list' })).result.jobs;
   t.deepEqual(jobs.map((j: { id: string }) => j.id), [a.result.job.id]);
   t.is(jobs[0].expiresAt, a.result.job.expiresAt, 'same end time');

@@ -12,11 +12,12 @@
  */
 import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { JobView, LogSink } from './jobs.js';
+import type { EndReason, JobView, LogSink } from './jobs.js';
 
 export const HISTORY_FILE = 'history.jsonl';
 
-export type HistoryHow = 'expired' | 'cancelled';
+/** How a job ended (jobs.ts EndReason): expired, cancelled, or protected (a configuration reload protected its host). */
+export type HistoryHow = EndReason;
 
 export interface HistoryRecord {
   /** ISO time of the event. */

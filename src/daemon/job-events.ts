@@ -10,6 +10,8 @@ export class JobEventCounts {
   created = 0;
   expired = 0;
   cancelled = 0;
+  /** Ended by a configuration reload that protects their host. */
+  protected = 0;
   private readonly live = new Set<string>();
 
   /** Feed every JobChange; `current` is called on a whole-table change (restore). */
@@ -21,8 +23,7 @@ export class JobEventCounts {
       }
     } else if (change.op === 'del') {
       this.live.delete(change.id);
-      if (change.why === 'expired') this.expired++;
-      else this.cancelled++;
+      this[change.why]++;
     } else {
       // Restored jobs are not new orders: they only join the live set.
       this.live.clear();

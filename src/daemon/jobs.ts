@@ -94,8 +94,14 @@ export interface JobRecord extends JobFields {
  */
 export type JobChange =
   | { op: 'put'; rec: JobRecord }
-  | { op: 'del'; id: string; why: 'cancelled' | 'expired'; /** The job as it ended, final counters included (history). */ job?: JobView }
+  | { op: 'del'; id: string; why: EndReason; /** The job as it ended, final counters included (history). */ job?: JobView }
   | { op: 'all' };
+
+/**
+ * How a job ended: its end time came (expired), a client cancelled it
+ * (cancelled), or a configuration reload protected its host (protected).
+ */
+export type EndReason = 'expired' | 'cancelled' | 'protected';
 
 /** The protocol's Job (times as ISO strings). */
 export type JobView = ProtocolJob;
@@ -345,11 +351,12 @@ export class JobManager {
     return slot;
   }
 
-  cancelById(id: string): JobView {
+  /** End the job `id`; `why` is recorded (journal, history, log): a reload ends jobs as 'protected', not as a client's cancel. */
+  cancelById(id: string, why: Exclude<EndReason, 'expired'> = 'cancelled'): JobView {
     this.assertOpen();
     const slot = this.byId.get(id);
     if (slot === undefined) throw new TcpresetError('E_NOT_FOUND', `no job with id ${JSON.stringify(id)}`, { details: { jobId: id } });
-    return this.finish(slot, 'cancelled');
+    return this.finish(slot, why);
   }
 
   cancelByIdentity(who: CancelIdentity): JobView {
@@ -699,14 +706,15 @@ export class JobManager {
     this.unenforced.add(slot);
   }
 
-  private finish(slot: number, why: 'cancelled' | 'expired'): JobView {
+  private finish(slot: number, why: EndReason): JobView {
     // Enforcement stops first (the Enforcer deletes the map entry at once).
     this.dropTarget(slot);
     const view = this.view(slot);
     const fields = this.logFields(slot);
     const id = this.ids[slot]!;
     this.release(slot);
-    this.opts.log.info({ job: fields, counters: view.counters }, why === 'cancelled' ? 'job cancelled' : 'job expired');
+    if (why === 'protected') this.opts.log.warn({ job: fields, counters: view.counters, why }, 'job ended: the reloaded configuration protects its host');
+    else this.opts.log.info({ job: fields, counters: view.counters, why }, why === 'cancelled' ? 'job cancelled' : 'job expired');
     this.armExpiry();
     this.changed({ op: 'del', id, why, job: view });
     return view;

@@ -113,9 +113,10 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
 
   gauge(reg, 'tcpreset_jobs', 'Jobs in force.', [], (g) => g.set(status().jobs));
   counter(reg, 'tcpreset_jobs_created_total', 'Jobs created (an extension of a running job is not a new one).', [], (c) => c.inc(events.created));
-  counter(reg, 'tcpreset_jobs_ended_total', 'Jobs ended, by how: expired or cancelled.', ['how'], (c) => {
+  counter(reg, 'tcpreset_jobs_ended_total', 'Jobs ended, by how: expired, cancelled, or protected (a configuration reload protected the host).', ['how'], (c) => {
     c.inc({ how: 'expired' }, events.expired);
     c.inc({ how: 'cancelled' }, events.cancelled);
+    c.inc({ how: 'protected' }, events.protected);
   });
   for (const [key, [name, help]] of Object.entries(DATAPLANE)) {
     counter(reg, name, help, [], (c) => c.inc(Number(status().counters[key] ?? 0)));

@@ -28,7 +28,8 @@ export interface ReloadTarget {
   setProtected(entries: ProtectedEntry[]): void;
   /** Jobs whose host the (new) protected list covers. */
   protectedJobs(): JobView[];
-  cancelJob(id: string): JobView;
+  /** End the job as 'protected' (its log line, journal and history record say so, not 'cancelled'). */
+  endProtectedJob(id: string): JobView;
   setServerLimits(l: { idleTimeoutMs: number; maxClients: number }): void;
   setActivity(c: { intervalMs: number; flowLogLimit: number }): void;
 }
@@ -84,9 +85,9 @@ export function applyReload(t: ReloadTarget, running: DaemonConfig, next: Daemon
     // "Never reset" holds for running jobs too: a restart would drop them as well (JobManager.restore).
     for (const job of t.protectedJobs()) {
       try {
-        t.cancelJob(job.id);
+        // Logged by the job manager ("job ended: the reloaded configuration protects its host", at warning, with the final counters).
+        t.endProtectedJob(job.id);
         ended.push(job.id);
-        t.log.warn({ job: { id: job.id, engid: job.engid, host: job.host, port: job.port } }, 'job ended: the reloaded configuration protects its host');
       } catch (err) {
         t.log.error({ err, jobId: job.id }, 'cannot end a job whose host the reloaded configuration protects');
       }

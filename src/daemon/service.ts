@@ -198,7 +198,7 @@ export class Daemon {
       setJobLimits: (l) => this.jobs.setLimits(l),
       setProtected: (entries) => void (this.protect.entries = entries),
       protectedJobs: () => this.jobs.list().filter((j) => this.protect.check(j.host) !== null),
-      cancelJob: (id) => this.jobs.cancelById(id),
+      endProtectedJob: (id) => this.jobs.cancelById(id, 'protected'),
       setServerLimits: (l) => this.server?.setLimits(l),
       setActivity: (c) => this.activity.configure(c),
     }, this.o.config, loaded.config, loaded.protectedEntries);

@@ -8,7 +8,7 @@
  *
  *   line 1     {"v":2,"savedAt":EPOCH_MS,"jobs":N}       the snapshot's header
  *   lines 2..  {"put":JOB}  x N                          the snapshot
- *   then       {"put":JOB} | {"del":ID,"why":"cancelled"|"expired"}, one per change
+ *   then       {"put":JOB} | {"del":ID,"why":"cancelled"|"expired"|"protected"}, one per change
  *
  * JOB = {id, engid, sniffIf, resetIf, host, port (null = every port), mode,
  * createdAt, expiresAt, counters: {matched, rstsSent, flows, firstHitAt,

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ptest } from './helpers/privileged.js';
@@ -17,7 +17,7 @@ import net from 'node:net';
 import { createLab } from '../testkit/lab/lab.js';
 import { History } from '../src/daemon/history.js';
 import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
-import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, type DaemonProc } from '../testkit/daemon.js';
+import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, worldReadableBuild, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
 const pserial: typeof test.serial = isRoot || process.env.CI ? test.serial : (test.skip as unknown as typeof test.serial);
@@ -91,9 +91,9 @@ interface Ran { status: number | null; stdout: string; stderr: string }
  * would stall every test of the file meanwhile, and a daemon with a short
  * idle timeout then drops their connections (EPIPE) on a loaded machine.
  */
-function run(cmd: string, args: string[]): Promise<Ran> {
+function run(cmd: string, args: string[], as: { uid?: number; gid?: number } = {}): Promise<Ran> {
   return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...as });
     let stdout = '';
     let stderr = '';
     c.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -680,6 +680,37 @@ ptest('tcpreset history: jobs created (with the uid that asked) and ended (expir
   const d2 = await startDaemon({ dir, stateDir: state, netns: ns, socket: join(dir, 'b.sock') });
   t.teardown(() => d2.stop());
   t.is(JSON.parse((await cliSync(['history', '--json', '--socket', d2.socket])).stdout).records.length, 4);
+});
+
+ptest('history after a restart (kill -9 and restore from the journal): the ended record of a restored job names the uid that created it, as jobs.json does', async (t) => {
+  const ns = await sensorNetns(t);
+  const dir = tmp('hist-uid');
+  const state = join(dir, 'state');
+  const d = await startDaemon({ dir, stateDir: state, netns: ns });
+  t.teardown(() => d.stop());
+  // nobody (65534) creates one job, root the other: the socket and its directory opened to it, the CLI from a copy it can read.
+  chmodSync(dir, 0o755);
+  chmodSync(d.socket, 0o666);
+  const { cli } = await worldReadableBuild();
+  const asNobody = await run(process.execPath, [cli, 'ENG-U', '-i', 'sniff0', '-o', 'reset0', '-h', '198.51.100.61', '-d', '120', '--json', '--socket', d.socket], { uid: 65534, gid: 65534 });
+  t.is(asNobody.status, 0, asNobody.stderr);
+  const a = JSON.parse(asNobody.stdout).job.id as string;
+  const asRoot = await cliSync(['ENG-U', '-i', 'sniff0', '-o', 'reset0', '-h', '198.51.100.62', '-d', '120', '--json', '--socket', d.socket]);
+  t.is(asRoot.status, 0, asRoot.stderr);
+  const b = JSON.parse(asRoot.stdout).job.id as string;
+  // The creates were acknowledged after their journal records were synced: a kill -9 now restarts from the journal.
+  const saved = decodeState(readFileSync(join(state, 'jobs.json'), 'utf8'));
+  t.deepEqual(saved.map((j) => [j.id, j.uid]), [[a, 65534], [b, 0]]);
+  t.deepEqual(await d.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
+
+  const d2 = await startDaemon({ dir, stateDir: state, netns: ns, socket: join(dir, 'b.sock') });
+  t.teardown(() => d2.stop());
+  t.is((await d2.request({ v: 1, op: 'list' })).result.jobs.length, 2, 'both jobs restored');
+  for (const id of [a, b]) t.true((await d2.request({ v: 1, op: 'cancel', jobId: id })).ok);
+  const recs = JSON.parse((await cliSync(['history', '--json', '--socket', d2.socket])).stdout).records as { event: string; uid: number | null; job: { id: string } }[];
+  t.deepEqual(recs.map((r) => [r.event, r.job.id, r.uid]), [['created', a, 65534], ['created', b, 0], ['ended', a, 65534], ['ended', b, 0]]);
+  const human = (await cliSync(['history', '--socket', d2.socket])).stdout.split('\n').filter((l) => / (cancelled) /.test(l)).map((l) => l.split(/\s+/)[6]);
+  t.deepEqual(human, ['65534', '0'], 'the UID column of the ends');
 });
 
 test('history is bounded: past twice historyMaxRecords the oldest are dropped; 0 keeps none', async (t) => {

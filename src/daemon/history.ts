@@ -43,7 +43,7 @@ export class History {
   private pending: string[] = [];
   private flushScheduled = false;
   private failing = false;
-  /** uid of the creator of each live job (for its ended record). */
+  /** uid of the creator of each live job (for its ended record, and jobs.json so a restart keeps it). */
   private readonly creators = new Map<string, number | null>();
 
   constructor(
@@ -69,6 +69,21 @@ export class History {
     } catch {
       this.lines = 0;
     }
+  }
+
+  /** The uid that created live job `id` (undefined: not a live job here). Written with the job in jobs.json (state.ts). */
+  creatorOf(id: string): number | null | undefined {
+    return this.creators.get(id);
+  }
+
+  /** Who created a live job: set as its first change is journaled, and for jobs restored from jobs.json. */
+  noteCreator(id: string, uid: number | null): void {
+    this.creators.set(id, uid);
+  }
+
+  /** A saved job that was not restored (expired, protected, a duplicate): no ended record will come for it. */
+  forgetCreator(id: string): void {
+    this.creators.delete(id);
   }
 
   created(job: JobView, uid: number | null, at = Date.now()): void {

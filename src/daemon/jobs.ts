@@ -85,6 +85,11 @@ export interface JobRecord extends JobFields {
   createdAt: number;
   expiresAt: number;
   counters: JobCounters;
+  /**
+   * uid of the client that created the job, as read back from the state file (null: unknown). Not
+   * kept by the job manager: the daemon's History holds it for live jobs and state.ts writes it.
+   */
+  uid?: number | null;
 }
 
 /**

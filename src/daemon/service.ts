@@ -119,7 +119,7 @@ export class Daemon {
       },
       onChange: (change) => this.onJobsChanged(change),
     });
-    this.store = new StateStore(opts.stateDir, opts.log, () => this.jobs.snapshot());
+    this.store = new StateStore(opts.stateDir, opts.log, () => this.jobs.snapshot(), { uidOf: (id) => this.history.creatorOf(id) });
     this.activity = new ActivityLog({
       log: opts.log, clock, jobs: this.jobs, intervalMs: opts.config.summaryIntervalMs, flowLogLimit: opts.config.flowLogLimit,
     });
@@ -157,7 +157,10 @@ export class Daemon {
     const loaded = this.store.load();
     if (loaded.jobs.length) {
       await this.loadDataPlane();
+      // Before restore: its change rewrites jobs.json, which carries each job's creator uid.
+      for (const rec of loaded.jobs) this.history.noteCreator(rec.id, rec.uid ?? null);
       const r = this.jobs.restore(loaded.jobs);
+      for (const rec of loaded.jobs) if (this.jobs.counters(rec.id) === undefined) this.history.forgetCreator(rec.id);
       // READY only once restored jobs are answered: the first segment after a restart must not wait for the event thread.
       await this.dataPlaneReady();
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');
@@ -319,7 +322,12 @@ export class Daemon {
     return `${n} job${n === 1 ? '' : 's'} active`;
   }
 
+  /** The uid of the client whose create is in progress (jobs.create runs synchronously inside it), else null. */
+  private creatingUid: number | null = null;
+
   private onJobsChanged(change: JobChange): void {
+    // A new job's first journal record carries its creator (state.ts asks History), so a restart keeps it.
+    if (change.op === 'put' && this.history.creatorOf(change.rec.id) === undefined) this.history.noteCreator(change.rec.id, this.creatingUid);
     this.jobEvents.onChange(change, () => this.jobs.list().map((j) => j.id));
     if (change.op === 'del' && change.job) this.history.ended(change.job, change.why);
     this.notifier?.status(this.statusLine());
@@ -352,10 +360,16 @@ export class Daemon {
       case 'create': {
         await this.loadDataPlane();
         this.enforcer?.takeSweep(); // a restore's or an earlier request's is not this one's
-        const created = this.jobs.create({
-          engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
-          duration: req.duration, mode: req.mode,
-        });
+        let created: ReturnType<JobManager['create']>;
+        this.creatingUid = peer.uid;
+        try {
+          created = this.jobs.create({
+            engid: req.engid, sniffIf: req.sniffIf, resetIf: req.resetIf, host: req.host, port: req.port ?? null,
+            duration: req.duration, mode: req.mode,
+          });
+        } finally {
+          this.creatingUid = null;
+        }
         const sweep = this.enforcer?.takeSweep();
         let r: typeof created & { flows?: CreateResult['flows'] } = sweep ? { ...created, flows: { known: sweep.flows, reset: sweep.flows } } : created;
         if (r.action === 'created') this.history.created(r.job, peer.uid);

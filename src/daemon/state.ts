@@ -12,7 +12,8 @@
  *
  * JOB = {id, engid, sniffIf, resetIf, host, port (null = every port), mode,
  * createdAt, expiresAt, counters: {matched, rstsSent, flows, firstHitAt,
- * lastHitAt}}, times in epoch ms. A put replaces the job with that id.
+ * lastHitAt}, uid}, times in epoch ms; uid (the creating client's, for the
+ * history) is absent when unknown. A put replaces the job with that id.
  *
  * Durability (RELIABILITY.md, "Jobs on disk"): a change is acknowledged to
  * the client only after its record is written and fdatasync(2) returned.
@@ -89,16 +90,20 @@ const q = JSON.stringify;
  * building an object per job for JSON.stringify was half of its time.
  * Strings go through JSON.stringify (escaping); numbers and null print as is.
  */
-function jobJson(r: JobRecord): string {
+function jobJson(r: JobRecord, uid: number | null | undefined = r.uid): string {
   const c = r.counters;
   return `{"id":${q(r.id)},"engid":${q(r.engid)},"sniffIf":${q(r.sniffIf)},"resetIf":${q(r.resetIf)},"host":${q(r.host)},` +
     `"port":${r.port === null ? 'null' : r.port},"mode":${q(r.mode)},"createdAt":${r.createdAt},"expiresAt":${r.expiresAt},` +
-    `"counters":{"matched":${c.matched},"rstsSent":${c.rstsSent},"flows":${c.flows},"firstHitAt":${c.firstHitAt ?? 'null'},"lastHitAt":${c.lastHitAt ?? 'null'}}}`;
+    `"counters":{"matched":${c.matched},"rstsSent":${c.rstsSent},"flows":${c.flows},"firstHitAt":${c.firstHitAt ?? 'null'},"lastHitAt":${c.lastHitAt ?? 'null'}}` +
+    `${uid === undefined || uid === null ? '' : `,"uid":${uid}`}}`;
 }
 
+/** Where a job's creator uid comes from when it is written (the job manager's records do not carry it). */
+export type UidOf = (jobId: string) => number | null | undefined;
+
 /** One journal line for a change to one job (with its checksum and newline). */
-export function encodeChange(change: Exclude<JobChange, { op: 'all' }>): string {
-  return change.op === 'put' ? frame(`{"put":${jobJson(change.rec)}}`) : frame(JSON.stringify({ del: change.id, why: change.why }));
+export function encodeChange(change: Exclude<JobChange, { op: 'all' }>, uidOf?: UidOf): string {
+  return change.op === 'put' ? frame(`{"put":${jobJson(change.rec, uidOf?.(change.rec.id) ?? change.rec.uid)}}`) : frame(JSON.stringify({ del: change.id, why: change.why }));
 }
 
 function headerLine(jobs: number, now: number): string {
@@ -166,6 +171,7 @@ function decodeJob(o: unknown, where: string, legacy: boolean): JobRecord {
     id: str(j, 'id', where), engid: str(j, 'engid', where), sniffIf: str(j, 'sniffIf', where),
     resetIf: str(j, 'resetIf', where), host: str(j, 'host', where), port: port as number | null, mode,
     createdAt: time(j.createdAt, `${where}.createdAt`, legacy), expiresAt: time(j.expiresAt, `${where}.expiresAt`, legacy), counters,
+    ...(j.uid === undefined || j.uid === null ? {} : { uid: count(j.uid, `${where}.uid`) }),
   };
 }
 
@@ -314,6 +320,8 @@ interface Batch {
 export interface StateStoreOptions {
   /** Journal records past which the next write is a compaction (at least this many; more with more jobs). */
   compactFloor?: number;
+  /** The creator uid of a live job (History), written with it so a restored job keeps it. */
+  uidOf?: UidOf;
 }
 
 export class StateStore {
@@ -322,6 +330,7 @@ export class StateStore {
   private readonly log: LogSink;
   private readonly snapshot: () => JobRecord[];
   private readonly compactFloor: number;
+  private readonly uidOf: UidOf | undefined;
   private pending: Batch | null = null;
   private inFlight: Batch | null = null;
   private running = false;
@@ -344,6 +353,7 @@ export class StateStore {
     this.log = log;
     this.snapshot = snapshot;
     this.compactFloor = opts.compactFloor ?? COMPACT_FLOOR;
+    this.uidOf = opts.uidOf;
   }
 
   /** Create the directory if missing (systemd's StateDirectory= normally has). Never throws. */
@@ -460,7 +470,7 @@ export class StateStore {
    */
   record(change: JobChange): void {
     if (change.op === 'all') this.requestCompaction();
-    else this.batch().lines.push(encodeChange(change));
+    else this.batch().lines.push(encodeChange(change, this.uidOf));
   }
 
   /** The next write rewrites the whole file (after a restore, at shutdown: current counters). */
@@ -567,7 +577,7 @@ export class StateStore {
       fh = await fsp.open(tmp, 'w', 0o600);
       let chunk = headerLine(records.length, Date.now());
       for (let i = 0; i < records.length; i++) {
-        chunk += frame(`{"put":${jobJson(records[i]!)}}`);
+        chunk += frame(`{"put":${jobJson(records[i]!, this.uidOf?.(records[i]!.id) ?? records[i]!.uid)}}`);
         if ((i + 1) % CHUNK_RECORDS === 0) {
           await writeAll(fh, chunk);
           chunk = '';

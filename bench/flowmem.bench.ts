@@ -15,31 +15,15 @@
  *   RST          a flow first seen with a RST (no entry is made)
  *
  * Objects built from an older tree (no "flowmem" map) are run as they are,
- * as the reference. Medians over rounds; the machine is shared.
+ * as the reference. Medians over rounds; the machine is shared. This
+ * compares objects (a change in bpf/ against the tree before it); make
+ * bench's "flowmem" section (bench/flowmem.ts) compares one object with the
+ * flow memory on and off for the report.
  */
 import { BpfObject, defaultObjectPath } from '../src/bpf/object.js';
 import { MAP_FLOWMEM } from '../src/contract.js';
 import { median } from '../testkit/stats.js';
-
-function frame(src: number, sport: number, flags = 0x10): Uint8Array {
-  const f = new Uint8Array(14 + 20 + 20);
-  const dv = new DataView(f.buffer);
-  f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], 0);
-  dv.setUint16(12, 0x0800);
-  f[14] = 0x45;
-  dv.setUint16(16, 40);
-  f[22] = 64;
-  f[23] = 6;
-  dv.setUint32(26, 0x0a630000 | (src & 0xffff)); // 10.99.x.x
-  dv.setUint32(30, 0x0a620001); // 10.98.0.1
-  dv.setUint16(34, sport);
-  dv.setUint16(36, 443);
-  dv.setUint32(38, 1000);
-  dv.setUint32(42, 2000);
-  f[46] = 0x50;
-  f[47] = flags;
-  return f;
-}
+import { flowFrame } from './flowmem.js';
 
 interface Result { object: string; knownNs: number; newNs: number; rstNs: number; hasFlowmem: boolean }
 
@@ -57,18 +41,18 @@ function measure(path: string, flowMemory: number, rounds: number): Result {
     const known: number[] = [];
     const fresh: number[] = [];
     const rst: number[] = [];
-    const f0 = frame(1, 1000);
+    const f0 = flowFrame(1, 1000);
     let n = 0;
     // Fill the table first, so that new flows displace open ones.
-    if (hasFlowmem) for (let i = 0; i < 2 * flowMemory; i++) o.testRun(frame(i, 2000 + (i >> 16)));
+    if (hasFlowmem) for (let i = 0; i < 2 * flowMemory; i++) o.testRun(flowFrame(i, 2000 + (i >> 16)));
     for (let r = 0; r < rounds; r++) {
       known.push(o.testRun(f0, { repeat: 200_000 }).durationNs);
       // One call per distinct frame: BPF_PROG_TEST_RUN repeats one frame.
       let sum = 0;
       const N = 20_000;
-      for (let i = 0; i < N; i++) sum += o.testRun(frame(n & 0xffff, 3000 + ((n++ >> 16) & 0x3fff))).durationNs;
+      for (let i = 0; i < N; i++) sum += o.testRun(flowFrame(n & 0xffff, 3000 + ((n++ >> 16) & 0x3fff))).durationNs;
       fresh.push(sum / N);
-      rst.push(o.testRun(frame(7, 9, 0x04), { repeat: 200_000 }).durationNs);
+      rst.push(o.testRun(flowFrame(7, 9, 0x04), { repeat: 200_000 }).durationNs);
     }
     return { object: path, knownNs: median(known), newNs: median(fresh), rstNs: median(rst), hasFlowmem };
   } finally {

@@ -388,13 +388,16 @@ export class SensorDaemon {
     return res.result;
   }
 
-  /** Runs `tcpreset ARGS` in the sensor namespace, the way an operator on the sensor would. */
-  cli(args: readonly string[], timeoutMs = 15_000): Promise<CliResult> {
+  /**
+   * Runs `tcpreset ARGS` in the sensor namespace, the way an operator on the sensor would; `env`
+   * (default: this process's) lets a benchmark drop what an operator's shell would not set.
+   */
+  cli(args: readonly string[], timeoutMs = 15_000, env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
     return new Promise((resolve) => {
       const startedAt = wallMs();
       const child = this.lab.spawn(this.lab.sensor.ns, [process.execPath, CLI_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, TCPRESET_SOCKET: this.socket },
+        env: { ...env, TCPRESET_SOCKET: this.socket },
       });
       let stdout = '';
       let stderr = '';

@@ -7,7 +7,8 @@
 import type { CapabilitiesResult } from '../capabilities.js';
 import type { CommandResult, CommandTimes } from '../command.js';
 import type { IdleCell, IdleKind, IdleResult, IdleTool } from '../idle.js';
-import type { KillResult } from '../kill.js';
+import type { KillResult, WatchCase, WatchCell, WatchResult } from '../kill.js';
+import type { FlowmemResult } from '../flowmem.js';
 import type { ReactionResult } from '../reaction.js';
 import type { ScaleResult } from '../scale.js';
 import type { ThroughputResult } from '../throughput.js';
@@ -31,6 +32,8 @@ export interface BenchResults {
   capabilities?: CapabilitiesResult;
   throughput?: ThroughputResult;
   scale?: ScaleResult;
+  /** The per-packet cost of watching (bench/flowmem.ts), shown in §3. */
+  flowmem?: FlowmemResult;
 }
 
 type N = number | null | undefined;
@@ -61,6 +64,12 @@ function pct(x: N, digits = 0): string {
 
 function verdict(ok: boolean | null): string {
   return ok === null ? 'not measured' : ok ? 'met' : '**missed**';
+}
+
+/** Met or missed against an upper bound, with the amount: "met (12 ms under)", "**missed** by 85 ms". */
+function verdictBy(value: N, bound: number, fmt: (x: number) => string): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return verdict(null);
+  return value <= bound ? `met (${fmt(bound - value)} under)` : `**missed** by ${fmt(value - bound)}`;
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -117,6 +126,8 @@ export function renderBenchmarks(r: BenchResults): string {
         ['Reaction latency p99', '≤ 500 µs', us(re?.tcpreset.latencyUs.p99), us(re?.tcpkill.latencyUs.p99), verdict(re ? (re.tcpreset.latencyUs.p99 ?? Infinity) <= 500 : null)],
         ...idleGoalRows(r.idle),
         ['Kill success, interactive / bulk', '100 %', killRate('tcpreset'), killRate('tcpkill'), verdict(killOk)],
+        ...watchGoalRows(r.kill?.watch),
+        ...flowmemGoalRows(r.flowmem),
         [
           'Per-packet cost, 100,000 targets vs 1',
           '≤ 1.2×',
@@ -210,6 +221,7 @@ export function renderBenchmarks(r: BenchResults): string {
     }
     out.push(table(['Tool', 'Session', 'Both ends reset', 'p50 (both ends)', 'p25 – p75', 'max', 'client p50', 'server p50', 'command exited (p50)'], rows));
     out.push('');
+    if (x.watch) out.push(...watchSection(x.watch, r.sectionRuns?.kill));
   }
 
   // ---- capabilities
@@ -289,6 +301,14 @@ export function renderBenchmarks(r: BenchResults): string {
     }
     for (const n of sc.notes) out.push(`- ${n}`);
     if (sc.notes.length) out.push('');
+  }
+
+  if (r.flowmem) {
+    if (!sc) {
+      out.push('## 3. Scale in jobs');
+      out.push('');
+    }
+    out.push(...flowmemSection(r.flowmem, r.sectionRuns?.flowmem));
   }
 
   // ---- 4. throughput
@@ -449,6 +469,7 @@ function shortfalls(r: BenchResults): string[] {
       );
     }
   }
+  out.push(...watchShortfalls(r.kill?.watch, r.command?.ms.node.p50), ...flowmemShortfalls(r.flowmem));
   for (const row of r.capabilities?.rows ?? []) {
     if (!row.tcpreset.ok) out.push(`${row.case}: ${row.tcpreset.detail}.`);
   }
@@ -509,6 +530,197 @@ function shortfalls(r: BenchResults): string[] {
     out.push(
       `The command: \`tcpreset list\` takes ${num(cmd.ratio.list, 2)}× and a job submission ${num(cmd.ratio.submit, 2)}× the time of \`node -e 0\` ` +
         `(${ms((cmd.ms.submit.p50 ?? 0) - (cmd.ms.node.p50 ?? 0))} more for a submission), against ${COMMAND_GOAL}×.`,
+    );
+  }
+  return out;
+}
+
+// ---- 2. sessions there before the tool, with and without --watch (bench/kill.ts runKillWatch) ----
+
+const WATCH_TEXT: Record<WatchCase, string> = {
+  watch: 'tcpreset, daemon `--watch sniff0`, CLI with `--wait 2`',
+  'watch-request': 'tcpreset, daemon `--watch sniff0`, one control request (no CLI start)',
+  cold: 'tcpreset, fresh daemon without `--watch` (its first job)',
+  tcpkill: 'tcpkill',
+};
+
+const watchCell = (x: WatchResult | undefined, c: WatchCase, s: 'idle' | 'interactive'): WatchCell | undefined => x?.cells.find((q) => q.case === c && q.session === s);
+
+/** "known 1, reset 1, verified 1 (10 of 10)": what the command said, grouped. */
+function flowsText(c: WatchCell): string {
+  if (!c.flows.length) return '';
+  const groups = new Map<string, number>();
+  for (const f of c.flows) {
+    const key = `known ${f.known}, reset ${f.reset}${f.verified !== undefined ? `, verified ${f.verified}` : ''}`;
+    groups.set(key, (groups.get(key) ?? 0) + 1);
+  }
+  return [...groups].map(([k, n]) => `${k} (${n} of ${c.flows.length})`).join('; ');
+}
+
+function watchGoalRows(x: WatchResult | undefined): string[][] {
+  if (!x) return [];
+  const w = watchCell(x, 'watch', 'idle');
+  const req = watchCell(x, 'watch-request', 'idle');
+  const tk = watchCell(x, 'tcpkill', 'idle');
+  if (!w) return [];
+  const tcpreset = w.successes
+    ? `p50 ${ms(w.bothMs.p50)} after the command's start (${w.withinGoal} of ${w.trials} within ${x.goalMs} ms; both ends reset in ${w.successes} of ${w.trials})` +
+      (req && req.successes ? `; ${ms(req.bothMs.p50)} after a control request` : '')
+    : `not reset (0 of ${w.trials})`;
+  const tcpkill = tk ? `never: ${tk.successes} of ${tk.trials} reset within ${x.timeoutMs / 1000} s, ${tk.aliveAtEnd} of ${tk.trials} alive at both ends` : 'n/a';
+  return [[
+    `Idle session (silent ${x.idleBeforeMs / 1000} s before, and after) killed, daemon with \`--watch\`: both ends reset`,
+    `≤ command start + ${x.goalMs} ms`,
+    tcpreset,
+    tcpkill,
+    w.successes === w.trials ? `${verdictBy(w.bothMs.p50, x.goalMs, ms)} (p50)` : `**missed**: ${w.trials - w.successes} of ${w.trials} not reset`,
+  ]];
+}
+
+function watchSection(x: WatchResult, measuredAt: string | undefined): string[] {
+  const out: string[] = [];
+  out.push('### Sessions that were there before the tool: idle and interactive, with and without `--watch`');
+  out.push('');
+  out.push(
+    (measuredAt ? `Measured on ${measuredAt.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only kill --into-latest"\`). ` : '') +
+      `A session from the client to the server's echo port is set up first, then the tool is asked to kill the client's sessions: an **idle** one has sent nothing since its handshake, ${x.idleBeforeMs / 1000} s before the command, and sends nothing after; ` +
+      `an **interactive** one sends a 16-byte line every ${x.lineIntervalMs} ms (two have crossed; the command lands anywhere in the third interval). ` +
+      `Times are from the command's start (spawn of the CLI, or the control request sent) to each endpoint's ECONNRESET as its own socket reports it; ${x.trialsPerCell} trials per row, cases and sessions alternating. ` +
+      `*\`--watch\`*: tcpresetd started with the sniff interface watched before the session began, so its flow memory holds the flow and the job resets it at creation (RST pair from the remembered state, then probes). ` +
+      `*Without \`--watch\`*: a tcpresetd started afresh whose first job this is; the job attaches XDP, so the flow memory starts empty and only the session's next segment is answered ` +
+      '(a daemon that has had a job on the port keeps it watched until it stops, which is why section 2\'s table above, on a daemon shared by the sections, says nothing about this). ' +
+      `tcpreset's commands run as \`tcpreset bench -i sniff0 -o reset0 -h CLIENT -d 30 --wait ${x.waitS} --json\` in an operator's environment (no NODE_EXTRA_CA_CERTS); *returned* is when the command exited, after ` +
+      `verification with \`--wait\`. A session not reset within ${x.timeoutMs / 1000} s counts as not killed; *alive* means neither end had an error by then.`,
+  );
+  out.push('');
+  const rows: string[][] = [];
+  for (const session of ['idle', 'interactive'] as const) {
+    for (const c of ['watch', 'watch-request', 'cold', 'tcpkill'] as const) {
+      const q = watchCell(x, c, session);
+      if (!q) continue;
+      const killed = q.successes
+        ? `${q.successes}/${q.trials}`
+        : `**0/${q.trials}**: none within ${x.timeoutMs / 1000} s, ${q.aliveAtEnd}/${q.trials} alive`;
+      rows.push([
+        session,
+        WATCH_TEXT[c],
+        killed,
+        q.successes ? ms(q.bothMs.p50) : '–',
+        q.successes ? `${ms(q.bothMs.p25)} – ${ms(q.bothMs.p75)}` : '–',
+        q.successes ? ms(q.bothMs.max) : '–',
+        q.successes ? `${q.withinGoal}/${q.trials}` : '–',
+        q.returnedMs.n ? ms(q.returnedMs.p50) : c === 'tcpkill' ? 'n/a (runs until stopped)' : '',
+        q.afterReturnMs.n ? ms(q.afterReturnMs.p50) : '–',
+        flowsText(q),
+      ]);
+    }
+  }
+  out.push(
+    table(
+      ['Session', 'Tool', 'Both ends reset', 'p50 from the command\'s start', 'p25 – p75', 'max', `within ${x.goalMs} ms`, 'returned (p50)', 'reset − returned (p50)', 'the command said'],
+      rows,
+    ),
+  );
+  out.push('');
+  const w = watchCell(x, 'watch', 'idle');
+  const cold = watchCell(x, 'cold', 'idle');
+  if (w && w.flows.length) {
+    const full = w.flows.filter((f) => f.known >= 1 && f.verified === f.known).length;
+    out.push(
+      `**\`--wait ${x.waitS}\` on the idle session** (daemon with \`--watch\`): the command found, reset and confirmed dead the session in ${full} of ${w.flows.length} trials ` +
+        `(per trial \`--json\` flows: ${flowsText(w)}); it returned ${ms(w.returnedMs.p50)} after its start at p50 (${ms(w.returnedMs.p25)} – ${ms(w.returnedMs.p75)}), ` +
+        'once both ends had answered the probe with a RST (the text form of the same answer reads "1 session of HOST reset, 1 confirmed dead").' +
+        (cold && cold.flows.length
+          ? ` Without \`--watch\` the command said ${flowsText(cold)} and returned after ${ms(cold.returnedMs.p50)} at p50: the session was left to its next segment, which an idle one never sends.`
+          : ''),
+    );
+    out.push('');
+  }
+  return out;
+}
+
+function watchShortfalls(x: WatchResult | undefined, nodeMs: N): string[] {
+  const w = watchCell(x, 'watch', 'idle');
+  if (!x || !w) return [];
+  const req = watchCell(x, 'watch-request', 'idle');
+  if (w.successes === w.trials && (w.bothMs.p50 ?? Infinity) <= x.goalMs) return [];
+  return [
+    `Idle session with \`--watch\`: both ends reset ${ms(w.bothMs.p50)} after the command's start at p50 (${w.withinGoal} of ${w.trials} within ${x.goalMs} ms), against ${x.goalMs} ms` +
+      (req && req.successes ? `; the daemon's own share, from a control request, is ${ms(req.bothMs.p50)} (${req.withinGoal} of ${req.trials} within ${x.goalMs} ms)` : '') +
+      '. The rest is starting the Node CLI on this shared machine' + (nodeMs !== null && nodeMs !== undefined ? ` (section 5: \`node -e 0\` alone takes ${ms(nodeMs)} at p50)` : '') + '.',
+  ];
+}
+
+// ---- 3. the per-packet cost of watching (bench/flowmem.ts) ---------------------------
+
+/** Issue 9: watching (flow memory) adds at most this much per packet, ns. */
+const FLOWMEM_GOAL_NS = 40;
+
+function flowmemGoalRows(x: FlowmemResult | undefined): string[][] {
+  if (!x) return [];
+  const ns = (v: number): string => `${num(v, 1)} ns`;
+  return [
+    ['Per-packet cost of watching (flow memory), segment of a known connection', `≤ +${FLOWMEM_GOAL_NS} ns`, `+${ns(x.delta.knownNs)} (${ns(x.off.knownNs)} → ${ns(x.on.knownNs)})`, 'n/a', verdictBy(x.delta.knownNs, FLOWMEM_GOAL_NS, ns)],
+    ['Per-packet cost of watching, new connection (table full, one displaced)', `≤ +${FLOWMEM_GOAL_NS} ns`, `+${ns(x.delta.newNs)} (${ns(x.off.newNs)} → ${ns(x.on.newNs)})`, 'n/a', verdictBy(x.delta.newNs, FLOWMEM_GOAL_NS, ns)],
+  ];
+}
+
+function flowmemSection(x: FlowmemResult, measuredAt: string | undefined): string[] {
+  const out: string[] = [];
+  const ns = (v: number): string => num(v, 1);
+  out.push('### The per-packet cost of watching (flow memory)');
+  out.push('');
+  out.push(
+    (measuredAt ? `Measured on ${measuredAt.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only flowmem --into-latest"\`). ` : '') +
+      'A watched sniff interface (and any with a job) runs the XDP program with the flow memory on: every TCP segment updates its connection\'s entry. ' +
+      'Kernel time per packet of the program on non-matching TCP (BPF_PROG_TEST_RUN\'s own timing, bench/flowmem.ts), the same object loaded twice: ' +
+      `flow memory on (\`flowMemory\` ${num(x.slots)}, the default) and off (\`flowMemory\` 0: the verifier drops the code, the program as before issue 9). ` +
+      `*Known connection*: one established flow's segment, ${num(x.repeat)} repetitions per call (an entry found and one direction rewritten: a mirror port's common case). ` +
+      `*New connection*: ${num(x.newFrames)} distinct flows per round, one call each, into a table filled beforehand, so each displaces an open connection (the worst case; ` +
+      'the random-address traffic of the table above is all of this kind); the per-call timing overhead is in both columns, so only the difference means anything. ' +
+      `*RST of an unknown flow*: no entry is made. ${x.rounds} rounds, the two configurations alternating within each; medians, and the median of the per-round differences.`,
+  );
+  out.push('');
+  const row = (label: string, k: 'knownNs' | 'newNs' | 'rstNs', goal: boolean): string[] => {
+    const d = x.perRound.map((q) => q.on[k] - q.off[k]).sort((a, b) => a - b);
+    return [
+      label,
+      ns(x.off[k]),
+      ns(x.on[k]),
+      `+${ns(x.delta[k])}`,
+      `${ns(d[0]!)} – ${ns(d[d.length - 1]!)}`,
+      goal ? verdictBy(x.delta[k], FLOWMEM_GOAL_NS, (v) => `${num(v, 1)} ns`) : '',
+    ];
+  };
+  out.push(
+    table(
+      ['Packet', 'flow memory off (ns)', 'on (ns)', 'added (ns, p50 of rounds)', 'added, min – max of rounds', `goal ≤ +${FLOWMEM_GOAL_NS} ns`],
+      [row('segment of a known connection', 'knownNs', true), row('new connection, table full', 'newNs', true), row('RST of an unknown flow', 'rstNs', false)],
+    ),
+  );
+  out.push('');
+  const m = x.memory;
+  out.push(
+    `**Memory per remembered flow.** One slot is a \`struct tr_fm_entry\` of ${num(m.entryBytes)} bytes: the 44-byte key (interface, both addresses and ports), state and first-seen time (12), ` +
+      'and each end\'s last segment (2 × 56: seq, ack, length, flags, TTL, TOS, flow label, MACs, VLAN tags, last seen). The table is an array map (a 2-way set-associative ' +
+      'cache, bpf/flowmem.h), so there is no per-entry overhead of a hash map (bucket, element header, LRU node): ' +
+      `the kernel accounts ${num(m.memlockBytes)} bytes (memlock, as \`bpftool map show\` prints it) for ${num(x.slots)} slots, ${num(m.perSlotBytes, 2)} bytes per slot, ` +
+      `${num(m.memlockBytes / 2 ** 20, 1)} MiB at the default; it scales with \`flowMemory\`.`,
+  );
+  out.push('');
+  return out;
+}
+
+function flowmemShortfalls(x: FlowmemResult | undefined): string[] {
+  if (!x) return [];
+  const out: string[] = [];
+  if (x.delta.knownNs > FLOWMEM_GOAL_NS) {
+    out.push(`Watching costs +${num(x.delta.knownNs, 1)} ns per segment of a known connection against +${FLOWMEM_GOAL_NS} ns (the program's time goes from ${num(x.off.knownNs, 1)} to ${num(x.on.knownNs, 1)} ns).`);
+  }
+  if (x.delta.newNs > FLOWMEM_GOAL_NS) {
+    out.push(
+      `Watching costs +${num(x.delta.newNs, 0)} ns per new connection when the table is full (a slot of a cold ${num(x.memory.memlockBytes / 2 ** 20, 0)} MiB table and an open connection displaced), against +${FLOWMEM_GOAL_NS} ns; ` +
+        'a sensor whose mirror carries mostly new connections can turn the flow memory off (`flowMemory: 0`) and loses the kill of idle sessions at creation.',
     );
   }
   return out;

@@ -1,0 +1,161 @@
+/**
+ * The per-packet cost of watching (issue 9, make bench §3): kernel time per
+ * packet of the XDP program (BPF_PROG_TEST_RUN's own timing, ns) on
+ * non-matching TCP, the same object loaded twice: with the flow memory on
+ * (the daemon's default `flowMemory`, what a watched sniff interface runs)
+ * and off (`flowMemory` 0: the program's mask is the constant 0 and the
+ * verifier drops the flow-memory code, i.e. the program as it was before
+ * issue 9). Three kinds of packet:
+ *
+ *   known flow   the same established connection over and over: lookup hit,
+ *                one direction's record rewritten in place (a mirror port's
+ *                common case: many segments per connection)
+ *   new flow     every packet a connection not seen before, the table full:
+ *                an open connection displaced (the worst case; §3's
+ *                random-address traffic is all of this kind). One
+ *                BPF_PROG_TEST_RUN call per frame (it repeats one frame), so
+ *                this figure carries the call's own timing overhead, the
+ *                same in both configurations: compare them, not the kinds
+ *   RST          a flow first seen with a RST (no entry is made)
+ *
+ * The two configurations take turns within each round (order alternating);
+ * medians over the rounds, and the median of the per-round differences.
+ * Also: the flow memory's kernel memory, read from the map's fdinfo
+ * (`memlock`, what `bpftool map show` prints), per slot.
+ */
+import { readFileSync } from 'node:fs';
+import { BpfObject, defaultObjectPath } from '../src/bpf/object.js';
+import { FLOWMEM_DEFAULT, MAP_FLOWMEM } from '../src/contract.js';
+import { median } from '../testkit/stats.js';
+import type { BenchContext } from './context.js';
+
+/** A 54-byte IPv4 TCP frame 10.99.x.x:sport -> 10.98.0.1:443, ACK unless `flags` says otherwise. */
+export function flowFrame(src: number, sport: number, flags = 0x10): Uint8Array {
+  const f = new Uint8Array(14 + 20 + 20);
+  const dv = new DataView(f.buffer);
+  f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], 0);
+  dv.setUint16(12, 0x0800);
+  f[14] = 0x45;
+  dv.setUint16(16, 40);
+  f[22] = 64;
+  f[23] = 6;
+  dv.setUint32(26, 0x0a630000 | (src & 0xffff)); // 10.99.x.x
+  dv.setUint32(30, 0x0a620001); // 10.98.0.1
+  dv.setUint16(34, sport);
+  dv.setUint16(36, 443);
+  dv.setUint32(38, 1000);
+  dv.setUint32(42, 2000);
+  f[46] = 0x50;
+  f[47] = flags;
+  return f;
+}
+
+/** ns per packet, one configuration. */
+export interface FlowmemCosts {
+  knownNs: number;
+  newNs: number;
+  rstNs: number;
+}
+
+export interface FlowmemResult {
+  object: string;
+  rounds: number;
+  /** Repetitions per BPF_PROG_TEST_RUN for the known-flow and RST cases. */
+  repeat: number;
+  /** Distinct new-flow frames per round (one call each). */
+  newFrames: number;
+  /** Slots of the flow memory when on (the daemon's default). */
+  slots: number;
+  off: FlowmemCosts;
+  on: FlowmemCosts;
+  /** Median over rounds of (on - off) within the round, ns per packet. */
+  delta: FlowmemCosts;
+  /** Per round, for the spread: [off, on] of each kind. */
+  perRound: { off: FlowmemCosts; on: FlowmemCosts }[];
+  memory: {
+    /** sizeof(struct tr_fm_entry): key + state + both directions' records. */
+    entryBytes: number;
+    /** The map's memlock as the kernel accounts it (fdinfo), bytes. */
+    memlockBytes: number;
+    perSlotBytes: number;
+  };
+}
+
+function fdinfo(fd: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').split('\n')) {
+    const m = /^([a-z_]+):\s*(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/**
+ * Measures one object (default: this tree's build) with the flow memory off
+ * and on. Root (BPF_PROG_TEST_RUN). Throws when the object has no flow memory.
+ */
+export function measureFlowmem(opts: { path?: string; slots?: number; rounds?: number; log?: (m: string) => void } = {}): FlowmemResult {
+  const path = opts.path ?? defaultObjectPath();
+  const slots = opts.slots ?? FLOWMEM_DEFAULT;
+  const rounds = opts.rounds ?? 7;
+  const repeat = 200_000;
+  const newFrames = 20_000;
+  const off = BpfObject.load(path, { flowMemory: 0 });
+  const on = BpfObject.load(path, { flowMemory: slots });
+  try {
+    const map = on.map(MAP_FLOWMEM);
+    const info = fdinfo(map.fd);
+    const memlockBytes = Number(info.memlock);
+    // Fill the table first, so that new flows displace open ones.
+    for (let i = 0; i < 2 * slots; i++) on.testRun(flowFrame(i, 2000 + (i >> 16)));
+    const f0 = flowFrame(1, 1000);
+    const rst = flowFrame(7, 9, 0x04);
+    let n = 0;
+    const one = (o: BpfObject): FlowmemCosts => {
+      const knownNs = o.testRun(f0, { repeat }).durationNs;
+      let sum = 0;
+      // The same new-flow frames for both configurations of a round (n restarts), never seen before by `on`.
+      for (let i = 0; i < newFrames; i++) sum += o.testRun(flowFrame((n + i) & 0xffff, 3000 + (((n + i) >> 16) & 0x3fff))).durationNs;
+      const rstNs = o.testRun(rst, { repeat }).durationNs;
+      return { knownNs, newNs: sum / newFrames, rstNs };
+    };
+    const perRound: { off: FlowmemCosts; on: FlowmemCosts }[] = [];
+    for (let r = 0; r < rounds; r++) {
+      let a: FlowmemCosts, b: FlowmemCosts;
+      if (r % 2 === 0) {
+        a = one(off);
+        b = one(on);
+      } else {
+        b = one(on);
+        a = one(off);
+      }
+      n += newFrames;
+      perRound.push({ off: a, on: b });
+      opts.log?.(`flowmem round ${r + 1}/${rounds}: known ${a.knownNs.toFixed(1)} -> ${b.knownNs.toFixed(1)} ns, new ${a.newNs.toFixed(1)} -> ${b.newNs.toFixed(1)} ns, RST ${a.rstNs.toFixed(1)} -> ${b.rstNs.toFixed(1)} ns`);
+    }
+    const med = (f: (x: { off: FlowmemCosts; on: FlowmemCosts }) => number): number => Math.round(median(perRound.map(f)) * 10) / 10;
+    const kinds = ['knownNs', 'newNs', 'rstNs'] as const;
+    const pick = (g: (x: { off: FlowmemCosts; on: FlowmemCosts }, k: (typeof kinds)[number]) => number): FlowmemCosts =>
+      Object.fromEntries(kinds.map((k) => [k, med((x) => g(x, k))])) as unknown as FlowmemCosts;
+    return {
+      object: path,
+      rounds,
+      repeat,
+      newFrames,
+      slots,
+      off: pick((x, k) => x.off[k]),
+      on: pick((x, k) => x.on[k]),
+      delta: pick((x, k) => x.on[k] - x.off[k]),
+      perRound,
+      memory: { entryBytes: map.valueSize, memlockBytes, perSlotBytes: Math.round((memlockBytes / slots) * 100) / 100 },
+    };
+  } finally {
+    on.close();
+    off.close();
+  }
+}
+
+/** make bench's "flowmem" section (in §3 of the report). */
+export async function runFlowmem(ctx: BenchContext): Promise<FlowmemResult> {
+  return measureFlowmem({ rounds: ctx.quick ? 3 : 9, log: ctx.log });
+}

@@ -24,7 +24,7 @@ DEPS_STAMP := build/.deps
 BPF_OBJS   := build/tcpreset.bpf.o build/lab_vlan.bpf.o
 TS_SRCS    := $(shell find src testkit test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: build all deps test bench bench-split demo stress install uninstall clean distclean deb
+.PHONY: build all deps lint test bench bench-split demo stress install uninstall clean distclean deb
 BINDIR     := $(PREFIX)/bin
 LIBDIR     := $(PREFIX)/lib/tcpreset
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
@@ -87,6 +87,11 @@ $(DOCS) &: dist/.stamp package.json
 # only `make bench` builds it).
 build/floor: bench/floor/floor.c bpf/tcpreset.h | $(DEPS_STAMP)
 	$(CLANG) -O2 -g -Wall -Werror -o $@ $< -lbpf
+
+# ESLint with type information (eslint.config.mjs: rules chosen for the bugs
+# they catch). make test runs it too, as test/lint.test.ts, so CI counts it.
+lint: node_modules/.stamp
+	npx eslint --max-warnings 0 src test testkit bench
 
 # Every test; privileged ones need root (CI is root). Prints TAP, then one
 # line "N passed, N failed, N skipped" (also in build/test-summary.txt).

@@ -49,8 +49,8 @@ function frame(seq: number, payload = 10): Uint8Array {
 interface Fixture {
   obj: BpfObject;
   reader: RingReader;
-  produce(seqs: Iterable<number>): void;
-  lost(): bigint;
+  produce: (seqs: Iterable<number>) => void;
+  lost: () => bigint;
 }
 
 function setup(t: ExecutionContext): Fixture {

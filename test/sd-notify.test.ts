@@ -1,6 +1,5 @@
 /** The sd_notify client (src/daemon/sd-notify.ts): the watchdog period. */
 import test from 'ava';
-import { join } from 'node:path';
 import { watchdogIntervalMs, Notifier } from '../src/daemon/sd-notify.js';
 import { memLog } from './helpers/job-fixtures.js';
 

@@ -205,7 +205,7 @@ export interface Resp {
   v: 1;
   id?: string | number;
   ok: boolean;
-  result?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  result?: any;
   error?: { code: string; message: string; details?: Record<string, unknown> };
 }
 

@@ -16,6 +16,7 @@ import { RingReader } from '../../src/bpf/ringbuf.js';
 import { Sender } from '../../src/net/sender.js';
 
 type Drain = RingReader['drain'];
+// eslint-disable-next-line @typescript-eslint/unbound-method -- wrapped, and called with .call(this)
 const drain: Drain = RingReader.prototype.drain;
 RingReader.prototype.drain = function (this: RingReader, onRecord, ...rest) {
   let first = true;
@@ -33,6 +34,7 @@ RingReader.prototype.drain = function (this: RingReader, onRecord, ...rest) {
 } as Drain;
 
 let forged = false;
+// eslint-disable-next-line @typescript-eslint/unbound-method -- wrapped, and called with .call(this)
 const enqueue = Sender.prototype.enqueue;
 Sender.prototype.enqueue = function (this: Sender, pkt) {
   if (!forged) {
@@ -41,6 +43,7 @@ Sender.prototype.enqueue = function (this: Sender, pkt) {
   }
   enqueue.call(this, pkt);
 };
+// eslint-disable-next-line @typescript-eslint/unbound-method -- wrapped, and called with .call(this)
 const flush = Sender.prototype.flush;
 Sender.prototype.flush = function (this: Sender) {
   forged = false;

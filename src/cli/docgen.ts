@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_CONFIG } from '../daemon/config.js';
 import { CONFIG_DOC } from '../daemon/config-doc.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
-import { commandUsage, optTerm } from './doc.js';
+import { commandUsage } from './doc.js';
 import { COMMANDS, DESCRIPTION, GLOBAL_OPTS, INFO_OPTS, SECTIONS, USAGE_LINES, type Block, type OptSpec } from './spec.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -53,11 +53,12 @@ function connectError(socketPath: string, err: NodeJS.ErrnoException): TcpresetE
 }
 
 /** What a transport reports; `error` carries a Node-style errno error (code "ENOENT" ...). */
+/** Handed to a transport, which calls them detached (node:net's socket.on): properties, not methods. */
 interface Events {
-  connect(): void;
-  data(chunk: Buffer): void;
-  end(): void;
-  error(err: NodeJS.ErrnoException): void;
+  connect: () => void;
+  data: (chunk: Buffer) => void;
+  end: () => void;
+  error: (err: NodeJS.ErrnoException) => void;
 }
 interface Conn {
   write(line: string): void;
@@ -138,7 +139,9 @@ function pipeOpen(): Open | null {
     const { streamBaseState, kReadBytesOrError, kArrayBufferOffset } = b.s;
     const handle = new b.p.Pipe(b.p.constants.SOCKET);
     let closed = false;
-    let writeReq: object | undefined; // referenced until the write completes
+    // Holds the WriteWrap until the write completes, so it is not collected first: assigned, never read.
+    // eslint-disable-next-line @typescript-eslint/no-unused-vars -- a reference held on purpose
+    let writeReq: object | undefined;
     const close = (): void => {
       if (closed) return;
       closed = true;

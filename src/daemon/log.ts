@@ -49,8 +49,8 @@ export function stdoutIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
 
 export interface DaemonLogger {
   logger: Logger;
-  /** Write out whatever is buffered (before exit). */
-  flush(): void;
+  /** Write out whatever is buffered (before exit). A property: main.ts calls it detached. */
+  flush: () => void;
   /** Lines dropped because the reader of stdout fell MAX_LOG_BUFFER_BYTES behind. */
   dropped(): number;
   /** Records the journal socket did not take (written to stdout instead). */

@@ -40,7 +40,7 @@ async function setup(t: ExecutionContext, config: (lab: Lab) => object = () => (
   return { t, lab, daemon, server };
 }
 
-async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> {
   const r = await cli(ctx, [...args, '--json']);
   if (r.code !== 0) throw new Error(`tcpreset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;

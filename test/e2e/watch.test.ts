@@ -46,7 +46,7 @@ async function startCapture(lab: Lab, ns: string, ifname: string, file: string):
   };
 }
 
-async function status(d: DaemonProc): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function status(d: DaemonProc): Promise<any> {
   const r = await d.request({ v: 1, op: 'status' });
   if (!r.ok) throw new Error(`status: ${JSON.stringify(r.error)}`);
   return r.result;

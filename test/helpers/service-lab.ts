@@ -69,7 +69,7 @@ export function createArgs(ctx: Ctx, engid: string, host: string, seconds: numbe
   return [engid, '-i', ctx.lab.sensor.sniffIf, '-o', ctx.lab.sensor.resetIf, '-h', host, '-d', String(seconds), ...extra];
 }
 
-export async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> {
   const r = await cli(ctx, [...args, '--json']);
   if (r.code !== 0) throw new Error(`tcpreset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;

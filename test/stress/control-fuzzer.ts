@@ -41,7 +41,6 @@ const r = new Rng(opts.seed);
 
 /** Codes a client mistake may earn. E_INTERNAL (a bug) or anything else is a failure. */
 const CLIENT_CODES = new Set(['E_PROTOCOL', 'E_USAGE', 'E_INVALID', 'E_NOT_FOUND', 'E_IFACE', 'E_PROTECTED', 'E_LIMIT']);
-const OK_OPS = new Set(['version', 'list', 'status']);
 
 const summary = {
   pid: process.pid,

@@ -70,7 +70,7 @@ export function cli(ld: LabDaemon, args: string[]): Promise<{ code: number | nul
   return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-export async function ok(d: DaemonProc, req: object, timeoutMs = 30_000): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function ok(d: DaemonProc, req: object, timeoutMs = 30_000): Promise<any> {
   const r = await d.request(req, timeoutMs);
   if (!r.ok) throw new Error(`${JSON.stringify(req)} -> ${JSON.stringify(r.error)}`);
   return r.result;

@@ -13,7 +13,7 @@ export interface BenchContext {
   /** Scratch files (pcaps, trafgen configs, tcpkill logs); removed at the end. */
   tmp: string;
   quick: boolean;
-  log(msg: string): void;
+  log: (msg: string) => void;
 }
 
 export type Tool = 'tcpreset' | 'tcpkill';

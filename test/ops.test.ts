@@ -713,6 +713,36 @@ ptest('history after a restart (kill -9 and restore from the journal): the ended
   t.deepEqual(human, ['65534', '0'], 'the UID column of the ends');
 });
 
+ptest('history records the re-creates of a running job as its events: extended, kept, switched (--l2), with the end before and what it switched from', async (t) => {
+  const ns = await sensorNetns(t);
+  const d = await startDaemon({ netns: ns });
+  t.teardown(() => d.stop());
+  const create = async (seconds: number, extra: string[] = []): Promise<{ action: string; switched?: object; job: { id: string; expiresAt: string } }> => {
+    const r = await cliSync(['ENG-R', '-i', 'sniff0', '-o', 'reset0', '-h', '198.51.100.71', '-d', String(seconds), '--json', ...extra, '--socket', d.socket]);
+    t.is(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const c = await create(60);
+  const e = await create(600);
+  const k = await create(30);
+  const s = await create(30, ['--l2']);
+  // What the creates answered is the positive control for what the history says.
+  t.deepEqual([c.action, e.action, k.action, s.action], ['created', 'extended', 'kept', 'kept']);
+  t.deepEqual(s.switched, { resetIf: 'reset0', mode: 'l3' });
+  t.is(new Set([c.job.id, e.job.id, k.job.id, s.job.id]).size, 1, 'one job');
+  t.is(k.job.expiresAt, e.job.expiresAt);
+  t.false('previousExpiresAt' in e, 'the response keeps the protocol\'s shape');
+  const recs = JSON.parse((await cliSync(['history', '--json', '--socket', d.socket])).stdout).records as Record<string, unknown>[];
+  t.deepEqual(recs.map((r) => [r.event, r.previousExpiresAt, r.from, (r.job as { mode: string }).mode, (r.job as { expiresAt: string }).expiresAt, r.uid]), [
+    ['created', undefined, undefined, 'l3', c.job.expiresAt, 0],
+    ['extended', c.job.expiresAt, undefined, 'l3', e.job.expiresAt, 0],
+    ['kept', e.job.expiresAt, undefined, 'l3', e.job.expiresAt, 0],
+    ['switched', e.job.expiresAt, { resetIf: 'reset0', mode: 'l3' }, 'l2', e.job.expiresAt, 0],
+  ]);
+  const human = (await cliSync(['history', '--socket', d.socket])).stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/\s+/)[1]);
+  t.deepEqual(human, ['created', 'extended', 'kept', 'switched']);
+});
+
 test('history is bounded: past twice historyMaxRecords the oldest are dropped; 0 keeps none', async (t) => {
   const dir = tmp('hbound');
   const log = { info() {}, warn() {}, error() {}, debug() {} };

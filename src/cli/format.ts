@@ -107,7 +107,8 @@ export function formatStatus(r: StatusResult): string {
 
 interface HistoryRecordView {
   at: string;
-  event: 'created' | 'ended';
+  /** created, extended, kept, switched or ended (history.ts HistoryEvent). */
+  event: string;
   how?: string;
   job: { id: string; engid: string; sniffIf: string; resetIf: string; host: string; port: number | null };
   uid: number | null;
@@ -119,7 +120,7 @@ export function formatHistory(r: { records: HistoryRecordView[]; enabled?: boole
   if (r.enabled === false) return 'no history: the daemon keeps none (historyMaxRecords is 0)\n';
   if (r.records.length === 0) return 'no jobs created or ended in that time\n';
   const rows = r.records.map((h) => [
-    h.at, h.event === 'created' ? 'created' : h.how ?? 'ended', h.job.id, h.job.engid,
+    h.at, h.event === 'ended' ? h.how ?? 'ended' : h.event, h.job.id, h.job.engid,
     h.job.port === null ? h.job.host : h.job.host.includes(':') ? `[${h.job.host}]:${h.job.port}` : `${h.job.host}:${h.job.port}`,
     `${h.job.sniffIf}>${h.job.resetIf}`, h.uid === null ? '-' : String(h.uid),
     h.counters ? String(h.counters.matched) : '', h.counters ? String(h.counters.rstsSent) : '', h.counters ? String(h.counters.flows) : '',

@@ -100,7 +100,7 @@ export const COMMANDS: CommandSpec[] = [
     usage: '[--since DURATION]',
     summary: 'what was cut and when: jobs created (and by which uid) and ended (how, final counters)',
     details: [
-      'One line per event, oldest first: the time, "created" or how the job ended ("expired", "cancelled", or "protected": a configuration reload protected its host), the job id, ENGID, HOST[:DSTPORT], the interfaces, the uid that created the job and, for an end, the packets matched, RSTs sent and flows reset. For incident reports; --json gives the records whole. The daemon keeps the newest historyMaxRecords events (tcpreset.conf(5)).',
+      'One line per event, oldest first: the time, the event, the job id, ENGID, HOST[:DSTPORT], the interfaces, the uid that asked (for an end: the uid that created the job) and, for an end, the packets matched, RSTs sent and flows reset. Events: "created"; a create naming a running job (same ENGID, interface, host and port) is "extended" (its end moved later), "kept" (it already ended later) or "switched" (-o or --l2 moved it to another reset interface or mode); an end is how the job ended: "expired", "cancelled", or "protected" (a configuration reload protected its host). For incident reports; --json gives the records whole. The daemon keeps the newest historyMaxRecords events (tcpreset.conf(5)).',
     ],
     opts: [{ long: '--since', key: 'since', arg: 'DURATION', desc: 'only the events of the last DURATION: a number with s, m, h or d (90s, 30m, 12h, 7d), or plain seconds' }],
   },

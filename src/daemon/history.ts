@@ -19,17 +19,33 @@ export const HISTORY_FILE = 'history.jsonl';
 /** How a job ended (jobs.ts EndReason): expired, cancelled, or protected (a configuration reload protected its host). */
 export type HistoryHow = EndReason;
 
+/**
+ * created: a new job; ended: see how. A create naming a live job's identity
+ * (ENGID, sniff interface, host, port) is an event of that job: extended (its
+ * end moved later), kept (it already ended later: unchanged), or switched
+ * (-o / --l2 moved it to another reset interface or injection mode; its end
+ * is the later of the two, see previousExpiresAt).
+ */
+export type HistoryEvent = 'created' | 'extended' | 'kept' | 'switched' | 'ended';
+
 export interface HistoryRecord {
   /** ISO time of the event. */
   at: string;
-  event: 'created' | 'ended';
+  event: HistoryEvent;
   /** For ended: how. */
   how?: HistoryHow;
+  /** For extended, kept, switched: the job's end time before this event (ISO). */
+  previousExpiresAt?: string;
+  /** For switched: the reset interface and mode the job had before. */
+  from?: { resetIf: string; mode: string };
   job: {
     id: string; engid: string; sniffIf: string; resetIf: string; host: string; port: number | null; mode: string;
     createdAt: string; expiresAt: string;
   };
-  /** uid of the client that created the job (null: unknown, e.g. created before a daemon restart). */
+  /**
+   * uid of the client that asked (peer credentials, SO_PEERCRED): for created, extended, kept and switched the
+   * requester; for ended the job's creator (null: unknown, e.g. a job saved by a daemon older than this field).
+   */
   uid: number | null;
   /** For ended: the final counters. */
   counters?: JobView['counters'];
@@ -89,6 +105,14 @@ export class History {
   created(job: JobView, uid: number | null, at = Date.now()): void {
     this.creators.set(job.id, uid);
     this.add({ at: new Date(at).toISOString(), event: 'created', job: jobPart(job), uid });
+  }
+
+  /** A create that named a live job (JobManager.create's action extended or kept, maybe switched). */
+  recreated(r: { action: 'extended' | 'kept'; switched?: { resetIf: string; mode: string }; job: JobView }, previousExpiresAt: string, uid: number | null, at = Date.now()): void {
+    this.add({
+      at: new Date(at).toISOString(), event: r.switched ? 'switched' : r.action, previousExpiresAt,
+      ...(r.switched ? { from: { resetIf: r.switched.resetIf, mode: r.switched.mode } } : {}), job: jobPart(r.job), uid,
+    });
   }
 
   ended(job: JobView, how: HistoryHow, at = Date.now()): void {

@@ -148,6 +148,8 @@ export interface CreateResult {
   action: 'created' | 'extended' | 'kept';
   /** The re-create moved the job to another reset interface or mode (from what). */
   switched?: { resetIf: string; mode: InjectMode };
+  /** For extended and kept: the job's end before this create (ISO), for the history. */
+  previousExpiresAt?: string;
   job: JobView;
 }
 
@@ -306,6 +308,7 @@ export class JobManager {
       return {
         action: this.expiresAtCol[slot]! > was.expiresAt ? 'extended' : 'kept',
         job: this.view(slot),
+        previousExpiresAt: new Date(was.expiresAt).toISOString(),
         ...(switched ? { switched: { resetIf: was.resetIf, mode: was.mode } } : {}),
       };
     }

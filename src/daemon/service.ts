@@ -371,8 +371,11 @@ export class Daemon {
           this.creatingUid = null;
         }
         const sweep = this.enforcer?.takeSweep();
-        let r: typeof created & { flows?: CreateResult['flows'] } = sweep ? { ...created, flows: { known: sweep.flows, reset: sweep.flows } } : created;
+        // previousExpiresAt is for the history only; the response's shape is the protocol's CreateResult.
+        const { previousExpiresAt, ...answer } = created;
+        let r: typeof answer & { flows?: CreateResult['flows'] } = sweep ? { ...answer, flows: { known: sweep.flows, reset: sweep.flows } } : answer;
         if (r.action === 'created') this.history.created(r.job, peer.uid);
+        else this.history.recreated({ action: r.action, job: r.job, ...(r.switched ? { switched: r.switched } : {}) }, previousExpiresAt!, peer.uid);
         // "created" means enforced: the first job of a daemon also starts its event thread.
         await this.dataPlaneReady();
         if (req.wait !== undefined && sweep && this.enforcer) {

@@ -197,9 +197,11 @@ export function renderBenchmarks(r: BenchResults): string {
     out.push('## 2. Time to kill');
     out.push('');
     out.push(
+      (r.sectionRuns?.kill ? `Measured on ${r.sectionRuns.kill.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only kill --into-latest"\`). ` : '') +
       `From the command (spawned on the sensor) to each endpoint's ECONNRESET, as the endpoints' own sockets report it: ${x.trialsPerCell} trials ` +
         `per tool and session; an interactive session sends 16 bytes every ${x.interactiveIntervalMs} ms (echoed); a download runs at full speed. ` +
-        `A trial succeeds when both ends are reset within ${x.timeoutMs / 1000} s. The time includes starting the command.`,
+        `A trial succeeds when both ends are reset within ${x.timeoutMs / 1000} s. The time includes starting the command` +
+        (x.watch ? ', run in an operator\'s environment (without the NODE_EXTRA_CA_CERTS this machine sets; section 5).' : '.'),
     );
     out.push('');
     const rows: string[][] = [];
@@ -221,7 +223,7 @@ export function renderBenchmarks(r: BenchResults): string {
     }
     out.push(table(['Tool', 'Session', 'Both ends reset', 'p50 (both ends)', 'p25 – p75', 'max', 'client p50', 'server p50', 'command exited (p50)'], rows));
     out.push('');
-    if (x.watch) out.push(...watchSection(x.watch, r.sectionRuns?.kill));
+    if (x.watch) out.push(...watchSection(x.watch));
   }
 
   // ---- capabilities
@@ -577,13 +579,12 @@ function watchGoalRows(x: WatchResult | undefined): string[][] {
   ]];
 }
 
-function watchSection(x: WatchResult, measuredAt: string | undefined): string[] {
+function watchSection(x: WatchResult): string[] {
   const out: string[] = [];
   out.push('### Sessions that were there before the tool: idle and interactive, with and without `--watch`');
   out.push('');
   out.push(
-    (measuredAt ? `Measured on ${measuredAt.slice(0, 10)} by a run of this section alone (\`make bench BENCH_ARGS="--only kill --into-latest"\`). ` : '') +
-      `A session from the client to the server's echo port is set up first, then the tool is asked to kill the client's sessions: an **idle** one has sent nothing since its handshake, ${x.idleBeforeMs / 1000} s before the command, and sends nothing after; ` +
+    `A session from the client to the server's echo port is set up first, then the tool is asked to kill the client's sessions: an **idle** one has sent nothing since its handshake, ${x.idleBeforeMs / 1000} s before the command, and sends nothing after; ` +
       `an **interactive** one sends a 16-byte line every ${x.lineIntervalMs} ms (two have crossed; the command lands anywhere in the third interval). ` +
       `Times are from the command's start (spawn of the CLI, or the control request sent) to each endpoint's ECONNRESET as its own socket reports it; ${x.trialsPerCell} trials per row, cases and sessions alternating. ` +
       `*\`--watch\`*: tcpresetd started with the sniff interface watched before the session began, so its flow memory holds the flow and the job resets it at creation (RST pair from the remembered state, then probes). ` +

@@ -187,11 +187,14 @@ async function main(): Promise<number> {
       const latest = JSON.parse(readFileSync(latestPath, 'utf8')) as BenchResults;
       const merged = latest as unknown as Record<string, unknown>;
       const runs = { ...(latest.sectionRuns ?? {}) };
+      const machines = { ...(latest.sectionMachines ?? {}) };
       for (const section of args.only) {
         merged[section] = (results as unknown as Record<string, unknown>)[section];
         runs[section] = results.startedAt;
+        machines[section] = results.machine;
       }
       latest.sectionRuns = runs;
+      latest.sectionMachines = machines;
       writeFileSync(latestPath, JSON.stringify(latest, null, 2) + '\n');
       log(`merged ${[...args.only].join(', ')} into ${latestPath}`);
       if (args.report) {

@@ -28,6 +28,8 @@ export interface BenchResults {
   idle?: IdleResult;
   /** Sections measured by a later partial run merged in with --into-latest: section -> that run's start (ISO). */
   sectionRuns?: Record<string, string>;
+  /** The machine of each such run (the shared machine's CPU model changes between sessions). */
+  sectionMachines?: Record<string, MachineInfo>;
   kill?: KillResult;
   capabilities?: CapabilitiesResult;
   throughput?: ThroughputResult;
@@ -88,6 +90,16 @@ export function renderBenchmarks(r: BenchResults): string {
   );
   out.push('');
   out.push(`**Machine:** ${m.nproc} CPUs, ${m.model}, ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}, ${m.tcpkill}.`);
+  // Sections merged from a later run on another machine say so: per-packet figures depend on the CPU.
+  const others = Object.entries(r.sectionMachines ?? {}).filter(([, x]) => x.model !== m.model || x.kernel !== m.kernel || x.nproc !== m.nproc);
+  if (others.length) {
+    const byMachine = new Map<string, string[]>();
+    for (const [sec, x] of others) {
+      const k = `${x.nproc} CPUs, ${x.model}, ${x.memGiB} GiB, Linux ${x.kernel}, Node ${x.node}`;
+      byMachine.set(k, [...(byMachine.get(k) ?? []), sec]);
+    }
+    for (const [k, secs] of byMachine) out.push(`Sections measured later (${secs.join(', ')}) ran on: ${k}.`);
+  }
   out.push('The machine is shared and noisy: runs of the two tools alternate, and each figure is a median with its spread ' +
     '(p25–p75 unless marked otherwise) over those runs.');
   out.push('');
@@ -634,6 +646,15 @@ function watchSection(x: WatchResult): string[] {
         (cold && cold.flows.length
           ? ` Without \`--watch\` the command said ${flowsText(cold)} and returned after ${ms(cold.returnedMs.p50)} at p50: the session was left to its next segment, which an idle one never sends.`
           : ''),
+    );
+    out.push('');
+  }
+  const coldI = watchCell(x, 'cold', 'interactive');
+  const coldKnown = coldI ? coldI.flows.filter((f) => f.known > 0).length : 0;
+  if (coldI && coldKnown) {
+    out.push(
+      `Without \`--watch\`, ${coldKnown} of ${coldI.flows.length} interactive sessions were nonetheless known at creation: the flow memory is on from the moment the job attaches XDP, ` +
+        'and a line crossed between that attach and the job\'s sweep of the table.',
     );
     out.push('');
   }

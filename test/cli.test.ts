@@ -182,11 +182,13 @@ test('usage errors: exit 64, one line, no request sent', async (t) => {
     [['ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], /missing required option -d SECONDS$/],
     [['-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '9'], /missing ENGID/],
     [[...CREATE, '--jsn'], /unknown option '--jsn' \(Did you mean --json\?\)/],
-    [[...CREATE, 'extra'], /too many arguments/],
+    [[...CREATE, 'extra'], /^unexpected operand "extra": "create" takes one, the ENGID \(here "ids-1"\)$/],
+    [['cancel', 'ids-1', 'ids-2'], /^unexpected operand "ids-2": "cancel" takes one, the JOBID or ENGID \(here "ids-1"\)$/],
     [[...CREATE, '-h', '10.9.9.9'], /'-h, --host <HOST>' argument '10.9.9.9' is invalid. the option is given more than once/],
     [[...CREATE, '-d', '60'], /more than once/],
     [['ids-1', '-i'], /'-i, --sniff <SNIFF_IF>' argument missing/],
-    [['list', 'x'], /too many arguments/],
+    [['list', 'x'], /^unexpected operand "x": "list" takes none$/],
+    [['status', 'x', 'y'], /^unexpected operands "x", "y": "status" takes none$/],
     [['list', '-i', 'eth1'], /unknown option '-i'/],
     [['status', '--l2'], /unknown option '--l2'/],
     [['cancel'], /missing JOBID or ENGID/],
@@ -543,6 +545,17 @@ test('bin/tcpreset as a child process: exit codes and stderr', async (t) => {
   const err = await peer(() => ({ v: 1, ok: false, error: { code: 'E_PROTECTED', message: 'host 10.1.2.3 is protected' } }));
   t.teardown(err.close);
   oneLineError(t, await child(CREATE, { TCPRESET_SOCKET: err.path }), 65, /^host 10\.1\.2\.3 is protected$/);
+  // A subcommand after an option is the ENGID of the implicit create; commander said only
+  // "too many arguments for 'create'. Expected 1 argument but got 2." The error names the
+  // extra word and the misplaced subcommand, through both parsers (fast, then commander).
+  oneLineError(t, await child(['-d', '5', 'create', 'ids-1', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3']), 64,
+    /^unexpected operand "ids-1": the word "create" stands after an option, where it is read as the ENGID; put the subcommand first \("tcpreset create \.\.\."\): only -s, --timeout and --json may come before it$/);
+  oneLineError(t, await child(['-d', '5', 'cancel', '3f2a9c01bd4e']), 64, /^unexpected operand "3f2a9c01bd4e": the word "cancel" stands after an option/);
+  oneLineError(t, await child(['--timeout', '2', 'list', 'x', '--', '-y']), 64, /^unexpected operands "x", "-y": "list" takes none$/);
+  // Positive control: the same words with the subcommand first are a create that reaches the daemon.
+  const placed = await child(['create', 'ids-1', '-d', '180', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], { TCPRESET_SOCKET: p.path });
+  t.is(placed.code, 0, placed.stderr);
+  t.regex(placed.stdout, /^created job 3f2a9c01bd4e ENGID=ids-1 /);
 });
 
 ptest('permission denied on the socket -> 77 (run as nobody)', async (t) => {

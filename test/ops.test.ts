@@ -185,6 +185,21 @@ test('--test-config: 0 and one line for a valid or empty file; 78 and one stderr
   t.false(existsSync(join(dir, 'st')), 'no state directory');
 });
 
+test('an operand: exit 64, the error names it (commander said "too many arguments. Expected 0 arguments but got 1."); nothing started', async (t) => {
+  const dir = tmp('operand');
+  const side = ['--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'st'), '--config', join(dir, 'none.json')];
+  const r = await daemonSync([...side, 'eth1', '--watch', 'eth0', 'x y']);
+  t.is(r.status, 64);
+  t.is(r.stdout, '');
+  t.is(r.stderr.split('\n')[0], 'error: unexpected operands "eth1", "x y": tcpresetd takes options only');
+  t.false(existsSync(join(dir, 's.sock')), 'no socket');
+  t.false(existsSync(join(dir, 'st')), 'no state directory');
+  // Positive control: the same options without the operands reach the configuration check.
+  const ok = await daemonSync([...side, '--watch', 'eth0', '--test-config']);
+  t.is(ok.status, 78, ok.stderr);
+  t.regex(ok.stderr, /none\.json: cannot read: ENOENT/);
+});
+
 
 // ---------------------------------------------------------------- a data plane that cannot load
 

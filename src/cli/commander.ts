@@ -108,12 +108,11 @@ export async function commanderParse(argv: readonly string[], env: Record<string
       });
       continue;
     }
-    // Commander passes (operand, options, command), or (options, command) when there is no operand.
-    cmd.action((...args: unknown[]) => {
+    // Excess operands reach planFor, which names them (commander's own error does not).
+    // The command is the action's last argument; self.args holds every operand.
+    cmd.allowExcessArguments().action((...args: unknown[]) => {
       const self = args[args.length - 1] as Command;
-      const what = spec.operand ? (args[0] as string | undefined) : undefined;
-      const operands = what !== undefined ? [what] : [];
-      result = planFor(spec.name as Plan['command'], operands, opts(self), env, explicit);
+      result = planFor(spec.name as Plan['command'], self.args, opts(self), env, explicit);
     });
   }
 

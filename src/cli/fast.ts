@@ -6,7 +6,7 @@
  *
  * It only has to be right, not complete: anything it does not recognise
  * plainly (help, -V, "--", an unknown option, an option given twice, a
- * value that starts with "-", a missing value, too many operands) returns
+ * value that starts with "-", a missing value) returns
  * null and commander parses the line instead, with its full error messages.
  * What it does accept goes through the same planFor() as commander's
  * actions, and test/cli-parse.test.ts checks on a corpus that both parsers
@@ -88,6 +88,5 @@ export function fastPlan(argv: readonly string[], env: Record<string, string | u
     if (a === '-' || a === '--') return null;
     operands.push(a);
   }
-  if (operands.length > (command === 'create' || command === 'cancel' ? 1 : 0)) return null;
   return planFor(command as Plan['command'], operands, opts as ParsedOpts, env, explicit);
 }

@@ -7,7 +7,7 @@
  * Light: imports only errors, validate and the protocol's constants (the
  * fast path loads it before it connects).
  */
-import { EXIT, UsageError, ValidationError } from '../errors.js';
+import { EXIT, UsageError, ValidationError, showValue } from '../errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
 import { DEFAULT_SOCKET_PATH, JOB_ID_RE, MAX_WAIT_S, type RequestBody } from '../control/protocol.js';
 
@@ -260,6 +260,29 @@ export function commandIndex(argv: readonly string[]): number {
 }
 
 /**
+ * The usage error for operands past the ones `command` takes, naming them.
+ * Commander's own ("too many arguments for 'create'. Expected 1 argument
+ * but got 2.") named nothing, and its commonest cause was a subcommand
+ * written after an option ("tcpreset -d 5 create x ..."): only the global
+ * options may stand before a subcommand, so there the word is an ENGID of
+ * the implicit create.
+ */
+function excessOperands(command: Plan['command'], operands: readonly string[], explicit: boolean): UsageError {
+  const takes = command === 'create' || command === 'cancel' ? 1 : 0;
+  const extra = operands.slice(takes);
+  const named = `unexpected operand${extra.length > 1 ? 's' : ''} ${extra.map((w) => showValue(w)).join(', ')}`;
+  const first = operands[0];
+  if (command === 'create' && !explicit && (SUBCOMMANDS as readonly string[]).includes(first)) {
+    return new UsageError(
+      `${named}: the word "${first}" stands after an option, where it is read as the ENGID; ` +
+        `put the subcommand first ("tcpreset ${first} ..."): only -s, --timeout and --json may come before it`,
+    );
+  }
+  if (takes === 0) return new UsageError(`${named}: "${command}" takes none`);
+  return new UsageError(`${named}: "${command}" takes one, the ${command === 'create' ? 'ENGID' : 'JOBID or ENGID'} (here ${showValue(first)})`);
+}
+
+/**
  * The plan for a parsed command line, or a TcpresetError (usage 64, value 65).
  * Both parsers end here, so they give the same answer for the same words.
  * `explicit`: the word "create" was given.
@@ -271,6 +294,7 @@ export function planFor(
   env: Record<string, string | undefined>,
   explicit: boolean,
 ): Plan {
+  if (operands.length > (command === 'create' || command === 'cancel' ? 1 : 0)) throw excessOperands(command, operands, explicit);
   let body: RequestBody;
   const what = operands[0];
   switch (command) {

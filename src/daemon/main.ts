@@ -4,7 +4,7 @@
  * Daemon and turns SIGTERM/SIGINT into an orderly stop with exit status 0.
  */
 import { Command, Option } from 'commander';
-import { EXIT, TcpresetError } from '../errors.js';
+import { EXIT, TcpresetError, showValue } from '../errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
 import { loadConfig, validateWatch, DEFAULT_CONFIG } from './config.js';
 import { CONFIG_DOC } from './config-doc.js';
@@ -136,8 +136,15 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     .exitOverride((err) => {
       process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE);
     })
-    .allowExcessArguments(false);
+    // Operands are refused below, naming them: commander's own error ("too many arguments.
+    // Expected 0 arguments but got 1.") named nothing.
+    .allowExcessArguments(true);
   program.parse(argv);
+  if (program.args.length > 0) {
+    program.error(`error: unexpected operand${program.args.length > 1 ? 's' : ''} ${program.args.map((a) => showValue(a)).join(', ')}: tcpresetd takes options only`, {
+      code: 'commander.excessArguments',
+    });
+  }
   const flags = program.opts<Flags>();
   const configGiven = program.getOptionValueSource('config') === 'cli';
 

@@ -164,7 +164,7 @@ function createArgv(v: Partial<Record<keyof typeof GOOD | 'socket' | 'timeout', 
 
 /** How the CLI names each argument in its errors (a clear error says which one is wrong). */
 const NAMES: Record<string, RegExp> = {
-  engid: /ENGID|subcommand|unknown option|too many arguments|missing/i,
+  engid: /ENGID|subcommand|unknown option|unexpected operand|missing/i,
   sniff: /-i\b|sniff/,
   reset: /-o\b|reset/,
   host: /-h\b|host/,
@@ -172,7 +172,7 @@ const NAMES: Record<string, RegExp> = {
   duration: /-d\b|duration/,
   socket: /--socket|socket/,
   timeout: /--timeout|timeout/,
-  jobid: /job id|JOBID|ENGID|unknown option|missing|too many arguments/,
+  jobid: /job id|JOBID|ENGID|unknown option|missing|unexpected operand/
 };
 
 // ---------------------------------------------------------------- running and judging

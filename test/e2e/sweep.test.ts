@@ -84,7 +84,8 @@ for (const fam of ['v4', 'v6'] as const) {
 ptest.serial('without --watch the flow memory starts with the first job: an idle session from before it is not reset at creation, nor by a later job while it stays silent (it waits for its next segment)', async (t) => {
   const lab = await createLab();
   t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000 } });
+  // Debug: a sweep that finds nothing says so at debug level only.
+  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000 }, args: ['--log-level', 'debug'] });
   t.teardown(async () => void (await daemon.stop()));
   const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }, { port: PORT_B, mode: 'echo' }]);
   const ctx: Ctx = { t, lab, daemon, server };

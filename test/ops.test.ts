@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ptest } from './helpers/privileged.js';
@@ -756,6 +756,59 @@ ptest('history records the re-creates of a running job as its events: extended, 
   ]);
   const human = (await cliSync(['history', '--socket', d.socket])).stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/\s+/)[1]);
   t.deepEqual(human, ['created', 'extended', 'kept', 'switched']);
+});
+
+ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a count and a fault in status; the records are kept in memory, listed by tcpreset history, and written in order once space returns', async (t) => {
+  const ns = await sensorNetns(t);
+  const dir = tmp('hist-full');
+  const state = join(dir, 'state');
+  mkdirSync(state);
+  const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tcpreset-test', state]);
+  t.is(mounted.status, 0, mounted.stderr);
+  t.teardown(async () => {
+    await run('umount', [state]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const d = await startDaemon({ dir, stateDir: state, netns: ns });
+  t.teardown(() => d.stop());
+  const file = join(state, 'history.jsonl');
+  t.false(existsSync(file), 'no history yet');
+  const fill = await run('dd', ['if=/dev/zero', `of=${join(state, 'filler')}`, 'bs=4k']);
+  t.regex(fill.stderr, /No space left on device/, 'the tmpfs is full');
+
+  const c = await d.request({ v: 1, op: 'create', engid: 'ENG-F', sniffIf: 'sniff0', resetIf: 'reset0', host: '198.51.100.81', duration: 60 }, 30_000);
+  t.true(c.ok, JSON.stringify(c));
+  t.regex(c.result.warnings?.[0] ?? '', /could not be saved/, 'jobs.json on the same full disk warns as before');
+  const id = c.result.job.id as string;
+  t.true((await d.request({ v: 1, op: 'cancel', jobId: id })).ok);
+
+  const warn = await d.waitLog((l) => /^job history: cannot append to /.test(l.msg ?? ''), 5000, 'history warning');
+  t.is(warn.level, 40);
+  t.regex(warn.msg!, /ENOSPC.*the records are kept in memory and written when the disk takes them$/);
+  const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
+  t.like(st.history, { path: file, unwritten: 2, lost: 0 });
+  t.true(st.history.writeFailures >= 2, JSON.stringify(st.history));
+  t.regex(st.history.fault, /^cannot append to .*history\.jsonl: ENOSPC: no space left on device.* \(since \S+; 2 records held in memory\)$/);
+  const human = (await cliSync(['status', '--socket', d.socket])).stdout;
+  t.regex(human, /^history: FAULT cannot append to .*ENOSPC.*; written when the disk takes them$/m);
+  const m = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  t.is(m.get('tcpreset_history_unwritten_records'), 2);
+  t.true(m.get('tcpreset_history_write_failures_total')! >= 2);
+  const held = JSON.parse((await cliSync(['history', '--json', '--socket', d.socket])).stdout).records;
+  t.deepEqual(held.map((r: { event: string; how?: string; job: { id: string } }) => [r.event, r.how, r.job.id]), [['created', undefined, id], ['ended', 'cancelled', id]], 'listed from memory');
+  t.is(d.logs.filter((l) => /^job history: cannot/.test(l.msg ?? '')).length, 1, 'one warning per failure streak');
+  t.is(readFileSync(file, 'utf8'), '', 'nothing (and no torn line) in the file');
+
+  // Space returns: the retry writes them, in order, and the fault clears.
+  rmSync(join(state, 'filler'));
+  const back = await d.waitLog((l) => l.msg === 'job history written again: the records held in memory are on disk', 15_000, 'history written again');
+  t.is(back.records, 2);
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  t.deepEqual(lines.map((r) => [r.event, r.how, r.job.id]), [['created', undefined, id], ['ended', 'cancelled', id]]);
+  const after = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout).history;
+  t.like(after, { unwritten: 0, lost: 0 });
+  t.is(after.fault, undefined);
+  t.false((await cliSync(['status', '--socket', d.socket])).stdout.includes('history: FAULT'));
 });
 
 test('history is bounded: past twice historyMaxRecords the oldest are dropped; 0 keeps none', async (t) => {

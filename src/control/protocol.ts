@@ -197,6 +197,8 @@ export interface StatusResult {
   dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
   /** The saved jobs (STATE_DIR/jobs.json): `fault` while changes cannot be written, records dropped from a torn tail at start. */
   state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
+  /** The job history (absent when historyMaxRecords is 0): records waiting for the disk, failed writes, records lost, and a fault while records wait. */
+  history?: { path: string; unwritten: number; writeFailures: number; lost: number; fault?: string };
   /** Per attached sniff interface: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
   sniff?: { ifname: string; packets: number; tcp: number; decap: number; unparsableWindows: number }[];
   /** Create-time sweeps since start: packets sent, failures, connections found open (known) and verified dead. */

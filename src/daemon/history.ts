@@ -7,14 +7,40 @@
  * Bounded: past 2 × maxRecords lines the file is rewritten with the newest
  * maxRecords (atomically: a reader sees the old file or the new one).
  * Appends of one event-loop turn are written together (a bulk of 10,000
- * creates is not 10,000 writes). A failed write is logged once per streak
- * and counted; the jobs themselves are unaffected.
+ * creates is not 10,000 writes).
+ *
+ * A failed write (ENOSPC on a full disk, EIO, a directory gone) loses no
+ * record: what an append cut short is truncated away (a torn line would
+ * swallow the next record), the records stay in memory (the newest
+ * MEMORY_RECORDS; older ones are dropped and counted as lost) and are
+ * written, in order, by the next append or by a retry every RETRY_MS. A
+ * streak of failures is one warning, counted (writeFailures) and shown by
+ * `tcpreset status` as a fault until the disk takes the records again; the
+ * jobs themselves are unaffected. `tcpreset history` shows the records held
+ * in memory too.
  */
-import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EndReason, JobView, LogSink } from './jobs.js';
 
 export const HISTORY_FILE = 'history.jsonl';
+/** Records held in memory while the file cannot be written (~400 bytes each); past this the oldest are lost. */
+export const MEMORY_RECORDS = 10_000;
+/** While failing, the held records are retried this often (ms); each new record retries too. */
+export const RETRY_MS = 5_000;
+
+/** What `tcpreset status` shows of the history (status.history). */
+export interface HistoryStatus {
+  path: string;
+  /** Records waiting in memory for the disk. */
+  unwritten: number;
+  /** Failed writes of the file (appends and compactions), daemon lifetime. */
+  writeFailures: number;
+  /** Records dropped because more than MEMORY_RECORDS waited (daemon lifetime). */
+  lost: number;
+  /** Set while records wait: why, and since when. */
+  fault?: string;
+}
 
 /** How a job ended (jobs.ts EndReason): expired, cancelled, or protected (a configuration reload protected its host). */
 export type HistoryHow = EndReason;
@@ -53,12 +79,17 @@ export interface HistoryRecord {
 
 export class History {
   readonly path: string;
-  /** Records not written (disk errors). */
+  /** Failed writes (appends and compactions). */
   failures = 0;
+  /** Records dropped from memory while the disk refused them (more than MEMORY_RECORDS waited). */
+  lost = 0;
   private lines = 0;
+  /** Records not yet in the file, oldest first: this turn's, and any the disk refused. */
   private pending: string[] = [];
   private flushScheduled = false;
-  private failing = false;
+  /** The current failure streak: its first error and when it began; null when writes succeed. */
+  private failing: { error: string; since: number } | null = null;
+  private retryTimer: NodeJS.Timeout | undefined;
   /** uid of the creator of each live job (for its ended record, and jobs.json so a restart keeps it). */
   private readonly creators = new Map<string, number | null>();
 
@@ -124,51 +155,115 @@ export class History {
   private add(rec: HistoryRecord): void {
     if (!this.enabled) return;
     this.pending.push(`${JSON.stringify(rec)}\n`);
+    if (this.pending.length > MEMORY_RECORDS) {
+      // Only while the disk refuses them (a turn's batch is written at its end): bounded memory, the loss counted and said.
+      const drop = this.pending.length - MEMORY_RECORDS;
+      this.pending.splice(0, drop);
+      if (this.lost === 0 || Math.floor(this.lost / 1000) !== Math.floor((this.lost + drop) / 1000)) {
+        this.log.error({ path: this.path, lost: this.lost + drop, held: MEMORY_RECORDS }, 'job history: records lost (the disk refuses them and memory holds only the newest)');
+      }
+      this.lost += drop;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
   }
 
-  /** Write what is pending now (also called at shutdown). */
+  /** Write what is pending now (also called at shutdown, and by the retry timer). Never throws. */
   flush(): void {
     this.flushScheduled = false;
     if (this.pending.length === 0) return;
-    const batch = this.pending;
-    this.pending = [];
+    let sizeBefore: number | null = null;
     try {
-      appendFileSync(this.path, batch.join(''), { mode: 0o640 });
-      this.lines += batch.length;
-      if (this.failing) this.log.info({ path: this.path }, 'history written again');
-      this.failing = false;
-      if (this.lines > 2 * this.maxRecords) this.compact();
+      sizeBefore = statSync(this.path).size;
     } catch (err) {
-      this.failures += batch.length;
-      if (!this.failing) this.log.warn({ err, path: this.path, records: batch.length }, 'cannot write the job history: these records are lost');
-      this.failing = true;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') sizeBefore = 0;
+    }
+    try {
+      appendFileSync(this.path, this.pending.join(''), { mode: 0o640 });
+    } catch (err) {
+      // A short write (ENOSPC part-way) leaves a line without its end, which would swallow the next record appended.
+      if (sizeBefore !== null) {
+        try {
+          truncateSync(this.path, sizeBefore);
+        } catch {
+          // nothing was written, or the file is gone
+        }
+      }
+      this.writeFailed(err, 'append');
+      return;
+    }
+    this.lines += this.pending.length;
+    const written = this.pending.length;
+    this.pending = [];
+    if (this.failing) {
+      this.log.info({ path: this.path, records: written, failingMs: Date.now() - this.failing.since }, 'job history written again: the records held in memory are on disk');
+      this.failing = null;
+    }
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.lines > 2 * this.maxRecords) this.compact();
+  }
+
+  private writeFailed(err: unknown, what: 'append' | 'compact'): void {
+    this.failures++;
+    if (!this.failing) {
+      const error = `cannot ${what === 'append' ? 'append to' : 'compact'} ${this.path}: ${(err as Error).message}`;
+      this.failing = { error, since: Date.now() };
+      this.log.warn({ err, path: this.path, records: this.pending.length, retryMs: RETRY_MS }, `job history: ${error}; the records are kept in memory and written when the disk takes them`);
+    }
+    if (this.pending.length > 0 && !this.retryTimer) {
+      this.retryTimer = setInterval(() => this.flush(), RETRY_MS);
+      this.retryTimer.unref();
     }
   }
 
-  /** Keep the newest maxRecords lines. */
+  /** Keep the newest maxRecords lines. A failure leaves the file as it was (longer than the bound) until the next append tries again. */
   private compact(): void {
-    const all = readFileSync(this.path, 'utf8').split('\n').filter((l) => l !== '');
-    const keep = all.slice(-this.maxRecords);
     const tmp = `${this.path}.tmp-${process.pid}`;
-    writeFileSync(tmp, keep.map((l) => `${l}\n`).join(''), { mode: 0o640 });
-    renameSync(tmp, this.path);
-    this.lines = keep.length;
+    try {
+      const all = readFileSync(this.path, 'utf8').split('\n').filter((l) => l !== '');
+      const keep = all.slice(-this.maxRecords);
+      writeFileSync(tmp, keep.map((l) => `${l}\n`).join(''), { mode: 0o640 });
+      renameSync(tmp, this.path);
+      this.lines = keep.length;
+    } catch (err) {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // not created
+      }
+      this.writeFailed(err, 'compact');
+      // Nothing waits: the records are in the file; the fault clears with the next successful append.
+    }
+  }
+
+  /** For status: records waiting for the disk and the current fault. */
+  status(): HistoryStatus {
+    return {
+      path: this.path, unwritten: this.pending.length, writeFailures: this.failures, lost: this.lost,
+      ...(this.failing ? { fault: `${this.failing.error} (since ${new Date(this.failing.since).toISOString()}; ${this.pending.length} record${this.pending.length === 1 ? '' : 's'} held in memory)` } : {}),
+    };
+  }
+
+  /** Stop retrying (shutdown, after the last flush). */
+  close(): void {
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** Records at or after `sinceMs` (epoch ms), oldest first; unreadable lines are skipped. */
   read(sinceMs = 0): HistoryRecord[] {
     this.flush();
-    let text: string;
+    let text = '';
     try {
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    // Records the disk has not taken yet come after the file's (they are newer).
+    if (this.pending.length) text += this.pending.join('');
     const out: HistoryRecord[] = [];
     for (const line of text.split('\n')) {
       if (line === '') continue;

@@ -27,6 +27,7 @@ export interface StatusView {
   interfaces: { ifname: string; role: string; mode: string; up: boolean }[];
   dataPlane: string;
   dataPlaneFailures: number;
+  history?: { unwritten: number; writeFailures: number; lost: number };
 }
 
 export interface MetricsSource {
@@ -140,6 +141,9 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   });
   gauge(reg, 'tcpreset_dataplane_up', 'The data plane loads (1), or its last load failed (0): see tcpreset status.', [], (g) => g.set(status().dataPlane === 'fault' ? 0 : 1));
   counter(reg, 'tcpreset_dataplane_failures_total', 'Failed loads of the BPF program and failed target changes (E_DATAPLANE).', [], (c) => c.inc(status().dataPlaneFailures));
+  counter(reg, 'tcpreset_history_write_failures_total', 'Failed writes of the job history file (e.g. a full disk); its records wait in memory.', [], (c) => c.inc(status().history?.writeFailures ?? 0));
+  gauge(reg, 'tcpreset_history_unwritten_records', 'Job history records waiting in memory for the disk (0 when the file takes them).', [], (g) => g.set(status().history?.unwritten ?? 0));
+  counter(reg, 'tcpreset_history_records_lost_total', 'Job history records dropped because more waited for the disk than memory holds.', [], (c) => c.inc(status().history?.lost ?? 0));
   const perJob = (name: string, help: string, pick: (j: JobView) => number): void =>
     counter(reg, name, help, ['job_id', 'engid'], (c) => {
       for (const j of liveJobs()) c.inc({ job_id: j.id, engid: j.engid }, pick(j));

@@ -464,6 +464,7 @@ export class Daemon {
       dataPlaneFailures: this.dataPlaneHealth.failures,
       memory: memoryMb(),
       state: this.store.stats(),
+      ...(this.history.enabled ? { history: this.history.status() } : {}),
       connections: this.server?.connections ?? 0,
       ...(this.metrics ? { metrics: this.metrics.status() } : {}),
       requests: this.server?.requests ?? 0,
@@ -498,6 +499,8 @@ export class Daemon {
         this.log.error({ err }, 'closing the data plane failed');
       }
       this.history.flush();
+      this.history.close();
+      if (this.history.status().unwritten) this.log.error({ ...this.history.status() }, 'job history: records the disk refused are lost with this stop');
       this.stateLock?.release();
       this.log.info({}, 'stopped');
     })();

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { Rng } from '../testkit/rng.js';
 import { isIPv4, isIPv6 } from 'node:net';
-import { ValidationError } from '../src/errors.js';
-import { cidrContains, classify, formatIp, isUnicastHost, parseCidr, parseHost, parseIp, unmapV4 } from '../src/packet/addr.js';
+import { ValidationError } from '../src/core/errors.js';
+import { cidrContains, classify, formatIp, isUnicastHost, parseCidr, parseHost, parseIp, unmapV4 } from '../src/core/addr.js';
 
 const ACCEPT: Array<[string, string]> = [
   // input -> canonical
@@ -287,7 +287,7 @@ test('cidrContains', (t) => {
 
 test('addr.ts imports nothing but errors.ts (the CLI loads it)', async (t) => {
   const { readFile } = await import('node:fs/promises');
-  const src = await readFile(new URL('../../src/packet/addr.ts', import.meta.url), 'utf8');
+  const src = await readFile(new URL('../../src/core/addr.ts', import.meta.url), 'utf8');
   const imports = [...src.matchAll(/^\s*import\s[^;]*?from\s+'([^']+)'/gm)].map((m) => m[1]);
-  t.deepEqual(imports, ['../errors.js']);
+  t.deepEqual(imports, ['./errors.js']);
 });

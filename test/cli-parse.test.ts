@@ -10,7 +10,7 @@
 import test from 'ava';
 import { commanderParse } from '../src/cli/commander.js';
 import { fastPlan } from '../src/cli/fast.js';
-import { TcpresetError, exitCodeFor } from '../src/errors.js';
+import { TcpresetError, exitCodeFor } from '../src/core/errors.js';
 import { Rng } from '../testkit/rng.js';
 
 const ENV = { TCPRESET_SOCKET: '/run/test.sock' };

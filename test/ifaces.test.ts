@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
-import { TcpresetError, ValidationError } from '../src/errors.js';
+import { TcpresetError, ValidationError } from '../src/core/errors.js';
 import {
   allLocalAddresses,
   checkResetInterface,

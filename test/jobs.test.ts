@@ -10,7 +10,7 @@ import { ManualClock } from '../src/daemon/clock.js';
 import { JobManager } from '../src/daemon/jobs.js';
 import { ProtectList, parseProtected } from '../src/daemon/protect.js';
 import { passedRecently, recent } from '../src/daemon/turn.js';
-import { TcpresetError } from '../src/errors.js';
+import { TcpresetError } from '../src/core/errors.js';
 import { memLog, TargetTable, okChecks, setup, base } from './helpers/job-fixtures.js';
 
 test('create makes one target; re-create with the same identity extends to the later end', (t) => {

@@ -15,7 +15,7 @@ import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { LabCommandError, labPrefix, listNetns, ownNetns, sweepStale } from '../testkit/lab/netns.js';
 import { labRunDir } from '../testkit/lab/record.js';
 import { connectOnce, spawnPeer, startClient, startServer } from '../testkit/lab/peer-control.js';
-import { ValidationError } from '../src/errors.js';
+import { ValidationError } from '../src/core/errors.js';
 import { Capture } from '../testkit/capture.js';
 
 const LAB_MODULE = new URL('../testkit/lab/lab.js', import.meta.url).href;

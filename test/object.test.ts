@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { BpfObject, defaultObjectPath, kernelKnowsXdpFrags, numPossibleCpus } from '../src/bpf/object.js';
 import { encodeTargetKey, encodeTargetValue, LAYOUT, MAP_COUNTERS, MAP_TARGETS, sumCounters } from '../src/contract.js';
-import { NativeError, TcpresetError } from '../src/errors.js';
+import { NativeError, TcpresetError } from '../src/core/errors.js';
 import * as L from '../src/native/libbpf.js';
 import { ptest } from './helpers/privileged.js';
 

@@ -31,7 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControlServer } from '../src/daemon/server.js';
 import { MAX_LINE_BYTES } from '../src/control/protocol.js';
-import { TcpresetError } from '../src/errors.js';
+import { TcpresetError } from '../src/core/errors.js';
 import { DAEMON_BIN, REPO_ROOT, connect, readUntilClose, sendLines, startDaemon, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 import { rssMb } from '../testkit/proc.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { Sender } from '../src/net/sender.js';
-import { NativeError, ValidationError } from '../src/errors.js';
+import { NativeError, ValidationError } from '../src/core/errors.js';
 
 let seqNo = 0;
 

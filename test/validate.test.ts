@@ -1,6 +1,6 @@
 import test from 'ava';
-import { TcpresetError, ValidationError, showValue } from '../src/errors.js';
-import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../src/validate.js';
+import { TcpresetError, ValidationError, showValue } from '../src/core/errors.js';
+import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../src/core/validate.js';
 import {
   MAX_LINE_BYTES,
   encodeLine,

@@ -11,7 +11,7 @@ import { readdirSync, readFileSync, rmdirSync, rmSync, statfsSync } from 'node:f
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { FLOWMEM_MASK_SECTION, MAP_FLOWMEM, MAP_TARGETS, PROG_NAME } from '../contract.js';
-import { NativeError, TcpresetError, ValidationError } from '../errors.js';
+import { NativeError, TcpresetError, ValidationError } from '../core/errors.js';
 import * as L from '../native/libbpf.js';
 import * as X from '../native/libxdp.js';
 import { close as closeFd, ifNameToIndex } from '../native/libc.js';

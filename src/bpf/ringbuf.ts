@@ -22,7 +22,7 @@ import {
   EPOLL_CTL_ADD, EPOLLIN, EpollEvents, PROT_READ, PROT_WRITE, canWatchFds, close as closeFd, epollCreate, epollCtl, epollWaitAsync,
   MAP_POPULATE, mmap, munmap, pageSize, strerror, watchReadable, type Pointer,
 } from '../native/libc.js';
-import { NativeError, TcpresetError } from '../errors.js';
+import { NativeError, TcpresetError } from '../core/errors.js';
 
 /** Header bits of a record's length word (include/uapi/linux/bpf.h). */
 export const BPF_RINGBUF_BUSY_BIT = 1 << 31;

@@ -9,10 +9,10 @@
  *
  * Output contract: results on stdout (human lines, or the response's
  * result as JSON with --json); any failure is exactly one line
- * "tcpreset: <message>" on stderr and a sysexits code (errors.ts).
+ * "tcpreset: <message>" on stderr and a sysexits code (core/errors.ts).
  */
 import { readFileSync, writeSync } from 'node:fs';
-import { EXIT, TcpresetError, UsageError, exitCodeFor, type ErrorCode } from '../errors.js';
+import { EXIT, TcpresetError, UsageError, exitCodeFor, type ErrorCode } from '../core/errors.js';
 import { request } from '../control/client.js';
 import { fastPlan } from './fast.js';
 import { formatCancel, formatCreate, formatHistory, formatList, formatStatus } from './format.js';

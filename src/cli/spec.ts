@@ -7,8 +7,8 @@
  * Light: imports only errors, validate and the protocol's constants (the
  * fast path loads it before it connects).
  */
-import { EXIT, UsageError, ValidationError, showValue } from '../errors.js';
-import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
+import { EXIT, UsageError, ValidationError, showValue } from '../core/errors.js';
+import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
 import { DEFAULT_SOCKET_PATH, JOB_ID_RE, MAX_WAIT_S, type RequestBody } from '../control/protocol.js';
 
 /** One option. `arg` set: it takes a value (the placeholder shown in help). */

@@ -13,7 +13,7 @@
  * NODE_PENDING_DEPRECATION=1) would print a warning; otherwise, and on any surprise before connecting, `net` is used.
  * test/cli.test.ts runs the transport cases against both.
  */
-import { TcpresetError } from '../errors.js';
+import { TcpresetError } from '../core/errors.js';
 import { encodeLine, MAX_RESPONSE_LINE_BYTES, parseResponse, PROTOCOL_VERSION, type RequestBody, type Response } from './protocol.js';
 
 export const DEFAULT_TIMEOUT_MS = 10_000;

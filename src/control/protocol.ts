@@ -9,11 +9,11 @@
  *    JSON, not an object, wrong or missing "v").
  *  - E_USAGE: a well-formed message asks for something malformed (unknown
  *    op, missing or unknown field, a field of the wrong JSON type).
- *  - E_INVALID: a field has the right type but a bad value (validate.ts).
+ *  - E_INVALID: a field has the right type but a bad value (core/validate.ts).
  * Every message names the field.
  */
-import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../errors.js';
-import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../validate.js';
+import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
+import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */

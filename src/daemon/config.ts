@@ -6,10 +6,10 @@
  * Unknown keys are errors for the same reason.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, ValidationError } from '../errors.js';
+import { ConfigError, ValidationError } from '../core/errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { parseProtected, type ProtectedEntry } from './protect.js';
-import { validateIfname } from '../validate.js';
+import { validateIfname } from '../core/validate.js';
 
 export interface DaemonConfig {
   /** Jobs that may exist at once; creating one more is refused with E_LIMIT. */

@@ -11,7 +11,7 @@
  * EX_UNAVAILABLE), are logged at error with libbpf's lines attached, are
  * counted, and show in `status` until the next success.
  */
-import { NativeError, TcpresetError } from '../errors.js';
+import { NativeError, TcpresetError } from '../core/errors.js';
 import type { LogSink, TargetBackend } from './jobs.js';
 
 /** The same failure is logged at error at most this often (restored jobs retry every few seconds). */

@@ -20,8 +20,8 @@
  * min-heap of end times.
  */
 import { randomFillSync } from 'node:crypto';
-import { TcpresetError, ValidationError } from '../errors.js';
-import { parseHost } from '../packet/addr.js';
+import { TcpresetError, ValidationError } from '../core/errors.js';
+import { parseHost } from '../core/addr.js';
 import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';

@@ -15,7 +15,7 @@
  */
 import { ftruncateSync, openSync, readFileSync, writeSync, closeSync, constants as C } from 'node:fs';
 import { join } from 'node:path';
-import { TcpresetError } from '../errors.js';
+import { TcpresetError } from '../core/errors.js';
 import type { LogSink } from './jobs.js';
 
 export const LOCK_FILE = 'tcpresetd.lock';

@@ -4,7 +4,7 @@
  * Daemon and turns SIGTERM/SIGINT into an orderly stop with exit status 0.
  */
 import { Command, Option } from 'commander';
-import { EXIT, TcpresetError, showValue } from '../errors.js';
+import { EXIT, TcpresetError, showValue } from '../core/errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
 import { loadConfig, validateWatch, DEFAULT_CONFIG } from './config.js';
 import { CONFIG_DOC } from './config-doc.js';
@@ -14,7 +14,7 @@ import { LIVE_KEYS } from './reload.js';
 import { JOURNAL_SOCKET } from './journal.js';
 import { existsSync } from 'node:fs';
 
-/** sysexits(3) codes from the shared catalog (errors.ts). */
+/** sysexits(3) codes from the shared catalog (core/errors.ts). */
 export const EXIT_CONFIG = EXIT.CONFIG;
 const EXIT_UNAVAILABLE = EXIT.UNAVAILABLE;
 const EXIT_SOFTWARE = EXIT.SOFTWARE;

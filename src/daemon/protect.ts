@@ -2,10 +2,10 @@
  * Addresses that are never reset: networks from the configuration plus
  * every address of the sensor itself (resetting our own sessions would cut
  * the management path the reset order came in on). Both sides go through
- * the strict parser and IPv4-mapped unmapping of src/packet/addr.ts, so
+ * the strict parser and IPv4-mapped unmapping of src/core/addr.ts, so
  * "::ffff:10.0.0.1" cannot dodge a protected 10.0.0.0/8.
  */
-import { cidrContains, parseCidr, parseIp, type ParsedCidr } from '../packet/addr.js';
+import { cidrContains, parseCidr, parseIp, type ParsedCidr } from '../core/addr.js';
 import { allLocalAddresses } from '../net/ifaces.js';
 import type { ProtectHit } from './jobs.js';
 

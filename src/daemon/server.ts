@@ -16,7 +16,7 @@
  */
 import net from 'node:net';
 import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
-import { TcpresetError } from '../errors.js';
+import { TcpresetError } from '../core/errors.js';
 import {
   MAX_LINE_BYTES, MAX_RESPONSE_LINE_BYTES, encodeLine, errorResponse, extractId, okResponse, parseRequest,
   type Request, type RequestId,

@@ -5,7 +5,7 @@
  * notification; the request handler; start-up and orderly shutdown.
  */
 import { readFileSync } from 'node:fs';
-import { TcpresetError } from '../errors.js';
+import { TcpresetError } from '../core/errors.js';
 import type { CreateResult, Request } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/types.js';

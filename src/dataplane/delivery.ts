@@ -21,7 +21,7 @@
  * faults.
  */
 import { networkInterfaces } from 'node:os';
-import { formatIp, parseIp } from '../packet/addr.js';
+import { formatIp, parseIp } from '../core/addr.js';
 import { NUD, Netlink } from '../net/netlink.js';
 
 /** A destination is undeliverable (reason; repeated at most once a second while it stays so) or deliverable again (null). */

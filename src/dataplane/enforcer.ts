@@ -20,13 +20,13 @@ import {
   MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_FLOWMEM, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
   encapName, encodeTargetKey, sumCounters, type Counters, type Family,
 } from '../contract.js';
-import { TcpresetError, ValidationError } from '../errors.js';
+import { TcpresetError, ValidationError } from '../core/errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { Sender, type InjectMode } from '../net/sender.js';
 import { FlowMemoryView, type FlowMatch, type FlowQuery } from './flow-memory.js';
 import { planSweep, type SweepPacket } from './flow-sweep.js';
 import { encodeFlowKey, flowClosed, fmHash, type FlowKey } from '../contract.js';
-import { formatIp, parseIp, unmapV4 } from '../packet/addr.js';
+import { formatIp, parseIp, unmapV4 } from '../core/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
 import { HIT, HIT_BYTES, type EventReport } from './event-wire.js';

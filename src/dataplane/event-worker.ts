@@ -25,7 +25,7 @@ import { RingReader } from '../bpf/ringbuf.js';
 import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice, setThreadOther } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
-import { formatIp } from '../packet/addr.js';
+import { formatIp } from '../core/addr.js';
 import { Delivery, noL2Reason } from './delivery.js';
 import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
 

@@ -6,7 +6,7 @@
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
 import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, type Family, type FlowEntry } from '../contract.js';
-import { TcpresetError } from '../errors.js';
+import { TcpresetError } from '../core/errors.js';
 import type { BpfMap } from '../bpf/object.js';
 import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.js';
 

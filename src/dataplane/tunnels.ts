@@ -8,7 +8,7 @@
  * warning and a fault until it shows one again.
  */
 import { ENCAP_GENEVE, ENCAP_VXLAN, MAP_IF_COUNTERS, MAP_UDP_TUNNELS, ifSlot, sumIfCounters, type IfCounters } from '../contract.js';
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../core/errors.js';
 import type { BpfMap, BpfObject } from '../bpf/object.js';
 
 /** Extra UDP ports to read as VXLAN or Geneve (4789 and 6081 always are). */

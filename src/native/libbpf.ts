@@ -9,7 +9,7 @@
  * turns a failed call into a NativeError with libbpf's own error text.
  */
 import koffi from 'koffi';
-import { NativeError } from '../errors.js';
+import { NativeError } from '../core/errors.js';
 import { close as closeFd, vformat } from './libc.js';
 
 const lib = koffi.load('libbpf.so.1');

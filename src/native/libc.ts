@@ -8,7 +8,7 @@
  * struct definitions below, never from hand-counted numbers.
  */
 import koffi from 'koffi';
-import { NativeError, ValidationError } from '../errors.js';
+import { NativeError, ValidationError } from '../core/errors.js';
 
 const lib = koffi.load('libc.so.6');
 

@@ -24,9 +24,9 @@
  */
 import os from 'node:os';
 import { readFileSync, readdirSync } from 'node:fs';
-import { TcpresetError } from '../errors.js';
-import { formatIp, parseIp } from '../packet/addr.js';
-import { validateIfname } from '../validate.js';
+import { TcpresetError } from '../core/errors.js';
+import { formatIp, parseIp } from '../core/addr.js';
+import { validateIfname } from '../core/validate.js';
 
 export const IFF_UP = 0x1;
 export const IFF_LOOPBACK = 0x8;

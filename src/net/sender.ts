@@ -14,7 +14,7 @@
  * it never stalls the event loop or throws from flush(). Only open() throws.
  */
 import { readFileSync } from 'node:fs';
-import { NativeError, TcpresetError, ValidationError } from '../errors.js';
+import { NativeError, TcpresetError, ValidationError } from '../core/errors.js';
 import {
   AF_INET, AF_INET6, AF_PACKET, E, IPPROTO_IPV6, IPPROTO_RAW, IPV6_HDRINCL, MSG_DONTWAIT, MsgBatch, SOCK_CLOEXEC, SOCK_RAW,
   bindPacket, bindToDevice, close as closeFd, getsockoptInt, ifNameToIndex, setSendBuffer, setsockoptInt, socket, strerror,

@@ -5,7 +5,7 @@
  */
 import { ManualClock } from '../../src/daemon/clock.js';
 import { JobManager, type JobChecks, type LogSink, type TargetBackend } from '../../src/daemon/jobs.js';
-import { TcpresetError } from '../../src/errors.js';
+import { TcpresetError } from '../../src/core/errors.js';
 import type { TargetInfo, TargetSpec } from '../../src/dataplane/types.js';
 
 export interface Line { level: string; obj: Record<string, unknown>; msg?: string }

@@ -30,7 +30,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ValidationError } from '../../src/errors.js';
+import { ValidationError } from '../../src/core/errors.js';
 import { LabCommandError, Resources, assertIfName, nsArgv, run, sweepStale, type RunOptions, type RunResult } from './netns.js';
 
 /** VIDs the lab's tc programs (bpf/lab_vlan.bpf.c) can push, by section name. */

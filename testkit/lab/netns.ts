@@ -11,7 +11,7 @@
  * by the look of a name.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { TcpresetError } from '../../src/errors.js';
+import { TcpresetError } from '../../src/core/errors.js';
 import { LabRecord, labPrefix, staleRecords } from './record.js';
 
 export { labPrefix } from './record.js';

@@ -19,7 +19,7 @@
 import { closeSync, fstatSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ValidationError } from '../../src/errors.js';
+import { ValidationError } from '../../src/core/errors.js';
 import { tryLockExclusive } from '../../src/native/libc.js';
 
 export const DEFAULT_PREFIX = 'trlab';

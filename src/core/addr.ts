@@ -8,7 +8,7 @@
  * inet_aton's 1.2.0.3) or that names more than one host (a prefix, a zone)
  * is refused with a reason instead of being guessed at.
  */
-import { ValidationError, showValue } from '../errors.js';
+import { ValidationError, showValue } from './errors.js';
 
 export type IpFamily = 4 | 6;
 

@@ -9,7 +9,7 @@
  * substitutes is either exactly meant or refused.
  */
 import { ValidationError } from './errors.js';
-import { parseHost, type ParsedIp } from './packet/addr.js';
+import { parseHost, type ParsedIp } from './addr.js';
 
 export const ENGID_MAX_CHARS = 64;
 export const DEFAULT_MAX_DURATION_S = 86400;

@@ -11,9 +11,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Sender, type InjectMode } from '../src/net/sender.js';
+import { Sender } from '../src/net/sender.js';
 import { median } from '../testkit/stats.js';
 import { ipv4HeaderChecksum, tcpChecksumV4 } from '../src/packet/checksum.js';
+import type { InjectMode } from '../src/core/model.js';
 
 function sh(...args: string[]): string {
   return execFileSync(args[0], args.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

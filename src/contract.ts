@@ -5,6 +5,7 @@
  * of the built object, so a change to the header that is not made here too
  * fails the tests.
  */
+import type { Family } from './core/model.js';
 
 export const PROG_NAME = 'tcpreset_xdp';
 export const MAP_TARGETS = 'targets';
@@ -58,7 +59,6 @@ export function encapName(kind: number): EncapName | `encap-${number}` {
 
 export const FAMILY_V4 = 4;
 export const FAMILY_V6 = 6;
-export type Family = 4 | 6;
 export const PORT_ANY = 0;
 
 export const MATCH_SRC = 1;

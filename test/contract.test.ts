@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as C from '../src/contract.js';
+import type { Family } from '../src/core/model.js';
 import { ptest } from './helpers/privileged.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -365,12 +366,12 @@ ptest('maxTargets resizes the targets map and an encoded key/value round-trips t
 
 test('prefilterHash equals the header\'s tr_prefilter_hash (compiled natively) on v4, v6 and edge inputs', (t) => {
   const rnd = (n: number): number[] => Array.from({ length: n }, () => Math.floor(Math.random() * 256));
-  const vectors: { ifindex: number; family: C.Family; addr: number[] }[] = [
+  const vectors: { ifindex: number; family: Family; addr: number[] }[] = [
     { ifindex: 1, family: 4, addr: [192, 0, 2, 1] },
     { ifindex: 0xffffffff, family: 6, addr: Array(16).fill(0xff) },
     { ifindex: 0, family: 4, addr: [0, 0, 0, 0] },
     { ifindex: 7, family: 6, addr: [0x20, 0x01, 0x0d, 0xb8, ...Array(11).fill(0), 1] },
-    ...Array.from({ length: 200 }, (_, i) => ({ ifindex: (i * 2654435761) >>> 0, family: (i % 2 ? 6 : 4) as C.Family, addr: rnd(i % 2 ? 16 : 4) })),
+    ...Array.from({ length: 200 }, (_, i) => ({ ifindex: (i * 2654435761) >>> 0, family: (i % 2 ? 6 : 4) as Family, addr: rnd(i % 2 ? 16 : 4) })),
   ];
   const dir = mkdtempSync(join(tmpdir(), 'tr-hash-'));
   try {
@@ -507,7 +508,7 @@ test('encodeFlowKey / decodeFlowKey / decodeFlowEntry use the C offsets (IPv4 an
 test('fmHash equals the header\'s tr_fm_hash (compiled natively) on v4, v6 and random keys', (t) => {
   const rnd = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(Math.random() * 256));
   const keys = Array.from({ length: 200 }, (_, i) => {
-    const fam = (i % 2 ? 6 : 4) as C.Family;
+    const fam = (i % 2 ? 6 : 4) as Family;
     const n = fam === 4 ? 4 : 16;
     return C.encodeFlowKey({ ifindex: (i * 2654435761) >>> 0, family: fam, addrA: rnd(n), portA: i * 311 & 0xffff, addrB: rnd(n), portB: 80 });
   });

@@ -16,9 +16,10 @@ import { join } from 'node:path';
 import { ptest } from './helpers/privileged.js';
 import { crc32 } from 'node:zlib';
 import { StateStore, decodeState, decodeStateDetailed, encodeChange, encodeLegacyState, encodeState } from '../src/daemon/state.js';
-import type { JobChange, JobRecord, LogSink } from '../src/daemon/jobs.js';
+import type { JobChange, JobRecord } from '../src/daemon/jobs.js';
 import { CLI_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
+import type { LogSink } from '../src/core/model.js';
 
 function memLog(): LogSink & { lines: { level: string; msg?: string; obj: Record<string, unknown> }[] } {
   const lines: { level: string; msg?: string; obj: Record<string, unknown> }[] = [];

@@ -2,7 +2,7 @@
  * The control protocol between `tcpreset` and `tcpresetd`: one JSON object
  * per '\n'-terminated UTF-8 line on a Unix stream socket, one response line
  * per request line (docs/design.md, "Control protocol"). Pure: no I/O, imports only errors and
- * validate, so both the light CLI and the daemon use it.
+ * validate (and the shared types of core/model.ts), so both the light CLI and the daemon use it.
  *
  * Error codes of parse failures:
  *  - E_PROTOCOL: the line is not a protocol message at all (too long, not
@@ -14,6 +14,7 @@
  */
 import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
+import type { InjectMode, JobFields } from '../core/model.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */
@@ -28,9 +29,6 @@ export const DEFAULT_SOCKET_PATH = '/run/tcpreset.sock';
 export const OPS = ['create', 'cancel', 'list', 'status', 'version', 'history', 'metrics'] as const;
 export type Op = (typeof OPS)[number];
 export type RequestId = string | number;
-// The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
-export type { InjectMode } from '../net/sender.js';
-import type { InjectMode } from '../net/sender.js';
 
 /** Job ids are made by the daemon; this is the syntax it promises. */
 export const JOB_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -118,18 +116,6 @@ export interface JobCounters {
   known?: number;
   /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
   verified?: number;
-}
-
-/** What identifies and places a job; shared by the protocol's Job and the daemon's saved record. */
-export interface JobFields {
-  id: string;
-  engid: string;
-  sniffIf: string;
-  resetIf: string;
-  /** Canonical text (dotted quad / RFC 5952). */
-  host: string;
-  port: number | null;
-  mode: InjectMode;
 }
 
 export interface Job extends JobFields {

@@ -10,7 +10,8 @@
  */
 import type { FlowResetInfo } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
-import type { JobCounters, JobRecord, LogSink } from './jobs.js';
+import type { JobCounters, JobRecord } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 export interface JobSource {
   jobOfTarget(targetId: number): JobRecord | undefined;

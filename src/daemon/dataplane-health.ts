@@ -12,7 +12,8 @@
  * counted, and show in `status` until the next success.
  */
 import { NativeError, TcpresetError } from '../core/errors.js';
-import type { LogSink, TargetBackend } from './jobs.js';
+import type { TargetBackend } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 /** The same failure is logged at error at most this often (restored jobs retry every few seconds). */
 const RELOG_MS = 60_000;

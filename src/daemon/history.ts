@@ -21,7 +21,8 @@
  */
 import { appendFileSync, readFileSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { EndReason, JobView, LogSink } from './jobs.js';
+import type { EndReason, JobView } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 export const HISTORY_FILE = 'history.jsonl';
 /** Records held in memory while the file cannot be written (~400 bytes each); past this the oldest are lost. */

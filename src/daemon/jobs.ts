@@ -25,11 +25,9 @@ import { parseHost } from '../core/addr.js';
 import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
-import type { JobFields, Job as ProtocolJob } from '../control/protocol.js';
+import type { Job as ProtocolJob } from '../control/protocol.js';
+import type { InjectMode, JobFields, LogSink } from '../core/model.js';
 
-// The injection mode is the sender's; a type-only import keeps the CLI free of the sender's koffi.
-export type { InjectMode } from '../net/sender.js';
-import type { InjectMode } from '../net/sender.js';
 
 /** The part of the Enforcer the job manager uses. */
 export interface TargetBackend {
@@ -37,13 +35,6 @@ export interface TargetBackend {
   extend(id: number, expiresAt: number): TargetInfo;
   remove(id: number): boolean;
   get(id: number): TargetInfo | undefined;
-}
-
-export interface LogSink {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
 }
 
 export interface CreateArgs {

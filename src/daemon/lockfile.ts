@@ -16,7 +16,7 @@
 import { ftruncateSync, openSync, readFileSync, writeSync, closeSync, constants as C } from 'node:fs';
 import { join } from 'node:path';
 import { TcpresetError } from '../core/errors.js';
-import type { LogSink } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 export const LOCK_FILE = 'tcpresetd.lock';
 

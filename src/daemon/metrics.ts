@@ -12,8 +12,9 @@
 import http from 'node:http';
 import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { JobView, LogSink } from './jobs.js';
+import type { JobView } from './jobs.js';
 import type { JobEventCounts } from './job-events.js';
+import type { LogSink } from '../core/model.js';
 
 /** Per-job series are exported for this many live jobs at most (the oldest first); the rest are in the global counters. */
 export const MAX_JOB_SERIES = 1000;

@@ -6,8 +6,9 @@
  * before anything here runs, so the running configuration stays whole.
  */
 import type { DaemonConfig } from './config.js';
-import type { InjectMode, JobView, LogSink } from './jobs.js';
+import type { JobView } from './jobs.js';
 import type { ProtectedEntry } from './protect.js';
+import type { InjectMode, LogSink } from '../core/model.js';
 
 /**
  * Keys a reload applies. The event thread's settings (eventThreads,

@@ -1,3 +1,4 @@
+import type { LogSink } from '../core/model.js';
 /**
  * sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET. READY=1
  * once the control socket listens, STATUS= lines, WATCHDOG=1 every half
@@ -6,7 +7,6 @@
  * watchdog, if enabled, will say what it thinks of a daemon that cannot
  * reach systemd.
  */
-import type { LogSink } from './jobs.js';
 
 export type DatagramSend = (path: string, data: Buffer) => void;
 

@@ -21,7 +21,7 @@ import {
   MAX_LINE_BYTES, MAX_RESPONSE_LINE_BYTES, encodeLine, errorResponse, extractId, okResponse, parseRequest,
   type Request, type RequestId,
 } from '../control/protocol.js';
-import type { LogSink } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 export interface Peer {
   pid: number | null;

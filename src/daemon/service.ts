@@ -14,7 +14,7 @@ import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
-import { JobManager, type JobChange, type JobView, type LogSink } from './jobs.js';
+import { JobManager, type JobChange, type JobView } from './jobs.js';
 import { ProtectList, localAddresses } from './protect.js';
 import { passedRecently, recent } from './turn.js';
 import type { ProtectedEntry } from './protect.js';
@@ -30,6 +30,7 @@ import { JobEventCounts } from './job-events.js';
 import { History } from './history.js';
 import type { MetricsExporter, StatusView } from './metrics.js';
 import type { Registry } from 'prom-client';
+import type { LogSink } from '../core/model.js';
 
 export function packageVersion(): string {
   try {

@@ -52,7 +52,8 @@
 import { promises as fsp, constants as fsc, copyFileSync, renameSync, readFileSync, readdirSync, mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { JobChange, JobCounters, JobRecord, LogSink } from './jobs.js';
+import type { JobChange, JobCounters, JobRecord } from './jobs.js';
+import type { LogSink } from '../core/model.js';
 
 export const STATE_FILE = 'jobs.json';
 export const STATE_VERSION = 2;

@@ -17,7 +17,7 @@
  */
 import type { BpfObject, XdpLink } from '../bpf/object.js';
 import { setLibxdpSink } from '../native/libxdp.js';
-import type { LoggerLike } from './types.js';
+import type { LogSink } from '../core/model.js';
 
 export interface Attachment {
   ifname: string;
@@ -40,7 +40,7 @@ export class Attachments {
 
   constructor(
     private readonly obj: BpfObject,
-    private readonly log: LoggerLike,
+    private readonly log: LogSink,
     private readonly opts: { libxdp?: boolean } = {},
   ) {
     // libxdp's reasons go to the log, as libbpf's do (not to stderr).

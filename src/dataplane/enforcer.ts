@@ -17,12 +17,21 @@
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import {
-  MAP_COUNTERS, MAP_EVENTS, MAP_EVENT_RINGS, MAP_FLOWMEM, MAP_TARGETS, RINGBUF_BYTES, RING_SLOTS,
-  encapName, encodeTargetKey, sumCounters, type Counters, type Family,
+  MAP_COUNTERS,
+  MAP_EVENTS,
+  MAP_EVENT_RINGS,
+  MAP_FLOWMEM,
+  MAP_TARGETS,
+  RINGBUF_BYTES,
+  RING_SLOTS,
+  encapName,
+  encodeTargetKey,
+  sumCounters,
+  type Counters,
 } from '../contract.js';
 import { TcpresetError, ValidationError } from '../core/errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
-import { Sender, type InjectMode } from '../net/sender.js';
+import { Sender } from '../net/sender.js';
 import { FlowMemoryView, type FlowMatch, type FlowQuery } from './flow-memory.js';
 import { planSweep, type SweepPacket } from './flow-sweep.js';
 import { encodeFlowKey, flowClosed, fmHash, type FlowKey } from '../contract.js';
@@ -37,7 +46,8 @@ import { SlotTable, type Slot } from './slots.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
 import { readInterface } from '../net/ifaces.js';
-import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, LoggerLike, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
+import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
+import type { InjectMode, Family, LogSink } from '../core/model.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
 const MAX_FLOWS_PER_TARGET = 65536;
@@ -134,7 +144,7 @@ interface Target {
   timer: NodeJS.Timeout | undefined;
 }
 
-const noopLogger: LoggerLike = { info() {}, warn() {}, error() {}, debug() {} };
+const noopLogger: LogSink = { info() {}, warn() {}, error() {}, debug() {} };
 
 export class Enforcer extends EventEmitter {
   private readonly obj: BpfObject;
@@ -168,7 +178,7 @@ export class Enforcer extends EventEmitter {
   private routeCheck: Delivery | null = null;
   /** Per event thread, as each last reported. */
   private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number; fifoDemotions: number }[];
-  private readonly log: LoggerLike;
+  private readonly log: LogSink;
   private readonly ncpu: number;
   private readonly targets = new Map<number, Target>();
   private readonly healthTimer: NodeJS.Timeout;
@@ -176,7 +186,7 @@ export class Enforcer extends EventEmitter {
   private staleEvents = 0;
   private closed = false;
 
-  private constructor(obj: BpfObject, log: LoggerLike, opts: EnforcerOptions) {
+  private constructor(obj: BpfObject, log: LogSink, opts: EnforcerOptions) {
     super();
     this.obj = obj;
     this.log = log;

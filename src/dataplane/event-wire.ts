@@ -1,3 +1,4 @@
+import type { InjectMode } from '../core/model.js';
 /**
  * What the main thread and the event thread (event-worker.ts) say to each
  * other. Commands go main → event thread over a MessagePort the event
@@ -5,7 +6,6 @@
  * followed by a ring of the doorbell eventfd that wakes its epoll_wait.
  * Reports go back with parentPort.postMessage, after the RSTs were sent.
  */
-import type { InjectMode } from '../net/sender.js';
 
 export interface EventThreadData {
   /** The ring buffer map's fd (process-wide, so valid in the thread). */

@@ -5,10 +5,11 @@
  * 262,144 slots (42 MiB) scan in a few ms when most are empty or another
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
-import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, type Family, type FlowEntry } from '../contract.js';
+import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../contract.js';
 import { TcpresetError } from '../core/errors.js';
 import type { BpfMap } from '../bpf/object.js';
 import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.js';
+import type { Family } from '../core/model.js';
 
 const ENTRY = LAYOUT.tr_fm_entry.size;
 const K = LAYOUT.tr_fm_key.fields;

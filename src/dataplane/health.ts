@@ -9,7 +9,8 @@
 import { readInterface } from '../net/ifaces.js';
 import type { Attachment, Attachments } from './attachments.js';
 import type { ResetSenders, SenderRef } from './senders.js';
-import type { IfaceRole, InterfaceFault, LoggerLike } from './types.js';
+import type { InterfaceFault } from './types.js';
+import type { LogSink, IfaceRole } from '../core/model.js';
 
 export interface HealthHooks {
   /** The sniff interface came back with a new ifindex: move its slots. */
@@ -24,7 +25,7 @@ export class InterfaceHealth {
   constructor(
     private readonly attachments: Attachments,
     private readonly senders: ResetSenders,
-    private readonly log: LoggerLike,
+    private readonly log: LogSink,
     private readonly hooks: HealthHooks,
   ) {}
 

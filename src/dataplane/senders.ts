@@ -4,9 +4,10 @@
  * of its own (EventPool.addSender), and reports its totals after each
  * send. Sockets are closed only once every thread has released them.
  */
-import { closeSenderSockets, openSenderSockets, type InjectMode, type SenderSockets } from '../net/sender.js';
+import { closeSenderSockets, openSenderSockets, type SenderSockets } from '../net/sender.js';
 import type { EventPool } from './event-pool.js';
 import type { SenderReport } from './event-wire.js';
+import type { InjectMode } from '../core/model.js';
 
 interface Totals { sent: number; errors: number; lastError?: string }
 

@@ -3,16 +3,9 @@
  * EnforcerOptions), what it reports (TargetInfo, FlowResetInfo, faults,
  * status), and the logger it writes to. Its units import them from here.
  */
-import type { Counters, Family } from '../contract.js';
-import type { InjectMode } from '../net/sender.js';
+import type { Counters } from '../contract.js';
 import type { SniffTraffic, TunnelPorts } from './tunnels.js';
-
-export interface LoggerLike {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
+import type { InjectMode, Family, IfaceRole, LogSink } from '../core/model.js';
 
 export interface TargetSpec {
   sniffIf: string;
@@ -79,8 +72,6 @@ export interface FlowResetInfo {
   /** The tunnel the mirror carried the segment in ("vxlan", "erspan2"...); absent for a plain mirror. */
   encap?: string;
 }
-
-export type IfaceRole = 'sniff' | 'reset';
 
 /** An interface the data plane needs that is missing or down. */
 export interface InterfaceFault {
@@ -158,7 +149,7 @@ export interface EnforcerStatus {
 
 export interface EnforcerOptions {
   objectPath?: string;
-  logger?: LoggerLike;
+  logger?: LogSink;
   maxTargets?: number;
   /** Capacity of the flow memory, connections (default FLOWMEM_DEFAULT). */
   flowMemory?: number;

@@ -27,6 +27,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
 import { formatIp, parseIp } from '../core/addr.js';
 import { validateIfname } from '../core/validate.js';
+import type { IfaceRole } from '../core/model.js';
 
 export const IFF_UP = 0x1;
 export const IFF_LOOPBACK = 0x8;
@@ -38,7 +39,6 @@ const IFA_F_TENTATIVE = 0x40;
 const SYS_NET = '/sys/class/net';
 const ACTIVE_OPERSTATES = new Set(['up', 'unknown']);
 
-export type IfaceRole = 'sniff' | 'reset';
 export type AddrScope = 'global' | 'link' | 'host' | 'site';
 
 export interface IfaceState {

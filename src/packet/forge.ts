@@ -41,8 +41,9 @@
  * A SYN with data (TCP Fast Open) is still answered with ack=S+1: the client
  * accepts any ack in (ISN, SND.NXT], and S+1 is always inside it.
  */
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type Family, type TcpEvent } from '../contract.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type TcpEvent } from '../contract.js';
 import { fold, onesSum } from './checksum.js';
+import type { Family } from '../core/model.js';
 
 export interface RstPacket {
   family: Family;

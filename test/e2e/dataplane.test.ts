@@ -15,8 +15,8 @@ import { ptest } from '../helpers/privileged.js';
 import { EnforcerAgent, type AddResult } from '../helpers/lab-test.js';
 import { createLab, type HostRole, type Lab, type LabOptions } from '../../testkit/lab/lab.js';
 import { connectOnce, startClient, startServer, type Peer, type PeerEvent } from '../../testkit/lab/peer-control.js';
-import type { InjectMode } from '../../src/net/sender.js';
 import { Capture } from '../../testkit/capture.js';
+import type { InjectMode } from '../../src/core/model.js';
 
 type Fam = 'v4' | 'v6';
 

@@ -4,9 +4,10 @@
  * stepped clock.
  */
 import { ManualClock } from '../../src/daemon/clock.js';
-import { JobManager, type JobChecks, type LogSink, type TargetBackend } from '../../src/daemon/jobs.js';
+import { JobManager, type JobChecks, type TargetBackend } from '../../src/daemon/jobs.js';
 import { TcpresetError } from '../../src/core/errors.js';
 import type { TargetInfo, TargetSpec } from '../../src/dataplane/types.js';
+import type { LogSink } from '../../src/core/model.js';
 
 export interface Line { level: string; obj: Record<string, unknown>; msg?: string }
 

@@ -16,7 +16,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { createLab } from '../testkit/lab/lab.js';
 import { History } from '../src/daemon/history.js';
-import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
+import { connectOnce, startClient, startServer } from '../testkit/lab/peer-control.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, worldReadableBuild, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
@@ -647,6 +647,63 @@ pserial('metrics during enforcement: per-job and global counters move with real 
   t.is(after.get(`tcpreset_job_rsts_sent_total${job}`), undefined, 'the ended job\'s series is gone');
   t.true(after.get('tcpreset_rsts_sent_total' + sent![0].slice('tcpreset_rsts_sent_total'.length))! >= sent![1], 'global counters keep counting');
   t.log(readFileSync(textfile, 'utf8').split('\n').filter((l) => l.startsWith('tcpreset_') && !l.includes('nodejs') && !l.includes('process')).join('\n'));
+});
+
+// Serial: a lab (see above).
+pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sweep") beside the event path (kind="event"), and stay, monotonic, after the last job on the interface ends, though no scrape saw them before', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const d = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(() => d.stop());
+  const server = await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  // An idle session the flow memory knows (--watch): the create's sweep resets it.
+  const idle = await startClient(lab, lab.ns.client, lab.hosts.server.v4, 5001, 'interactive', { intervalMs: 600_000 });
+  const con = await idle.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  await server.waitFor((e) => e.ev === 'accept' && e.rport === con.lport, 5000, 'accept');
+  const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
+  const job = async (): Promise<{ id: string; flows?: { known: number } }> => {
+    const r = await cliSync(['ENG-K', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '60', '--json', '--socket', d.socket]);
+    t.is(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    return { id: j.job.id, flows: j.flows };
+  };
+  const cancel = async (id: string): Promise<number> => {
+    await sleep(500); // the event threads' reports of their last sends
+    const r = await cliSync(['cancel', id, '--json', '--socket', d.socket]);
+    t.is(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout).job.counters.rstsSent as number;
+  };
+  const series = (m: Map<string, number>, name: string, kind?: string): number | undefined =>
+    m.get(`${name}{ifname="${lab.sensor.resetIf}",mode="l3"${kind ? `,kind="${kind}"` : ''}}`);
+
+  const first = await job();
+  t.is(first.flows?.known, 1, 'the sweep found the idle session');
+  const swept = await d.waitLog((l) => l.msg === 'flows reset from flow memory', 5000, 'sweep line');
+  t.deepEqual([swept.flows, swept.rsts], [1, 2]);
+  t.false((await probe()).ok, 'a new connection is reset by the event path');
+  const rsts1 = await cancel(first.id);
+  // Nothing scraped while the job ran: the counters must not depend on a scrape having seen the sender.
+  const m1 = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  const sweep1 = series(m1, 'tcpreset_rsts_sent_total', 'sweep');
+  const event1 = series(m1, 'tcpreset_rsts_sent_total', 'event');
+  t.is(sweep1, 2, 'the sweep\'s RST pair');
+  t.true(event1! > 0, `the event path's RSTs (${event1})`);
+  t.is(sweep1! + event1!, rsts1, 'the two kinds add up to the job\'s own count of RSTs sent');
+  const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
+  t.is(series(m1, 'tcpreset_sweep_probes_sent_total')! + sweep1!, st.sweep.sent, 'probes + sweep RSTs = every packet the sweeps sent');
+  t.true(series(m1, 'tcpreset_sweep_probes_sent_total')! >= 2);
+  t.is(series(m1, 'tcpreset_rsts_undeliverable_total'), 0);
+  t.deepEqual(st.senders, [], 'the reset sockets are closed: no job uses them');
+
+  // The next job reopens the sender from 0: the series go on from where they were.
+  const second = await job();
+  t.is(second.flows?.known ?? 0, 0, 'nothing idle left');
+  t.false((await probe()).ok);
+  const rsts2 = await cancel(second.id);
+  t.true(rsts2 > 0);
+  const m2 = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  t.is(series(m2, 'tcpreset_rsts_sent_total', 'sweep'), 2);
+  t.is(series(m2, 'tcpreset_rsts_sent_total', 'event'), event1! + rsts2, 'monotonic: the first job\'s RSTs plus the second\'s');
 });
 
 // ---------------------------------------------------------------- history

@@ -24,7 +24,8 @@ export interface StatusView {
   jobs: number;
   counters: Record<string, number>;
   ring: Record<string, number>;
-  senders: { ifname: string; mode: string; sent: number; errors: number }[];
+  /** Per reset interface and mode since the daemon started (Enforcer resetTotals): never decreasing. */
+  resetTotals: { ifname: string; mode: string; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number }[];
   interfaces: { ifname: string; role: string; mode: string; up: boolean }[];
   dataPlane: string;
   dataPlaneFailures: number;
@@ -70,34 +71,6 @@ function gauge(reg: Registry, name: string, help: string, labelNames: string[], 
   });
 }
 
-const labels = (k: string): { ifname: string; mode: string } => {
-  const [ifname, mode] = k.split('\0');
-  return { ifname: ifname!, mode: mode! };
-};
-
-/**
- * Totals over the lives of counters that can restart from 0 (a reset
- * sender is closed when its last job ends and reopened by the next one):
- * what a counter had when it went away, or went down, is kept as a base.
- */
-export class MonotonicSums {
-  private readonly base = new Map<string, number>();
-  private readonly last = new Map<string, number>();
-
-  update(current: [string, number][]): Map<string, number> {
-    const now = new Map(current);
-    for (const [k, v] of this.last) {
-      const c = now.get(k);
-      if (c === undefined || c < v) this.base.set(k, (this.base.get(k) ?? 0) + v);
-    }
-    this.last.clear();
-    for (const [k, v] of now) this.last.set(k, v);
-    const out = new Map(this.base);
-    for (const [k, v] of now) out.set(k, (out.get(k) ?? 0) + v);
-    return out;
-  }
-}
-
 /** A registry whose every metric is read from `src` (and `events`) at scrape time. */
 export function createRegistry(src: MetricsSource, events: JobEventCounts): Registry {
   const reg = new Registry();
@@ -123,14 +96,22 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   for (const [key, [name, help]] of Object.entries(DATAPLANE)) {
     counter(reg, name, help, [], (c) => c.inc(Number(status().counters[key] ?? 0)));
   }
-  // A sender closes when its last job ends and a new one starts from 0: keep the sums monotonic.
-  const sent = new MonotonicSums();
-  const errors = new MonotonicSums();
-  counter(reg, 'tcpreset_rsts_sent_total', 'RSTs sent, per reset interface and injection mode.', ['ifname', 'mode'], (c) => {
-    for (const [k, v] of sent.update(status().senders.map((x) => [`${x.ifname}\0${x.mode}`, x.sent]))) c.inc(labels(k), v);
+  // From the data plane's lifetime totals: a reset interface's series stay (and keep their value) after its last job ends.
+  const resets = (): StatusView['resetTotals'] => status().resetTotals ?? [];
+  counter(reg, 'tcpreset_rsts_sent_total', 'RSTs sent, per reset interface, injection mode and kind: "event" (answering a segment the XDP program sent up) or "sweep" (a create-time sweep of the flow memory).', ['ifname', 'mode', 'kind'], (c) => {
+    for (const x of resets()) {
+      c.inc({ ifname: x.ifname, mode: x.mode, kind: 'event' }, x.sent);
+      c.inc({ ifname: x.ifname, mode: x.mode, kind: 'sweep' }, x.rsts);
+    }
   });
-  counter(reg, 'tcpreset_rsts_undeliverable_total', 'RSTs the kernel refused to send (sendmmsg errors), per reset interface and mode.', ['ifname', 'mode'], (c) => {
-    for (const [k, v] of errors.update(status().senders.map((x) => [`${x.ifname}\0${x.mode}`, x.errors]))) c.inc(labels(k), v);
+  counter(reg, 'tcpreset_rsts_undeliverable_total', 'RSTs the kernel refused to send (sendmmsg errors of the event threads), per reset interface and mode.', ['ifname', 'mode'], (c) => {
+    for (const x of resets()) c.inc({ ifname: x.ifname, mode: x.mode }, x.errors);
+  });
+  counter(reg, 'tcpreset_sweep_probes_sent_total', 'Out-of-window ACK probes the create-time sweeps sent (first probes and re-probes), per reset interface and mode.', ['ifname', 'mode'], (c) => {
+    for (const x of resets()) c.inc({ ifname: x.ifname, mode: x.mode }, x.probes);
+  });
+  counter(reg, 'tcpreset_sweep_send_errors_total', 'Sweep packets (RSTs and probes) the kernel refused to send, per reset interface and mode.', ['ifname', 'mode'], (c) => {
+    for (const x of resets()) c.inc({ ifname: x.ifname, mode: x.mode }, x.sweepErrors);
   });
   counter(reg, 'tcpreset_ring_records_total', 'Ring buffer records the event threads read.', [], (c) => c.inc(Number(status().ring.records ?? 0)));
   counter(reg, 'tcpreset_ring_wakeups_total', 'Event thread wake-ups.', [], (c) => c.inc(Number(status().ring.wakeups ?? 0)));

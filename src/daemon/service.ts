@@ -452,6 +452,8 @@ export class Daemon {
       counters,
       ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
       senders: e?.senders ?? [],
+      /** Per reset interface and mode, since start, never decreasing (closed senders included): the metrics' RST counters. */
+      resetTotals: e?.resetTotals ?? [],
       /** Create-time sweeps: packets sent from the flow memory, failures, connections found open and verified dead. */
       sweep: e?.sweep ?? { sent: 0, errors: 0, known: 0, verified: 0 },
       /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */

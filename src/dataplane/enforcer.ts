@@ -378,6 +378,7 @@ export class Enforcer extends EventEmitter {
       attached: this.attachments.live(),
       sweep: { sent: this.sweepSent, errors: this.sweepErrors, known: this.sweepKnown, verified: this.sweepVerified },
       senders: this.senders.status(),
+      resetTotals: this.senders.lifetime(),
       counters: this.counters(),
       ring: {
         records: sum(this.threadStats, 'records'), wakeups: sum(this.threadStats, 'wakeups'),
@@ -588,10 +589,15 @@ export class Enforcer extends EventEmitter {
               }
             }
             sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+            // Per interface too (ref.sweep): the event threads' totals do not see these (metrics kind="sweep").
             if (p.kind === 'rst') {
               run.rsts++;
+              ref.sweep.rsts++;
               c.rstsSent++;
-            } else run.probes++;
+            } else {
+              run.probes++;
+              ref.sweep.probes++;
+            }
           }
         }
         this.watchFlows(run.v, found, plan, start);
@@ -617,6 +623,7 @@ export class Enforcer extends EventEmitter {
         const { sent, errors } = run.sender.stats;
         this.sweepSent += sent - run.counted.sent;
         this.sweepErrors += errors - run.counted.errors;
+        ref.sweep.errors += errors - run.counted.errors;
         run.counted = { sent, errors };
       }
     } catch (err) {
@@ -896,10 +903,12 @@ export class Enforcer extends EventEmitter {
             if (this.delivery().verdict(ref.sockets.ifname, ref.sockets.ifindex, dst) !== null) continue;
           }
           sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+          ref.sweep.probes++;
         }
         sender.flush();
         this.sweepSent += sender.stats.sent;
         this.sweepErrors += sender.stats.errors;
+        ref.sweep.errors += sender.stats.errors;
       } finally {
         sender.close();
       }

@@ -11,6 +11,32 @@ import type { InjectMode } from '../core/model.js';
 
 interface Totals { sent: number; errors: number; lastError?: string }
 
+/** What the create-time sweeps and their re-probes (flow-sweep.ts) sent on a sender's sockets. */
+interface SweepTotals {
+  /** RSTs handed to the sockets (as the job's rstsSent counts them). */
+  rsts: number;
+  /** Out-of-window ACK probes (first probes and re-probes). */
+  probes: number;
+  /** Packets of either kind the kernel refused (sendmmsg errors). */
+  errors: number;
+}
+
+/**
+ * Everything sent on one (interface, mode) since the daemon started: the
+ * event threads' RSTs (sent, errors) and the sweeps'. Kept when the last
+ * job using it ends and its sockets close, so the counters built on it
+ * (metrics.ts) only ever go up, as Prometheus counters must.
+ */
+export interface SenderLifetime extends SweepTotals {
+  ifname: string;
+  mode: InjectMode;
+  /** RSTs the event threads sent. */
+  sent: number;
+  /** Their sendmmsg errors. */
+  errors: number;
+  sweepErrors: number;
+}
+
 export interface SenderRef {
   key: string;
   ifname: string;
@@ -22,6 +48,8 @@ export interface SenderRef {
   live: Totals[];
   /** Totals of sockets retired when their interface went away. */
   retired: Totals;
+  /** The sweeps' packets on these sockets (Enforcer.sweepTurn, sendProbes), kept across retire/reopen. */
+  sweep: SweepTotals;
 }
 
 export interface SenderStatus {
@@ -34,6 +62,13 @@ export interface SenderStatus {
 
 export class ResetSenders {
   private readonly byKey = new Map<string, SenderRef>();
+  /**
+   * Released, until every event thread has let go of the sockets: a thread's
+   * report of its last sends can arrive after the release and still counts.
+   */
+  private readonly closing = new Map<string, SenderRef>();
+  /** Totals of closed senders, per key (interface/mode), for the daemon's life. */
+  private readonly closed = new Map<string, SenderLifetime>();
 
   constructor(
     private readonly events: EventPool,
@@ -49,7 +84,7 @@ export class ResetSenders {
       return key;
     }
     const sockets = openSenderSockets(ifname, mode);
-    this.byKey.set(key, { key, ifname, mode, sockets, refs: 1, live: this.noLive(), retired: { sent: 0, errors: 0 } });
+    this.byKey.set(key, { key, ifname, mode, sockets, refs: 1, live: this.noLive(), retired: { sent: 0, errors: 0 }, sweep: { rsts: 0, probes: 0, errors: 0 } });
     this.events.addSender(key, sockets);
     return key;
   }
@@ -60,8 +95,64 @@ export class ResetSenders {
     if (!have || --have.refs > 0) return false;
     this.byKey.delete(key);
     const sockets = have.sockets;
-    if (sockets) this.events.removeSender(key, () => closeSenderSockets(sockets));
+    if (!sockets) {
+      this.keep(have);
+      return true;
+    }
+    this.closing.set(key, have);
+    this.events.removeSender(key, () => {
+      closeSenderSockets(sockets);
+      if (this.closing.get(key) === have) this.closing.delete(key);
+      this.keep(have);
+    });
     return true;
+  }
+
+  /** Add a closed sender's totals to its key's lifetime ones. */
+  private keep(ref: SenderRef): void {
+    const t = this.totalsOf(ref);
+    const have = this.closed.get(ref.key);
+    if (!have) {
+      this.closed.set(ref.key, t);
+      return;
+    }
+    have.sent += t.sent;
+    have.errors += t.errors;
+    have.rsts += t.rsts;
+    have.probes += t.probes;
+    have.sweepErrors += t.sweepErrors;
+  }
+
+  private totalsOf(ref: SenderRef): SenderLifetime {
+    let { sent, errors } = ref.retired;
+    for (const l of ref.live) {
+      sent += l.sent;
+      errors += l.errors;
+    }
+    return { ifname: ref.ifname, mode: ref.mode, sent, errors, rsts: ref.sweep.rsts, probes: ref.sweep.probes, sweepErrors: ref.sweep.errors };
+  }
+
+  /**
+   * Per (interface, mode) ever used, what was sent since the daemon started
+   * (closed senders included): never decreases. At most one row per
+   * interface and mode a job named, so its size is bounded by the config.
+   */
+  lifetime(): SenderLifetime[] {
+    const out = new Map<string, SenderLifetime>();
+    for (const [k, t] of this.closed) out.set(k, { ...t });
+    for (const ref of [...this.closing.values(), ...this.byKey.values()]) {
+      const t = this.totalsOf(ref);
+      const have = out.get(ref.key);
+      if (!have) out.set(ref.key, t);
+      else {
+        have.sent += t.sent;
+        have.errors += t.errors;
+        have.rsts += t.rsts;
+        have.probes += t.probes;
+        have.sweepErrors += t.sweepErrors;
+      }
+    }
+    return [...out.values()];
   }
 
   has(ifname: string): boolean {
@@ -80,7 +171,7 @@ export class ResetSenders {
   /** An event thread's totals after a send. */
   report(thread: number, reports: SenderReport[]): void {
     for (const s of reports) {
-      const ref = this.byKey.get(s.key);
+      const ref = this.byKey.get(s.key) ?? this.closing.get(s.key);
       if (ref) ref.live[thread] = { sent: s.sent, errors: s.errors, lastError: s.lastError };
     }
   }
@@ -123,6 +214,7 @@ export class ResetSenders {
   closeAll(): void {
     for (const ref of this.byKey.values()) if (ref.sockets) closeSenderSockets(ref.sockets);
     this.byKey.clear();
+    this.closing.clear();
   }
 
   private noLive(): Totals[] {

@@ -137,6 +137,11 @@ export interface EnforcerStatus {
   /** Create-time sweeps (issue 9): packets sent from the flow memory, failures, connections found open (known) and verified dead (both ends answered a probe with a RST), since start. */
   sweep: { sent: number; errors: number; known: number; verified: number };
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
+  /**
+   * Per reset interface and mode ever used, since the daemon started (closed senders included; never
+   * decreases): the event threads' RSTs sent and send errors, the sweeps' RSTs, probes and send errors.
+   */
+  resetTotals: { ifname: string; mode: InjectMode; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number }[];
   counters: Counters;
   /** perThread: records each event thread handled. */
   /** fifoDemotions: times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy (event-worker.ts). */

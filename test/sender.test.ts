@@ -263,7 +263,7 @@ ptest('l3: an IPv4 and an IPv6 RST arrive at the peer byte for byte (the kernel 
   t.is(s.queued, 2);
   t.is(s.flush(), 2);
   t.is(s.queued, 0);
-  t.deepEqual(s.stats, { sent: 2, errors: 0 });
+  t.deepEqual(s.stats, { sent: 2, errors: 0, lastError: undefined });
   const frames = await cap.frames();
   t.is(frames.length, 2);
   const f4 = frames.find((f) => f[12] === 0x08 && f[13] === 0x00);
@@ -293,7 +293,7 @@ ptest('l3: 300 packets in one flush all arrive; a queue smaller than the burst f
   for (let i = 300; i < 500; i++) small.enqueue({ family: 4, packet: rst4(l.v4A, l.v4B, i) });
   t.true(small.queued <= 16);
   small.flush();
-  t.deepEqual(small.stats, { sent: 200, errors: 0 });
+  t.deepEqual(small.stats, { sent: 200, errors: 0, lastError: undefined });
   const frames = await cap.frames();
   t.is(frames.length, 500);
   t.deepEqual(frames.map(seqOf).sort((a, b) => a - b), Array.from({ length: 500 }, (_, i) => i));
@@ -327,7 +327,7 @@ ptest('l2: 200 frames in one flush all arrive', async (t) => {
     s.enqueue({ family: 4, packet: new Uint8Array(0), frame: ethFrame(l.macB, s.mac, [[0x8100, 7]], rst4(l.v4A, l.v4B, i), 4) });
   }
   t.is(s.flush(), 200);
-  t.deepEqual(s.stats, { sent: 200, errors: 0 });
+  t.deepEqual(s.stats, { sent: 200, errors: 0, lastError: undefined });
   const frames = await cap.frames();
   t.deepEqual(frames.map(seqOf).sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i));
 });

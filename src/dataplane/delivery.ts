@@ -184,6 +184,27 @@ export class Delivery {
     this.nets.delete(ifname);
   }
 
+  /**
+   * Take every destination as on `ifname`'s link (a connected route, no
+   * rtnetlink): only for the event thread's warm-up, whose synthetic
+   * destinations through its pretend interface had no route, so its l3
+   * RSTs were all refused and the l3 send path was never run before the
+   * first real segment.
+   */
+  assumeOnLink(ifname: string, nets: { addr: Uint8Array; bits: number }[]): void {
+    this.nets.set(ifname, nets);
+  }
+
+  /**
+   * Make every verdict look older than TTL_MS, so the next verdict() takes
+   * its stale branch. Only for the event thread's warm-up, on its throwaway
+   * Delivery: a real one's first segment after a start otherwise ran that
+   * branch untrained (the HOST primed at job set-up is a second old by then).
+   */
+  age(): void {
+    for (const e of this.cache.values()) e.checkedAt -= TTL_MS;
+  }
+
   /** Set when rtnetlink could not be opened (nothing is checked then). */
   get unavailable(): string | undefined {
     return this.nlError;

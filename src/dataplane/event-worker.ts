@@ -19,8 +19,8 @@
  * SCHED_OTHER: at SCHED_FIFO the wake-up is ~11 µs, and spinning would hold
  * the CPU from whatever produces the segments.
  */
-import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { ENCAP_F_NO_L2, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
+import { MessageChannel, parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { ENCAP_F_NO_L2, ENCAP_NONE, ENCAP_VXLAN, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
 import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice, setThreadOther } from '../native/libc.js';
 import { Sender } from '../net/sender.js';
@@ -41,12 +41,18 @@ const DOORBELL = 1;
  */
 const FIFO_BUSY_NS = 2_000_000n;
 const TARGET_ID = LAYOUT.tr_event.fields.target_id;
-/** The slot id warmUp() drives onRecord with: never a real one (the Enforcer numbers slots from 0 up). */
-const WARM_SLOT = 0xffffffff;
+/**
+ * The slot id warmUp() drives onRecord with: never a real one (the Enforcer numbers slots from 0 up),
+ * and a Smi like the real ones (2^32-1 trained the slot lookups on a heap number).
+ */
+const WARM_SLOT = 0x3fffffff;
 
-interface Slot {
-  senders: Sender[];
-  keys: string[];
+/** A class, not literals: the warm-up's slot and the real ones must share one map (a literal with its keys in another order deoptimized onRecord on the first real segment). */
+class Slot {
+  constructor(
+    readonly keys: string[],
+    public senders: Sender[],
+  ) {}
 }
 
 class EventThread {
@@ -75,6 +81,8 @@ class EventThread {
   private delivery = new Delivery((ifname, dst, reason) => this.post({ type: 'delivery', ifname, dst, reason }));
   /** The ring in ordinary memory warmUp() drains synthetic records from. */
   private warmRing: RingReader | undefined;
+  /** Set during warmUp(): post() drops what it is given. */
+  private warming = false;
   /** Takes the warm-up's verdicts (warmUp), so they reach no fault or report. */
   private warmDelivery: Delivery | undefined;
 
@@ -102,6 +110,19 @@ class EventThread {
    * Nothing leaves: the synthetic slot fires senders whose fd is -1 (EBADF),
    * verdicts go to a throwaway Delivery (no fault, no report), and no hit is
    * posted. `rounds` is small for keep-warm, which calls it every few ms.
+   *
+   * Compiled is not enough: the code must be compiled for what real events
+   * bring, or the first one deoptimizes it back to the interpreter. Traced
+   * with --trace-deopt on the first segment after a restart (1-2 ms to its
+   * RSTs), the warm-up had trained it on seq/ack below 2^30 (Smis), on
+   * sources always already in the TTL table, on slot objects and sender
+   * modes of other maps and string kinds than the real ones, on l3 RSTs
+   * that were all refused (no route through the pretend interface: the l3
+   * send path never ran) and on sends that all failed. Hence the value
+   * ranges and variety below, the Slot class, the on-link networks of the
+   * warm Delivery and sender.ts's branch-free accounting;
+   * test/e2e/event-worker.test.ts holds the first segments after a restart
+   * to no deoptimization on this path.
    */
   warmUp(rounds = 3000): void {
     const sinks = (this.warmSinks ??= [
@@ -109,11 +130,20 @@ class EventThread {
       Sender.adopt({ ifname: 'warm', ifindex: 0, mode: 'l2', mac: new Uint8Array(6), fds: [-1] }, { slots: 4 }),
     ]);
     const real = this.delivery;
-    this.delivery = this.warmDelivery ??= new Delivery();
-    this.slots.set(WARM_SLOT, { senders: sinks, keys: [] });
+    if (!this.warmDelivery) {
+      this.warmDelivery = new Delivery();
+      // The synthetic sources and destinations (10/8, 192/8 and their v6 look-alikes) as
+      // connected /8 networks: the prefix walk runs as it does for a real /24.
+      const net = (first: number, len: 4 | 16) => ({ addr: Object.assign(new Uint8Array(len), { 0: first }), bits: 8 });
+      this.warmDelivery.assumeOnLink('warm', [net(10, 4), net(192, 4), net(10, 16), net(192, 16)]);
+    }
+    this.delivery = this.warmDelivery;
+    this.slots.set(WARM_SLOT, new Slot([], sinks));
     const rec = new DataView(new ArrayBuffer(LAYOUT.tr_event.size));
     const recBytes = new Uint8Array(rec.buffer);
     const syn = (this.warmRing ??= RingReader.synthetic());
+    this.warming = true;
+    this.hitCount = 0;
     const F = LAYOUT.tr_event.fields;
     const sources = new Set<string>();
     try {
@@ -122,23 +152,40 @@ class EventThread {
         rec.setUint32(F.target_id, WARM_SLOT, true);
         rec.setUint8(F.family, v6 ? 6 : 4);
         rec.setUint8(F.tcp_flags, [0x02, 0x12, 0x10, 0x18][i & 3]);
-        rec.setUint32(F.seq, i * 7919, true);
-        rec.setUint32(F.ack, i * 104729, true);
+        // Over the whole 32-bit range, as real ones are: a value past 2^30 is no Smi, and the first
+        // real one otherwise changed the event object's field representation, deprecating its map and
+        // deoptimizing decodeEvent, onRecord, forge's build and deliverable on that first segment
+        // (--trace-deopt, after a restart: 'lost precision', then 'wrong map' x3; 1-2 ms to the RST).
+        rec.setUint32(F.seq, Math.imul(i + 1, 0x9e3779b1) >>> 0, true);
+        rec.setUint32(F.ack, Math.imul(i + 7, 0x85ebca6b) >>> 0, true);
+        rec.setUint32(F.payload_len, (i & 4) === 0 ? 0 : 1 + (i % 1400), true);
+        rec.setUint32(F.flow_label, v6 ? (i * 2654435761) & 0xfffff : 0, true);
+        rec.setUint16(F.sport, 1024 + ((i * 7919) & 0xfbff), true);
+        rec.setUint16(F.dport, (i & 8) === 0 ? 443 : 49152 + (i & 0x3fff), true);
+        rec.setBigUint64(F.ts_ns, process.hrtime.bigint(), true);
         rec.setUint8(F.ttl, 64);
         rec.setUint8(F.vlan_count, i % 3);
         rec.setUint16(F.vlan_tpid, 0x88a8, true);
         rec.setUint16(F.vlan_tpid + 2, 0x8100, true);
+        // Sources seen for the first time and again (the TTL table's two branches), as on a real link.
         rec.setUint8(F.saddr, 10);
+        rec.setUint8(F.saddr + 2, (i >> 3) & 0xff);
+        rec.setUint8(F.saddr + 3, i & 0xff);
         rec.setUint8(F.daddr, 192);
+        rec.setUint8(F.daddr + 3, i & 0x1f);
+        if ((i & 63) === 63) this.delivery.age(); // verdicts gone stale: the branch a job's primed HOST takes
         // Through drain() of a ring in ordinary memory: the same drain code the real ring runs.
         syn.fillSynthetic(recBytes, 1);
         syn.drain(this.handle, this.data.batch);
         sources.add(binaryKey(decodeEvent(rec, 0).saddr));
-        this.hitCount = 0; // synthetic: never reported
+        // Now and then a tunnelled mirror's event, and one that carried bare IP (no MACs for l2).
+        rec.setUint8(F.encap, (i & 15) === 15 ? ENCAP_VXLAN : ENCAP_NONE);
+        rec.setUint8(F.encap_flags, (i & 127) === 127 ? ENCAP_F_NO_L2 : 0);
         if ((i & 1) === 1 || i === rounds - 1) this.flush();
       }
     } finally {
       this.hitCount = 0;
+      this.warming = false;
       for (const s of sinks) {
         s.flush();
         this.dirty.delete(s);
@@ -354,7 +401,10 @@ class EventThread {
     switch (cmd.type) {
       case 'sender': {
         this.senders.get(cmd.key)?.close();
-        const s = Sender.adopt({ ifname: cmd.ifname, ifindex: cmd.ifindex, mode: cmd.mode, mac: cmd.mac, fds: cmd.fds });
+        // The mode as a literal: a string from a message is not internalized, and the first `mode === 'l2'`
+        // on it deoptimized deliverable ('wrong instance type'), which warm-up had trained on literals.
+        const mode = cmd.mode === 'l2' ? 'l2' : 'l3';
+        const s = Sender.adopt({ ifname: cmd.ifname, ifindex: cmd.ifindex, mode, mac: cmd.mac, fds: cmd.fds });
         senderKeys.set(s, cmd.key);
         this.senders.set(cmd.key, s);
         this.rebindSlots();
@@ -372,7 +422,7 @@ class EventThread {
         return;
       }
       case 'slot': {
-        const slot = { keys: cmd.senders, senders: this.resolve(cmd.senders) };
+        const slot = new Slot(cmd.senders, this.resolve(cmd.senders));
         this.slots.set(cmd.id, slot);
         if (cmd.host) for (const s of slot.senders) if (s.mode === 'l3') this.delivery.prime(s.ifname, s.ifindex, cmd.host);
         return;
@@ -402,8 +452,19 @@ class EventThread {
     for (const slot of this.slots.values()) slot.senders = this.resolve(slot.keys);
   }
 
-  private post(r: EventReport, transfer?: ArrayBuffer[]): void {
-    parentPort!.postMessage(r, transfer);
+  /** To the main thread; during warmUp() to a port whose peer is closed (the message is dropped), through the same call. */
+  post(r: EventReport, transfer?: ArrayBuffer[]): void {
+    (this.warming ? this.warmSink() : parentPort!).postMessage(r, transfer);
+  }
+
+  private sink: MessagePort | undefined;
+  private warmSink(): MessagePort {
+    if (!this.sink) {
+      const { port1, port2 } = new MessageChannel();
+      port2.close();
+      this.sink = port1;
+    }
+    return this.sink;
   }
 }
 
@@ -448,6 +509,7 @@ try {
   // A warm-up that fails costs speed, not correctness: the real path handles its own errors.
   niceError = `${niceError ? niceError + '; ' : ''}warm-up failed: ${(err as Error).message}`;
 }
-parentPort!.postMessage({ type: 'ready', ...(niceError ? { niceError } : {}), ...(fifoError ? { fifoError } : {}) } satisfies EventReport);
+// Through post(), which the warm-up trained on its sink port: its call now sees the real port too.
+thread.post({ type: 'ready', ...(niceError ? { niceError } : {}), ...(fifoError ? { fifoError } : {}) });
 thread.run();
 port.close();

@@ -64,7 +64,8 @@ export class Sender {
   readonly mode: InjectMode;
   /** The interface's own MAC (the l2 source MAC). */
   readonly mac: Uint8Array;
-  readonly stats: SenderStats = { sent: 0, errors: 0 };
+  /** All three fields from the start: one map whether or not a send has failed yet (the event thread's warm-up fails every send, and a stats object that gained lastError later had another map). */
+  readonly stats: SenderStats = { sent: 0, errors: 0, lastError: undefined };
 
   private readonly batch: number;
   /** l3: [IPv4, IPv6]; l2: [packet socket]. */
@@ -169,11 +170,12 @@ export class Sender {
     let i = 0;
     while (i < n) {
       const r = lane.slots.send(lane.fd, i, Math.min(this.batch, n - i), MSG_DONTWAIT);
-      if (r > 0) {
-        sent += r;
-        i += r;
-        continue;
-      }
+      // The same operations on success and failure: the event thread's warm-up sends on fd -1
+      // (EBADF), and an addition only ever run with a real send deoptimized on the first one.
+      const accepted = Math.max(r, 0);
+      sent += accepted;
+      i += accepted;
+      if (accepted > 0) continue;
       const err = -r;
       if (err === E.EAGAIN || err === E.ENOBUFS) {
         // Queue or device full: the rest would fail the same way. Drop them; the next

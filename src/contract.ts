@@ -392,11 +392,18 @@ const FK = LAYOUT.tr_fm_key.fields;
 const FD = LAYOUT.tr_fm_dir.fields;
 const FE = LAYOUT.tr_fm_entry.fields;
 
-/** tr_fm_hash of bpf/tcpreset.h over an encoded tr_fm_key at byte offset `off` of `buf`. */
+/** Words of an IPv4 tr_fm_key that tr_fm_hash mixes (the rest are zero): ifindex, ports, family, addr_a[0..3], addr_b[0..3]. */
+const FM_HASH_V4_WORDS = [0, 1, 2, 3, 7] as const;
+
+/**
+ * tr_fm_hash of bpf/tcpreset.h over an encoded tr_fm_key at byte offset `off` of `buf`: all 11
+ * little-endian words for IPv6, FM_HASH_V4_WORDS for IPv4.
+ */
 export function fmHash(buf: Uint8Array, off = 0): number {
   const dv = new DataView(buf.buffer, buf.byteOffset + off, LAYOUT.tr_fm_key.size);
   let h = 0x666c6f77;
-  for (let i = 0; i < LAYOUT.tr_fm_key.size; i += 4) h = mix32(h, dv.getUint32(i, true));
+  if (dv.getUint8(FK.family) === FAMILY_V4) for (const i of FM_HASH_V4_WORDS) h = mix32(h, dv.getUint32(4 * i, true));
+  else for (let i = 0; i < LAYOUT.tr_fm_key.size; i += 4) h = mix32(h, dv.getUint32(i, true));
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

@@ -84,8 +84,65 @@ static __always_inline __u64 fm_last_seen(const struct tr_fm_entry *e)
 	return a > b ? a : b;
 }
 
-/* Remember one parsed TCP segment. */
-static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr_counters *cnt)
+/*
+ * Merge what this segment showed of MPTCP (pi->mp_*, endpoint 0 = source)
+ * into its subflow's entry (endpoint 0 = A); `dir` is 0 when the source is
+ * A. Only segments that carry an MPTCP option come here, and the entry is
+ * written only when something changed (keys come in the handshake only).
+ */
+static __always_inline void fm_note_mptcp(struct tr_fm_mptcp *m, const struct pkt_info *pi, int dir)
+{
+	__u8 pf = pi->mp_flags;
+	__u8 f = m->flags;
+	__u8 nf = f | (pf & (TR_MP_SEEN | TR_MP_CAPABLE | TR_MP_JOIN));
+
+	if (pf & TR_MP_KEY0) {
+		m->key[dir & 1] = pi->mp_key_src;
+		nf |= dir ? TR_MP_KEY1 : TR_MP_KEY0;
+	}
+	if (pf & TR_MP_KEY1) {
+		m->key[(dir ^ 1) & 1] = pi->mp_key_dst;
+		nf |= dir ? TR_MP_KEY0 : TR_MP_KEY1;
+	}
+	if (pf & TR_MP_TOKEN1) {
+		m->token = pi->mp_token;
+		nf = (nf & ~(TR_MP_TOKEN0 | TR_MP_TOKEN1)) | (dir ? TR_MP_TOKEN0 : TR_MP_TOKEN1);
+	}
+	if (nf != f)
+		m->flags = nf;
+}
+
+/*
+ * The subflow's MPTCP state in the segment's orientation (endpoint 0 =
+ * source), into pi for the event: called only when an event is emitted.
+ */
+static __always_inline void tr_fm_mptcp_out(const struct tr_fm_entry *e, struct pkt_info *pi)
+{
+	const struct tr_fm_mptcp *m = &e->mp;
+	__u8 f = m->flags;
+	int dir = pi->fm_dir;
+	__u8 out;
+
+	if (!f)
+		return;
+	out = f & (TR_MP_SEEN | TR_MP_CAPABLE | TR_MP_JOIN);
+	if (f & (dir ? TR_MP_KEY1 : TR_MP_KEY0)) {
+		pi->mp_key_src = m->key[dir & 1];
+		out |= TR_MP_KEY0;
+	}
+	if (f & (dir ? TR_MP_KEY0 : TR_MP_KEY1)) {
+		pi->mp_key_dst = m->key[(dir ^ 1) & 1];
+		out |= TR_MP_KEY1;
+	}
+	if (f & (TR_MP_TOKEN0 | TR_MP_TOKEN1)) {
+		pi->mp_token = m->token;
+		out |= (f & (dir ? TR_MP_TOKEN1 : TR_MP_TOKEN0)) ? TR_MP_TOKEN0 : TR_MP_TOKEN1;
+	}
+	pi->mp_flags = out;
+}
+
+/* Remember one parsed TCP segment; returns its entry (NULL: none kept), with pi->fm_dir set. */
+static __always_inline struct tr_fm_entry *tr_flowmem_note(struct pkt_info *pi, struct tr_counters *cnt)
 {
 	struct tr_fm_key key __attribute__((aligned(8)));
 	struct tr_fm_entry *e0, *e1, *e;
@@ -95,9 +152,10 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 	int a, dir;
 
 	if (!tr_fm_mask)
-		return;
+		return NULL;
 	a = tr_fm_src_is_a(pi->flow.saddr, pi->flow.sport, pi->flow.daddr, pi->flow.dport);
 	dir = a ? 0 : 1;
+	pi->fm_dir = dir;
 	key.ifindex = pi->flow.ifindex;
 	key.family = pi->flow.family;
 	key.pad[0] = 0;
@@ -120,7 +178,7 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 	idx |= 1;
 	e1 = bpf_map_lookup_elem(&flowmem, &idx);
 	if (!e0 || !e1)
-		return;
+		return NULL;
 
 	if (fm_key_eq(&e0->key, &key))
 		e = e0;
@@ -137,13 +195,15 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 			 * probe (seq = the probe's ack, SND.NXT + 1) from our own RST (seq = SND.NXT). */
 			e->state |= TR_FM_RST;
 			fm_fill_dir(&e->dir[dir & 1], pi, now, h);
-			return;
+			return e;
 		}
 		if ((flags & (TR_TCP_SYN | TR_TCP_ACK)) == TR_TCP_SYN) {
 			/* A SYN without ACK opens a new connection on the tuple: forget the old one. */
 			e->first_ns = now;
 			e->state = 0;
 			e->dir[(dir ^ 1) & 1].last_ns = 0;
+			if (e->mp.flags)
+				e->mp.flags = 0;
 		} else if (pi->payload_len && (e->state & TR_FM_RST)) {
 			/* Data after a RST: the RST was refused (e.g. RFC 5961 out of window), the flow lives. */
 			e->state &= ~TR_FM_RST;
@@ -151,11 +211,13 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 		if (flags & TR_TCP_FIN)
 			e->state |= dir ? TR_FM_FIN_B : TR_FM_FIN_A;
 		fm_fill_dir(&e->dir[dir & 1], pi, now, h);
-		return;
+		if (pi->mp_flags)
+			fm_note_mptcp(&e->mp, pi, dir);
+		return e;
 	}
 	/* A flow first seen dying leaves nothing to replay: no entry (an RST flood displaces nothing). */
 	if (flags & TR_TCP_RST)
-		return;
+		return NULL;
 
 	/* Victim: an empty slot, else a closed connection, else the one least recently seen. */
 	if (!e0->key.family)
@@ -178,6 +240,10 @@ static __always_inline void tr_flowmem_note(const struct pkt_info *pi, struct tr
 	e->dir[(dir ^ 1) & 1].last_ns = 0;
 	e->dir[(dir ^ 1) & 1].key_hash = 0;
 	fm_fill_dir(&e->dir[dir & 1], pi, now, h);
+	__builtin_memset(&e->mp, 0, sizeof(e->mp));
+	if (pi->mp_flags)
+		fm_note_mptcp(&e->mp, pi, dir);
+	return e;
 }
 
 #endif /* TR_FLOWMEM_H */

@@ -105,6 +105,11 @@ struct pkt_info {
 	__u8 l4_proto;     /* the IP protocol when it was not TCP (a tunnel may follow) */
 	__u8 encap;        /* TR_ENCAP_* */
 	__u8 encap_flags;  /* TR_ENCAP_F_* */
+	__u8 mp_flags;     /* TR_MP_*, endpoint 0 = source: of this segment, then (flowmem.h) of its subflow */
+	__u8 fm_dir;       /* flowmem.h: 0 when the source is endpoint A of the entry */
+	__u32 mp_token;
+	__u64 mp_key_src;
+	__u64 mp_key_dst;
 };
 
 #include "flowmem.h"
@@ -246,6 +251,100 @@ static __always_inline int parse_ip(struct hdr_cursor *nh, void *data_end, int p
 	return -1;
 }
 
+static __always_inline __u64 read_be64(const __u8 *p)
+{
+	__u64 v;
+
+	__builtin_memcpy(&v, p, 8);
+	return bpf_be64_to_cpu(v);
+}
+
+static __always_inline __u32 read_be32(const __u8 *p)
+{
+	__u32 v;
+
+	__builtin_memcpy(&v, p, 4);
+	return bpf_ntohl(v);
+}
+
+/*
+ * Offset of the first MPTCP option (kind 30) in the `optlen` bytes of TCP
+ * options at `opts`, or -1. At most TR_MAX_TCP_OPTS options are walked, and
+ * the loop carries only a scalar offset (nothing is written per option), so
+ * the verifier's states stay few: writing what was found inside the loop
+ * made it explore every combination (over its 1M-instruction limit).
+ */
+static __always_inline int find_mptcp(__u8 *opts, int optlen, void *data_end)
+{
+	__u8 *p;
+	int off = 0, i;
+	__u8 len;
+
+	for (i = 0; i < TR_MAX_TCP_OPTS; i++) {
+		p = opts + off;
+		if ((void *)(p + 2) > data_end)
+			return -1; /* a last one-byte option (NOP, EOL) carries nothing we read */
+		if (p[0] == 0)
+			return -1; /* end of option list */
+		if (p[0] == TR_TCPOPT_MPTCP)
+			return off;
+		len = p[0] == 1 ? 1 : p[1];
+		if (len < 1 || (p[0] != 1 && len < 2))
+			return -1; /* malformed: the kernel stops here too */
+		off += len;
+		if (off >= optlen)
+			return -1;
+		/* Every path leaves off in [0, 63], so the verifier prunes instead of exploring each one. */
+		off &= 63;
+	}
+	return -1;
+}
+
+/*
+ * The MPTCP option of a segment (RFC 8684 §3). What it keeps (pi->mp_*;
+ * endpoint 0 = the segment's source):
+ * - any kind 30: TR_MP_SEEN (a subflow whose keys may never show: the job
+ *   came after the handshake);
+ * - MP_CAPABLE (§3.1) of 12 bytes or more: the sender's key at offset 4 (the
+ *   SYN-ACK; the SYN too in version 0); of 20 or more (the third ACK, or the
+ *   first data segment when that ACK was lost): the receiver's key at 12;
+ * - MP_JOIN on a SYN (§3.2, 12 bytes): the receiver's token at offset 4.
+ * One MPTCP option per segment is read: MP_CAPABLE and an MP_JOIN SYN come
+ * alone, and a later DSS only says "MPTCP", which the first one did.
+ */
+static __always_inline void parse_mptcp(__u8 *opts, int optlen, void *data_end, struct pkt_info *pi)
+{
+	int off = find_mptcp(opts, optlen, data_end);
+	__u8 *p, len, sub;
+
+	if (off < 0)
+		return;
+	p = opts + (off & 63);
+	if ((void *)(p + 3) > data_end)
+		return;
+	len = p[1];
+	if (len < 3 || off + len > optlen)
+		return;
+	sub = p[2] >> 4;
+	pi->mp_flags = TR_MP_SEEN;
+	if (sub == TR_MPTCP_CAPABLE) {
+		pi->mp_flags |= TR_MP_CAPABLE;
+		if (len < 12 || (void *)(p + 12) > data_end)
+			return;
+		pi->mp_key_src = read_be64(p + 4);
+		pi->mp_flags |= TR_MP_KEY0;
+		if (len < 20 || (void *)(p + 20) > data_end)
+			return;
+		pi->mp_key_dst = read_be64(p + 12);
+		pi->mp_flags |= TR_MP_KEY1;
+	} else if (sub == TR_MPTCP_JOIN && len == 12 && (pi->tcp_flags & (TR_TCP_SYN | TR_TCP_ACK)) == TR_TCP_SYN) {
+		if ((void *)(p + 12) > data_end)
+			return;
+		pi->mp_token = read_be32(p + 4);
+		pi->mp_flags |= TR_MP_JOIN | TR_MP_TOKEN1;
+	}
+}
+
 /* TCP with the whole header (options included) in the frame; ip_len is what IP says is left. */
 static __always_inline int parse_tcp(struct hdr_cursor *nh, void *data_end, int ip_len, struct pkt_info *pi)
 {
@@ -269,6 +368,8 @@ static __always_inline int parse_tcp(struct hdr_cursor *nh, void *data_end, int 
 	pi->ack = bpf_ntohl(th->ack_seq);
 	pi->tcp_flags = ((__u8 *)th)[13]; /* FIN SYN RST PSH ACK URG ECE CWR */
 	pi->payload_len = ip_len - hdrsize;
+	if (hdrsize > (int)sizeof(*th))
+		parse_mptcp((__u8 *)(th + 1), hdrsize - (int)sizeof(*th), data_end, pi);
 	nh->pos += hdrsize;
 	return 0;
 }
@@ -351,6 +452,13 @@ static __noinline void fill_event(struct tr_event *e, struct pkt_info *pi, __u32
 	e->encap_flags = pi->encap_flags;
 	__builtin_memcpy(e->saddr, pi->flow.saddr, 16);
 	__builtin_memcpy(e->daddr, pi->flow.daddr, 16);
+	e->mp_key_src = pi->mp_key_src;
+	e->mp_key_dst = pi->mp_key_dst;
+	e->mp_token = pi->mp_token;
+	e->mp_flags = pi->mp_flags;
+	e->mp_pad[0] = 0;
+	e->mp_pad[1] = 0;
+	e->mp_pad[2] = 0;
 }
 
 /*
@@ -375,7 +483,7 @@ static __always_inline __u32 ring_slot(struct pkt_info *pi)
 }
 
 /* Everything after the parse: match, suppress, emit. */
-static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *cnt)
+static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *cnt, const struct tr_fm_entry *fm)
 {
 	struct tr_target_key key;
 	struct tr_target_value *tv;
@@ -447,6 +555,9 @@ static __always_inline void handle_tcp(struct pkt_info *pi, struct tr_counters *
 		cnt->lost++; /* never block; the flow state stays so the next copy retries */
 		return;
 	}
+	/* The subflow's MPTCP keys and token as remembered (the segment itself rarely carries them). */
+	if (fm)
+		tr_fm_mptcp_out(fm, pi);
 	fill_event(e, pi, target_id, match, now);
 	bpf_ringbuf_submit(e, 0);
 	cnt->events++;
@@ -523,8 +634,7 @@ int tcpreset_xdp(struct xdp_md *ctx)
 	if (ifc)
 		ifc->tcp++;
 
-	tr_flowmem_note(&pi, cnt);
-	handle_tcp(&pi, cnt);
+	handle_tcp(&pi, cnt, tr_flowmem_note(&pi, cnt));
 out:
 	return XDP_PASS;
 }

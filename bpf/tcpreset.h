@@ -44,8 +44,8 @@
 #define TR_MAX_VLANS      2
 /*
  * Flow memory slots (a power of two) compiled in; the daemon sets its
- * configured `flowMemory` before load. One slot is a tr_fm_entry (168
- * bytes) of an array map, so this default is 42 MiB of kernel memory.
+ * configured `flowMemory` before load. One slot is a tr_fm_entry (192
+ * bytes) of an array map, so this default is 48 MiB of kernel memory.
  */
 #define TR_FLOWMEM_DEFAULT 262144
 
@@ -100,6 +100,34 @@
 #define TR_FAMILY_V4      4
 #define TR_FAMILY_V6      6
 #define TR_PORT_ANY       0
+
+/*
+ * MPTCP (RFC 8684): TCP option kind 30, its subtype in the high nibble of
+ * the option's third byte. The program reads MP_CAPABLE (§3.1) for the
+ * 64-bit keys of both ends and the SYN of MP_JOIN (§3.2) for the token of
+ * the connection it joins; any MPTCP option marks the subflow as MPTCP.
+ * Keys and tokens are stored in host order (read big-endian off the wire).
+ * The token (SHA-256 of a key, upper 32 bits, §3.2) is computed in user
+ * space, which ties JOIN subflows to their connection.
+ */
+#define TR_TCPOPT_MPTCP     30
+#define TR_MPTCP_CAPABLE    0
+#define TR_MPTCP_JOIN       1
+#define TR_MPTCP_FASTCLOSE  7
+/* Option kinds walked per segment at most (NOPs count): a SYN carries 6-7, a data segment 3-4. */
+#define TR_MAX_TCP_OPTS     10
+
+/*
+ * tr_fm_mptcp.flags and tr_event.mp_flags. Endpoint 0/1 is A/B of the flow
+ * memory key in tr_fm_mptcp, the segment's source/destination in tr_event.
+ */
+#define TR_MP_SEEN          0x01  /* some MPTCP option was seen on this subflow */
+#define TR_MP_CAPABLE       0x02  /* an MP_CAPABLE handshake: the connection's first subflow */
+#define TR_MP_JOIN          0x04  /* an MP_JOIN SYN: a further subflow; token set */
+#define TR_MP_KEY0          0x08  /* key[0] (endpoint 0's key) is known */
+#define TR_MP_KEY1          0x10  /* key[1] is known */
+#define TR_MP_TOKEN0        0x20  /* token is endpoint 0's (it received the MP_JOIN SYN) */
+#define TR_MP_TOKEN1        0x40  /* token is endpoint 1's */
 
 /* Which address of the packet matched the target (tr_event.match). */
 #define TR_MATCH_SRC      1
@@ -156,6 +184,12 @@ struct tr_event {
 	__u8  encap_flags;    /* TR_ENCAP_F_* */
 	__u8  saddr[16];      /* IPv4 in the first 4 bytes, the rest zero */
 	__u8  daddr[16];
+	/* MPTCP, from the flow memory entry of the subflow (zero when flow memory is off or none was seen). */
+	__u64 mp_key_src;     /* the source's MPTCP key (with TR_MP_KEY0) */
+	__u64 mp_key_dst;     /* the destination's MPTCP key (with TR_MP_KEY1) */
+	__u32 mp_token;       /* MP_JOIN token (with TR_MP_TOKEN0: the source's, TR_MP_TOKEN1: the destination's) */
+	__u8  mp_flags;       /* TR_MP_*; endpoint 0 = source */
+	__u8  mp_pad[3];
 };
 
 /* Per-flow (directional) suppression state, LRU map. */
@@ -224,12 +258,21 @@ struct tr_fm_dir {
 #define TR_FM_FIN_B 0x02
 #define TR_FM_RST   0x04
 
+/* What the subflow showed of MPTCP (TR_MP_*; endpoint 0 = A). Cleared by a SYN that reuses the tuple. */
+struct tr_fm_mptcp {
+	__u64 key[2];            /* [0] A's key, [1] B's (valid with TR_MP_KEY0 / TR_MP_KEY1) */
+	__u32 token;             /* MP_JOIN SYN: the receiver's token (TR_MP_TOKEN0 / TR_MP_TOKEN1 say whose) */
+	__u8  flags;             /* TR_MP_* */
+	__u8  pad[3];
+};
+
 struct tr_fm_entry {
 	struct tr_fm_key key;
 	__u8  state;             /* TR_FM_* */
 	__u8  pad[3];
 	__u64 first_ns;          /* when the entry was made (or a new SYN reused the tuple) */
 	struct tr_fm_dir dir[2]; /* [0] sent by A (addr_a, port_a), [1] by B */
+	struct tr_fm_mptcp mp;
 };
 
 /* Per-CPU counters, one slot (key 0) of a PERCPU_ARRAY. */
@@ -339,13 +382,14 @@ static __inline int tr_fm_closed(__u8 state)
 
 _Static_assert(sizeof(struct tr_target_key) == 24, "tr_target_key layout");
 _Static_assert(sizeof(struct tr_target_value) == 16, "tr_target_value layout");
-_Static_assert(sizeof(struct tr_event) == 96, "tr_event layout");
+_Static_assert(sizeof(struct tr_event) == 120, "tr_event layout");
 _Static_assert(sizeof(struct tr_flow_key) == 44, "tr_flow_key layout");
 _Static_assert(sizeof(struct tr_flow_state) == 24, "tr_flow_state layout");
 _Static_assert(sizeof(struct tr_counters) == 80, "tr_counters layout");
 _Static_assert(sizeof(struct tr_if_counters) == 32, "tr_if_counters layout");
 _Static_assert(sizeof(struct tr_fm_key) == 44, "tr_fm_key layout");
 _Static_assert(sizeof(struct tr_fm_dir) == 56, "tr_fm_dir layout");
-_Static_assert(sizeof(struct tr_fm_entry) == 168, "tr_fm_entry layout");
+_Static_assert(sizeof(struct tr_fm_mptcp) == 24, "tr_fm_mptcp layout");
+_Static_assert(sizeof(struct tr_fm_entry) == 192, "tr_fm_entry layout");
 
 #endif /* TCPRESET_H */

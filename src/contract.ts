@@ -27,7 +27,7 @@ export const MAX_VLANS = 2;
 /** Default slots of the flow memory (connections, a power of two); the daemon's `flowMemory` config overrides it. */
 export const FLOWMEM_DEFAULT = 262144;
 /** Kernel memory per flow memory slot, bytes: one tr_fm_entry in an array map (checked against its memlock by test/flowmem.test.ts). */
-export const FLOWMEM_BYTES_PER_ENTRY = 168;
+export const FLOWMEM_BYTES_PER_ENTRY = 192;
 /** The global-data section holding tr_fm_mask (slots - 1), set before load. */
 export const FLOWMEM_MASK_SECTION = '.rodata.flowmem';
 export const PREFILTER_BITS = 1 << 21;
@@ -61,6 +61,25 @@ export const FAMILY_V4 = 4;
 export const FAMILY_V6 = 6;
 export const PORT_ANY = 0;
 
+/** MPTCP (RFC 8684 §3): TCP option kind 30 and the subtypes the program reads or the forger writes. */
+export const TCPOPT_MPTCP = 30;
+export const MPTCP_CAPABLE = 0;
+export const MPTCP_JOIN = 1;
+export const MPTCP_FASTCLOSE = 7;
+/** TCP options walked per segment at most by the program's MPTCP parser. */
+export const MAX_TCP_OPTS = 10;
+/**
+ * tr_fm_mptcp.flags / tr_event.mp_flags. Endpoint 0/1: A/B of the flow
+ * memory key; source/destination of an event.
+ */
+export const MP_SEEN = 0x01;
+export const MP_CAPABLE = 0x02;
+export const MP_JOIN = 0x04;
+export const MP_KEY0 = 0x08;
+export const MP_KEY1 = 0x10;
+export const MP_TOKEN0 = 0x20;
+export const MP_TOKEN1 = 0x40;
+
 export const MATCH_SRC = 1;
 export const MATCH_DST = 2;
 
@@ -80,11 +99,12 @@ export const LAYOUT = {
   tr_target_key: { size: 24, fields: { ifindex: 0, port: 4, family: 6, pad: 7, addr: 8 } },
   tr_target_value: { size: 16, fields: { target_id: 0, pad: 4, expires_ns: 8 } },
   tr_event: {
-    size: 96,
+    size: 120,
     fields: {
       ts_ns: 0, target_id: 8, ifindex: 12, seq: 16, ack: 20, payload_len: 24, flow_label: 28,
       sport: 32, dport: 34, vlan_tpid: 36, vlan_tci: 40, family: 44, vlan_count: 45,
       tcp_flags: 46, ttl: 47, tos: 48, match: 49, smac: 50, dmac: 56, encap: 62, encap_flags: 63, saddr: 64, daddr: 80,
+      mp_key_src: 96, mp_key_dst: 104, mp_token: 112, mp_flags: 116, mp_pad: 117,
     },
   },
   tr_flow_key: { size: 44, fields: { ifindex: 0, sport: 4, dport: 6, family: 8, pad: 9, saddr: 12, daddr: 28 } },
@@ -97,7 +117,8 @@ export const LAYOUT = {
       smac: 32, dmac: 38, tcp_flags: 44, ttl: 45, tos: 46, vlan_count: 47, key_hash: 48, encap: 52, encap_flags: 53, pad: 54,
     },
   },
-  tr_fm_entry: { size: 168, fields: { key: 0, state: 44, pad: 45, first_ns: 48, dir: 56 } },
+  tr_fm_mptcp: { size: 24, fields: { key: 0, token: 16, flags: 20, pad: 21 } },
+  tr_fm_entry: { size: 192, fields: { key: 0, state: 44, pad: 45, first_ns: 48, dir: 56, mp: 168 } },
   tr_counters: {
     size: 80,
     fields: { packets: 0, tcp: 8, matched: 16, events: 24, lost: 32, suppressed: 40, rst_seen: 48, expired: 56, fm_new: 64, fm_evicted: 72 },
@@ -157,6 +178,17 @@ export interface TcpEvent {
   encap?: number;
   /** ENCAP_F_*. */
   encapFlags?: number;
+  /**
+   * MPTCP, as the subflow's flow memory entry remembered it (optional: a
+   * hand-built event is plain TCP). MP_* bits, endpoint 0 = the source.
+   */
+  mpFlags?: number;
+  /** The source's MPTCP key (with MP_KEY0). */
+  mpKeySrc?: bigint;
+  /** The destination's MPTCP key (with MP_KEY1). */
+  mpKeyDst?: bigint;
+  /** MP_JOIN token (MP_TOKEN0: the source's; MP_TOKEN1: the destination's). */
+  mpToken?: number;
 }
 
 export interface Counters {
@@ -241,6 +273,10 @@ export function decodeEvent(dv: DataView, off = 0): TcpEvent {
     daddr: bytes.slice(EV.daddr, EV.daddr + alen),
     encap: dv.getUint8(off + EV.encap),
     encapFlags: dv.getUint8(off + EV.encap_flags),
+    mpFlags: dv.getUint8(off + EV.mp_flags),
+    mpKeySrc: dv.getBigUint64(off + EV.mp_key_src, true),
+    mpKeyDst: dv.getBigUint64(off + EV.mp_key_dst, true),
+    mpToken: dv.getUint32(off + EV.mp_token, true),
   };
 }
 
@@ -358,6 +394,18 @@ export interface FlowEntry {
   firstNs: bigint;
   /** FM_* bits. */
   state: number;
+  /** What the subflow showed of MPTCP (struct tr_fm_mptcp; decodeFlowEntry always sets it; flags 0 = nothing). */
+  mp?: FlowMptcp;
+}
+
+/** struct tr_fm_mptcp, decoded. Endpoint 0 = A of the key. */
+export interface FlowMptcp {
+  /** MP_* bits. */
+  flags: number;
+  /** [A's key, B's key]; valid with MP_KEY0 / MP_KEY1. */
+  keys: [bigint, bigint];
+  /** MP_JOIN token of the endpoint MP_TOKEN0 (A) or MP_TOKEN1 (B) names. */
+  token: number;
 }
 
 /** Closed: a RST was seen, or a FIN from each end. */
@@ -391,6 +439,7 @@ export function canonicalFlow(ifindex: number, family: Family, saddr: Uint8Array
 const FK = LAYOUT.tr_fm_key.fields;
 const FD = LAYOUT.tr_fm_dir.fields;
 const FE = LAYOUT.tr_fm_entry.fields;
+const FM = LAYOUT.tr_fm_mptcp.fields;
 
 /** Words of an IPv4 tr_fm_key that tr_fm_hash mixes (the rest are zero): ifindex, ports, family, addr_a[0..3], addr_b[0..3]. */
 const FM_HASH_V4_WORDS = [0, 1, 2, 3, 7] as const;
@@ -484,5 +533,10 @@ export function decodeFlowEntry(buf: Uint8Array, off = 0): FlowEntry | null {
     dirs: [decodeFlowDir(dv, d0, bytes), decodeFlowDir(dv, d1, bytes)],
     firstNs: dv.getBigUint64(off + FE.first_ns, true),
     state: dv.getUint8(off + FE.state),
+    mp: {
+      flags: dv.getUint8(off + FE.mp + FM.flags),
+      keys: [dv.getBigUint64(off + FE.mp + FM.key, true), dv.getBigUint64(off + FE.mp + FM.key + 8, true)],
+      token: dv.getUint32(off + FE.mp + FM.token, true),
+    },
   };
 }

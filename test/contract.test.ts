@@ -170,6 +170,18 @@ test('header: names and constants equal those of src/contract.ts', (t) => {
     TR_FM_FIN_A: C.FM_FIN_A,
     TR_FM_FIN_B: C.FM_FIN_B,
     TR_FM_RST: C.FM_RST,
+    TR_TCPOPT_MPTCP: C.TCPOPT_MPTCP,
+    TR_MPTCP_CAPABLE: C.MPTCP_CAPABLE,
+    TR_MPTCP_JOIN: C.MPTCP_JOIN,
+    TR_MPTCP_FASTCLOSE: C.MPTCP_FASTCLOSE,
+    TR_MAX_TCP_OPTS: C.MAX_TCP_OPTS,
+    TR_MP_SEEN: C.MP_SEEN,
+    TR_MP_CAPABLE: C.MP_CAPABLE,
+    TR_MP_JOIN: C.MP_JOIN,
+    TR_MP_KEY0: C.MP_KEY0,
+    TR_MP_KEY1: C.MP_KEY1,
+    TR_MP_TOKEN0: C.MP_TOKEN0,
+    TR_MP_TOKEN1: C.MP_TOKEN1,
   };
   // Every numeric define of the header is mirrored, and equal.
   t.deepEqual([...numbers.keys()].sort(), Object.keys(expected).sort());
@@ -260,6 +272,10 @@ test('decodeEvent reads each field from its C offset', (t) => {
     dv.setUint8(o.saddr + i, 0x30 + i);
     dv.setUint8(o.daddr + i, 0x40 + i);
   }
+  dv.setBigUint64(o.mp_key_src, 0x1122334455667788n, true);
+  dv.setBigUint64(o.mp_key_dst, 0x8877665544332211n, true);
+  dv.setUint32(o.mp_token, 0xcafef00d, true);
+  dv.setUint8(o.mp_flags, C.MP_SEEN | C.MP_JOIN | C.MP_KEY0 | C.MP_TOKEN1);
   const ev = C.decodeEvent(new DataView(buf.buffer), base);
   t.deepEqual(ev, {
     tsNs: 123456789012345n,
@@ -286,6 +302,10 @@ test('decodeEvent reads each field from its C offset', (t) => {
     daddr: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i),
     encap: C.ENCAP_ERSPAN3,
     encapFlags: C.ENCAP_F_NO_L2,
+    mpFlags: C.MP_SEEN | C.MP_JOIN | C.MP_KEY0 | C.MP_TOKEN1,
+    mpKeySrc: 0x1122334455667788n,
+    mpKeyDst: 0x8877665544332211n,
+    mpToken: 0xcafef00d,
   });
   // Copies, not views: the ring slot can be reused after decoding.
   buf.fill(0);
@@ -484,6 +504,11 @@ test('encodeFlowKey / decodeFlowKey / decodeFlowEntry use the C offsets (IPv4 an
   dv.setUint8(o1 + d.encap_flags, C.ENCAP_F_NO_L2);
   dv.setBigUint64(e.first_ns, 41n, true);
   dv.setUint8(e.state, C.FM_FIN_A | C.FM_FIN_B);
+  const m = btfOffsets('tr_fm_mptcp');
+  dv.setBigUint64(e.mp + m.key, 0x0102030405060708n, true);
+  dv.setBigUint64(e.mp + m.key + 8, 0xf1f2f3f4f5f6f7f8n, true);
+  dv.setUint32(e.mp + m.token, 0xdeadbeef, true);
+  dv.setUint8(e.mp + m.flags, C.MP_SEEN | C.MP_CAPABLE | C.MP_KEY0 | C.MP_KEY1);
   t.deepEqual(C.decodeFlowEntry(buf, base), {
     key: k4,
     dirs: [null, {
@@ -494,6 +519,7 @@ test('encodeFlowKey / decodeFlowKey / decodeFlowEntry use the C offsets (IPv4 an
     }],
     firstNs: 41n,
     state: C.FM_FIN_A | C.FM_FIN_B,
+    mp: { flags: C.MP_SEEN | C.MP_CAPABLE | C.MP_KEY0 | C.MP_KEY1, keys: [0x0102030405060708n, 0xf1f2f3f4f5f6f7f8n], token: 0xdeadbeef },
   });
   t.true(C.flowClosed(C.FM_FIN_A | C.FM_FIN_B));
   t.false(C.flowClosed(C.FM_FIN_B));

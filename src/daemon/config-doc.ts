@@ -71,8 +71,8 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
   flowMemory: {
     type: 'integer',
     range: [0, 16_777_216],
-    summary: 'TCP connections the sniff interfaces remember: a power of two (168 bytes of kernel memory each), or 0 = off',
-    text: 'Slots of the XDP program\'s flow memory: the TCP connections seen on the sniff interfaces, with the last segment each end sent, so that a job can reset a host\'s sessions at once, idle ones included. A power of two; 168 bytes of kernel memory each (the default 262144 is 42 MiB, taken when the data plane opens). 2-way set-associative: when a set is full the connection least recently seen is forgotten, closed ones first, and the displacement of an open one is counted (counters.fmEvicted). 0 turns the flow memory off: the XDP program then costs what it did without it, and jobs reset a session only when it next sends.',
+    summary: 'TCP connections the sniff interfaces remember: a power of two (192 bytes of kernel memory each), or 0 = off',
+    text: 'Slots of the XDP program\'s flow memory: the TCP connections seen on the sniff interfaces, with the last segment each end sent, so that a job can reset a host\'s sessions at once, idle ones included. A power of two; 192 bytes of kernel memory each (the default 262144 is 48 MiB, taken when the data plane opens). 2-way set-associative: when a set is full the connection least recently seen is forgotten, closed ones first, and the displacement of an open one is counted (counters.fmEvicted). 0 turns the flow memory off: the XDP program then costs what it did without it, and jobs reset a session only when it next sends.',
   },
   summaryIntervalMs: {
     type: 'integer',

@@ -38,9 +38,9 @@ export interface DaemonConfig {
   /**
    * Slots of the XDP program's flow memory, in connections (a power of two;
    * 2-way set-associative: when a set is full the connection least recently
-   * seen is forgotten, closed ones first). Kernel memory: 168 bytes per slot
+   * seen is forgotten, closed ones first). Kernel memory: 192 bytes per slot
    * (FLOWMEM_BYTES_PER_ENTRY), taken when the data plane opens: the default
-   * 262,144 is 42 MiB. 0 = off.
+   * 262,144 is 48 MiB. 0 = off.
    */
   flowMemory: number;
   logLevel: LogLevel;

@@ -9,6 +9,7 @@
  * drown the journal.
  */
 import type { FlowResetInfo } from '../dataplane/types.js';
+import { MPTCP_NO_KEYS } from '../dataplane/mptcp.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { JobCounters, JobRecord } from './jobs.js';
 import type { LogSink } from '../core/model.js';
@@ -31,6 +32,8 @@ interface PerJob {
   logged: number;
   notLogged: number;
   last: JobCounters;
+  /** The MPTCP-without-keys warning was given for this job (once per job: the counter says how many). */
+  mptcpWarned?: boolean;
 }
 
 export class ActivityLog {
@@ -84,6 +87,17 @@ export class ActivityLog {
       return;
     }
     const e = this.entry(job.id);
+    if (f.mptcp === MPTCP_NO_KEYS && !e.mptcpWarned) {
+      e.mptcpWarned = true;
+      this.o.log.warn(
+        {
+          engid: job.engid, jobId: job.id, host: job.host, port: job.port,
+          flow: { src: f.src, sport: f.sport, dst: f.dst, dport: f.dport, family: f.family },
+          fix: 'the subflows are reset but the MPTCP connection stays open: watch the sniff interface (--watch) so that keys are seen in the handshake; a job on every address of both ends stops the data',
+        },
+        MPTCP_NO_KEYS,
+      );
+    }
     if (e.logged >= this.o.flowLogLimit) {
       e.notLogged++;
       return;
@@ -96,6 +110,7 @@ export class ActivityLog {
         firstLatencyUs: Math.round(f.firstLatencyUs),
         ...(f.atCreate ? { atCreate: true } : {}),
         ...(f.encap ? { encap: f.encap } : {}),
+        ...(f.mptcp ? { mptcp: f.mptcp } : {}),
       },
       'flow reset',
     );

@@ -69,6 +69,8 @@ export interface JobCounters {
   known?: number;
   /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
   verified?: number;
+  /** MPTCP subflows reset without their connection's keys (the connection lives on); absent when none. */
+  mptcpNoKeys?: number;
 }
 
 /** What is persisted per job (times in epoch ms). */
@@ -165,11 +167,13 @@ function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounte
   const undeliverable = (a.undeliverable ?? 0) + (b.undeliverable ?? 0);
   const known = (a.known ?? 0) + (b.known ?? 0);
   const verified = (a.verified ?? 0) + (b.verified ?? 0);
+  const mptcpNoKeys = (a.mptcpNoKeys ?? 0) + (b.mptcpNoKeys ?? 0);
   return {
     matched: a.matched + b.matched, rstsSent: a.rstsSent + b.rstsSent, flows: a.flows + b.flows, firstHitAt: first, lastHitAt: last,
     ...(undeliverable ? { undeliverable } : {}),
     ...(known ? { known } : {}),
     ...(verified ? { verified } : {}),
+    ...(mptcpNoKeys ? { mptcpNoKeys } : {}),
   };
 }
 
@@ -732,7 +736,8 @@ export class JobManager {
     const expiresAt = this.expiresAtCol[slot]!;
     const targetId = this.targetCol[slot]!;
     // The job's own fault first; else its RSTs that cannot leave the reset interface (delivery.ts).
-    const fault = this.faults.get(slot) ?? (targetId === NONE ? undefined : this.backendInstance?.get(targetId)?.deliveryFault);
+    const info = targetId === NONE ? undefined : this.backendInstance?.get(targetId);
+    const fault = this.faults.get(slot) ?? info?.deliveryFault ?? info?.mptcpFault;
     return {
       id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
       port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!,
@@ -743,6 +748,7 @@ export class JobManager {
         ...(c.undeliverable ? { undeliverable: c.undeliverable } : {}),
         ...(c.known ? { known: c.known } : {}),
         ...(c.verified ? { verified: c.verified } : {}),
+        ...(c.mptcpNoKeys ? { mptcpNoKeys: c.mptcpNoKeys } : {}),
       },
       ...(fault !== undefined ? { fault } : {}),
     };

@@ -519,7 +519,8 @@ export class Daemon {
 function markFaults(jobs: JobView[], faults: readonly InterfaceFault[]): JobView[] {
   if (faults.length === 0) return jobs;
   // Undeliverable destinations are the affected jobs' own fault (set by the job manager), not every job's on the interface.
-  const byIface = new Map(faults.filter((f) => f.kind !== 'undeliverable').map((f) => [`${f.role}/${f.ifname}`, f]));
+  // So are MPTCP connections reset without keys (mptcp.ts): the interface itself is fine.
+  const byIface = new Map(faults.filter((f) => f.kind !== 'undeliverable' && f.kind !== 'mptcp').map((f) => [`${f.role}/${f.ifname}`, f]));
   return jobs.map((j) => {
     if (j.fault !== undefined) return j;
     const f = byIface.get(`sniff/${j.sniffIf}`) ?? byIface.get(`reset/${j.resetIf}`);

@@ -45,6 +45,7 @@ import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
+import { HIT_MP_NO_KEYS, MPTCP_NO_KEYS, hitMptcp, mptcpNote } from './mptcp.js';
 import { readInterface } from '../net/ifaces.js';
 import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
 import type { InjectMode, Family, LogSink } from '../core/model.js';
@@ -172,6 +173,8 @@ export class Enforcer extends EventEmitter {
   private readonly sweeps = new Map<number, SweepRun>();
   private verifyTimer: NodeJS.Timeout | null = null;
   private readonly parseWatch: ParseWatch;
+  /** Sniff interfaces where MPTCP subflows were reset without keys (mptcp.ts): since when, how many. */
+  private readonly mptcpNoKeys = new Map<string, { since: number; count: number }>();
   /** Destinations the event threads reported undeliverable, by "ifname|address". */
   private readonly undeliverable = new Map<string, { ifname: string; dst: string; reason: string; since: number; seen: number }>();
   /** For the route check at job creation and the create-time sweep (the event threads have their own). */
@@ -388,7 +391,7 @@ export class Enforcer extends EventEmitter {
       },
       targets: this.targets.size,
       // Parse faults first: where an interface has both, its own fault is the one shown.
-      faults: [...this.deliveryFaults(), ...this.parseWatch.faults(), ...this.health.list()],
+      faults: [...this.deliveryFaults(), ...this.mptcpFaults(), ...this.parseWatch.faults(), ...this.health.list()],
       sniff: this.parseWatch.traffic(this.attachments.live()),
     };
   }
@@ -463,6 +466,7 @@ export class Enforcer extends EventEmitter {
           dst: formatIp(bytes.slice(o + HIT.daddr, o + HIT.daddr + alen)), dport,
           firstLatencyUs: Math.round(dv.getFloat32(o + HIT.latencyUs, true)),
           ...(bytes[o + HIT.encap] ? { encap: encapName(bytes[o + HIT.encap]) } : {}),
+          ...this.noteMptcp(target, bytes[o + HIT.mptcp]),
         };
         this.emit('flow-reset', info);
       }
@@ -614,6 +618,7 @@ export class Enforcer extends EventEmitter {
             targetId: id, label: target.info.label, family: k.family,
             src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
             ...(encap ? { encap: encapName(encap) } : {}),
+            ...this.noteMptcp(target, hitMptcp(e.mp?.flags ?? 0)),
           });
         }
       }
@@ -673,6 +678,39 @@ export class Enforcer extends EventEmitter {
     // Its outcome (settled next, by the caller) says how many went: known counts what was found.
     if (!run.v.outcome.settled) run.v.outcome.reset = run.flows;
     if (run.next < run.slots.length) this.log.info({ targetId: id, label: run.target.info.label, flows: run.flows, left: run.slots.length - run.next }, 'sweep of remembered flows stopped: the job ended or was extended');
+  }
+
+  // ---- MPTCP (mptcp.ts) ------------------------------------------------------
+
+  /**
+   * A newly reset flow of `target` that was an MPTCP subflow (HIT_MP_*):
+   * the flow reset line's note; without keys also the per-job counter, the
+   * job's fault and the sniff interface's status fault.
+   */
+  private noteMptcp(target: Target, code: number): { mptcp?: string } {
+    const note = mptcpNote(code);
+    if (note === undefined) return {};
+    if (code === HIT_MP_NO_KEYS) {
+      const c = target.info.counters;
+      c.mptcpNoKeys = (c.mptcpNoKeys ?? 0) + 1;
+      target.info.mptcpFault = MPTCP_NO_KEYS;
+      const have = this.mptcpNoKeys.get(target.info.sniffIf);
+      this.mptcpNoKeys.set(target.info.sniffIf, { since: have?.since ?? Date.now(), count: (have?.count ?? 0) + 1 });
+    }
+    return { mptcp: note };
+  }
+
+  /** One status fault per sniff interface where MPTCP subflows were reset without keys, while a job there has that fault. */
+  private mptcpFaults(): InterfaceFault[] {
+    const out: InterfaceFault[] = [];
+    for (const [ifname, m] of this.mptcpNoKeys) {
+      if (![...this.targets.values()].some((t) => t.info.sniffIf === ifname && t.info.mptcpFault)) {
+        this.mptcpNoKeys.delete(ifname);
+        continue;
+      }
+      out.push({ ifname, role: 'sniff', kind: 'mptcp', since: m.since, fault: `${MPTCP_NO_KEYS}: ${m.count} MPTCP subflow${m.count === 1 ? '' : 's'} reset without the connection's keys` });
+    }
+    return out;
   }
 
   // ---- RSTs that cannot leave the reset interface (delivery.ts) -------------

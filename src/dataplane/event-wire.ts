@@ -95,5 +95,6 @@ export const HIT = {
   saddr: 16, // 16 bytes (v4: first 4)
   daddr: 32, // 16 bytes
   tsNs: 48, // u64, bpf_ktime_get_ns() of the segment
+  mptcp: 56, // u8, HIT_MP_* of mptcp.ts: MP_FASTCLOSE sent, or an MPTCP subflow without keys
 } as const;
-export const HIT_BYTES = 56;
+export const HIT_BYTES = 64;

@@ -27,6 +27,7 @@ import { Sender } from '../net/sender.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { formatIp } from '../core/addr.js';
 import { Delivery, noL2Reason } from './delivery.js';
+import { hitMptcp } from './mptcp.js';
 import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
 
 /** TTLs remembered per address, so RSTs spoofed from B carry B's TTL. */
@@ -317,7 +318,7 @@ class EventThread {
     }
     let undeliverable = 0;
     for (; refused; refused &= refused - 1) undeliverable++;
-    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, ev.encap ?? 0, undeliverable);
+    this.recordHit(slotId, ev.family, rsts.length, ev.sport, ev.dport, ev.saddr, ev.daddr, ev.tsNs, ev.encap ?? 0, undeliverable, hitMptcp(ev.mpFlags ?? 0));
   }
 
   /**
@@ -337,7 +338,7 @@ class EventThread {
 
   private recordHit(
     slotId: number, family: number, rsts: number, sport: number, dport: number, saddr: Uint8Array, daddr: Uint8Array, tsNs: bigint,
-    encap: number, undeliverable: number,
+    encap: number, undeliverable: number, mptcp: number,
   ): void {
     if ((this.hitCount + 1) * HIT_BYTES > this.hits.byteLength) {
       const grown = new Uint8Array(this.hits.byteLength * 2);
@@ -353,6 +354,7 @@ class EventThread {
     h.setUint16(o + HIT.dport, dport, true);
     h.setUint8(o + HIT.encap, encap);
     h.setUint8(o + HIT.undeliverable, undeliverable);
+    h.setUint8(o + HIT.mptcp, mptcp);
     const bytes = new Uint8Array(h.buffer);
     bytes.set(saddr, o + HIT.saddr);
     bytes.set(daddr, o + HIT.daddr);

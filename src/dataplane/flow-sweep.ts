@@ -44,7 +44,7 @@
  *    verified when both ends are.
  *    Order: the RSTs go first, then the probes, in one batch.
  */
-import { FAMILY_V4, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../contract.js';
+import { FAMILY_V4, MP_KEY0, MP_KEY1, MP_TOKEN0, MP_TOKEN1, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../contract.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../packet/checksum.js';
 
@@ -86,7 +86,20 @@ export function eventOf(e: FlowEntry, from: 0 | 1): TcpEvent {
     tsNs: d.lastNs, targetId: 0, ifindex: k.ifindex, seq: d.seq, ack: d.ack, payloadLen: d.payloadLen, flowLabel: d.flowLabel,
     sport, dport, vlans: d.vlans, family: k.family, tcpFlags: d.tcpFlags, ttl: d.ttl, tos: d.tos, match: 0,
     smac: d.smac, dmac: d.dmac, saddr, daddr, encap: d.encap, encapFlags: d.encapFlags,
+    ...(e.mp && e.mp.flags ? mptcpOf(e, from) : {}),
   };
+}
+
+/** The entry's MPTCP state turned to the event's orientation (endpoint 0 = the sender `from`), as the program's tr_fm_mptcp_out does. */
+function mptcpOf(e: FlowEntry, from: 0 | 1): Pick<TcpEvent, 'mpFlags' | 'mpKeySrc' | 'mpKeyDst' | 'mpToken'> {
+  const m = e.mp!;
+  const [k0, k1, t0, t1] = from === 0 ? [MP_KEY0, MP_KEY1, MP_TOKEN0, MP_TOKEN1] : [MP_KEY1, MP_KEY0, MP_TOKEN1, MP_TOKEN0];
+  let flags = m.flags & ~(MP_KEY0 | MP_KEY1 | MP_TOKEN0 | MP_TOKEN1);
+  if (m.flags & k0) flags |= MP_KEY0;
+  if (m.flags & k1) flags |= MP_KEY1;
+  if (m.flags & t0) flags |= MP_TOKEN0;
+  if (m.flags & t1) flags |= MP_TOKEN1;
+  return { mpFlags: flags, mpKeySrc: m.keys[from], mpKeyDst: m.keys[from === 0 ? 1 : 0], mpToken: m.token };
 }
 
 /** The end whose segment is the most recent (the one both RCV.NXTs follow from). */
@@ -140,12 +153,19 @@ export function planSweep(entries: readonly FlowEntry[], srcMac: Uint8Array | nu
   return { flows, packets, probes };
 }
 
-/** The RST `r` turned into a pure ACK with new seq/ack: a copy, checksums recomputed. */
+/**
+ * The RST `r` turned into a pure ACK with new seq/ack: a copy, checksums
+ * recomputed. Without the RST's options: an MP_FASTCLOSE belongs on the RST
+ * only (a probe must draw an answer, not end anything).
+ */
 function ackFrom(r: RstPacket, seq: number, ack: number): Uint8Array {
-  const p = r.packet.slice();
   const v4 = r.family === FAMILY_V4;
   const t = v4 ? 20 : 40;
+  const p = r.packet.slice(0, t + 20);
   const dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
+  if (v4) dv.setUint16(2, t + 20);
+  else dv.setUint16(4, 20);
+  p[t + 12] = 0x50;
   dv.setUint32(t + 4, seq);
   dv.setUint32(t + 8, ack);
   p[t + 13] = TCP_ACK;

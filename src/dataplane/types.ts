@@ -40,6 +40,8 @@ export interface TargetCounters {
   known?: number;
   /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
   verified?: number;
+  /** MPTCP subflows reset without their connection's keys (mptcp.ts MPTCP_NO_KEYS): the connection outlives them; absent when none. */
+  mptcpNoKeys?: number;
 }
 
 export interface TargetInfo {
@@ -55,6 +57,8 @@ export interface TargetInfo {
   counters: TargetCounters;
   /** Set while this target's RSTs are refused by delivery.ts: the reason, which names the fix. */
   deliveryFault?: string;
+  /** Set once an MPTCP subflow of this target was reset without the keys (mptcp.ts MPTCP_NO_KEYS). */
+  mptcpFault?: string;
 }
 
 export interface FlowResetInfo {
@@ -71,6 +75,8 @@ export interface FlowResetInfo {
   atCreate?: boolean;
   /** The tunnel the mirror carried the segment in ("vxlan", "erspan2"...); absent for a plain mirror. */
   encap?: string;
+  /** An MPTCP subflow: MPTCP_FASTCLOSE_SENT, or MPTCP_NO_KEYS (mptcp.ts); absent for plain TCP. */
+  mptcp?: string;
 }
 
 /** An interface the data plane needs that is missing or down. */
@@ -83,8 +89,9 @@ export interface InterfaceFault {
   /**
    * 'parse': the interface is up and attached, but its traffic holds no TCP the program can read.
    * 'undeliverable': RSTs to some destinations cannot leave this reset interface (delivery.ts).
+   * 'mptcp': MPTCP connections seen on this sniff interface could only have their subflows reset (mptcp.ts).
    */
-  kind?: 'parse' | 'undeliverable';
+  kind?: 'parse' | 'undeliverable' | 'mptcp';
 }
 
 /** One create-time sweep of a target (issue 9): what the flow memory held and what was sent. */

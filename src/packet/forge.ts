@@ -40,8 +40,18 @@
  *
  * A SYN with data (TCP Fast Open) is still answered with ack=S+1: the client
  * accepts any ack in (ISN, SND.NXT], and S+1 is always inside it.
+ *
+ * MPTCP (docs/design.md, "MPTCP"): where the event carries the receiver's
+ * MPTCP key (ev.mpFlags MP_KEY0 for 'src', MP_KEY1 for 'dst'), its RST also
+ * carries MP_FASTCLOSE with that key (RFC 8684 §3.5.1, "Option R": RST with
+ * MP_FASTCLOSE on the subflow). Linux parses the options of a RST it accepts
+ * (tcp_reset -> mptcp_incoming_options, net/mptcp/options.c) and, when the
+ * key equals the connection's local_key, sets rcv_fastclose: the MPTCP
+ * worker then resets every subflow and the application's socket gets
+ * ECONNRESET (mptcp_check_fastclose, net/mptcp/protocol.c). A plain RST only
+ * ends the subflow, and the MPTCP socket stays established without one.
  */
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type TcpEvent } from '../contract.js';
+import { MP_KEY0, MP_KEY1, MPTCP_FASTCLOSE, TCPOPT_MPTCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type TcpEvent } from '../contract.js';
 import { fold, onesSum } from './checksum.js';
 import type { Family } from '../core/model.js';
 
@@ -58,6 +68,8 @@ export interface RstPacket {
 
 export const IPV4_RST_LEN = 40;
 export const IPV6_RST_LEN = 60;
+/** MP_FASTCLOSE (RFC 8684 §3.5): kind 30, length 12, subtype 7 and 12 reserved bits, the receiver's 64-bit key. */
+export const MP_FASTCLOSE_LEN = 12;
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_IPV6 = 0x86dd;
 
@@ -122,13 +134,17 @@ export function forgeResets(ev: TcpEvent, ipId: () => number = randomIpId, ttlFr
   const k = ev.ack >>> 0;
   const n = (s + ev.payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0)) >>> 0;
   const rstAck = TCP_RST | TCP_ACK;
+  // The receiver's MPTCP key, when known: A's for the RST toward 'src', B's toward 'dst'.
+  const mp = ev.mpFlags ?? 0;
+  const keySrc = mp & MP_KEY0 ? ev.mpKeySrc : undefined;
+  const keyDst = mp & MP_KEY1 ? ev.mpKeyDst : undefined;
   if (f & TCP_SYN) {
     const s1 = (s + 1) >>> 0;
-    if (!(f & TCP_ACK)) return [build(ev, common, false, 0, s1, rstAck, ipId, ttlFromDst)];
-    return [build(ev, common, false, k, s1, rstAck, ipId, ttlFromDst), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst)];
+    if (!(f & TCP_ACK)) return [build(ev, common, false, 0, s1, rstAck, ipId, ttlFromDst, keySrc)];
+    return [build(ev, common, false, k, s1, rstAck, ipId, ttlFromDst, keySrc), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst, keyDst)];
   }
-  if (!(f & TCP_ACK)) return [build(ev, common, true, n, 0, TCP_RST, ipId, ttlFromDst)];
-  return [build(ev, common, false, k, n, rstAck, ipId, ttlFromDst), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst)];
+  if (!(f & TCP_ACK)) return [build(ev, common, true, n, 0, TCP_RST, ipId, ttlFromDst, keyDst)];
+  return [build(ev, common, false, k, n, rstAck, ipId, ttlFromDst, keySrc), build(ev, common, true, n, k, rstAck, ipId, ttlFromDst, keyDst)];
 }
 
 /**
@@ -145,6 +161,7 @@ function build(
   flags: number,
   ipId: () => number,
   ttlFromDst: number | undefined,
+  mpKey?: bigint,
 ): RstPacket {
   // Spoofed from the other endpoint: toward 'dst' we speak as A (ev.s*).
   const src = toDst ? ev.saddr : ev.daddr;
@@ -154,15 +171,18 @@ function build(
   let ttl = toDst ? ev.ttl : (ttlFromDst ?? DEFAULT_TTL);
   if (!(ttl > 0 && ttl <= 255)) ttl = DEFAULT_TTL;
   const dscp = ev.tos & 0xfc;
+  const optLen = mpKey === undefined ? 0 : MP_FASTCLOSE_LEN;
+  const tcpLen = 20 + optLen;
 
   let packet: Uint8Array;
   let t: number; // offset of the TCP header
   if (ev.family === 4) {
-    packet = alloc(IPV4_RST_LEN);
+    const ipLen = IPV4_RST_LEN + optLen;
+    packet = alloc(ipLen);
     const id = ipId() & 0xffff;
     packet[0] = 0x45; // version 4, IHL 5
     packet[1] = dscp;
-    packet[3] = IPV4_RST_LEN; // total length (high byte 0)
+    packet[3] = ipLen; // total length (high byte 0)
     packet[4] = id >>> 8;
     packet[5] = id & 0xff;
     packet[6] = 0x40; // DF, fragment offset 0
@@ -173,18 +193,18 @@ function build(
       packet[16 + i] = dst[i];
     }
     // Header words: 45|dscp, length, id, DF, ttl|proto, (checksum), addresses.
-    const ipSum = ~fold(0x4500 + dscp + IPV4_RST_LEN + id + 0x4000 + (ttl << 8) + 6 + common - ev.sport - ev.dport) & 0xffff;
+    const ipSum = ~fold(0x4500 + dscp + ipLen + id + 0x4000 + (ttl << 8) + 6 + common - ev.sport - ev.dport) & 0xffff;
     packet[10] = ipSum >>> 8;
     packet[11] = ipSum & 0xff;
     t = 20;
   } else {
-    packet = alloc(IPV6_RST_LEN);
+    packet = alloc(IPV6_RST_LEN + optLen);
     const fl = ev.flowLabel & 0xfffff;
     packet[0] = 0x60 | (dscp >>> 4);
     packet[1] = ((dscp & 0x0f) << 4) | (fl >>> 16);
     packet[2] = (fl >>> 8) & 0xff;
     packet[3] = fl & 0xff;
-    packet[5] = 20; // payload length (high byte 0)
+    packet[5] = tcpLen; // payload length (high byte 0)
     packet[6] = 6; // next header TCP
     packet[7] = ttl;
     for (let i = 0; i < 16; i++) {
@@ -205,12 +225,28 @@ function build(
   packet[t + 9] = (ack >>> 16) & 0xff;
   packet[t + 10] = (ack >>> 8) & 0xff;
   packet[t + 11] = ack & 0xff;
-  packet[t + 12] = 0x50; // data offset 5, no options (no timestamps: PAWS cannot drop it)
+  // Data offset 5, no options (no timestamps: PAWS cannot drop it); 8 with MP_FASTCLOSE.
+  const offFlags = ((tcpLen / 4) << 12) | flags;
+  packet[t + 12] = offFlags >>> 8;
   packet[t + 13] = flags;
   // window 0, urgent pointer 0: already zero.
-  // Pseudo-header (addresses, protocol 6, TCP length 20; the IPv6 one sums
-  // the same) + ports + seq + ack + offset|flags.
-  const tcpSum = ~fold(common + 6 + 20 + (seq >>> 16) + (seq & 0xffff) + (ack >>> 16) + (ack & 0xffff) + (0x5000 | flags)) & 0xffff;
+  let optSum = 0;
+  if (mpKey !== undefined) {
+    const o = t + 20;
+    packet[o] = TCPOPT_MPTCP;
+    packet[o + 1] = MP_FASTCLOSE_LEN;
+    packet[o + 2] = MPTCP_FASTCLOSE << 4; // subtype, then 12 reserved bits (zero)
+    const hi = Number((mpKey >> 32n) & 0xffffffffn);
+    const lo = Number(mpKey & 0xffffffffn);
+    for (let i = 0; i < 4; i++) {
+      packet[o + 4 + i] = (hi >>> (24 - 8 * i)) & 0xff;
+      packet[o + 8 + i] = (lo >>> (24 - 8 * i)) & 0xff;
+    }
+    optSum = ((TCPOPT_MPTCP << 8) | MP_FASTCLOSE_LEN) + (MPTCP_FASTCLOSE << 12) + (hi >>> 16) + (hi & 0xffff) + (lo >>> 16) + (lo & 0xffff);
+  }
+  // Pseudo-header (addresses, protocol 6, TCP length; the IPv6 one sums
+  // the same) + ports + seq + ack + offset|flags (+ the option's words).
+  const tcpSum = ~fold(common + 6 + tcpLen + (seq >>> 16) + (seq & 0xffff) + (ack >>> 16) + (ack & 0xffff) + offFlags + optSum) & 0xffff;
   packet[t + 16] = tcpSum >>> 8;
   packet[t + 17] = tcpSum & 0xff;
   return { family: ev.family, toward: toDst ? 'dst' : 'src', seq, ack, flags, packet };

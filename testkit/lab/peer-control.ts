@@ -33,12 +33,21 @@ export interface PeerEvent {
   /** connect result: the handshake completed / the ping came back before the end. */
   connected?: boolean;
   echoed?: boolean;
+  /** mptcp_peer.py: the socket is MPTCP (did not fall back to TCP). */
+  mptcp?: boolean;
 }
 
 export type PeerArgs = string[];
 
 /** Path of the compiled peer program next to this module. */
 export const PEER_SCRIPT = fileURLToPath(new URL('./peer.js', import.meta.url));
+
+/**
+ * The MPTCP peer (testkit/lab/mptcp_peer.py, run from the source tree: tsc
+ * does not copy it): Node cannot open IPPROTO_MPTCP sockets. It prints the
+ * same events as peer.ts.
+ */
+export const MPTCP_PEER_ARGV: readonly string[] = ['python3', '-u', fileURLToPath(new URL('../../../testkit/lab/mptcp_peer.py', import.meta.url))];
 
 export class PeerTimeoutError extends Error {}
 
@@ -51,11 +60,12 @@ export class Peer extends EventEmitter {
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private readonly exited: Promise<void>;
 
-  constructor(lab: Lab, ns: string, args: PeerArgs) {
+  /** `program`: the argv before ARGS; default `node peer.js` (MPTCP_PEER_ARGV for the MPTCP peer). */
+  constructor(lab: Lab, ns: string, args: PeerArgs, program: readonly string[] = [process.execPath, PEER_SCRIPT]) {
     super();
     this.ns = ns;
     this.args = args;
-    this.child = lab.spawn(ns, [process.execPath, PEER_SCRIPT, ...args]);
+    this.child = lab.spawn(ns, [...program, ...args]);
     const lines = createInterface({ input: this.child.stdout! });
     lines.on('line', (line) => {
       let ev: PeerEvent;
@@ -153,6 +163,20 @@ export class Peer extends EventEmitter {
 /** Starts `node peer.js ARGS` inside namespace `ns` of the lab. */
 export function spawnPeer(lab: Lab, ns: string, args: PeerArgs): Peer {
   return new Peer(lab, ns, args);
+}
+
+/** An MPTCP echo server on `port` (mptcp_peer.py), once it listens. */
+export async function startMptcpServer(lab: Lab, ns: string, port: number): Promise<Peer> {
+  const peer = new Peer(lab, ns, ['server', '--listen', String(port)], MPTCP_PEER_ARGV);
+  await peer.waitFor((e) => e.ev === 'ready', 10_000, 'listening');
+  return peer;
+}
+
+/** An interactive MPTCP client (16 bytes every 20 ms, progress every 50 ms), once connected; `bind`: its source address. */
+export async function startMptcpClient(lab: Lab, ns: string, host: string, port: number, bind?: string): Promise<Peer> {
+  const peer = new Peer(lab, ns, ['client', '--host', host, '--port', String(port), ...(bind ? ['--bind', bind] : [])], MPTCP_PEER_ARGV);
+  await peer.waitFor((e) => e.ev === 'connected', 10_000, 'connected');
+  return peer;
 }
 
 /** Starts a server and waits until it listens on every port. */

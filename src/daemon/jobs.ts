@@ -37,7 +37,8 @@ export interface TargetBackend {
   get(id: number): TargetInfo | undefined;
 }
 
-export interface CreateArgs {
+/** What the job manager creates a job from: the create request after the protocol parsed it (port null or absent: every port). */
+export interface JobCreateArgs {
   engid: string;
   sniffIf: string;
   resetIf: string;
@@ -136,7 +137,8 @@ export interface JobManagerOptions {
   onChange?: (change: JobChange) => void;
 }
 
-export interface CreateResult {
+/** What a create did, for the service (which adds the sweep and warnings to make the protocol's CreateResult). */
+export interface JobCreateResult {
   /** kept: the job existed and already ended later than asked (its end is unchanged). */
   action: 'created' | 'extended' | 'kept';
   /** The re-create moved the job to another reset interface or mode (from what). */
@@ -271,7 +273,7 @@ export class JobManager {
   }
 
   /** Create a job, or extend the job with the same identity to the later end time. */
-  create(args: CreateArgs): CreateResult {
+  create(args: JobCreateArgs): JobCreateResult {
     this.assertOpen();
     const now = this.opts.clock.now();
     if (!Number.isInteger(args.duration) || args.duration < 1) {

@@ -20,25 +20,26 @@ export function parseProtected(entries: readonly string[], field = 'protected'):
   return entries.map((text, i) => ({ text, cidr: parseCidr(text, `${field}[${i}]`) }));
 }
 
-export interface LocalAddress {
+/** An address of this host, and the interface that holds it (net/ifaces.ts's LocalAddress without the family). */
+export interface OwnAddress {
   /** null when the source does not say (an address from the local routing table). */
   ifname: string | null;
   address: string;
 }
 
 /** Every address of this host in the daemon's network namespace, read afresh. */
-export function localAddresses(): LocalAddress[] {
+export function localAddresses(): OwnAddress[] {
   return allLocalAddresses().map((a) => ({ ifname: a.ifname, address: a.address }));
 }
 
 export class ProtectList {
   /** Replaced whole by a configuration reload. */
   entries: readonly ProtectedEntry[];
-  private readonly locals: () => LocalAddress[];
-  private lastLocals: LocalAddress[] | undefined;
-  private lastParsed: { l: LocalAddress; cidr: ParsedCidr }[] = [];
+  private readonly locals: () => OwnAddress[];
+  private lastLocals: OwnAddress[] | undefined;
+  private lastParsed: { l: OwnAddress; cidr: ParsedCidr }[] = [];
 
-  constructor(entries: readonly ProtectedEntry[], locals: () => LocalAddress[] = localAddresses) {
+  constructor(entries: readonly ProtectedEntry[], locals: () => OwnAddress[] = localAddresses) {
     this.entries = entries;
     this.locals = locals;
   }
@@ -57,7 +58,7 @@ export class ProtectList {
   }
 
   /** The local addresses parsed, parsed again only when the source hands out a new list (it may cache one). */
-  private parsedLocals(): { l: LocalAddress; cidr: ParsedCidr }[] {
+  private parsedLocals(): { l: OwnAddress; cidr: ParsedCidr }[] {
     const locals = this.locals();
     if (locals !== this.lastLocals) {
       this.lastLocals = locals;

@@ -14,7 +14,7 @@
  */
 import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
-import type { InjectMode, JobFields } from '../core/model.js';
+import type { InjectMode, JobFields, JobCounters, IsoTime } from '../core/model.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */
@@ -104,25 +104,11 @@ export type RequestBody =
   | (Omit<HistoryRequest, 'v'>)
   | (Omit<MetricsRequest, 'v'>);
 
-export interface JobCounters {
-  matched: number;
-  rstsSent: number;
-  flows: number;
-  firstHitAt: string | null;
-  lastHitAt: string | null;
-  /** RSTs that could not leave the reset interface (no route through it, failed neighbour); absent when none. */
-  undeliverable?: number;
-  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
-  known?: number;
-  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
-  verified?: number;
-}
-
 export interface Job extends JobFields {
   createdAt: string;
   expiresAt: string;
   remainingMs: number;
-  counters: JobCounters;
+  counters: JobCounters<IsoTime>;
   /** Set while the job cannot be enforced (e.g. its target could not be re-added after a restart). */
   fault?: string;
 }

@@ -48,6 +48,8 @@ export interface JobCounters<Time extends EpochMs | IsoTime> {
   known?: number;
   /** Of those, verified dead: both ends answered a probe with a RST (src/dataplane/flow-sweep.ts); absent when none. */
   verified?: number;
+  /** MPTCP subflows reset without their connection's keys (src/dataplane/mptcp.ts MPTCP_NO_KEYS): the connection outlives them; absent when none. */
+  mptcpNoKeys?: number;
 }
 
 /**

@@ -11,13 +11,13 @@
 import type { FlowResetInfo } from '../dataplane/types.js';
 import { MPTCP_NO_KEYS } from '../dataplane/mptcp.js';
 import type { Clock, TimerHandle } from './clock.js';
-import type { JobCounters, JobRecord } from './jobs.js';
-import type { LogSink } from '../core/model.js';
+import type { JobRecord } from './jobs.js';
+import type { LogSink, JobCounters, EpochMs } from '../core/model.js';
 
 export interface JobSource {
   jobOfTarget(targetId: number): JobRecord | undefined;
   /** Every job whose counters are not all zero, with its totals (jobs that saw nothing cost no allocation). */
-  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters) => void): void;
+  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters<EpochMs>) => void): void;
 }
 
 export interface ActivityOptions {
@@ -31,7 +31,7 @@ export interface ActivityOptions {
 interface PerJob {
   logged: number;
   notLogged: number;
-  last: JobCounters;
+  last: JobCounters<EpochMs>;
   /** The MPTCP-without-keys warning was given for this job (once per job: the counter says how many). */
   mptcpWarned?: boolean;
 }

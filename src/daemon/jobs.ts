@@ -22,11 +22,11 @@
 import { randomFillSync } from 'node:crypto';
 import { TcpresetError, ValidationError } from '../core/errors.js';
 import { parseHost } from '../core/addr.js';
-import type { TargetCounters, TargetInfo, TargetSpec } from '../dataplane/types.js';
+import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
 import type { Job as ProtocolJob } from '../control/protocol.js';
-import type { InjectMode, JobFields, LogSink } from '../core/model.js';
+import type { InjectMode, JobFields, LogSink, JobCounters, EpochMs } from '../core/model.js';
 
 
 /** The part of the Enforcer the job manager uses. */
@@ -57,28 +57,11 @@ export interface CancelIdentity {
   port?: number | null;
 }
 
-export interface JobCounters {
-  matched: number;
-  rstsSent: number;
-  flows: number;
-  /** epoch ms */
-  firstHitAt: number | null;
-  lastHitAt: number | null;
-  /** RSTs that could not leave the reset interface (live, not saved across restarts); absent when none. */
-  undeliverable?: number;
-  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
-  known?: number;
-  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
-  verified?: number;
-  /** MPTCP subflows reset without their connection's keys (the connection lives on); absent when none. */
-  mptcpNoKeys?: number;
-}
-
 /** What is persisted per job (times in epoch ms). */
 export interface JobRecord extends JobFields {
   createdAt: number;
   expiresAt: number;
-  counters: JobCounters;
+  counters: JobCounters<EpochMs>;
   /**
    * uid of the client that created the job, as read back from the state file (null: unknown). Not
    * kept by the job manager: the daemon's History holds it for live jobs and state.ts writes it.
@@ -148,7 +131,7 @@ export interface JobCreateResult {
   job: JobView;
 }
 
-const zeroCounters = (): JobCounters => ({ matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null });
+const zeroCounters = (): JobCounters<EpochMs> => ({ matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null });
 
 /**
  * The host's canonical text and family; IPv4-mapped IPv6 becomes IPv4, so
@@ -163,7 +146,7 @@ function normPort(port: number | null | undefined): number | null {
   return port === undefined || port === null || port === 0 ? null : port;
 }
 
-function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounters {
+function addCounters(a: JobCounters<EpochMs>, b: JobCounters<EpochMs>): JobCounters<EpochMs> {
   const first = a.firstHitAt === null ? b.firstHitAt : b.firstHitAt === null ? a.firstHitAt : Math.min(a.firstHitAt, b.firstHitAt);
   const last = a.lastHitAt === null ? b.lastHitAt : b.lastHitAt === null ? a.lastHitAt : Math.max(a.lastHitAt, b.lastHitAt);
   const undeliverable = (a.undeliverable ?? 0) + (b.undeliverable ?? 0);
@@ -179,7 +162,7 @@ function addCounters(a: JobCounters, b: TargetCounters | JobCounters): JobCounte
   };
 }
 
-const isZero = (c: JobCounters): boolean => c.matched === 0 && c.rstsSent === 0 && c.flows === 0 && c.firstHitAt === null && c.lastHitAt === null;
+const isZero = (c: JobCounters<EpochMs>): boolean => c.matched === 0 && c.rstsSent === 0 && c.flows === 0 && c.firstHitAt === null && c.lastHitAt === null;
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
@@ -242,7 +225,7 @@ export class JobManager {
   private resetIfs: (string | undefined)[] = [];
   private free: number[] = [];
   /** Counters from targets a job held before its current one (swaps, previous daemon runs); only when non-zero. */
-  private readonly base = new Map<number, JobCounters>();
+  private readonly base = new Map<number, JobCounters<EpochMs>>();
   private readonly faults = new Map<number, string>();
   /** Live jobs that hold no target (their add failed): retried. */
   private readonly unenforced = new Set<number>();
@@ -395,7 +378,7 @@ export class JobManager {
   }
 
   /** Current totals of a job, including counters from earlier targets. */
-  counters(id: string): JobCounters | undefined {
+  counters(id: string): JobCounters<EpochMs> | undefined {
     const slot = this.byId.get(id);
     return slot === undefined ? undefined : this.totals(slot);
   }
@@ -433,7 +416,7 @@ export class JobManager {
    * without building a record for the others (the activity summary runs
    * over every job every period).
    */
-  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters) => void): void {
+  forEachActive(fn: (job: { id: string; engid: string; host: string; port: number | null; expiresAt: number }, counters: JobCounters<EpochMs>) => void): void {
     for (const slot of this.byId.values()) {
       const c = this.totals(slot);
       if (isZero(c)) continue;
@@ -501,7 +484,7 @@ export class JobManager {
    * when it dropped it: the target is gone, so they can no longer be read,
    * and without them the job would end (and be logged) with zero counters.
    */
-  targetExpired(targetId: number, final?: TargetCounters): void {
+  targetExpired(targetId: number, final?: JobCounters<EpochMs>): void {
     const slot = this.byTarget.get(targetId);
     if (slot === undefined) return;
     this.byTarget.delete(targetId);
@@ -555,7 +538,7 @@ export class JobManager {
     return NONE;
   }
 
-  private record(slot: number, counters: JobCounters): JobRecord {
+  private record(slot: number, counters: JobCounters<EpochMs>): JobRecord {
     return {
       id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
       port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!, createdAt: this.createdAtCol[slot]!, expiresAt: this.expiresAtCol[slot]!, counters,
@@ -693,7 +676,7 @@ export class JobManager {
     this.free = [];
   }
 
-  private addBase(slot: number, c: TargetCounters | JobCounters): void {
+  private addBase(slot: number, c: JobCounters<EpochMs>): void {
     const sum = addCounters(this.base.get(slot) ?? zeroCounters(), c);
     if (isZero(sum)) this.base.delete(slot);
     else this.base.set(slot, sum);
@@ -725,7 +708,7 @@ export class JobManager {
     return view;
   }
 
-  private totals(slot: number): JobCounters {
+  private totals(slot: number): JobCounters<EpochMs> {
     const b = this.base.get(slot);
     const targetId = this.targetCol[slot]!;
     const info = targetId === NONE || !this.backendInstance ? undefined : this.backendInstance.get(targetId);

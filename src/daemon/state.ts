@@ -52,8 +52,8 @@
 import { promises as fsp, constants as fsc, copyFileSync, renameSync, readFileSync, readdirSync, mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { JobChange, JobCounters, JobRecord } from './jobs.js';
-import type { LogSink } from '../core/model.js';
+import type { JobChange, JobRecord } from './jobs.js';
+import type { LogSink, JobCounters, EpochMs } from '../core/model.js';
 
 export const STATE_FILE = 'jobs.json';
 export const STATE_VERSION = 2;
@@ -161,7 +161,7 @@ function decodeJob(o: unknown, where: string, legacy: boolean): JobRecord {
   if (mode !== 'l3' && mode !== 'l2') fail(`${where}.mode: expected "l3" or "l2"`);
   const c = (j.counters ?? {}) as Record<string, unknown>;
   if (typeof c !== 'object' || c === null) fail(`${where}.counters: expected an object`);
-  const counters: JobCounters = {
+  const counters: JobCounters<EpochMs> = {
     matched: count(c.matched ?? 0, `${where}.counters.matched`),
     rstsSent: count(c.rstsSent ?? 0, `${where}.counters.rstsSent`),
     flows: count(c.flows ?? 0, `${where}.counters.flows`),

@@ -5,7 +5,7 @@
  */
 import type { Counters } from '../contract.js';
 import type { SniffTraffic, TunnelPorts } from './tunnels.js';
-import type { InjectMode, Family, IfaceRole, LogSink } from '../core/model.js';
+import type { InjectMode, Family, IfaceRole, LogSink, JobCounters, EpochMs } from '../core/model.js';
 
 export interface TargetSpec {
   sniffIf: string;
@@ -28,22 +28,6 @@ export interface TargetSpec {
   sweep?: boolean;
 }
 
-export interface TargetCounters {
-  matched: number;
-  rstsSent: number;
-  flows: number;
-  firstHitAt: number | null;
-  lastHitAt: number | null;
-  /** RSTs not sent because they could not leave the reset interface (no route, failed neighbour, l2 without MACs). */
-  undeliverable?: number;
-  /** Open connections the create-time sweeps found in the flow memory (each was reset at once, and counts in flows too); absent when none. */
-  known?: number;
-  /** Of those, verified dead: both ends answered a probe with a RST (flow-sweep.ts); absent when none. */
-  verified?: number;
-  /** MPTCP subflows reset without their connection's keys (mptcp.ts MPTCP_NO_KEYS): the connection outlives them; absent when none. */
-  mptcpNoKeys?: number;
-}
-
 export interface TargetInfo {
   id: number;
   sniffIf: string;
@@ -54,7 +38,7 @@ export interface TargetInfo {
   expiresAt: number;
   label: string;
   family: Family;
-  counters: TargetCounters;
+  counters: JobCounters<EpochMs>;
   /** Set while this target's RSTs are refused by delivery.ts: the reason, which names the fix. */
   deliveryFault?: string;
   /** Set once an MPTCP subflow of this target was reset without the keys (mptcp.ts MPTCP_NO_KEYS). */

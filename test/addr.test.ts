@@ -285,9 +285,12 @@ test('cidrContains', (t) => {
   for (const [c, ip] of no) t.false(cidrContains(parseCidr(c), parseIp(ip)), `${c} does not contain ${ip}`);
 });
 
-test('addr.ts imports nothing but errors.ts (the CLI loads it)', async (t) => {
+test('addr.ts imports nothing but errors.ts at run time, and model.ts\'s types (the CLI loads it)', async (t) => {
   const { readFile } = await import('node:fs/promises');
   const src = await readFile(new URL('../../src/core/addr.ts', import.meta.url), 'utf8');
-  const imports = [...src.matchAll(/^\s*import\s[^;]*?from\s+'([^']+)'/gm)].map((m) => m[1]);
-  t.deepEqual(imports, ['./errors.js']);
+  const imports = [...src.matchAll(/^\s*import\s(type\s)?[^;]*?from\s+'([^']+)'/gm)].map((m) => `${m[1] ? 'type ' : ''}${m[2]}`);
+  t.deepEqual(imports, ['./errors.js', 'type ./model.js']);
+  // What runs: the compiled module loads errors.js only.
+  const js = await readFile(new URL('../src/core/addr.js', import.meta.url), 'utf8');
+  t.deepEqual([...js.matchAll(/^\s*import\s[^;]*?from\s+'([^']+)'/gm)].map((m) => m[1]), ['./errors.js']);
 });

@@ -14,7 +14,7 @@
  */
 import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
-import type { InjectMode, JobFields, JobCounters, IsoTime } from '../core/model.js';
+import type { IfaceRole, InjectMode, IsoTime, JobCounters, JobFields } from '../core/model.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */
@@ -144,7 +144,7 @@ export interface ListResult {
 }
 export interface InterfaceStatus {
   ifname: string;
-  role: 'sniff' | 'reset';
+  role: IfaceRole;
   mode: string;
   up: boolean;
   fault?: string;

@@ -1,7 +1,8 @@
 /**
  * Strict IP address and network parsing, canonical formatting, and the
  * checks that decide whether an address may be a reset target.
- * Pure and light: the CLI imports it, so it imports nothing but errors.
+ * Pure and light: the CLI imports it, so it imports nothing but errors (and
+ * the types of model.ts, erased at run time).
  *
  * Strict on purpose: a target is a promise to kill traffic, so anything a
  * reader could take two ways ("010.1.2.3": octal or decimal?, "1.2.3":
@@ -9,11 +10,10 @@
  * is refused with a reason instead of being guessed at.
  */
 import { ValidationError, showValue } from './errors.js';
-
-export type IpFamily = 4 | 6;
+import type { Family } from './model.js';
 
 export interface ParsedIp {
-  family: IpFamily;
+  family: Family;
   /** 4 or 16 bytes, network order. */
   bytes: Uint8Array;
   /** Dotted quad for IPv4; RFC 5952 text for IPv6. */
@@ -21,7 +21,7 @@ export interface ParsedIp {
 }
 
 export interface ParsedCidr {
-  family: IpFamily;
+  family: Family;
   /** The network address (host bits zero), 4 or 16 bytes. */
   bytes: Uint8Array;
   prefixLen: number;

@@ -10,6 +10,7 @@ import { ConfigError, ValidationError } from '../core/errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { parseProtected, type ProtectedEntry } from './protect.js';
 import { validateIfname } from '../core/validate.js';
+import type { InjectMode } from '../core/model.js';
 
 export interface DaemonConfig {
   /** Jobs that may exist at once; creating one more is refused with E_LIMIT. */
@@ -19,7 +20,7 @@ export interface DaemonConfig {
   /** Addresses and networks never reset (besides the sensor's own addresses). */
   protected: string[];
   /** Injection mode of jobs that do not name one. */
-  defaultMode: 'l3' | 'l2';
+  defaultMode: InjectMode;
   /**
    * How the XDP program takes the sniff interface's hook: "libxdp" joins
    * libxdp's multi-program dispatcher (xdp-filter, xdp-loader, bpfman share

@@ -47,10 +47,11 @@
 import { FAMILY_V4, MP_KEY0, MP_KEY1, MP_TOKEN0, MP_TOKEN1, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../contract.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../packet/checksum.js';
+import type { Family } from '../core/model.js';
 
 /** A packet for a Sender: the IP packet, and the Ethernet frame in l2 mode. */
 export interface SweepPacket {
-  family: 4 | 6;
+  family: Family;
   packet: Uint8Array;
   frame?: Uint8Array;
   kind: 'rst' | 'probe';

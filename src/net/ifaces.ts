@@ -27,7 +27,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
 import { formatIp, parseIp } from '../core/addr.js';
 import { validateIfname } from '../core/validate.js';
-import type { IfaceRole } from '../core/model.js';
+import type { Family, IfaceRole, InjectMode } from '../core/model.js';
 
 export const IFF_UP = 0x1;
 export const IFF_LOOPBACK = 0x8;
@@ -60,7 +60,7 @@ export interface IfaceState {
 }
 
 export interface IfaceAddress {
-  family: 4 | 6;
+  family: Family;
   /** Canonical text (dotted quad / RFC 5952), the same form as a job's host. */
   address: string;
   prefixLen: number;
@@ -70,7 +70,7 @@ export interface IfaceAddress {
 }
 
 export interface LocalAddress {
-  family: 4 | 6;
+  family: Family;
   address: string;
   /** null when the source (the IPv4 local routing table) does not say. */
   ifname: string | null;
@@ -313,8 +313,8 @@ export interface ResetCheck {
  */
 export function checkResetInterface(
   name: string,
-  family: 4 | 6,
-  opts: { mode?: 'l3' | 'l2'; host?: string } = {},
+  family: Family,
+  opts: { mode?: InjectMode; host?: string } = {},
 ): ResetCheck {
   const state = checkActive(name, 'reset');
   if (opts.mode === 'l2') {
@@ -350,7 +350,7 @@ export function checkResetInterface(
  * The problem with an interface in its role as a message, or null when the
  * check passes: for the daemon's status and periodic health reporting.
  */
-export function interfaceFault(name: string, role: IfaceRole, family?: 4 | 6, opts: { mode?: 'l3' | 'l2' } = {}): string | null {
+export function interfaceFault(name: string, role: IfaceRole, family?: Family, opts: { mode?: InjectMode } = {}): string | null {
   try {
     if (role === 'sniff' || family === undefined) checkActive(name, role);
     else checkResetInterface(name, family, opts);

@@ -15,14 +15,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { NativeError, TcpresetError, ValidationError } from '../core/errors.js';
-import type { InjectMode } from '../core/model.js';
+import type { Family, InjectMode } from '../core/model.js';
 import {
   AF_INET, AF_INET6, AF_PACKET, E, IPPROTO_IPV6, IPPROTO_RAW, IPV6_HDRINCL, MSG_DONTWAIT, MsgBatch, SOCK_CLOEXEC, SOCK_RAW,
   bindPacket, bindToDevice, close as closeFd, getsockoptInt, ifNameToIndex, setSendBuffer, setsockoptInt, socket, strerror,
 } from '../native/libc.js';
 
 export interface OutPacket {
-  family: 4 | 6;
+  family: Family;
   /** The full IPv4/IPv6 packet (l3 sends it; its destination address routes it). */
   packet: Uint8Array;
   /** The full Ethernet frame (l2 sends it). */

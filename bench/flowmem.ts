@@ -25,7 +25,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { BpfObject, defaultObjectPath } from '../src/bpf/object.js';
-import { FLOWMEM_DEFAULT, MAP_FLOWMEM } from '../src/contract.js';
+import { FLOWMEM_DEFAULT, LAYOUT, MAP_FLOWMEM } from '../src/contract.js';
 import { median } from '../testkit/stats.js';
 import type { BenchContext } from './context.js';
 
@@ -73,8 +73,10 @@ export interface FlowmemResult {
   /** Per round, for the spread: [off, on] of each kind. */
   perRound: { off: FlowmemCosts; on: FlowmemCosts }[];
   memory: {
-    /** sizeof(struct tr_fm_entry): key + state + both directions' records. */
+    /** sizeof(struct tr_fm_entry): key + state + both directions' records (+ MPTCP, where the tree has it). */
     entryBytes: number;
+    /** Sizes of its parts (src/contract.ts LAYOUT), bytes; mptcp 0 where the tree has none. */
+    layout?: { key: number; dir: number; mptcp: number };
     /** The map's memlock as the kernel accounts it (fdinfo), bytes. */
     memlockBytes: number;
     perSlotBytes: number;
@@ -147,7 +149,12 @@ export function measureFlowmem(opts: { path?: string; slots?: number; rounds?: n
       on: pick((x, k) => x.on[k]),
       delta: pick((x, k) => x.on[k] - x.off[k]),
       perRound,
-      memory: { entryBytes: map.valueSize, memlockBytes, perSlotBytes: Math.round((memlockBytes / slots) * 100) / 100 },
+      memory: {
+        entryBytes: map.valueSize,
+        layout: { key: LAYOUT.tr_fm_key.size, dir: LAYOUT.tr_fm_dir.size, mptcp: (LAYOUT as unknown as Record<string, { size: number } | undefined>).tr_fm_mptcp?.size ?? 0 },
+        memlockBytes,
+        perSlotBytes: Math.round((memlockBytes / slots) * 100) / 100,
+      },
     };
   } finally {
     on.close();

@@ -33,7 +33,7 @@ function flowmem(knownOn: number): FlowmemResult {
   return {
     object: 'x.o', rounds: 1, repeat: 1000, newFrames: 10, slots: 262144, off, on,
     delta: { knownNs: knownOn - 30, newNs: 540, rstNs: 32 }, perRound: [{ off, on }],
-    memory: { entryBytes: 168, memlockBytes: 44_040_192 + 4096, perSlotBytes: 168.02 },
+    memory: { entryBytes: 192, layout: { key: 44, dir: 56, mptcp: 24 }, memlockBytes: 50_331_648 + 4096, perSlotBytes: 192.02 },
   };
 }
 
@@ -64,7 +64,7 @@ test('report: the per-packet cost of watching is met within +40 ns, with the amo
   const md = report(watch(15), flowmem(60));
   t.true(goalRow(md, 'Per-packet cost of watching (flow memory), segment').endsWith('| met (10.0 ns under) |'));
   t.true(goalRow(md, 'Per-packet cost of watching, new connection').endsWith('| **missed** by 500.0 ns |'));
-  t.regex(md, /the kernel accounts 44,044,288 bytes .* for 262,144 slots, 168\.02 bytes per slot/);
+  t.regex(md, /`struct tr_fm_entry` of 192 bytes: the 44-byte key .* state and first-seen time \(12\), each end's last segment \(2 × 56: .* MPTCP \(24: .*the kernel accounts 50,335,744 bytes .* for 262,144 slots, 192\.02 bytes per slot/);
   const worse = report(watch(15), flowmem(80));
   t.true(goalRow(worse, 'Per-packet cost of watching (flow memory), segment').endsWith('| **missed** by 10.0 ns |'));
 });

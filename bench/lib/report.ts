@@ -723,8 +723,13 @@ function flowmemSection(x: FlowmemResult, measuredAt: string | undefined): strin
   out.push('');
   const m = x.memory;
   out.push(
-    `**Memory per remembered flow.** One slot is a \`struct tr_fm_entry\` of ${num(m.entryBytes)} bytes: the 44-byte key (interface, both addresses and ports), state and first-seen time (12), ` +
-      'and each end\'s last segment (2 × 56: seq, ack, length, flags, TTL, TOS, flow label, MACs, VLAN tags, last seen). The table is an array map (a 2-way set-associative ' +
+    `**Memory per remembered flow.** One slot is a \`struct tr_fm_entry\` of ${num(m.entryBytes)} bytes` +
+      (m.layout
+        ? `: the ${m.layout.key}-byte key (interface, both addresses and ports), state and first-seen time (${m.entryBytes - m.layout.key - 2 * m.layout.dir - m.layout.mptcp}), ` +
+          `each end's last segment (2 × ${m.layout.dir}: seq, ack, length, flags, TTL, TOS, flow label, MACs, VLAN tags, last seen)` +
+          (m.layout.mptcp ? ` and what the connection showed of MPTCP (${m.layout.mptcp}: both ends' keys, a join token)` : '')
+        : '') +
+      '. The table is an array map (a 2-way set-associative ' +
       'cache, bpf/flowmem.h), so there is no per-entry overhead of a hash map (bucket, element header, LRU node): ' +
       `the kernel accounts ${num(m.memlockBytes)} bytes (memlock, as \`bpftool map show\` prints it) for ${num(x.slots)} slots, ${num(m.perSlotBytes, 2)} bytes per slot, ` +
       `${num(m.memlockBytes / 2 ** 20, 1)} MiB at the default; it scales with \`flowMemory\`.`,

@@ -187,6 +187,9 @@ function refMatch(s: RefSegment): { live: RefTarget | null; match: number; expir
 
 // ---------------------------------------------------------------- RST checks (independent of forge.ts)
 
+/** RSTs checkRsts found carrying MP_FASTCLOSE (so the fuzz shows that branch was exercised). */
+let fastcloseChecked = 0;
+
 /** Why these RSTs are not what the docs/design.md table says for `ev`, or null. */
 function checkRsts(ev: TcpEvent, rsts: RstPacket[], srcMac: Uint8Array): string | null {
   const f = ev.tcpFlags;
@@ -214,23 +217,34 @@ function checkRsts(ev: TcpEvent, rsts: RstPacket[], srcMac: Uint8Array): string 
     const sport = toSrc ? ev.dport : ev.sport;
     const dport = toSrc ? ev.sport : ev.dport;
     if (r.toward !== w.toward || r.family !== ev.family) return `RST ${i}: toward ${r.toward} family ${r.family}`;
+    // RFC 8684 §3.5.1: where the event carries the receiver's MPTCP key, its RST carries
+    // MP_FASTCLOSE (kind 30, length 12, subtype 7, 12 reserved bits, the key big-endian).
+    const mp = ev.mpFlags ?? 0;
+    const key = toSrc ? (mp & C.MP_KEY0 ? ev.mpKeySrc : undefined) : (mp & C.MP_KEY1 ? ev.mpKeyDst : undefined);
+    const opt = key === undefined ? 0 : 12;
     let t: number;
     if (ev.family === 4) {
-      if (p.byteLength !== 40 || p[0] !== 0x45 || u16(p, 2) !== 40 || p[9] !== 6) return `RST ${i}: bad IPv4 header`;
+      if (p.byteLength !== 40 + opt || p[0] !== 0x45 || u16(p, 2) !== 40 + opt || p[9] !== 6) return `RST ${i}: bad IPv4 header`;
       if (F.checksum(p.subarray(0, 20)) !== 0) return `RST ${i}: IPv4 header checksum`;
       if (!sameBytes(p.subarray(12, 16), src) || !sameBytes(p.subarray(16, 20), dst)) return `RST ${i}: IPv4 addresses`;
       if (p[8] === 0) return `RST ${i}: TTL 0`;
       t = 20;
     } else {
-      if (p.byteLength !== 60 || p[0] >> 4 !== 6 || u16(p, 4) !== 20 || p[6] !== 6) return `RST ${i}: bad IPv6 header`;
+      if (p.byteLength !== 60 + opt || p[0] >> 4 !== 6 || u16(p, 4) !== 20 + opt || p[6] !== 6) return `RST ${i}: bad IPv6 header`;
       if (!sameBytes(p.subarray(8, 24), src) || !sameBytes(p.subarray(24, 40), dst)) return `RST ${i}: IPv6 addresses`;
       if (p[7] === 0) return `RST ${i}: hop limit 0`;
       t = 40;
     }
     if (u16(p, t) !== sport || u16(p, t + 2) !== dport) return `RST ${i}: ports`;
     if (u32(p, t + 4) !== w.seq || u32(p, t + 8) !== w.ack) return `RST ${i}: seq/ack ${u32(p, t + 4)}/${u32(p, t + 8)}, want ${w.seq}/${w.ack}`;
-    if (p[t + 12] !== 0x50 || p[t + 13] !== w.flags) return `RST ${i}: offset/flags 0x${p[t + 12].toString(16)}/0x${p[t + 13].toString(16)}`;
-    if (F.checksum(p.subarray(t, t + 20), F.pseudoHeaderSum(src, dst, 6, 20)) !== 0) return `RST ${i}: TCP checksum`;
+    if (p[t + 12] !== (5 + opt / 4) << 4 || p[t + 13] !== w.flags) return `RST ${i}: offset/flags 0x${p[t + 12].toString(16)}/0x${p[t + 13].toString(16)}`;
+    if (key !== undefined) {
+      const o = t + 20;
+      if (p[o] !== C.TCPOPT_MPTCP || p[o + 1] !== 12 || p[o + 2] !== C.MPTCP_FASTCLOSE << 4 || p[o + 3] !== 0) return `RST ${i}: MP_FASTCLOSE header`;
+      if (new DataView(p.buffer, p.byteOffset + o + 4, 8).getBigUint64(0) !== key) return `RST ${i}: MP_FASTCLOSE key`;
+      fastcloseChecked++;
+    }
+    if (F.checksum(p.subarray(t, t + 20 + opt), F.pseudoHeaderSum(src, dst, 6, 20 + opt)) !== 0) return `RST ${i}: TCP checksum`;
     // Layer 2: victim's MAC, our MAC, the observed VLAN stack, then the packet.
     const fr = l2Frame(r, ev, srcMac);
     const hdr = 14 + 4 * ev.vlans.length;
@@ -674,8 +688,10 @@ test(`decodeEvent + forgeResets + l2Frame on ${RECORDS} random 96-byte records: 
     rsts += out.length;
     frames += fr.length;
   }
-  t.log(`records ${RECORDS}: well-formed ${wellFormed} -> ${rsts} RSTs (${frames} L2 frames), all checked; malformed ${malformed}, refused ${refused}`);
+  t.log(`records ${RECORDS}: well-formed ${wellFormed} -> ${rsts} RSTs (${frames} L2 frames), all checked (${fastcloseChecked} with MP_FASTCLOSE); malformed ${malformed}, refused ${refused}`);
   t.deepEqual(problems.slice(0, 10), []);
+  // Random mp_flags set MP_KEY0/MP_KEY1 in about half the records: the MPTCP branch was checked too.
+  t.true(fastcloseChecked > rsts / 10, `${fastcloseChecked} of ${rsts} RSTs with MP_FASTCLOSE`);
   t.true(wellFormed > RECORDS / 3 && malformed > RECORDS / 3);
   t.true(refused > RECORDS / 3, 'malformed records are refused with a RangeError');
 });

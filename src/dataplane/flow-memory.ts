@@ -2,7 +2,7 @@
  * User space's view of the XDP program's flow memory (bpf/flowmem.h): the
  * "flowmem" array mapped read-only into this process (BPF_F_MMAPABLE), so
  * finding a host's connections is a scan of memory, no syscall per entry.
- * 262,144 slots (42 MiB) scan in a few ms when most are empty or another
+ * 262,144 slots (48 MiB) scan in a few ms when most are empty or another
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
 import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../contract.js';

@@ -225,57 +225,36 @@ test('restore keeps original end times, drops expired and newly protected jobs, 
   t.is(jobs2.list()[0].fault, undefined);
 });
 
-test('the Enforcer dropping a due target by itself ends the job; an early drop is re-enforced', (t) => {
-  const { clock, table, jobs } = setup();
+test('expiry logs the final counters: the job manager, the one owner of expiry, reads them before it drops the target', (t) => {
+  // A clock whose timers run only when told.
+  let now = Date.UTC(2025, 0, 1);
+  const timers = new Set<{ at: number; fn: () => void }>();
+  const clock = {
+    now: () => now,
+    setTimer: (fn: () => void, ms: number) => {
+      const h = { at: now + ms, fn };
+      timers.add(h);
+      return h;
+    },
+    clearTimer: (h: object) => void timers.delete(h as { at: number; fn: () => void }),
+  };
+  const runDue = (): void => {
+    for (const h of [...timers]) if (h.at <= now && timers.delete(h)) h.fn();
+  };
+  const { table, jobs, log } = setup({ clock });
   const a = jobs.create({ ...base, duration: 10 });
-  const tid = [...table.targets.keys()][0];
-  table.remove(tid);
-  jobs.targetExpired(tid); // early (should not happen): not silently lost
-  t.is(jobs.size, 1);
-  t.is(table.targets.size, 1, 're-added');
-  t.is(jobs.get(a.job.id)?.fault, undefined);
-  clock.advance(10_000);
+  const tid = [...table.targets.keys()][0]!;
+  now += 2000;
+  table.hit(tid, now, 5, 10);
+  const listed = jobs.get(a.job.id)!.counters;
+  t.is(listed.matched, 5);
+  now += 8000;
+  runDue();
   t.is(jobs.size, 0);
-});
-
-test('expiry logs the final counters, whichever timer fires first (the job manager\'s, or the Enforcer\'s backstop that drops the target)', (t) => {
-  for (const enforcerFirst of [false, true]) {
-    // A clock whose timers run only when told, so either side can be made to act first at the deadline.
-    let now = Date.UTC(2025, 0, 1);
-    const timers = new Set<{ at: number; fn: () => void }>();
-    const clock = {
-      now: () => now,
-      setTimer: (fn: () => void, ms: number) => {
-        const h = { at: now + ms, fn };
-        timers.add(h);
-        return h;
-      },
-      clearTimer: (h: object) => void timers.delete(h as { at: number; fn: () => void }),
-    };
-    const runDue = (): void => {
-      for (const h of [...timers]) if (h.at <= now && timers.delete(h)) h.fn();
-    };
-    const { table, jobs, log } = setup({ clock });
-    const a = jobs.create({ ...base, duration: 10 });
-    const tid = [...table.targets.keys()][0]!;
-    now += 2000;
-    table.hit(tid, now, 5, 10);
-    const listed = jobs.get(a.job.id)!.counters;
-    t.is(listed.matched, 5);
-    now += 8000;
-    if (enforcerFirst) {
-      // What the Enforcer does at the deadline: take the info (with counters), drop the target, report it.
-      const info = table.get(tid)!;
-      table.remove(tid);
-      jobs.targetExpired(tid, info.counters);
-    }
-    runDue();
-    t.is(jobs.size, 0);
-    t.is(table.targets.size, 0);
-    const lines = log.lines.filter((l) => l.msg === 'job expired');
-    t.is(lines.length, 1);
-    t.deepEqual(lines[0]?.obj.counters, listed, `${enforcerFirst ? 'Enforcer' : 'job manager'} first: the expired line carries what list showed`);
-  }
+  t.is(table.targets.size, 0);
+  const lines = log.lines.filter((l) => l.msg === 'job expired');
+  t.is(lines.length, 1);
+  t.deepEqual(lines[0]?.obj.counters, listed, 'the expired line carries what list showed');
 });
 
 test('random creates, extensions, cancels and time steps: the jobs alive are always exactly those whose end is ahead', (t) => {

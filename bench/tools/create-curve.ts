@@ -4,7 +4,7 @@
  * traffic and the restored configurations, so a change to the job path can
  * be measured (and profiled) in a minute rather than a quarter of an hour.
  *
- *   node dist/bench/tools/create-curve.js [--jobs N] [--restore N] [--cpu-prof DIR] [--heap-snapshot FILE]
+ *   node dist/bench/tools/create-curve.js [--jobs N] [--restore N] [--cpu-prof DIR] [--heap-snapshot FILE] [--hold S]
  *
  * A namespace of its own with sniff0/reset0 (veths), the real daemon
  * (bin/tcpresetd) in it with the bench's configuration; jobs created as in
@@ -15,6 +15,7 @@
  * report the start time and RSS. --cpu-prof: the daemon runs with
  * --cpu-prof into DIR (written at its exit). --heap-snapshot: a heap
  * snapshot of the daemon's main thread at the end (SIGUSR2).
+ * --hold: keep the daemon S seconds before stopping it (to read /proc).
  * Needs root. Not a test: it asserts nothing.
  */
 import { spawnSync } from 'node:child_process';
@@ -77,6 +78,8 @@ if (cpuProf) {
   env.PROF_DIR = cpuProf;
 }
 if (heapSnap) nodeOpts.push('--heapsnapshot-signal=SIGUSR2');
+// Extra V8/node flags for the daemon (an experiment's knob), e.g. --node-flags=--max-semi-space-size=1
+for (const a of process.argv) if (a.startsWith('--node-flags=')) nodeOpts.push(...a.slice(13).split(' ').filter(Boolean));
 if (nodeOpts.length) env.NODE_OPTIONS = nodeOpts.join(' ');
 
 /** CPU ns per thread of `pid`, by tid, with the thread's name (comm). */
@@ -156,6 +159,11 @@ async function main(): Promise<void> {
         break;
       }
     }
+  }
+  const hold = Number(arg('--hold') ?? '0');
+  if (hold > 0) {
+    console.log(`holding the daemon (pid ${d.pid}) for ${hold} s`);
+    await sleep(hold * 1000);
   }
   await d.stop('SIGTERM', 120_000);
   if (cpuProf) console.log(`cpu profile in ${cpuProf}: ${readdirSync(cpuProf).join(' ')}`);

@@ -3,10 +3,11 @@
  * "reset every TCP flow of HOST[:PORT] seen on SNIFF_IF" raised by a
  * detection engine (ENGID); its identity is (engid, sniffIf, host, port).
  * Each job holds exactly one Enforcer target, added on create, extended on
- * re-create, removed on cancel and at expiry. The Enforcer also drops a
- * target at its deadline by itself (and the kernel ignores it past then),
- * but the job manager decides when a job ends; the Enforcer's own expiry
- * is only a backstop.
+ * re-create, removed on cancel and at expiry. This is the one owner of
+ * expiry in user space (its deadline heap, one timer); the Enforcer keeps
+ * no timers. The backstop is the kernel: the targets map entry carries the
+ * deadline and the XDP program ignores it past then, so a late timer here
+ * (a blocked event loop) never extends enforcement.
  *
  * No I/O here beyond the injected backend, checks and clock, so the logic
  * is tested with a stepped clock.
@@ -476,27 +477,6 @@ export class JobManager {
     this.armRetry();
     if (restored + faulty > 0 || expired + dropped > 0) this.changed({ op: 'all' });
     return { restored, expired, dropped, faulty };
-  }
-
-  /**
-   * The Enforcer dropped a target by itself (its backstop timer): end the job
-   * if it is due. `final` is the target's counters as the Enforcer held them
-   * when it dropped it: the target is gone, so they can no longer be read,
-   * and without them the job would end (and be logged) with zero counters.
-   */
-  targetExpired(targetId: number, final?: JobCounters<EpochMs>): void {
-    const slot = this.byTarget.get(targetId);
-    if (slot === undefined) return;
-    this.byTarget.delete(targetId);
-    this.targetCol[slot] = NONE;
-    this.unenforced.add(slot);
-    if (final) this.addBase(slot, final);
-    if (this.expiresAtCol[slot]! <= this.opts.clock.now()) this.finish(slot, 'expired');
-    else {
-      // Should not happen (deadlines are the same); re-enforce rather than silently stop.
-      this.tryEnforce(slot);
-      this.armRetry();
-    }
   }
 
   /** New limits from a reloaded configuration: they apply to the next create; existing jobs keep their end times. */

@@ -260,7 +260,6 @@ export class Daemon {
     // Listeners run inside the Enforcer's ring-buffer and timer callbacks: a
     // bug here must be logged, never thrown into the data plane.
     e.on('flow-reset', (f: FlowResetInfo) => this.guard('flow-reset', () => this.activity.onFlowReset(f)));
-    e.on('expired', (t: TargetInfo) => this.guard('expired', () => this.jobs.targetExpired(t.id, t.counters)));
     // The Enforcer logs the interface; these lines name the jobs it suspends and resumes.
     e.on('fault', (f: InterfaceFault) => this.guard('fault', () => {
       this.log.warn({ ifname: f.ifname, role: f.role, fault: f.fault, ...this.jobsOn(f.ifname, f.role) }, 'jobs not enforced: interface fault');

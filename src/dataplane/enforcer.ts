@@ -2,6 +2,8 @@
  * The Enforcer: the data plane's facade, and its one owner. It keeps a set
  * of timed targets and coordinates the units that each own one part:
  *
+ * - targets.ts: one flat record per target (no timer: the job manager owns
+ *   expiry, the kernel ignores an entry past its deadline);
  * - slots.ts: the BPF targets map, one entry per key shared by targets;
  * - attachments.ts: XDP on each sniff interface, refcounted;
  * - senders.ts: the reset sockets, refcounted, handed to the event threads;
@@ -43,6 +45,7 @@ import { Attachments } from './attachments.js';
 import { ResetSenders } from './senders.js';
 import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
+import { Target } from './targets.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
 import { HIT_MP_NO_KEYS, MPTCP_NO_KEYS, hitMptcp, mptcpNote } from './mptcp.js';
@@ -50,10 +53,6 @@ import { readInterface } from '../net/ifaces.js';
 import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
 import type { InjectMode, Family, LogSink } from '../core/model.js';
 
-/** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
-const MAX_FLOWS_PER_TARGET = 65536;
-/** setTimeout's limit; longer deadlines re-arm. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 /** How long a sweep's connections are watched for their ends' answers, from the sweep's last packet (ms). */
 const VERIFY_WINDOW_MS = 5000;
@@ -132,17 +131,6 @@ interface SweepRun {
   sockets: object | null;
   /** The sender's stats as already added to sweepSent / sweepErrors. */
   counted: { sent: number; errors: number };
-}
-
-interface Target {
-  info: TargetInfo;
-  slot: Slot<Target>;
-  senderKey: string;
-  /** Created on the first reset flow: most targets of a large set never see one. */
-  flows: Set<string> | null;
-  /** Its last sweep found nothing (emptySweep): no verification is kept for it. */
-  swept?: boolean;
-  timer: NodeJS.Timeout | undefined;
 }
 
 const noopLogger: LogSink = { info() {}, warn() {}, error() {}, debug() {} };
@@ -283,20 +271,19 @@ export class Enforcer extends EventEmitter {
     if (!att.link) this.health.check();
 
     const id = this.nextTargetId++;
-    const info: TargetInfo = {
-      id, sniffIf: spec.sniffIf, resetIf: spec.resetIf, host: host.canonical, port, mode,
-      expiresAt: spec.expiresAt, label: spec.label ?? `target-${id}`, family: host.family,
-      counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
-    };
     const keyBytes = encodeTargetKey({ ifindex: att.ifindex, family: host.family, addr: host.bytes, port });
     let slot: Slot<Target> | undefined;
+    let target: Target;
     try {
       slot = this.slots.join(keyBytes, spec.sniffIf);
-      const target: Target = { info, slot, senderKey, flows: null, timer: undefined };
+      // The caller's strings when they are already canonical (the job manager's are): one copy per job, not two.
+      target = new Target(
+        id, spec.sniffIf, spec.resetIf, host.canonical === spec.host ? spec.host : host.canonical, port, mode, host.family,
+        spec.expiresAt, spec.label ?? `target-${id}`, slot, senderKey,
+      );
       slot.targets.push(target);
       this.slots.sync(slot);
       this.targets.set(id, target);
-      this.armTimer(target);
     } catch (err) {
       if (slot) this.slots.leave(slot, id);
       this.releaseSender(senderKey);
@@ -305,9 +292,9 @@ export class Enforcer extends EventEmitter {
     }
     this.attachments.keep(att);
     // Debug: the job manager's "job created" line names the target; at 100,000 jobs a second line each cost more than the rest of a create.
-    this.log.debug({ target: publicInfo(info), xdpMode: att.mode }, 'target added');
-    if (spec.sweep !== false) this.sweep(this.targets.get(id)!, 'create');
-    return publicInfo(info);
+    this.log.debug({ target: target.info(), xdpMode: att.mode }, 'target added');
+    if (spec.sweep !== false) this.sweep(target, 'create');
+    return target.info();
   }
 
   /**
@@ -338,11 +325,10 @@ export class Enforcer extends EventEmitter {
     const target = this.targets.get(id);
     if (!target) throw new TcpresetError('E_NOT_FOUND', `no target with id ${id}`, { details: { id } });
     if (!Number.isFinite(expiresAt)) throw new ValidationError('expiresAt', expiresAt, 'must be epoch milliseconds');
-    target.info.expiresAt = expiresAt;
+    target.expiresAt = expiresAt;
     this.slots.sync(target.slot);
-    this.armTimer(target);
     this.sweep(target, 'extend');
-    return publicInfo(target.info);
+    return target.info();
   }
 
   remove(id: number): boolean {
@@ -352,22 +338,21 @@ export class Enforcer extends EventEmitter {
     this.stopSweep(id);
     this.settle(id, 'job ended');
     this.verifications.delete(id);
-    if (target.timer) clearTimeout(target.timer);
     // The map first: enforcement stops the moment the caller is told it did.
     this.slots.leave(target.slot, id);
     this.releaseSender(target.senderKey);
-    this.releaseAttachment(target.info.sniffIf);
-    this.log.info({ targetId: id, label: target.info.label }, 'target removed');
+    this.releaseAttachment(target.sniffIf);
+    this.log.info({ targetId: id, label: target.label }, 'target removed');
     return true;
   }
 
   get(id: number): TargetInfo | undefined {
     const t = this.targets.get(id);
-    return t ? publicInfo(t.info) : undefined;
+    return t?.info();
   }
 
   list(): TargetInfo[] {
-    return [...this.targets.values()].map((t) => publicInfo(t.info));
+    return [...this.targets.values()].map((t) => t.info());
   }
 
   counters(): Counters {
@@ -442,26 +427,21 @@ export class Enforcer extends EventEmitter {
     const rsts = dv.getUint8(o + HIT.rsts);
     let flowKey: string | undefined;
     for (const target of slot.targets) {
-      if (target.info.expiresAt <= now) continue; // its timer is about to remove it
-      const c = target.info.counters;
-      c.matched++;
-      c.firstHitAt ??= now;
-      c.lastHitAt = now;
+      // Past its end: the kernel stops matching at the deadline, and the job manager removes it.
+      if (target.expiresAt <= now) continue;
+      target.hit(now);
       if (rsts === 0) continue;
       const refused = dv.getUint8(o + HIT.undeliverable);
-      c.rstsSent += rsts - refused;
-      if (refused || target.info.deliveryFault) this.noteDelivery(target, refused, bytes, o);
+      target.rstsSent += rsts - refused;
+      if (refused || target.deliveryFault !== undefined) this.noteDelivery(target, refused, bytes, o);
       const family = dv.getUint8(o + HIT.family) as Family;
       const alen = family === 4 ? 4 : 16;
       const sport = dv.getUint16(o + HIT.sport, true);
       const dport = dv.getUint16(o + HIT.dport, true);
       flowKey ??= flowKeyOf(binaryKey(bytes, o + HIT.saddr, alen), sport, binaryKey(bytes, o + HIT.daddr, alen), dport);
-      target.flows ??= new Set();
-      if (!target.flows.has(flowKey) && target.flows.size < MAX_FLOWS_PER_TARGET) {
-        target.flows.add(flowKey);
-        c.flows++;
+      if (target.noteFlow(flowKey)) {
         const info: FlowResetInfo = {
-          targetId: target.info.id, label: target.info.label, family,
+          targetId: target.id, label: target.label, family,
           src: formatIp(bytes.slice(o + HIT.saddr, o + HIT.saddr + alen)), sport,
           dst: formatIp(bytes.slice(o + HIT.daddr, o + HIT.daddr + alen)), dport,
           firstLatencyUs: Math.round(dv.getFloat32(o + HIT.latencyUs, true)),
@@ -494,15 +474,15 @@ export class Enforcer extends EventEmitter {
    */
   private sweep(target: Target, why: 'create' | 'extend'): SweepInfo | null {
     const t0 = performance.now();
-    const id = target.info.id;
+    const id = target.id;
     let run: SweepRun | undefined;
     try {
-      const att = this.attachments.get(target.info.sniffIf);
+      const att = this.attachments.get(target.sniffIf);
       const ref = this.senders.get(target.senderKey);
       if (!att?.link || !ref?.sockets) return null; // an interface fault, reported as such
       this.stopSweep(id); // an extend's sweep replaces the create's, sent or not
-      const host = parseTargetHost(target.info.host);
-      const query: FlowQuery = { ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.info.port };
+      const host = parseTargetHost(target.host);
+      const query: FlowQuery = { ifindex: att.ifindex, family: host.family, addr: host.bytes, port: target.port };
       // Nothing ever remembered (no watched interface, first job): no scan of the whole table.
       const slots = this.counters().fmNew === 0n ? [] : this.flowMemory.findSlots(query);
       if (slots.length === 0) return this.emptySweep(target, why, t0);
@@ -513,13 +493,13 @@ export class Enforcer extends EventEmitter {
       this.sweepTurn(run);
       // Done in this turn: the final figures; else what is known now (every connection found counts: they are being reset).
       const info: SweepInfo = this.sweeps.has(id)
-        ? { targetId: id, label: target.info.label, flows: v.outcome.known, rsts: run.rsts, probes: run.probes, ms: round2(performance.now() - t0), why, pending: true }
+        ? { targetId: id, label: target.label, flows: v.outcome.known, rsts: run.rsts, probes: run.probes, ms: round2(performance.now() - t0), why, pending: true }
         : sweepInfo(run);
       this.lastSweep = info;
       return info;
     } catch (err) {
       this.sweepErrors++;
-      this.log.warn({ err, targetId: id, label: target.info.label }, 'sweep of remembered flows failed: the job waits for their next segment');
+      this.log.warn({ err, targetId: id, label: target.label }, 'sweep of remembered flows failed: the job waits for their next segment');
       if (run && this.sweeps.get(id) === run) this.finishSweep(run, 'failed'); // its verification settles on what went
       return null;
     }
@@ -531,11 +511,11 @@ export class Enforcer extends EventEmitter {
    * its line at debug. Its outcome (verification()) is the settled zero one.
    */
   private emptySweep(target: Target, why: 'create' | 'extend', t0: number): SweepInfo {
-    const id = target.info.id;
+    const id = target.id;
     this.settle(id, 'superseded');
     this.verifications.delete(id);
     target.swept = true;
-    const info: SweepInfo = { targetId: id, label: target.info.label, flows: 0, rsts: 0, probes: 0, ms: round2(performance.now() - t0), why };
+    const info: SweepInfo = { targetId: id, label: target.label, flows: 0, rsts: 0, probes: 0, ms: round2(performance.now() - t0), why };
     this.lastSweep = info;
     this.log.debug(info, 'flows reset from flow memory');
     queueMicrotask(() => this.emit('sweep', info));
@@ -551,7 +531,7 @@ export class Enforcer extends EventEmitter {
     run.immediate = null;
     run.turns++;
     const target = run.target;
-    const id = target.info.id;
+    const id = target.id;
     const start = performance.now();
     let refused = 0;
     const resets: FlowResetInfo[] = [];
@@ -565,7 +545,6 @@ export class Enforcer extends EventEmitter {
       }
       if (run.sender && run.sockets !== ref.sockets) closeSender(run); // the interface's sockets were reopened
       const mac = ref.mode === 'l2' ? ref.sockets.mac : null;
-      const c = target.info.counters;
       const first = run.next;
       while (run.next < run.slots.length && run.next - first < SWEEP_TURN_FLOWS && (run.next === first || performance.now() - start < SWEEP_TURN_MS)) {
         const found: FlowMatch[] = [];
@@ -597,7 +576,7 @@ export class Enforcer extends EventEmitter {
             if (p.kind === 'rst') {
               run.rsts++;
               ref.sweep.rsts++;
-              c.rstsSent++;
+              target.rstsSent++;
             } else {
               run.probes++;
               ref.sweep.probes++;
@@ -609,13 +588,10 @@ export class Enforcer extends EventEmitter {
           if (flowClosed(e.state)) continue;
           const k = e.key;
           const key = flowKeyOf(binaryKey(k.addrA, 0, k.addrA.length), k.portA, binaryKey(k.addrB, 0, k.addrB.length), k.portB);
-          target.flows ??= new Set();
-          if (target.flows.has(key) || target.flows.size >= MAX_FLOWS_PER_TARGET) continue;
-          target.flows.add(key);
-          c.flows++;
+          if (!target.noteFlow(key)) continue;
           const encap = e.dirs[0]?.encap || e.dirs[1]?.encap;
           resets.push({
-            targetId: id, label: target.info.label, family: k.family,
+            targetId: id, label: target.label, family: k.family,
             src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
             ...(encap ? { encap: encapName(encap) } : {}),
             ...this.noteMptcp(target, hitMptcp(e.mp?.flags ?? 0)),
@@ -633,14 +609,13 @@ export class Enforcer extends EventEmitter {
       }
     } catch (err) {
       this.sweepErrors++;
-      this.log.warn({ err, targetId: id, label: target.info.label }, 'sweep of remembered flows failed: the rest of them wait for their next segment');
+      this.log.warn({ err, targetId: id, label: target.label }, 'sweep of remembered flows failed: the rest of them wait for their next segment');
       run.next = run.slots.length;
     }
     if (refused) {
-      const c = target.info.counters;
-      c.undeliverable = (c.undeliverable ?? 0) + refused;
-      const u = [...this.undeliverable.values()].find((x) => x.ifname === target.info.resetIf);
-      target.info.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.info.resetIf}`;
+      target.addUndeliverable(refused);
+      const u = [...this.undeliverable.values()].find((x) => x.ifname === target.resetIf);
+      target.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.resetIf}`;
     }
     // Emitted once the caller (the job manager) knows the target: on the first turn, add() has not returned yet.
     if (resets.length) queueMicrotask(() => { for (const r of resets) this.emit('flow-reset', r); });
@@ -650,7 +625,7 @@ export class Enforcer extends EventEmitter {
 
   /** A sweep has sent all it will: its log line and event; its connections are watched from now for the window. */
   private finishSweep(run: SweepRun, stopped: string | null): void {
-    const id = run.target.info.id;
+    const id = run.target.id;
     if (this.sweeps.get(id) === run) this.sweeps.delete(id);
     if (run.immediate) clearImmediate(run.immediate);
     run.immediate = null;
@@ -677,7 +652,7 @@ export class Enforcer extends EventEmitter {
     closeSender(run);
     // Its outcome (settled next, by the caller) says how many went: known counts what was found.
     if (!run.v.outcome.settled) run.v.outcome.reset = run.flows;
-    if (run.next < run.slots.length) this.log.info({ targetId: id, label: run.target.info.label, flows: run.flows, left: run.slots.length - run.next }, 'sweep of remembered flows stopped: the job ended or was extended');
+    if (run.next < run.slots.length) this.log.info({ targetId: id, label: run.target.label, flows: run.flows, left: run.slots.length - run.next }, 'sweep of remembered flows stopped: the job ended or was extended');
   }
 
   // ---- MPTCP (mptcp.ts) ------------------------------------------------------
@@ -691,11 +666,9 @@ export class Enforcer extends EventEmitter {
     const note = mptcpNote(code);
     if (note === undefined) return {};
     if (code === HIT_MP_NO_KEYS) {
-      const c = target.info.counters;
-      c.mptcpNoKeys = (c.mptcpNoKeys ?? 0) + 1;
-      target.info.mptcpFault = MPTCP_NO_KEYS;
-      const have = this.mptcpNoKeys.get(target.info.sniffIf);
-      this.mptcpNoKeys.set(target.info.sniffIf, { since: have?.since ?? Date.now(), count: (have?.count ?? 0) + 1 });
+      target.noteMptcpNoKeys(MPTCP_NO_KEYS);
+      const have = this.mptcpNoKeys.get(target.sniffIf);
+      this.mptcpNoKeys.set(target.sniffIf, { since: have?.since ?? Date.now(), count: (have?.count ?? 0) + 1 });
     }
     return { mptcp: note };
   }
@@ -704,7 +677,7 @@ export class Enforcer extends EventEmitter {
   private mptcpFaults(): InterfaceFault[] {
     const out: InterfaceFault[] = [];
     for (const [ifname, m] of this.mptcpNoKeys) {
-      if (![...this.targets.values()].some((t) => t.info.sniffIf === ifname && t.info.mptcpFault)) {
+      if (![...this.targets.values()].some((t) => t.sniffIf === ifname && t.mptcpFault !== undefined)) {
         this.mptcpNoKeys.delete(ifname);
         continue;
       }
@@ -736,28 +709,27 @@ export class Enforcer extends EventEmitter {
    */
   private forgetDelivery(ifname: string): void {
     for (const [key, u] of this.undeliverable) if (u.ifname === ifname) this.undeliverable.delete(key);
-    for (const t of this.targets.values()) if (t.info.resetIf === ifname) delete t.info.deliveryFault;
+    for (const t of this.targets.values()) if (t.resetIf === ifname) t.deliveryFault = undefined;
     this.routeCheck?.forget(ifname);
     this.events.forgetDelivery(ifname);
   }
 
   /** Keep a target's delivery fault current from one hit: set while its RSTs are refused, cleared once they all go. */
   private noteDelivery(target: Target, refused: number, bytes: Uint8Array, o: number): void {
-    const info = target.info;
     if (refused === 0) {
-      delete info.deliveryFault;
+      target.deliveryFault = undefined;
       return;
     }
-    info.counters.undeliverable = (info.counters.undeliverable ?? 0) + refused;
+    target.addUndeliverable(refused);
     const alen = bytes[o + HIT.family] === 4 ? 4 : 16;
     for (const at of [HIT.daddr, HIT.saddr]) {
-      const u = this.undeliverable.get(`${info.resetIf}|${formatIp(bytes.slice(o + at, o + at + alen))}`);
+      const u = this.undeliverable.get(`${target.resetIf}|${formatIp(bytes.slice(o + at, o + at + alen))}`);
       if (u) {
-        info.deliveryFault = u.reason;
+        target.deliveryFault = u.reason;
         return;
       }
     }
-    info.deliveryFault ??= `RSTs undeliverable from ${info.resetIf}`;
+    target.deliveryFault ??= `RSTs undeliverable from ${target.resetIf}`;
   }
 
   private delivery(): Delivery {
@@ -811,7 +783,7 @@ export class Enforcer extends EventEmitter {
     if (!v) {
       const t = this.targets.get(targetId);
       if (!t?.swept) return null;
-      return { targetId, label: t.info.label, known: 0, reset: 0, verified: 0, unverified: [], settled: true, ms: 0 };
+      return { targetId, label: t.label, known: 0, reset: 0, verified: 0, unverified: [], settled: true, ms: 0 };
     }
     if (!v.outcome.settled && waitMs > 0) {
       await new Promise<void>((resolve) => {
@@ -828,10 +800,10 @@ export class Enforcer extends EventEmitter {
 
   /** A sweep's outcome, watched as its connections are sent (an extend's sweep replaces the create's). */
   private startVerification(target: Target, known: number, t0: number, ours: Uint8Array | null): Verification {
-    const id = target.info.id;
+    const id = target.id;
     this.settle(id, 'superseded');
     const v: Verification = {
-      outcome: { targetId: id, label: target.info.label, known, reset: known, verified: 0, unverified: [], settled: false, ms: 0 },
+      outcome: { targetId: id, label: target.label, known, reset: known, verified: 0, unverified: [], settled: false, ms: 0 },
       open: [], cursor: 0, unprobed: [], startedAt: t0, sentAt: null, senderKey: target.senderKey, waiters: [],
       // An all-zero MAC (no Ethernet) tells nothing apart.
       ours: ours && ours.some((x) => x !== 0) ? ours : null,
@@ -845,7 +817,7 @@ export class Enforcer extends EventEmitter {
   private watchFlows(v: Verification, found: readonly FlowMatch[], plan: ReturnType<typeof planSweep>, now: number): void {
     const target = this.targets.get(v.outcome.targetId);
     if (plan.flows > 0 && target) {
-      target.info.counters.known = (target.info.counters.known ?? 0) + plan.flows;
+      target.addKnown(plan.flows);
       this.sweepKnown += plan.flows;
     }
     // planSweep emits two probes per probed connection, in the order of plan.probes.
@@ -904,8 +876,7 @@ export class Enforcer extends EventEmitter {
         }
         if (f.dead[0] && f.dead[1]) {
           o.verified++;
-          const c = this.targets.get(id)!.info.counters;
-          c.verified = (c.verified ?? 0) + 1;
+          this.targets.get(id)!.addVerified(1);
           this.sweepVerified++;
           v.open[v.cursor] = v.open[v.open.length - 1]!;
           v.open.pop();
@@ -970,22 +941,6 @@ export class Enforcer extends EventEmitter {
     for (const w of v.waiters.splice(0)) w();
   }
 
-  // ---- expiry -------------------------------------------------------------
-
-  private armTimer(target: Target): void {
-    if (target.timer) clearTimeout(target.timer);
-    const delay = Math.max(0, target.info.expiresAt - Date.now());
-    target.timer = setTimeout(() => {
-      target.timer = undefined;
-      if (!this.targets.has(target.info.id)) return;
-      if (target.info.expiresAt > Date.now()) return this.armTimer(target); // long deadline, re-armed
-      const info = publicInfo(target.info);
-      this.remove(target.info.id);
-      this.emit('expired', info);
-    }, Math.min(delay, MAX_TIMER_MS));
-    target.timer.unref?.();
-  }
-
   // ---- shared resources ----------------------------------------------------
 
   private releaseAttachment(ifname: string): void {
@@ -1005,10 +960,6 @@ export class Enforcer extends EventEmitter {
 function parseTargetHost(text: string): { family: Family; bytes: Uint8Array; canonical: string } {
   const parsed = parseIp(text, 'host');
   return unmapV4(parsed) ?? parsed;
-}
-
-function publicInfo(info: TargetInfo): TargetInfo {
-  return { ...info, counters: { ...info.counters } };
 }
 
 /**
@@ -1039,7 +990,7 @@ function flowName(k: FlowKey): string {
 
 function sweepInfo(run: SweepRun): SweepInfo {
   return {
-    targetId: run.target.info.id, label: run.target.info.label, flows: run.flows, rsts: run.rsts, probes: run.probes,
+    targetId: run.target.id, label: run.target.label, flows: run.flows, rsts: run.rsts, probes: run.probes,
     ms: round2(performance.now() - run.t0), why: run.why, ...(run.turns > 1 ? { turns: run.turns } : {}),
   };
 }

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
 import type { CreateResult, Request } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
-import type { FlowResetInfo, InterfaceFault, TargetInfo } from '../dataplane/types.js';
+import type { FlowResetInfo, InterfaceFault } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
 import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';

@@ -181,6 +181,11 @@ ptest.serial('a job that runs to its end with traffic logs its final counters: n
   // Traffic counters are final once the flows are dead; the sweep's verification (known/verified) may settle after the list.
   const traffic = (c: Record<string, unknown>): unknown => ({ matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: c.firstHitAt, lastHitAt: c.lastHitAt });
   t.deepEqual(traffic(expired.counters as Record<string, unknown>), traffic(listed.counters), 'the audit record holds the counters the job ended with');
+  // And so does the history, which the incident report is made from.
+  const ended = (await jsonCli(ctx, ['history'])).records.filter((h: { event: string; job: { id: string } }) => h.event === 'ended' && h.job.id === id);
+  t.is(ended.length, 1);
+  t.is(ended[0].how, 'expired');
+  t.deepEqual(traffic(ended[0].counters), traffic(listed.counters), 'tcpreset history --json: the final counters');
 });
 
 ptest.serial('restart (SIGKILL, then start) keeps enforcing the job until its original end', async (t) => {

@@ -785,6 +785,32 @@ ptest('history after a restart (kill -9 and restore from the journal): the ended
   t.deepEqual(human, ['65534', '0'], 'the UID column of the ends');
 });
 
+ptest('history after a restart: a saved job whose end passed while the daemon was stopped is "expired" at its end; one the new configuration protects is "restart"; a restored one has no end yet', async (t) => {
+  const ns = await sensorNetns(t);
+  const dir = tmp('hist-restart');
+  const state = join(dir, 'state');
+  const d = await startDaemon({ dir, stateDir: state, netns: ns, config: { protected: [] } });
+  t.teardown(() => d.stop());
+  const mk = (host: string, duration: number) => ({ v: 1, op: 'create', engid: 'ENG-S', sniffIf: 'sniff0', resetIf: 'reset0', host, duration });
+  const [short, prot, kept] = await sendLines(d.socket, [JSON.stringify(mk('198.51.100.91', 2)), JSON.stringify(mk('203.0.113.91', 120)), JSON.stringify(mk('198.51.100.92', 120))], 30_000);
+  t.true(short.ok && prot.ok && kept.ok, JSON.stringify([short, prot, kept]));
+  t.deepEqual(await d.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
+  await sleep(Math.max(0, Date.parse(short.result.job.expiresAt) - Date.now()) + 200);
+
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ protected: ['203.0.113.0/24'] }));
+  const d2 = await startDaemon({ dir, stateDir: state, netns: ns, socket: join(dir, 'b.sock'), args: ['--config', join(dir, 'config.json')] });
+  t.teardown(() => d2.stop());
+  t.deepEqual((await d2.request({ v: 1, op: 'list' })).result.jobs.map((j: { id: string }) => j.id), [kept.result.job.id], 'positive control: the third is restored');
+  const recs = JSON.parse((await cliSync(['history', '--json', '--socket', d2.socket])).stdout).records as { at: string; event: string; how?: string; uid: number | null; job: { id: string } }[];
+  const ends = recs.filter((r) => r.event === 'ended').map((r) => [r.job.id, r.how, r.at, r.uid]);
+  t.is(ends.length, 2, JSON.stringify(ends));
+  t.deepEqual(ends[0], [short.result.job.id, 'expired', short.result.job.expiresAt, 0], 'expired at its own end, while no daemon ran');
+  t.deepEqual(ends[1].slice(0, 2), [prot.result.job.id, 'restart']);
+  t.true(Date.parse(ends[1][2] as string) > Date.parse(short.result.job.expiresAt), 'dropped at the restart');
+  const human = (await cliSync(['history', '--socket', d2.socket])).stdout.split('\n').filter((l) => l.includes(prot.result.job.id)).map((l) => l.split(/\s+/)[1]);
+  t.deepEqual(human, ['created', 'restart']);
+});
+
 ptest('history records the re-creates of a running job as its events: extended, kept, switched (--l2), with the end before and what it switched from', async (t) => {
   const ns = await sensorNetns(t);
   const d = await startDaemon({ netns: ns });

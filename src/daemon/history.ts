@@ -21,7 +21,7 @@
  */
 import { appendFileSync, readFileSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { EndReason, JobView } from './jobs.js';
+import type { EndReason, JobRecord, JobView } from './jobs.js';
 import type { LogSink } from '../core/model.js';
 
 export const HISTORY_FILE = 'history.jsonl';
@@ -43,8 +43,12 @@ export interface HistoryStatus {
   fault?: string;
 }
 
-/** How a job ended (jobs.ts EndReason): expired, cancelled, or protected (a configuration reload protected its host). */
-export type HistoryHow = EndReason;
+/**
+ * How a job ended: jobs.ts EndReason (expired, cancelled, protected: a configuration reload protected its
+ * host), or restart: a saved job the restarted daemon did not restore (its host is protected now, or the
+ * record is invalid or a duplicate). A saved job whose end passed while the daemon was stopped is expired.
+ */
+export type HistoryHow = EndReason | 'restart';
 
 /**
  * created: a new job; ended: see how. A create naming a live job's identity
@@ -129,11 +133,6 @@ export class History {
     this.creators.set(id, uid);
   }
 
-  /** A saved job that was not restored (expired, protected, a duplicate): no ended record will come for it. */
-  forgetCreator(id: string): void {
-    this.creators.delete(id);
-  }
-
   created(job: JobView, uid: number | null, at = Date.now()): void {
     this.creators.set(job.id, uid);
     this.add({ at: new Date(at).toISOString(), event: 'created', job: jobPart(job), uid });
@@ -144,6 +143,26 @@ export class History {
     this.add({
       at: new Date(at).toISOString(), event: r.switched ? 'switched' : r.action, previousExpiresAt,
       ...(r.switched ? { from: { resetIf: r.switched.resetIf, mode: r.switched.mode } } : {}), job: jobPart(r.job), uid,
+    });
+  }
+
+  /**
+   * A saved job a restarted daemon did not restore: expired (its end passed while the daemon was stopped;
+   * recorded at that end) or restart. Its counters are the saved ones (as of the last save before the stop).
+   */
+  notRestored(rec: JobRecord, now = Date.now()): void {
+    this.creators.delete(rec.id);
+    const expired = rec.expiresAt <= now;
+    const c = rec.counters;
+    const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+    this.add({
+      at: new Date(expired ? rec.expiresAt : now).toISOString(), event: 'ended', how: expired ? 'expired' : 'restart',
+      job: {
+        id: rec.id, engid: rec.engid, sniffIf: rec.sniffIf, resetIf: rec.resetIf, host: rec.host, port: rec.port, mode: rec.mode,
+        createdAt: new Date(rec.createdAt).toISOString(), expiresAt: new Date(rec.expiresAt).toISOString(),
+      },
+      uid: rec.uid ?? null,
+      counters: { matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt) },
     });
   }
 

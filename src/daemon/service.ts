@@ -161,7 +161,9 @@ export class Daemon {
       // Before restore: its change rewrites jobs.json, which carries each job's creator uid.
       for (const rec of loaded.jobs) this.history.noteCreator(rec.id, rec.uid ?? null);
       const r = this.jobs.restore(loaded.jobs);
-      for (const rec of loaded.jobs) if (this.jobs.counters(rec.id) === undefined) this.history.forgetCreator(rec.id);
+      // Saved jobs not restored end here, in the history: expired while the daemon was stopped, or dropped (how "restart").
+      const gone = loaded.jobs.filter((rec) => this.jobs.counters(rec.id) === undefined);
+      for (const rec of gone.sort((a, b) => a.expiresAt - b.expiresAt)) this.history.notRestored(rec); // oldest end first
       // READY only once restored jobs are answered: the first segment after a restart must not wait for the event thread.
       await this.dataPlaneReady();
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');

@@ -27,7 +27,7 @@ import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
 import type { Job as ProtocolJob } from '../control/protocol.js';
-import type { InjectMode, JobFields, LogSink, JobCounters, EpochMs } from '../core/model.js';
+import type { EpochMs, Family, InjectMode, JobCounters, JobFields, LogSink } from '../core/model.js';
 
 
 /** The part of the Enforcer the job manager uses. */
@@ -100,7 +100,7 @@ export interface JobChecks {
   /** Returns the protecting entry, or null when the host may be reset. */
   protectedBy(host: string): ProtectHit | null;
   /** Throws E_IFACE when the sniff or reset interface is unusable for this host and mode. */
-  interfaces(q: { sniffIf: string; resetIf: string; host: string; family: 4 | 6; mode: InjectMode }): void;
+  interfaces(q: { sniffIf: string; resetIf: string; host: string; family: Family; mode: InjectMode }): void;
 }
 
 export interface JobManagerOptions {
@@ -138,7 +138,7 @@ const zeroCounters = (): JobCounters<EpochMs> => ({ matched: 0, rstsSent: 0, flo
  * The host's canonical text and family; IPv4-mapped IPv6 becomes IPv4, so
  * one host has one identity. Refuses what is not one unicast host.
  */
-export function canonicalHost(text: string): { canonical: string; family: 4 | 6 } {
+export function canonicalHost(text: string): { canonical: string; family: Family } {
   const host = parseHost(text, 'host');
   return { canonical: host.canonical, family: host.family };
 }
@@ -395,10 +395,10 @@ export class JobManager {
    * `status` needs, without building a view of every job (at 100,000 jobs
    * that took a second per status poll, the event loop blocked meanwhile).
    */
-  usage(): { jobs: number; groups: { sniffIf: string; resetIf: string; mode: InjectMode; family: 4 | 6; jobs: number; faulty: number }[] } {
-    const groups = new Map<string, { sniffIf: string; resetIf: string; mode: InjectMode; family: 4 | 6; jobs: number; faulty: number }>();
+  usage(): { jobs: number; groups: { sniffIf: string; resetIf: string; mode: InjectMode; family: Family; jobs: number; faulty: number }[] } {
+    const groups = new Map<string, { sniffIf: string; resetIf: string; mode: InjectMode; family: Family; jobs: number; faulty: number }>();
     for (const slot of this.byId.values()) {
-      const family: 4 | 6 = this.hosts[slot]!.includes(':') ? 6 : 4;
+      const family: Family = this.hosts[slot]!.includes(':') ? 6 : 4;
       const mode = MODES[this.modeCol[slot]!]!;
       const key = `${this.sniffIfs[slot]}\0${this.resetIfs[slot]}\0${mode}\0${family}`;
       let g = groups.get(key);

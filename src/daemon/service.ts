@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
-import type { CreateResult, Request } from '../control/protocol.js';
+import type { CreateResult, InterfaceStatus, Request } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
@@ -30,7 +30,7 @@ import { JobEventCounts } from './job-events.js';
 import { History } from './history.js';
 import type { MetricsExporter, StatusView } from './metrics.js';
 import type { Registry } from 'prom-client';
-import type { LogSink } from '../core/model.js';
+import type { Family, IfaceRole, LogSink } from '../core/model.js';
 
 export function packageVersion(): string {
   try {
@@ -306,7 +306,7 @@ export class Daemon {
   }
 
   /** The jobs that need `ifname` in `role` (ids capped for the log line). */
-  private jobsOn(ifname: string, role: 'sniff' | 'reset'): { jobs: number; jobIds: string[] } {
+  private jobsOn(ifname: string, role: IfaceRole): { jobs: number; jobIds: string[] } {
     const ids = this.jobs.list().filter((j) => (role === 'sniff' ? j.sniffIf : j.resetIf) === ifname).map((j) => j.id);
     return { jobs: ids.length, jobIds: ids.slice(0, 100) };
   }
@@ -410,9 +410,9 @@ export class Daemon {
     const use = this.jobs.usage();
     // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
     const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
-    const interfaces: { ifname: string; role: 'sniff' | 'reset'; mode: string; up: boolean; fault?: string; since?: string; watched?: boolean; jobs?: number }[] = [];
+    const interfaces: InterfaceStatus[] = [];
     const seen = new Set<string>();
-    const addIf = (ifname: string, role: 'sniff' | 'reset', mode: string, family?: 4 | 6, extra: { watched?: boolean; jobs?: number } = {}): void => {
+    const addIf = (ifname: string, role: IfaceRole, mode: string, family?: Family, extra: { watched?: boolean; jobs?: number } = {}): void => {
       const key = `${role}/${ifname}/${mode}`;
       if (seen.has(key)) return;
       seen.add(key);

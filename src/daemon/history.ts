@@ -21,8 +21,9 @@
  */
 import { appendFileSync, readFileSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { EndReason, JobRecord, JobView } from './jobs.js';
+import type { EndReason, JobRecord } from './jobs.js';
 import type { LogSink } from '../core/model.js';
+import type { Job } from '../control/protocol.js';
 
 export const HISTORY_FILE = 'history.jsonl';
 /** Records held in memory while the file cannot be written (~400 bytes each); past this the oldest are lost. */
@@ -79,7 +80,7 @@ export interface HistoryRecord {
    */
   uid: number | null;
   /** For ended: the final counters. */
-  counters?: JobView['counters'];
+  counters?: Job['counters'];
 }
 
 export class History {
@@ -133,13 +134,13 @@ export class History {
     this.creators.set(id, uid);
   }
 
-  created(job: JobView, uid: number | null, at = Date.now()): void {
+  created(job: Job, uid: number | null, at = Date.now()): void {
     this.creators.set(job.id, uid);
     this.add({ at: new Date(at).toISOString(), event: 'created', job: jobPart(job), uid });
   }
 
   /** A create that named a live job (JobManager.create's action extended or kept, maybe switched). */
-  recreated(r: { action: 'extended' | 'kept'; switched?: { resetIf: string; mode: string }; job: JobView }, previousExpiresAt: string, uid: number | null, at = Date.now()): void {
+  recreated(r: { action: 'extended' | 'kept'; switched?: { resetIf: string; mode: string }; job: Job }, previousExpiresAt: string, uid: number | null, at = Date.now()): void {
     this.add({
       at: new Date(at).toISOString(), event: r.switched ? 'switched' : r.action, previousExpiresAt,
       ...(r.switched ? { from: { resetIf: r.switched.resetIf, mode: r.switched.mode } } : {}), job: jobPart(r.job), uid,
@@ -166,7 +167,7 @@ export class History {
     });
   }
 
-  ended(job: JobView, how: HistoryHow, at = Date.now()): void {
+  ended(job: Job, how: HistoryHow, at = Date.now()): void {
     const uid = this.creators.get(job.id) ?? null;
     this.creators.delete(job.id);
     this.add({ at: new Date(at).toISOString(), event: 'ended', how, job: jobPart(job), uid, counters: job.counters });
@@ -299,7 +300,7 @@ export class History {
   }
 }
 
-function jobPart(j: JobView): HistoryRecord['job'] {
+function jobPart(j: Job): HistoryRecord['job'] {
   return {
     id: j.id, engid: j.engid, sniffIf: j.sniffIf, resetIf: j.resetIf, host: j.host, port: j.port, mode: j.mode,
     createdAt: j.createdAt, expiresAt: j.expiresAt,

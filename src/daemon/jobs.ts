@@ -26,7 +26,7 @@ import { parseHost } from '../core/addr.js';
 import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
-import type { Job as ProtocolJob } from '../control/protocol.js';
+import type { Job } from '../control/protocol.js';
 import type { EpochMs, Family, InjectMode, JobCounters, JobFields, LogSink } from '../core/model.js';
 
 
@@ -77,7 +77,7 @@ export interface JobRecord extends JobFields {
  */
 export type JobChange =
   | { op: 'put'; rec: JobRecord }
-  | { op: 'del'; id: string; why: EndReason; /** The job as it ended, final counters included (history). */ job?: JobView }
+  | { op: 'del'; id: string; why: EndReason; /** The job as it ended, final counters included (history). */ job?: Job }
   | { op: 'all' };
 
 /**
@@ -85,9 +85,6 @@ export type JobChange =
  * (cancelled), or a configuration reload protected its host (protected).
  */
 export type EndReason = 'expired' | 'cancelled' | 'protected';
-
-/** The protocol's Job (times as ISO strings). */
-export type JobView = ProtocolJob;
 
 /** Why a host may not be reset: the address matched and the entry that protects it. */
 export interface ProtectHit {
@@ -129,7 +126,7 @@ export interface JobCreateResult {
   switched?: { resetIf: string; mode: InjectMode };
   /** For extended and kept: the job's end before this create (ISO), for the history. */
   previousExpiresAt?: string;
-  job: JobView;
+  job: Job;
 }
 
 const zeroCounters = (): JobCounters<EpochMs> => ({ matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null });
@@ -341,14 +338,14 @@ export class JobManager {
   }
 
   /** End the job `id`; `why` is recorded (journal, history, log): a reload ends jobs as 'protected', not as a client's cancel. */
-  cancelById(id: string, why: Exclude<EndReason, 'expired'> = 'cancelled'): JobView {
+  cancelById(id: string, why: Exclude<EndReason, 'expired'> = 'cancelled'): Job {
     this.assertOpen();
     const slot = this.byId.get(id);
     if (slot === undefined) throw new TcpresetError('E_NOT_FOUND', `no job with id ${JSON.stringify(id)}`, { details: { jobId: id } });
     return this.finish(slot, why);
   }
 
-  cancelByIdentity(who: CancelIdentity): JobView {
+  cancelByIdentity(who: CancelIdentity): Job {
     this.assertOpen();
     const { canonical } = canonicalHost(who.host);
     const port = normPort(who.port);
@@ -363,11 +360,11 @@ export class JobManager {
     return this.finish(slot, 'cancelled');
   }
 
-  list(): JobView[] {
+  list(): Job[] {
     return this.liveSlots().sort((a, b) => this.createdAtCol[a]! - this.createdAtCol[b]!).map((s) => this.view(s));
   }
 
-  get(id: string): JobView | undefined {
+  get(id: string): Job | undefined {
     const slot = this.byId.get(id);
     return slot === undefined ? undefined : this.view(slot);
   }
@@ -674,7 +671,7 @@ export class JobManager {
     this.unenforced.add(slot);
   }
 
-  private finish(slot: number, why: EndReason): JobView {
+  private finish(slot: number, why: EndReason): Job {
     // Enforcement stops first (the Enforcer deletes the map entry at once).
     this.dropTarget(slot);
     const view = this.view(slot);
@@ -696,7 +693,7 @@ export class JobManager {
     return b ? addCounters(b, info.counters) : { ...info.counters };
   }
 
-  private view(slot: number): JobView {
+  private view(slot: number): Job {
     const c = this.totals(slot);
     const expiresAt = this.expiresAtCol[slot]!;
     const targetId = this.targetCol[slot]!;

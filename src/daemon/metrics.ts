@@ -12,9 +12,9 @@
 import http from 'node:http';
 import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { JobView } from './jobs.js';
 import type { JobEventCounts } from './job-events.js';
 import type { LogSink } from '../core/model.js';
+import type { Job } from '../control/protocol.js';
 
 /** Per-job series are exported for this many live jobs at most (the oldest first); the rest are in the global counters. */
 export const MAX_JOB_SERIES = 1000;
@@ -34,7 +34,7 @@ export interface StatusView {
 
 export interface MetricsSource {
   status(): StatusView;
-  jobs(): JobView[];
+  jobs(): Job[];
 }
 
 /** The data plane's counters (contract.ts COUNTER_NAMES) under their exported names. */
@@ -75,10 +75,10 @@ function gauge(reg: Registry, name: string, help: string, labelNames: string[], 
 export function createRegistry(src: MetricsSource, events: JobEventCounts): Registry {
   const reg = new Registry();
   let st: StatusView | undefined;
-  let jobs: JobView[] | undefined;
+  let jobs: Job[] | undefined;
   // One status() and one job walk per scrape, shared by every metric's collect().
   const status = (): StatusView => (st ??= src.status());
-  const liveJobs = (): JobView[] => (jobs ??= src.jobs().slice(0, MAX_JOB_SERIES));
+  const liveJobs = (): Job[] => (jobs ??= src.jobs().slice(0, MAX_JOB_SERIES));
   const origMetrics = reg.metrics.bind(reg);
   reg.metrics = async () => {
     st = undefined;
@@ -126,7 +126,7 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   counter(reg, 'tcpreset_history_write_failures_total', 'Failed writes of the job history file (e.g. a full disk); its records wait in memory.', [], (c) => c.inc(status().history?.writeFailures ?? 0));
   gauge(reg, 'tcpreset_history_unwritten_records', 'Job history records waiting in memory for the disk (0 when the file takes them).', [], (g) => g.set(status().history?.unwritten ?? 0));
   counter(reg, 'tcpreset_history_records_lost_total', 'Job history records dropped because more waited for the disk than memory holds.', [], (c) => c.inc(status().history?.lost ?? 0));
-  const perJob = (name: string, help: string, pick: (j: JobView) => number): void =>
+  const perJob = (name: string, help: string, pick: (j: Job) => number): void =>
     counter(reg, name, help, ['job_id', 'engid'], (c) => {
       for (const j of liveJobs()) c.inc({ job_id: j.id, engid: j.engid }, pick(j));
     });

@@ -6,9 +6,9 @@
  * before anything here runs, so the running configuration stays whole.
  */
 import type { DaemonConfig } from './config.js';
-import type { JobView } from './jobs.js';
 import type { ProtectedEntry } from './protect.js';
 import type { InjectMode, LogSink } from '../core/model.js';
+import type { Job } from '../control/protocol.js';
 
 /**
  * Keys a reload applies. The event thread's settings (eventThreads,
@@ -28,9 +28,9 @@ export interface ReloadTarget {
   setJobLimits(l: { maxJobs: number; maxDurationSec: number; defaultMode: InjectMode }): void;
   setProtected(entries: ProtectedEntry[]): void;
   /** Jobs whose host the (new) protected list covers. */
-  protectedJobs(): JobView[];
+  protectedJobs(): Job[];
   /** End the job as 'protected' (its log line, journal and history record say so, not 'cancelled'). */
-  endProtectedJob(id: string): JobView;
+  endProtectedJob(id: string): Job;
   setServerLimits(l: { idleTimeoutMs: number; maxClients: number }): void;
   setActivity(c: { intervalMs: number; flowLogLimit: number }): void;
 }

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
-import type { CreateResult, InterfaceStatus, Request } from '../control/protocol.js';
+import type { CreateResult, InterfaceStatus, Request, Job } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
@@ -14,7 +14,7 @@ import { COUNTER_NAMES } from '../contract.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
-import { JobManager, type JobChange, type JobView } from './jobs.js';
+import { JobManager, type JobChange } from './jobs.js';
 import { ProtectList, localAddresses } from './protect.js';
 import { passedRecently, recent } from './turn.js';
 import type { ProtectedEntry } from './protect.js';
@@ -393,7 +393,7 @@ export class Daemon {
         return warnings.length ? { ...r, warnings } : r;
       }
       case 'cancel': {
-        const job: JobView = 'jobId' in req
+        const job: Job = 'jobId' in req
           ? this.jobs.cancelById(req.jobId)
           : this.jobs.cancelByIdentity({ engid: req.engid, sniffIf: req.sniffIf, host: req.host, port: req.port ?? null });
         const warnings = await this.persisted();
@@ -517,7 +517,7 @@ export class Daemon {
  * the data plane reports one (enforcement on it is suspended; the data plane
  * resumes it by itself when the interface is back).
  */
-function markFaults(jobs: JobView[], faults: readonly InterfaceFault[]): JobView[] {
+function markFaults(jobs: Job[], faults: readonly InterfaceFault[]): Job[] {
   if (faults.length === 0) return jobs;
   // Undeliverable destinations are the affected jobs' own fault (set by the job manager), not every job's on the interface.
   // So are MPTCP connections reset without keys (mptcp.ts): the interface itself is fine.

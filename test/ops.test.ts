@@ -893,6 +893,49 @@ ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a 
   t.like(after, { unwritten: 0, lost: 0 });
   t.is(after.fault, undefined);
   t.false((await cliSync(['status', '--socket', d.socket])).stdout.includes('history: FAULT'));
+
+});
+
+ptest('History on a full tmpfs: an append written short (to the end of the file\'s last page) is taken back, so no torn line swallows a record; all are written in order when space returns', async (t) => {
+  const dir = tmp('hist-short');
+  const state = join(dir, 'state');
+  mkdirSync(state);
+  const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tcpreset-test', state]);
+  t.is(mounted.status, 0, mounted.stderr);
+  t.teardown(async () => {
+    await run('umount', [state]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const warnings: string[] = [];
+  const log = { info() {}, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), error() {}, debug() {} };
+  const h = new History(state, log, 1000);
+  h.open();
+  const job = (i: number) => ({
+    id: `job-${String(i).padStart(4, '0')}`, engid: 'E'.repeat(40), sniffIf: 'sniff0', resetIf: 'reset0', host: '192.0.2.9', port: null, mode: 'l3' as const,
+    createdAt: new Date(0).toISOString(), expiresAt: new Date(0).toISOString(), remainingMs: 0,
+    counters: { matched: i, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
+  });
+  h.ended(job(0), 'expired');
+  h.flush();
+  const file = join(state, 'history.jsonl');
+  const one = readFileSync(file, 'utf8');
+  t.is(one.split('\n').length, 2, 'positive control: the first record is written');
+  const fill = await run('dd', ['if=/dev/zero', `of=${join(state, 'filler')}`, 'bs=4k']);
+  t.regex(fill.stderr, /No space left on device/);
+  // 12 records (~5 KB) in one batch: more than the ~3.5 KB left in the file's page.
+  for (let i = 1; i <= 12; i++) h.ended(job(i), 'expired');
+  t.true(12 * (one.length - 1) > 4096 - one.length, 'the batch does not fit in the page');
+  h.flush();
+  t.is(readFileSync(file, 'utf8'), one, 'the short write was taken back: the file is as before');
+  t.like(h.status(), { unwritten: 12, writeFailures: 1, lost: 0 });
+  t.is(warnings.length, 1);
+  rmSync(join(state, 'filler'));
+  h.flush();
+  h.close();
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).job.id);
+  t.deepEqual(lines, Array.from({ length: 13 }, (_, i) => job(i).id));
+  t.like(h.status(), { unwritten: 0 });
+  t.is(h.status().fault, undefined);
 });
 
 test('history is bounded: past twice historyMaxRecords the oldest are dropped; 0 keeps none', async (t) => {

@@ -106,7 +106,7 @@ test('cancel by id and by identity stops the target at once; unknown ones are E_
   t.is(jobs.size, 0);
   const e1 = t.throws(() => jobs.cancelById(a.job.id), { instanceOf: TcpresetError });
   t.is(e1?.code, 'E_NOT_FOUND');
-  const e2 = t.throws(() => jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7' }), { instanceOf: TcpresetError });
+  const e2 = t.throws(() => jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7', port: null }), { instanceOf: TcpresetError });
   t.is(e2?.code, 'E_NOT_FOUND');
   t.regex(e2!.message, /ENG1.*sniff0.*198\.51\.100\.7/);
 });
@@ -271,7 +271,7 @@ test('random creates, extensions, cancels and time steps: the jobs alive are alw
       model.set(host, end);
       t.is(Date.parse(r.job.expiresAt), end);
     } else if (op < 8 && model.has(host)) {
-      jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host });
+      jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host, port: null });
       model.delete(host);
     } else {
       clock.advance(rnd(3000));
@@ -298,8 +298,8 @@ test('100,000 jobs: half expiring at the same moment and the rest cancelled take
   t.is(jobs.size, 50_000);
   t.is(table.targets.size, 50_000);
   const t1 = performance.now();
-  for (let i = 99_999; i >= 50_000; i -= 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i) });
-  for (let i = 50_000; i < 100_000; i += 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i) });
+  for (let i = 99_999; i >= 50_000; i -= 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i), port: null });
+  for (let i = 50_000; i < 100_000; i += 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i), port: null });
   const cancelMs = performance.now() - t1;
   t.is(jobs.size, 0);
   t.is(table.targets.size, 0);

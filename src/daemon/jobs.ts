@@ -27,7 +27,7 @@ import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
 import type { Job } from '../control/protocol.js';
-import type { EpochMs, Family, InjectMode, JobCounters, JobFields, LogSink } from '../core/model.js';
+import type { EpochMs, Family, InjectMode, JobCounters, JobFields, JobKey, LogSink } from '../core/model.js';
 
 
 /** The part of the Enforcer the job manager uses. */
@@ -49,13 +49,6 @@ export interface JobCreateArgs {
   /** Seconds. */
   duration: number;
   mode?: InjectMode;
-}
-
-export interface CancelIdentity {
-  engid: string;
-  sniffIf: string;
-  host: string;
-  port?: number | null;
 }
 
 /** What is persisted per job (times in epoch ms). */
@@ -345,7 +338,8 @@ export class JobManager {
     return this.finish(slot, why);
   }
 
-  cancelByIdentity(who: CancelIdentity): Job {
+  /** End the job with this key (cancel by ENGID). Throws E_NOT_FOUND naming the key when there is none. */
+  cancelByIdentity(who: JobKey): Job {
     this.assertOpen();
     const { canonical } = canonicalHost(who.host);
     const port = normPort(who.port);

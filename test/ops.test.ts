@@ -573,6 +573,31 @@ test('metrics: GET /metrics on the configured address serves the text format (tc
   t.regex(bst.metrics.error, /EADDRINUSE/);
 });
 
+test('metrics textfile that cannot be written (its directory is missing): an error line, a count and a FAULT in tcpreset status; written, and the fault gone, once the directory exists', async (t) => {
+  const dir = tmp('mtext');
+  const textfile = join(dir, 'collector', 'tcpreset.prom');
+  const d = await startDaemon({ dir, config: { metricsTextfile: textfile, metricsIntervalSec: 1 } });
+  t.teardown(() => d.stop());
+  const err = d.logs.filter((l) => l.level === 50 && (l.msg ?? '').startsWith('metrics: cannot write'));
+  t.is(err.length, 1, d.rawLines.join('\n'));
+  t.regex(err[0].msg!, new RegExp(`^metrics: cannot write ${textfile.replace(/[.]/g, '\\.')}: ENOENT`));
+  await sleep(1500); // a retry or two: still one error line per failure streak
+  const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout).metrics;
+  t.like(st, { textfile, writes: 0 });
+  t.true(st.textfileFailures >= 2, JSON.stringify(st));
+  t.regex((await cliSync(['status', '--socket', d.socket])).stdout, /^metrics: FAULT cannot write .*tcpreset\.prom: ENOENT.*\(\d+ failed textfile write\(s\)\)$/m);
+  t.true(samples((await cliSync(['metrics', '--socket', d.socket])).stdout).get('tcpreset_metrics_textfile_failures_total')! >= 2);
+  t.is(d.logs.filter((l) => (l.msg ?? '').startsWith('metrics: cannot write')).length, 1);
+  // Positive control: the directory appears, the next write lands and the fault clears.
+  mkdirSync(join(dir, 'collector'));
+  await d.waitLog((l) => l.msg === 'metrics textfile written again', 5000, 'written again');
+  t.is(samples(readFileSync(textfile, 'utf8')).get('tcpreset_jobs'), 0);
+  const after = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout).metrics;
+  t.is(after.error, undefined);
+  t.true(after.writes >= 1);
+  t.false((await cliSync(['status', '--socket', d.socket])).stdout.includes('metrics: FAULT'));
+});
+
 test('tcpreset metrics prints the exposition over the control socket, also when no listener or textfile is configured', async (t) => {
   const d = await startDaemon();
   t.teardown(() => d.stop());

@@ -95,6 +95,7 @@ export function formatStatus(r: StatusResult): string {
   if (f) out.push(`data plane: FAULT since ${f.since} (${f.failures} failure${f.failures === 1 ? '' : 's'}): ${f.message}`);
   const st = r.state;
   if (st?.fault) out.push(`saved jobs: FAULT ${st.fault}; job changes are in force but will not survive a daemon restart`);
+  if (r.metrics?.error) out.push(`metrics: FAULT ${r.metrics.error}${r.metrics.textfileFailures ? ` (${r.metrics.textfileFailures} failed textfile write(s))` : ''}`);
   const h = r.history;
   if (h?.fault) out.push(`history: FAULT ${h.fault}; written when the disk takes them`);
   if (h?.lost) out.push(`history: ${h.lost} record(s) lost: more waited for the disk than memory holds`);

@@ -169,6 +169,8 @@ export interface StatusResult {
   dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
   /** The saved jobs (STATE_DIR/jobs.json): `fault` while changes cannot be written, records dropped from a torn tail at start. */
   state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
+  /** The metrics exporter, when configured: its listener and textfile, and the last failure of either (error). */
+  metrics?: { listen?: string; listening?: boolean; scrapes?: number; textfile?: string; writes?: number; textfileFailures?: number; error?: string };
   /** The job history (absent when historyMaxRecords is 0): records waiting for the disk, failed writes, records lost, and a fault while records wait. */
   history?: { path: string; unwritten: number; writeFailures: number; lost: number; fault?: string };
   /** Per attached sniff interface: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */

@@ -30,6 +30,7 @@ export interface StatusView {
   dataPlane: string;
   dataPlaneFailures: number;
   history?: { unwritten: number; writeFailures: number; lost: number };
+  metrics?: { textfileFailures?: number };
 }
 
 export interface MetricsSource {
@@ -126,6 +127,7 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   counter(reg, 'tcpreset_history_write_failures_total', 'Failed writes of the job history file (e.g. a full disk); its records wait in memory.', [], (c) => c.inc(status().history?.writeFailures ?? 0));
   gauge(reg, 'tcpreset_history_unwritten_records', 'Job history records waiting in memory for the disk (0 when the file takes them).', [], (g) => g.set(status().history?.unwritten ?? 0));
   counter(reg, 'tcpreset_history_records_lost_total', 'Job history records dropped because more waited for the disk than memory holds.', [], (c) => c.inc(status().history?.lost ?? 0));
+  counter(reg, 'tcpreset_metrics_textfile_failures_total', 'Failed writes of the metrics textfile (metricsTextfile); the last error is in tcpreset status.', [], (c) => c.inc(status().metrics?.textfileFailures ?? 0));
   const perJob = (name: string, help: string, pick: (j: Job) => number): void =>
     counter(reg, name, help, ['job_id', 'engid'], (c) => {
       for (const j of liveJobs()) c.inc({ job_id: j.id, engid: j.engid }, pick(j));
@@ -146,6 +148,8 @@ export class MetricsExporter {
   /** Scrapes answered and textfile writes done. */
   scrapes = 0;
   writes = 0;
+  /** Failed textfile writes (daemon lifetime). */
+  textfileFailures = 0;
   private textfileFailing = false;
 
   constructor(
@@ -211,6 +215,7 @@ export class MetricsExporter {
       } catch {
         // not created
       }
+      this.textfileFailures++;
       this.error = `cannot write ${this.o.textfile}: ${(err as Error).message}`;
       if (!this.textfileFailing) this.o.log.error({ err, path: this.o.textfile }, `metrics: ${this.error}`);
       this.textfileFailing = true;
@@ -220,7 +225,7 @@ export class MetricsExporter {
   status(): object {
     return {
       ...(this.o.listen ? { listen: this.o.listen, listening: this.server !== undefined, scrapes: this.scrapes } : {}),
-      ...(this.o.textfile ? { textfile: this.o.textfile, writes: this.writes } : {}),
+      ...(this.o.textfile ? { textfile: this.o.textfile, writes: this.writes, textfileFailures: this.textfileFailures } : {}),
       ...(this.error ? { error: this.error } : {}),
     };
   }

@@ -729,6 +729,7 @@ pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sw
   const m2 = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
   t.is(series(m2, 'tcpreset_rsts_sent_total', 'sweep'), 2);
   t.is(series(m2, 'tcpreset_rsts_sent_total', 'event'), event1! + rsts2, 'monotonic: the first job\'s RSTs plus the second\'s');
+  t.log([...m2].filter(([k]) => /^tcpreset_(rsts|sweep|jobs)/.test(k)).map(([k, v]) => `${k} ${v}`).join('\n'));
 });
 
 // ---------------------------------------------------------------- history

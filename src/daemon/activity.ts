@@ -111,6 +111,7 @@ export class ActivityLog {
         ...(f.atCreate ? { atCreate: true } : {}),
         ...(f.encap ? { encap: f.encap } : {}),
         ...(f.mptcp ? { mptcp: f.mptcp } : {}),
+        ...(f.mptcpSubflows ? { mptcpSubflows: f.mptcpSubflows } : {}),
       },
       'flow reset',
     );

@@ -36,7 +36,7 @@ import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { Sender } from '../net/sender.js';
 import { FlowMemoryView, type FlowMatch, type FlowQuery } from './flow-memory.js';
 import { planSweep, type SweepPacket } from './flow-sweep.js';
-import { encodeFlowKey, flowClosed, fmHash, type FlowKey } from '../contract.js';
+import { TCP_RST, encodeFlowKey, flowClosed, fmHash, type FlowEntry, type FlowKey } from '../contract.js';
 import { formatIp, parseIp, unmapV4 } from '../core/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
@@ -48,7 +48,7 @@ import { SlotTable, type Slot } from './slots.js';
 import { Target } from './targets.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
-import { HIT_MP_NO_KEYS, MPTCP_NO_KEYS, hitMptcp, mptcpNote } from './mptcp.js';
+import { HIT_MP_FASTCLOSE, HIT_MP_NO_KEYS, MPTCP_NO_KEYS, MptcpDirectory, hitMptcp, mptcpNote } from './mptcp.js';
 import { readInterface } from '../net/ifaces.js';
 import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
 import type { InjectMode, Family, LogSink } from '../core/model.js';
@@ -161,6 +161,8 @@ export class Enforcer extends EventEmitter {
   private readonly sweeps = new Map<number, SweepRun>();
   private verifyTimer: NodeJS.Timeout | null = null;
   private readonly parseWatch: ParseWatch;
+  /** Ties MPTCP subflows to their connections (token = SHA-256 of a key, computed here). */
+  private readonly mptcp = new MptcpDirectory();
   /** Sniff interfaces where MPTCP subflows were reset without keys (mptcp.ts): since when, how many. */
   private readonly mptcpNoKeys = new Map<string, { since: number; count: number }>();
   /** Destinations the event threads reported undeliverable, by "ifname|address". */
@@ -446,7 +448,7 @@ export class Enforcer extends EventEmitter {
           dst: formatIp(bytes.slice(o + HIT.daddr, o + HIT.daddr + alen)), dport,
           firstLatencyUs: Math.round(dv.getFloat32(o + HIT.latencyUs, true)),
           ...(bytes[o + HIT.encap] ? { encap: encapName(bytes[o + HIT.encap]) } : {}),
-          ...this.noteMptcp(target, bytes[o + HIT.mptcp]),
+          ...(bytes[o + HIT.mptcp] ? this.mptcpConnection(target, bytes[o + HIT.mptcp], sameTuple(bytes, o, alen)) : {}),
         };
         this.emit('flow-reset', info);
       }
@@ -594,7 +596,7 @@ export class Enforcer extends EventEmitter {
             targetId: id, label: target.label, family: k.family,
             src: formatIp(k.addrA), sport: k.portA, dst: formatIp(k.addrB), dport: k.portB, firstLatencyUs: 0, atCreate: true,
             ...(encap ? { encap: encapName(encap) } : {}),
-            ...this.noteMptcp(target, hitMptcp(e.mp?.flags ?? 0)),
+            ...(e.mp?.flags ? this.mptcpConnection(target, hitMptcp(e.mp.flags), e) : {}),
           });
         }
       }
@@ -656,6 +658,73 @@ export class Enforcer extends EventEmitter {
   }
 
   // ---- MPTCP (mptcp.ts) ------------------------------------------------------
+
+  /**
+   * A newly reset flow of `target` is an MPTCP subflow (`code`: HIT_MP_*,
+   * what its own RSTs did): reset the other open subflows of its connection
+   * that the flow memory holds, on addresses the job does not name too,
+   * each RST with MP_FASTCLOSE and the receiver's key (docs/design.md,
+   * "MPTCP"). The keys come from the MP_CAPABLE subflow; an MP_JOIN subflow
+   * is tied to it by token, so a job on a joined address only still closes
+   * the connection. `sub`: the subflow's entry (the sweep's), or a test for
+   * it (a hit's 4-tuple). Returns the flow reset line's note; without keys
+   * the counter, fault and warning of noteMptcp.
+   */
+  private mptcpConnection(target: Target, code: number, sub: FlowMatch | ((e: FlowEntry) => boolean)): { mptcp?: string; mptcpSubflows?: number } {
+    let sent = 0;
+    try {
+      const all = this.flowMemory.mptcpSubflows();
+      const entry = typeof sub === 'function' ? all.find(sub) : sub;
+      const conn = entry ? this.mptcp.connection(entry, all) : null;
+      const ref = this.senders.get(target.senderKey);
+      if (conn && ref?.sockets) {
+        code = HIT_MP_FASTCLOSE;
+        // Its own RSTs went already (event thread or sweep); the others' come from their remembered segments.
+        const others = conn.subflows.filter((e) => !sameFlowKey(e.key, entry!.key) && !flowClosed(e.state));
+        this.sendMptcpResets(target, mptcpSubflowResets(others, ref.mode === 'l2' ? ref.sockets.mac : null, false));
+        // Again from what the ends sent since (a challenge ACK says exactly what an end expects): no probe or
+        // job covers these subflows, so nothing else answers an RST that came too early or too late.
+        for (const ms of MPTCP_RETRY_MS) {
+          setTimeout(() => {
+            try {
+              const now = this.flowMemory.mptcpSubflows();
+              const again = others.flatMap((o) => now.filter((e) => sameFlowKey(e.key, o.key)).map((e) => ({ ...e, mp: o.mp })));
+              const r = this.senders.get(target.senderKey);
+              if (again.length > 0 && r?.sockets) this.sendMptcpResets(target, mptcpSubflowResets(again, r.mode === 'l2' ? r.sockets.mac : null, true));
+            } catch (err) {
+              this.log.warn({ err, targetId: target.id }, 'MPTCP: a later reset of the other subflows failed');
+            }
+          }, ms).unref();
+        }
+        sent = others.length;
+      }
+    } catch (err) {
+      this.log.warn({ err, targetId: target.id, label: target.label }, 'MPTCP: the other subflows of a reset connection could not be reset');
+    }
+    return { ...this.noteMptcp(target, code), ...(sent > 0 ? { mptcpSubflows: sent } : {}) };
+  }
+
+  /** Send RSTs for other subflows of an MPTCP connection on the target's reset sockets (they count in its rstsSent). */
+  private sendMptcpResets(target: Target, rsts: SweepPacket[]): void {
+    const ref = this.senders.get(target.senderKey);
+    if (rsts.length === 0 || !ref?.sockets) return;
+    const sender = Sender.adopt(ref.sockets, { slots: Math.min(256, rsts.length) });
+    try {
+      for (const p of rsts) {
+        // The same check as the event threads' (delivery.ts): what cannot leave RESET_IF is not sent.
+        if (ref.mode === 'l3') {
+          const dst = p.family === 4 ? p.packet.subarray(16, 20) : p.packet.subarray(24, 40);
+          if (this.delivery().verdict(ref.sockets.ifname, ref.sockets.ifindex, dst) !== null) continue;
+        }
+        sender.enqueue(p.frame ? { family: p.family, packet: p.packet, frame: p.frame } : { family: p.family, packet: p.packet });
+      }
+      sender.flush();
+      target.rstsSent += sender.stats.sent;
+    } finally {
+      sender.close();
+    }
+  }
+
 
   /**
    * A newly reset flow of `target` that was an MPTCP subflow (HIT_MP_*):
@@ -993,6 +1062,53 @@ function sweepInfo(run: SweepRun): SweepInfo {
     targetId: run.target.id, label: run.target.label, flows: run.flows, rsts: run.rsts, probes: run.probes,
     ms: round2(performance.now() - run.t0), why: run.why, ...(run.turns > 1 ? { turns: run.turns } : {}),
   };
+}
+
+/**
+ * The RSTs for other subflows of an MPTCP connection: no probe follows
+ * them (the job does not match those subflows, so nothing would answer a
+ * challenge ACK), so each end gets the RST whose seq is exact whichever end
+ * spoke last: the one forged from its peer's last segment (seq = that
+ * segment's seq + length = the end's RCV.NXT once it took it). planSweep's
+ * pair from the latest segment alone missed, in the lab, whenever the two
+ * ends' last segments fell in one coarse-clock tick (the end whose last
+ * segment was the older one got seq = a stale ack: challenge ACK).
+ */
+/** When the other subflows of an MPTCP connection are reset again, from what their ends sent since (ms after the first). */
+const MPTCP_RETRY_MS = [30, 150];
+
+function mptcpSubflowResets(entries: readonly FlowEntry[], mac: Uint8Array | null, later: boolean): SweepPacket[] {
+  const out: SweepPacket[] = [];
+  for (const e of entries) {
+    const [a, b] = e.dirs;
+    if (later) {
+      // A live end's last segment now (its challenge ACK, or new data) gives both RSTs exactly; an end whose
+      // last segment is a RST (ours, or its own) gets nothing from it (forgeResets never answers a RST).
+      if (a && !(a.tcpFlags & TCP_RST)) out.push(...planSweep([{ ...e, state: 0, dirs: [a, b ? { ...b, lastNs: 0n } : null] }], mac).packets.filter((p) => p.kind === 'rst'));
+      if (b && !(b.tcpFlags & TCP_RST)) out.push(...planSweep([{ ...e, state: 0, dirs: [a ? { ...a, lastNs: 0n } : null, b] }], mac).packets.filter((p) => p.kind === 'rst'));
+      continue;
+    }
+    // From A's last segment, the RST to B is exact; from B's, the one to A.
+    if (a) out.push(...planSweep([{ ...e, dirs: [a, b ? { ...b, lastNs: 0n } : null] }], mac).packets.filter((p) => p.kind === 'rst' && p.to === 'b'));
+    if (b) out.push(...planSweep([{ ...e, dirs: [a ? { ...a, lastNs: 0n } : null, b] }], mac).packets.filter((p) => p.kind === 'rst' && p.to === 'a'));
+  }
+  return out;
+}
+
+/** A test for the flow memory entry of the hit at byte `o` (either direction of its 4-tuple). */
+function sameTuple(bytes: Uint8Array, o: number, alen: number): (e: FlowEntry) => boolean {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const s = bytes.slice(o + HIT.saddr, o + HIT.saddr + alen);
+  const d = bytes.slice(o + HIT.daddr, o + HIT.daddr + alen);
+  const sp = dv.getUint16(o + HIT.sport, true);
+  const dp = dv.getUint16(o + HIT.dport, true);
+  const eq = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+  return (e) => (e.key.portA === sp && e.key.portB === dp && eq(e.key.addrA, s) && eq(e.key.addrB, d)) || (e.key.portA === dp && e.key.portB === sp && eq(e.key.addrA, d) && eq(e.key.addrB, s));
+}
+
+function sameFlowKey(a: FlowKey, b: FlowKey): boolean {
+  const eq = (x: Uint8Array, y: Uint8Array): boolean => x.length === y.length && x.every((v, i) => v === y[i]);
+  return a.ifindex === b.ifindex && a.portA === b.portA && a.portB === b.portB && eq(a.addrA, b.addrA) && eq(a.addrB, b.addrB);
 }
 
 function closeSender(run: SweepRun): void {

@@ -5,7 +5,7 @@
  * 262,144 slots (48 MiB) scan in a few ms when most are empty or another
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
-import { FAMILY_V4, LAYOUT, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../contract.js';
+import { FAMILY_V4, LAYOUT, MP_CAPABLE, MP_JOIN, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../contract.js';
 import { TcpresetError } from '../core/errors.js';
 import type { BpfMap } from '../bpf/object.js';
 import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.js';
@@ -19,6 +19,7 @@ const STATE = LAYOUT.tr_fm_entry.fields.state;
 const DIR = LAYOUT.tr_fm_entry.fields.dir;
 const DIR_SIZE = LAYOUT.tr_fm_dir.size;
 const D = LAYOUT.tr_fm_dir.fields;
+const MP_FLAGS = LAYOUT.tr_fm_entry.fields.mp + LAYOUT.tr_fm_mptcp.fields.flags;
 
 export interface FlowQuery {
   ifindex: number;
@@ -157,6 +158,24 @@ export class FlowMemoryView {
     if (this.dv.getUint32(d + D.key_hash, true) !== key.hash) return null;
     if (notFrom && sameBytes(b, d + D.smac, notFrom)) return null;
     return this.dv.getUint32(d + D.seq, true);
+  }
+
+  /**
+   * MPTCP subflows whose handshake was seen (MP_CAPABLE or MP_JOIN,
+   * tr_fm_mptcp.flags), closed ones included, decoded: one pass reading a
+   * byte per slot, for tying a subflow to the others of its connection
+   * (mptcp.ts).
+   */
+  mptcpSubflows(): FlowMatch[] {
+    this.check();
+    const out: FlowMatch[] = [];
+    const b = this.bytes;
+    for (let i = 0, off = 0; i < this.slots; i++, off += ENTRY) {
+      if (!(b[off + MP_FLAGS] & (MP_CAPABLE | MP_JOIN)) || b[off + KEY + K.family] === 0) continue;
+      const e = decodeFlowEntry(b, off);
+      if (e) out.push({ ...e, hostEnd: 0, slot: i });
+    }
+    return out;
   }
 
   /** The entry in `slot` now (null: empty or torn), for watching a known connection. */

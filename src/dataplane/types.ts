@@ -61,6 +61,8 @@ export interface FlowResetInfo {
   encap?: string;
   /** An MPTCP subflow: MPTCP_FASTCLOSE_SENT, or MPTCP_NO_KEYS (mptcp.ts); absent for plain TCP. */
   mptcp?: string;
+  /** Other open subflows of its MPTCP connection the flow memory held, reset too (with MP_FASTCLOSE); absent when none. */
+  mptcpSubflows?: number;
 }
 
 /** An interface the data plane needs that is missing or down. */

@@ -71,8 +71,28 @@ async function mpSession(ctx: Ctx, bind?: string, ns = ctx.lab.ns.client): Promi
   return { client, serverConn: acc.conn! };
 }
 
+/** On a failure: the daemon's flow lines and the endpoints' RST/MPTCP counters (nstat), for the log. */
+async function diagnose(ctx: Ctx): Promise<void> {
+  const { t, lab } = ctx;
+  t.log(ctx.daemon.logs.filter((l) => /flow|MPTCP|sweep/.test(String(l.msg))).map((l) => JSON.stringify(l)).join('\n'));
+  t.log('subflows:', (await subflows(lab)).join('\n'));
+  for (const ns of [lab.ns.client, lab.ns.server]) {
+    const r = await lab.exec(ns, ['nstat', '-az']);
+    t.log(ns, r.stdout.split('\n').filter((l) => /Fastclose|Challenge|Rst|PAWS|MPTcpExt/i.test(l) && !/\s0\s+0\.0$/.test(l)).join('\n'));
+  }
+}
+
 /** Both applications got an error (not EOF) within boundMs of `after`. */
 async function expectBothError(ctx: Ctx, s: MpSession, after: number, what: string, boundMs = 1000): Promise<void> {
+  try {
+    await bothError(ctx, s, after, what, boundMs);
+  } catch (err) {
+    await diagnose(ctx);
+    throw err;
+  }
+}
+
+async function bothError(ctx: Ctx, s: MpSession, after: number, what: string, boundMs: number): Promise<void> {
   const { t, server } = ctx;
   const c = await s.client.waitFor((e) => (e.ev === 'error' || e.ev === 'eof') && e.conn === 'c', 5000, `client error (${what})`);
   const sv = await server.waitFor((e) => (e.ev === 'error' || e.ev === 'eof') && e.conn === s.serverConn, 5000, `server error (${what})`);
@@ -123,6 +143,33 @@ ptest.serial('MPTCP, two subflows, job on the client\'s first address only: the 
   await expectBothError(ctx, s, r.startedAt, 'two subflows');
   await expectAlive(ctx, control, 'bystander MPTCP session');
   t.deepEqual(await subflows(lab), [], 'no subflow left, the untargeted one included');
+  const line = await ctx.daemon.waitLog((l) => l.msg === 'flow reset', 2000, 'flow reset line');
+  // The peers' own MP_FASTCLOSE may close the second subflow before the daemon gets to it: then it is not counted.
+  t.log(`flow reset: mptcp=${String(line.mptcp)} mptcpSubflows=${String(line.mptcpSubflows ?? 0)}`);
+  t.is(line.mptcp, 'MP_FASTCLOSE sent');
+});
+
+ptest.serial('MPTCP, two subflows, job on the client\'s second (joined) address only: the MP_JOIN subflow is tied to its connection by token, and the first subflow (not on the job\'s address) gets RSTs with MP_FASTCLOSE from the flow memory', async (t) => {
+  const ctx = await mptcpLab(t, true);
+  const { lab } = ctx;
+  const a2 = await addSecondSubflow(lab);
+  const control = await mpSession(ctx, undefined, lab.ns.bystander);
+  const s = await mpSession(ctx, lab.hosts.client.v4);
+  const deadline = wallMs() + 5000;
+  while ((await subflows(lab)).length < 2 && wallMs() < deadline) await sleep(50);
+  t.is((await subflows(lab)).length, 2);
+  const r = await cli(ctx, createArgs(ctx, 'ENG-MPJ', a2, 30));
+  t.is(r.code, 0, r.stderr);
+  const line = await ctx.daemon.waitLog((l) => l.msg === 'flow reset' && l.engid === 'ENG-MPJ', 3000, 'flow reset line');
+  const f = line as { mptcp?: string; mptcpSubflows?: number };
+  t.is(f.mptcp, 'MP_FASTCLOSE sent', JSON.stringify(line));
+  t.is(f.mptcpSubflows, 1, 'the first subflow was tied to the joined one by token and reset with MP_FASTCLOSE');
+  t.is(ctx.daemon.logs.filter((l) => l.msg === NO_KEYS).length, 0, 'no keys-not-seen warning: the keys were seen on the first subflow');
+  // Not asserted (docs/design.md "MPTCP", left open): these RSTs have no probe or job behind them, and in the
+  // lab the connection died within a second in 5 of 8 runs; the others left the first subflow established.
+  const c = await s.client.waitFor((e) => (e.ev === 'error' || e.ev === 'eof') && e.conn === 'c', 2000, 'client error').catch(() => null);
+  t.log(`joined address: client ${c ? `${c.ev} ${c.code ?? ''} +${(c.t - r.startedAt).toFixed(1)} ms` : 'alive after 2 s'}`);
+  await expectAlive(ctx, control, 'bystander MPTCP session');
 });
 
 ptest.serial('MPTCP, keys not seen (job after the handshake, no --watch): every subflow seen is reset, and the flow reset line, list and status say the connection cannot be closed', async (t) => {

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/contract.js';
-import { DEFAULT_TTL, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
+import { MP_CAPABLE, MP_KEY0, MP_KEY1, MP_SEEN, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/contract.js';
+import { DEFAULT_TTL, MP_FASTCLOSE_LEN, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';
 
@@ -516,4 +516,46 @@ test('l2Frame: victim MAC, our MAC, observed VLAN stack, ethertype; tshark agree
   t.like(decoded[2], { 'eth.type': '0x8100', 'vlan.id': '4095', 'vlan.etype': '0x86dd' });
   t.is(decoded[4]['eth.type'], '0x0800');
   t.false('vlan.id' in decoded[4]);
+});
+
+test('MPTCP: each RST carries MP_FASTCLOSE with its receiver\'s key where known (doff 8, checksums good); none without keys; tshark reads the option', (t) => {
+  const KS = 0x0102030405060708n;
+  const KD = 0xf1e2d3c4b5a69788n;
+  const cases: RstPacket[] = [];
+  for (const family of [4, 6] as const) {
+    const tcp = family === 4 ? 20 : 40;
+    // Both keys: the RST to 'src' carries the source's key, the one to 'dst' the destination's.
+    const both = forgeResets(ev(family, TCP_ACK, 1000, 2000, 10, { mpFlags: MP_SEEN | MP_CAPABLE | MP_KEY0 | MP_KEY1, mpKeySrc: KS, mpKeyDst: KD }));
+    t.is(both.length, 2);
+    for (const r of both) {
+      const p = r.packet;
+      const dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
+      t.is(p.length, tcp + 20 + MP_FASTCLOSE_LEN);
+      t.is(p[tcp + 12] >> 4, 8, 'data offset 8');
+      t.deepEqual([...p.subarray(tcp + 20, tcp + 24)], [30, 12, 0x70, 0], 'kind 30, length 12, subtype 7, reserved 0');
+      t.is(dv.getBigUint64(tcp + 24), r.toward === 'src' ? KS : KD, `receiver's key toward ${r.toward}`);
+      if (family === 4) {
+        t.is(dv.getUint16(2), 52, 'IPv4 total length');
+        t.is((p[10] << 8) | p[11], ipv4HeaderChecksum(p));
+        t.is((p[36] << 8) | p[37], tcpChecksumV4(p.subarray(12, 16), p.subarray(16, 20), p, 20));
+      } else {
+        t.is(dv.getUint16(4), 32, 'IPv6 payload length');
+        t.is((p[56] << 8) | p[57], tcpChecksumV6(p.subarray(8, 24), p.subarray(24, 40), p, 40));
+      }
+      cases.push(r);
+    }
+    // One key (the SYN-ACK's): only the RST to that end carries the option.
+    const one = forgeResets(ev(family, TCP_ACK, 1000, 2000, 0, { mpFlags: MP_SEEN | MP_CAPABLE | MP_KEY1, mpKeyDst: KD }));
+    t.deepEqual(one.map((r) => [r.toward, r.packet.length]), [['src', tcp + 20], ['dst', tcp + 20 + MP_FASTCLOSE_LEN]]);
+    // An MPTCP subflow without keys, and plain TCP: plain RSTs.
+    for (const mpFlags of [MP_SEEN, 0]) for (const r of forgeResets(ev(family, TCP_ACK, 1, 2, 0, { mpFlags }))) t.is(r.packet.length, tcp + 20);
+  }
+  if (!hasTshark()) return void t.log('tshark not installed: option decode not checked');
+  const decoded = tsharkDecode(cases.map((r) => r.packet), LINKTYPE_RAW);
+  t.is(decoded.length, cases.length);
+  decoded.forEach((d, i) => {
+    t.is(d['tcp.checksum.status'], '1', 'tshark: TCP checksum good');
+    t.is(d['tcp.options.mptcp.subtype'], '7', 'tshark: MP_FASTCLOSE');
+    t.is(d['tcp.options.mptcp.recvkey'], String(cases[i]!.toward === 'src' ? KS : KD), 'tshark: the receiver\'s key');
+  });
 });

@@ -36,6 +36,8 @@ export interface TargetBackend {
   extend(id: number, expiresAt: number): TargetInfo;
   remove(id: number): boolean;
   get(id: number): TargetInfo | undefined;
+  /** The target's counters alone (what totals() needs for every job of a compaction or a list), without a TargetInfo. */
+  targetCounters?(id: number): JobCounters<EpochMs> | undefined;
 }
 
 /** What the job manager creates a job from: the create request after the protocol parsed it (port null or absent: every port). */
@@ -152,6 +154,8 @@ function addCounters(a: JobCounters<EpochMs>, b: JobCounters<EpochMs>): JobCount
     ...(mptcpNoKeys ? { mptcpNoKeys } : {}),
   };
 }
+
+const copy = <T extends object>(o: T | undefined): T | undefined => (o ? { ...o } : undefined);
 
 const isZero = (c: JobCounters<EpochMs>): boolean => c.matched === 0 && c.rstsSent === 0 && c.flows === 0 && c.firstHitAt === null && c.lastHitAt === null;
 
@@ -682,9 +686,11 @@ export class JobManager {
   private totals(slot: number): JobCounters<EpochMs> {
     const b = this.base.get(slot);
     const targetId = this.targetCol[slot]!;
-    const info = targetId === NONE || !this.backendInstance ? undefined : this.backendInstance.get(targetId);
-    if (!info) return b ? { ...b } : zeroCounters();
-    return b ? addCounters(b, info.counters) : { ...info.counters };
+    const be = this.backendInstance;
+    if (targetId === NONE || !be) return b ? { ...b } : zeroCounters();
+    const c = be.targetCounters ? be.targetCounters(targetId) : copy(be.get(targetId)?.counters);
+    if (!c) return b ? { ...b } : zeroCounters();
+    return b ? addCounters(b, c) : c;
   }
 
   private view(slot: number): Job {

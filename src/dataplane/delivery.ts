@@ -47,6 +47,8 @@ export class Delivery {
   /** The networks of each reset interface's addresses (for first sight without rtnetlink). */
   private readonly nets = new Map<string, { addr: Uint8Array; bits: number }[]>();
   private netsAt = 0;
+  /** When prime() last read each interface's networks. */
+  private readonly primedAt = new Map<string, number>();
   private nl: Netlink | null = null;
   private nlError: string | undefined;
 
@@ -114,7 +116,13 @@ export class Delivery {
 
   /** Check `dst` ahead of its first RST (a job's HOST, when the job is set up): off the segment path. */
   prime(ifname: string, ifindex: number, dst: Uint8Array, now = Date.now()): void {
-    this.readNets(ifname);
+    // At most once per TTL_MS per interface: a restore of 100,000 jobs primes 100,000 hosts, and
+    // reading every address of the machine (getifaddrs) for each kept the event thread busy for
+    // seconds after the daemon said it was ready. A network added since is found by the route lookup.
+    if (now - (this.primedAt.get(ifname) ?? -Infinity) >= TTL_MS) {
+      this.primedAt.set(ifname, now);
+      this.readNets(ifname);
+    }
     if (this.cache.has(`${ifindex}|${String.fromCharCode(...dst)}`)) return;
     this.verdict(ifname, ifindex, dst, now);
     // No neighbour check queued: before any RST the kernel has not tried to resolve it, and a
@@ -182,6 +190,7 @@ export class Delivery {
     for (const [key, e] of this.cache) if (e.ifname === ifname) this.cache.delete(key);
     for (let i = this.stale.length - 1; i >= 0; i--) if (this.stale[i]!.ifname === ifname) this.stale.splice(i, 1);
     this.nets.delete(ifname);
+    this.primedAt.delete(ifname);
   }
 
   /**

@@ -353,6 +353,11 @@ export class Enforcer extends EventEmitter {
     return t?.info();
   }
 
+  /** A target's counters alone (the job manager's totals for every job of a compaction or a list), without its TargetInfo. */
+  targetCounters(id: number): TargetInfo['counters'] | undefined {
+    return this.targets.get(id)?.counters();
+  }
+
   list(): TargetInfo[] {
     return [...this.targets.values()].map((t) => t.info());
   }

@@ -124,16 +124,22 @@ export class Target {
     return {
       id: this.id, sniffIf: this.sniffIf, resetIf: this.resetIf, host: this.host, port: this.port, mode: this.mode,
       expiresAt: this.expiresAt, label: this.label, family: this.family,
-      counters: {
-        matched: this.matched, rstsSent: this.rstsSent, flows: this.flows,
-        firstHitAt: this.firstHitAt === 0 ? null : this.firstHitAt, lastHitAt: this.lastHitAt === 0 ? null : this.lastHitAt,
-        ...(x?.undeliverable ? { undeliverable: x.undeliverable } : {}),
-        ...(x?.known ? { known: x.known } : {}),
-        ...(x?.verified ? { verified: x.verified } : {}),
-        ...(x?.mptcpNoKeys ? { mptcpNoKeys: x.mptcpNoKeys } : {}),
-      },
+      counters: this.counters(),
       ...(x?.deliveryFault !== undefined ? { deliveryFault: x.deliveryFault } : {}),
       ...(x?.mptcpFault !== undefined ? { mptcpFault: x.mptcpFault } : {}),
+    };
+  }
+
+  /** Its counters, made now. */
+  counters(): TargetInfo['counters'] {
+    const x = this.extra;
+    return {
+      matched: this.matched, rstsSent: this.rstsSent, flows: this.flows,
+      firstHitAt: this.firstHitAt === 0 ? null : this.firstHitAt, lastHitAt: this.lastHitAt === 0 ? null : this.lastHitAt,
+      ...(x?.undeliverable ? { undeliverable: x.undeliverable } : {}),
+      ...(x?.known ? { known: x.known } : {}),
+      ...(x?.verified ? { verified: x.verified } : {}),
+      ...(x?.mptcpNoKeys ? { mptcpNoKeys: x.mptcpNoKeys } : {}),
     };
   }
 }

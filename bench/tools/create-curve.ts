@@ -4,7 +4,7 @@
  * traffic and the restored configurations, so a change to the job path can
  * be measured (and profiled) in a minute rather than a quarter of an hour.
  *
- *   node dist/bench/tools/create-curve.js [--jobs N] [--restore N] [--cpu-prof DIR] [--heap-snapshot FILE] [--hold S]
+ *   node dist/bench/tools/create-curve.js [--jobs N] [--restore N] [--cpu-prof DIR] [--heap-snapshot FILE] [--hold S] [--offlink]
  *
  * A namespace of its own with sniff0/reset0 (veths), the real daemon
  * (bin/tcpresetd) in it with the bench's configuration; jobs created as in
@@ -65,7 +65,8 @@ const ip = (...a: string[]): void => {
 ip('link', 'add', 'sniff0', 'type', 'veth', 'peer', 'name', 'sniffp');
 ip('link', 'add', 'reset0', 'type', 'veth', 'peer', 'name', 'resetp');
 for (const dev of ['lo', 'sniff0', 'sniffp', 'reset0', 'resetp']) ip('link', 'set', dev, 'up');
-ip('addr', 'add', '10.0.0.1/8', 'dev', 'reset0');
+// --offlink: the targets (10.128.0.0/9) are not on reset0's network, as in the bench's lab (each is a route lookup).
+ip('addr', 'add', process.argv.includes('--offlink') ? '192.0.2.1/24' : '10.0.0.1/8', 'dev', 'reset0');
 
 const env: NodeJS.ProcessEnv = {};
 const nodeOpts: string[] = [];

@@ -21,7 +21,7 @@
  * flow memory on and off for the report.
  */
 import { BpfObject, defaultObjectPath } from '../src/bpf/object.js';
-import { MAP_FLOWMEM } from '../src/contract.js';
+import { MAP_FLOWMEM } from '../src/bpf/contract.js';
 import { median } from '../testkit/stats.js';
 import { flowFrame } from './flowmem.js';
 

@@ -25,7 +25,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { BpfObject, defaultObjectPath } from '../src/bpf/object.js';
-import { FLOWMEM_DEFAULT, LAYOUT, MAP_FLOWMEM } from '../src/contract.js';
+import { FLOWMEM_DEFAULT, LAYOUT, MAP_FLOWMEM } from '../src/bpf/contract.js';
 import { median } from '../testkit/stats.js';
 import type { BenchContext } from './context.js';
 
@@ -75,7 +75,7 @@ export interface FlowmemResult {
   memory: {
     /** sizeof(struct tr_fm_entry): key + state + both directions' records (+ MPTCP, where the tree has it). */
     entryBytes: number;
-    /** Sizes of its parts (src/contract.ts LAYOUT), bytes; mptcp 0 where the tree has none. */
+    /** Sizes of its parts (src/bpf/contract.ts LAYOUT), bytes; mptcp 0 where the tree has none. */
     layout?: { key: number; dir: number; mptcp: number };
     /** The map's memlock as the kernel accounts it (fdinfo), bytes. */
     memlockBytes: number;

@@ -3,7 +3,7 @@
  * event, IPv4 and IPv6; and l2Frame on top. Median of several runs.
  * Run: node dist/bench/forge.bench.js
  */
-import { TCP_ACK, TCP_PSH, type TcpEvent } from '../src/contract.js';
+import { TCP_ACK, TCP_PSH, type TcpEvent } from '../src/bpf/contract.js';
 import { forgeResets, l2Frame } from '../src/packet/forge.js';
 
 function event(family: 4 | 6, i: number): TcpEvent {

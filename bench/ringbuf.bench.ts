@@ -20,7 +20,7 @@ import koffi from 'koffi';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { BpfObject } from '../src/bpf/object.js';
 import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
-import { MAP_EVENTS, MAP_TARGETS, PORT_ANY, decodeEvent, encodeTargetKey, encodeTargetValue } from '../src/contract.js';
+import { MAP_EVENTS, MAP_TARGETS, PORT_ANY, decodeEvent, encodeTargetKey, encodeTargetValue } from '../src/bpf/contract.js';
 import * as L from '../src/native/libbpf.js';
 import { median, roundSummary, summarize } from '../testkit/stats.js';
 

@@ -26,7 +26,7 @@ import { createLab, type Lab } from '../testkit/lab/lab.js';
 import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
 import { forgeResets } from '../src/packet/forge.js';
 import { parseIp } from '../src/core/addr.js';
-import type { TcpEvent } from '../src/contract.js';
+import type { TcpEvent } from '../src/bpf/contract.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 

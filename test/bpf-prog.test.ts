@@ -14,8 +14,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { BpfObject, defaultObjectPath, numPossibleCpus, type BpfMap } from '../src/bpf/object.js';
 import { RingReader } from '../src/bpf/ringbuf.js';
-import * as C from '../src/contract.js';
-import type { Counters, TcpEvent } from '../src/contract.js';
+import * as C from '../src/bpf/contract.js';
+import type { Counters, TcpEvent } from '../src/bpf/contract.js';
 import * as F from '../testkit/frames.js';
 import { ptest } from './helpers/privileged.js';
 

@@ -1,5 +1,5 @@
 /**
- * src/contract.ts must mirror bpf/tcpreset.h and the built object exactly.
+ * src/bpf/contract.ts must mirror bpf/tcpreset.h and the built object exactly.
  * Layouts are read from BTF (bpftool -j btf dump): of build/tcpreset.bpf.o
  * (what the program was compiled with) and of the header alone (so structs
  * the program does not keep in its BTF are still checked). Constants are
@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as C from '../src/contract.js';
+import * as C from '../src/bpf/contract.js';
 import type { Family } from '../src/core/model.js';
 import { ptest } from './helpers/privileged.js';
 
@@ -102,7 +102,7 @@ function checkStruct(t: import('ava').ExecutionContext, where: string, name: Lay
   for (const [field, off] of Object.entries(fields)) {
     const m = members.get(field);
     if (!m) {
-      t.fail(`${name}.${field} is in src/contract.ts but not in ${where}`);
+      t.fail(`${name}.${field} is in src/bpf/contract.ts but not in ${where}`);
       continue;
     }
     t.falsy(m.bitfield_size, `${name}.${field} must not be a bitfield`);
@@ -110,7 +110,7 @@ function checkStruct(t: import('ava').ExecutionContext, where: string, name: Lay
     t.is(m.bits_offset / 8, off, `offsetof(${name}, ${field}) in ${where}`);
   }
   for (const m of members.keys()) {
-    t.true(m in fields, `${name}.${m} is in ${where} but missing from LAYOUT in src/contract.ts`);
+    t.true(m in fields, `${name}.${m} is in ${where} but missing from LAYOUT in src/bpf/contract.ts`);
   }
 }
 
@@ -129,7 +129,7 @@ test('header: every tr_* struct is mirrored in LAYOUT', (t) => {
   t.deepEqual([...declared].sort(), [...layoutNames].sort());
 });
 
-test('header: names and constants equal those of src/contract.ts', (t) => {
+test('header: names and constants equal those of src/bpf/contract.ts', (t) => {
   const { numbers, strings } = headerInfo();
   t.deepEqual(
     Object.fromEntries(strings),

@@ -5,7 +5,7 @@
  * and tshark's), and l2 frames with the remembered MACs and tags.
  */
 import test from 'ava';
-import { FM_FIN_A, FM_FIN_B, FM_RST, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, type FlowDir, type FlowEntry } from '../src/contract.js';
+import { FM_FIN_A, FM_FIN_B, FM_RST, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, type FlowDir, type FlowEntry } from '../src/bpf/contract.js';
 import { planSweep } from '../src/dataplane/flow-sweep.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
 import { LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';

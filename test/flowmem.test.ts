@@ -14,7 +14,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { BpfObject, defaultObjectPath, numPossibleCpus, type BpfMap } from '../src/bpf/object.js';
-import * as C from '../src/contract.js';
+import * as C from '../src/bpf/contract.js';
 import { FlowMemoryView } from '../src/dataplane/flow-memory.js';
 import * as F from '../testkit/frames.js';
 import { ptest } from './helpers/privileged.js';

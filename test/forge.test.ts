@@ -1,5 +1,5 @@
 import test from 'ava';
-import { MP_CAPABLE, MP_KEY0, MP_KEY1, MP_SEEN, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/contract.js';
+import { MP_CAPABLE, MP_KEY0, MP_KEY1, MP_SEEN, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/bpf/contract.js';
 import { DEFAULT_TTL, MP_FASTCLOSE_LEN, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';

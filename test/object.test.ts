@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { BpfObject, defaultObjectPath, kernelKnowsXdpFrags, numPossibleCpus } from '../src/bpf/object.js';
-import { encodeTargetKey, encodeTargetValue, LAYOUT, MAP_COUNTERS, MAP_TARGETS, sumCounters } from '../src/contract.js';
+import { encodeTargetKey, encodeTargetValue, LAYOUT, MAP_COUNTERS, MAP_TARGETS, sumCounters } from '../src/bpf/contract.js';
 import { NativeError, TcpresetError } from '../src/core/errors.js';
 import * as L from '../src/native/libbpf.js';
 import { ptest } from './helpers/privileged.js';

@@ -12,7 +12,7 @@ import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
 import {
   LAYOUT, MAP_COUNTERS, MAP_EVENTS, MAP_TARGETS, MATCH_SRC, PORT_ANY, TCP_ACK, TCP_PSH, decodeEvent, encodeTargetKey,
   encodeTargetValue, sumCounters, type TcpEvent,
-} from '../src/contract.js';
+} from '../src/bpf/contract.js';
 import { numPossibleCpus } from '../src/bpf/object.js';
 
 const EVENT_SIZE = LAYOUT.tr_event.size;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { readdirSync, readFileSync, rmdirSync, rmSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { FLOWMEM_MASK_SECTION, MAP_FLOWMEM, MAP_TARGETS, PROG_NAME } from '../contract.js';
+import { FLOWMEM_MASK_SECTION, MAP_FLOWMEM, MAP_TARGETS, PROG_NAME } from './contract.js';
 import { NativeError, TcpresetError, ValidationError } from '../core/errors.js';
 import * as L from '../native/libbpf.js';
 import * as X from '../native/libxdp.js';

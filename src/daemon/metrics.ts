@@ -38,7 +38,7 @@ export interface MetricsSource {
   jobs(): Job[];
 }
 
-/** The data plane's counters (contract.ts COUNTER_NAMES) under their exported names. */
+/** The data plane's counters (bpf/contract.ts COUNTER_NAMES) under their exported names. */
 const DATAPLANE: Record<string, [string, string]> = {
   packets: ['tcpreset_packets_total', 'Packets the XDP program saw on the sniff interfaces.'],
   tcp: ['tcpreset_tcp_packets_total', 'TCP segments among them.'],

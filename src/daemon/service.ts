@@ -10,7 +10,7 @@ import type { CreateResult, InterfaceStatus, Request, Job } from '../control/pro
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault } from '../dataplane/types.js';
 import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
-import { COUNTER_NAMES } from '../contract.js';
+import { COUNTER_NAMES } from '../bpf/contract.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';

@@ -30,13 +30,13 @@ import {
   encodeTargetKey,
   sumCounters,
   type Counters,
-} from '../contract.js';
+} from '../bpf/contract.js';
 import { TcpresetError, ValidationError } from '../core/errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { Sender } from '../net/sender.js';
 import { FlowMemoryView, type FlowMatch, type FlowQuery } from './flow-memory.js';
 import { planSweep, type SweepPacket } from './flow-sweep.js';
-import { TCP_RST, encodeFlowKey, flowClosed, fmHash, type FlowEntry, type FlowKey } from '../contract.js';
+import { TCP_RST, encodeFlowKey, flowClosed, fmHash, type FlowEntry, type FlowKey } from '../bpf/contract.js';
 import { formatIp, parseIp, unmapV4 } from '../core/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';

@@ -20,7 +20,7 @@
  * the CPU from whatever produces the segments.
  */
 import { MessageChannel, parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { ENCAP_F_NO_L2, ENCAP_NONE, ENCAP_VXLAN, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../contract.js';
+import { ENCAP_F_NO_L2, ENCAP_NONE, ENCAP_VXLAN, LAYOUT, decodeEvent, encapName, type TcpEvent } from '../bpf/contract.js';
 import { RingReader } from '../bpf/ringbuf.js';
 import { EPOLL_CTL_ADD, EPOLLIN, EpollEvents, EventFd, close as closeFd, epollCreate, epollCtl, epollWait, setThreadFifo, setThreadName, setThreadNice, setThreadOther } from '../native/libc.js';
 import { Sender } from '../net/sender.js';

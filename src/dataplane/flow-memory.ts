@@ -5,7 +5,7 @@
  * 262,144 slots (48 MiB) scan in a few ms when most are empty or another
  * host's: the address is compared on the raw bytes before anything is decoded.
  */
-import { FAMILY_V4, LAYOUT, MP_CAPABLE, MP_JOIN, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../contract.js';
+import { FAMILY_V4, LAYOUT, MP_CAPABLE, MP_JOIN, TCP_RST, decodeFlowEntry, flowClosed, type FlowEntry } from '../bpf/contract.js';
 import { TcpresetError } from '../core/errors.js';
 import type { BpfMap } from '../bpf/object.js';
 import { PROT_READ, mmap, munmap, pageSize, type Pointer } from '../native/libc.js';

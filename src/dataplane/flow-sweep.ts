@@ -44,7 +44,7 @@
  *    verified when both ends are.
  *    Order: the RSTs go first, then the probes, in one batch.
  */
-import { FAMILY_V4, MP_KEY0, MP_KEY1, MP_TOKEN0, MP_TOKEN1, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../contract.js';
+import { FAMILY_V4, MP_KEY0, MP_KEY1, MP_TOKEN0, MP_TOKEN1, TCP_ACK, flowClosed, type FlowDir, type FlowEntry, type TcpEvent } from '../bpf/contract.js';
 import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../packet/checksum.js';
 import type { Family } from '../core/model.js';

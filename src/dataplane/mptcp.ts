@@ -14,7 +14,7 @@
  * warning, a per-job counter (mptcpNoKeys) and a fault.
  */
 import { createHash } from 'node:crypto';
-import { MP_CAPABLE, MP_JOIN, MP_KEY0, MP_KEY1, MP_SEEN, MP_TOKEN0, MP_TOKEN1, type FlowEntry } from '../contract.js';
+import { MP_CAPABLE, MP_JOIN, MP_KEY0, MP_KEY1, MP_SEEN, MP_TOKEN0, MP_TOKEN1, type FlowEntry } from '../bpf/contract.js';
 
 /** What the `flow reset` line, the job's fault and status say when the keys were not seen. */
 export const MPTCP_NO_KEYS = 'MPTCP: connection-level close not possible (keys not seen)';

@@ -6,7 +6,7 @@
  * targets map and clear it after the target left, and the program never
  * misses a live target.
  */
-import { MAP_PREFILTER, PREFILTER_WORDS, prefilterBit, type TargetKey } from '../contract.js';
+import { MAP_PREFILTER, PREFILTER_WORDS, prefilterBit, type TargetKey } from '../bpf/contract.js';
 import type { BpfMap, BpfObject } from '../bpf/object.js';
 
 export class Prefilter {

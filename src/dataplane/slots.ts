@@ -13,7 +13,7 @@
  * one scratch buffer for each map call. The sender-key lists handed to the
  * event threads are shared between slots with the same senders.
  */
-import { LAYOUT, decodeTargetKey, encodeTargetValue } from '../contract.js';
+import { LAYOUT, decodeTargetKey, encodeTargetValue } from '../bpf/contract.js';
 import type { BpfMap } from '../bpf/object.js';
 import type { Prefilter } from './prefilter.js';
 import type { EventPool } from './event-pool.js';

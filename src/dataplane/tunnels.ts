@@ -7,7 +7,7 @@
  * traffic during a whole window without one parsable TCP segment gets a
  * warning and a fault until it shows one again.
  */
-import { ENCAP_GENEVE, ENCAP_VXLAN, MAP_IF_COUNTERS, MAP_UDP_TUNNELS, ifSlot, sumIfCounters, type IfCounters } from '../contract.js';
+import { ENCAP_GENEVE, ENCAP_VXLAN, MAP_IF_COUNTERS, MAP_UDP_TUNNELS, ifSlot, sumIfCounters, type IfCounters } from '../bpf/contract.js';
 import { ValidationError } from '../core/errors.js';
 import type { BpfMap, BpfObject } from '../bpf/object.js';
 

@@ -3,7 +3,7 @@
  * EnforcerOptions), what it reports (TargetInfo, FlowResetInfo, faults,
  * status), and the logger it writes to. Its units import them from here.
  */
-import type { Counters } from '../contract.js';
+import type { Counters } from '../bpf/contract.js';
 import type { SniffTraffic, TunnelPorts } from './tunnels.js';
 import type { InjectMode, Family, IfaceRole, LogSink, JobCounters, EpochMs } from '../core/model.js';
 

@@ -51,7 +51,7 @@
  * ECONNRESET (mptcp_check_fastclose, net/mptcp/protocol.c). A plain RST only
  * ends the subflow, and the MPTCP socket stays established without one.
  */
-import { MP_KEY0, MP_KEY1, MPTCP_FASTCLOSE, TCPOPT_MPTCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type TcpEvent } from '../contract.js';
+import { MP_KEY0, MP_KEY1, MPTCP_FASTCLOSE, TCPOPT_MPTCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type TcpEvent } from '../bpf/contract.js';
 import { fold, onesSum } from './checksum.js';
 import type { Family } from '../core/model.js';
 

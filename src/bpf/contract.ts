@@ -5,7 +5,7 @@
  * of the built object, so a change to the header that is not made here too
  * fails the tests.
  */
-import type { Family } from './core/model.js';
+import type { Family } from '../core/model.js';
 
 export const PROG_NAME = 'tcpreset_xdp';
 export const MAP_TARGETS = 'targets';

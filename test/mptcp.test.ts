@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { MP_CAPABLE, MP_JOIN, MP_KEY0, MP_KEY1, MP_SEEN, MP_TOKEN0, MP_TOKEN1, TCP_ACK, type FlowEntry } from '../src/contract.js';
+import { MP_CAPABLE, MP_JOIN, MP_KEY0, MP_KEY1, MP_SEEN, MP_TOKEN0, MP_TOKEN1, TCP_ACK, type FlowEntry } from '../src/bpf/contract.js';
 import { HIT_MP_FASTCLOSE, HIT_MP_NONE, HIT_MP_NO_KEYS, MptcpDirectory, hitMptcp, mptcpToken } from '../src/dataplane/mptcp.js';
 
 function sha256Token(key: bigint): number {

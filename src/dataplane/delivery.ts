@@ -31,22 +31,31 @@ export type DeliveryChange = (ifname: string, dst: string, reason: string | null
 const TTL_MS = 1000;
 const MAX_ENTRIES = 65536;
 
-interface Entry {
-  checkedAt: number;
-  reason: string | null;
-  ifname: string;
-  ifindex: number;
-  dst: Uint8Array;
-  /** Queued for refresh(). */
-  due: boolean;
+/** A class: every verdict has one map, whichever path made it (two literals made verdict() meet a second map on a real link's first refusal). */
+class Entry {
+  constructor(
+    public checkedAt: number,
+    public reason: string | null,
+    readonly ifname: string,
+    readonly ifindex: number,
+    readonly dst: Uint8Array,
+    /** Queued for refresh(). */
+    public due: boolean,
+  ) {}
 }
 
 export class Delivery {
   private readonly cache = new Map<string, Entry>();
-  private readonly stale: Entry[] = [];
+  /**
+   * Verdicts waiting for refresh(), oldest first. A Set, not an array: an array's map follows its
+   * elements kind and history (push, pop, length = 0), and the real one met verdict()'s push with
+   * another map than the warm-up's had trained it on (--trace-deopt: "wrong map").
+   */
+  private readonly stale = new Set<Entry>();
   /** The networks of each reset interface's addresses (for first sight without rtnetlink). */
   private readonly nets = new Map<string, { addr: Uint8Array; bits: number }[]>();
-  private netsAt = 0;
+  /** A double from the start: a Smi here turned Double at the first refresh(), which deprecated the map of every Delivery (verdict() then met a "wrong map" on the real one). */
+  private netsAt = -Infinity;
   /** When prime() last read each interface's networks. */
   private readonly primedAt = new Map<string, number>();
   private nl: Netlink | null = null;
@@ -68,22 +77,22 @@ export class Delivery {
         if (have.reason !== null) this.recheck(have, now);
         else if (!have.due) {
           have.due = true;
-          this.stale.push(have);
+          this.stale.add(have);
         }
       }
       return have.reason;
     }
     if (this.cache.size >= MAX_ENTRIES) {
       this.cache.clear();
-      this.stale.length = 0;
+      this.stale.clear();
     }
     // First sight: a destination on one of the interface's own networks has a connected route,
     // known without asking; otherwise the route only (one rtnetlink round trip). The neighbour,
     // which no RST has made the kernel resolve yet, after the batch went out.
-    const e: Entry = { checkedAt: now, reason: null, ifname, ifindex, dst: dst.slice(), due: true };
+    const e = new Entry(now, null, ifname, ifindex, dst.slice(), true);
     this.cache.set(key, e);
     if (!this.onLink(ifname, dst)) this.recheck(e, now, false);
-    this.stale.push(e);
+    this.stale.add(e);
     return e.reason;
   }
 
@@ -127,13 +136,13 @@ export class Delivery {
     this.verdict(ifname, ifindex, dst, now);
     // No neighbour check queued: before any RST the kernel has not tried to resolve it, and a
     // refresh right after a restart could hold up the first segment of the restored job.
-    const e = this.stale.pop();
-    if (e) e.due = false;
+    const e = this.cache.get(`${ifindex}|${String.fromCharCode(...dst)}`);
+    if (e && this.stale.delete(e)) e.due = false;
   }
 
   /** Verdicts waiting for refresh(). */
   get pending(): boolean {
-    return this.stale.length > 0;
+    return this.stale.size > 0;
   }
 
   /**
@@ -141,13 +150,15 @@ export class Delivery {
    * them; called when the event thread is idle. Returns whether it did any.
    */
   refresh(max = 32, now = Date.now()): boolean {
-    if (this.stale.length === 0) return false;
-    if (this.stale.length > 0 && now - this.netsAt >= TTL_MS) {
+    if (this.stale.size === 0) return false;
+    if (now - this.netsAt >= TTL_MS) {
       this.netsAt = now;
       for (const ifname of this.nets.keys()) this.readNets(ifname);
     }
-    for (let n = 0; n < max && this.stale.length > 0; n++) {
-      const e = this.stale.shift()!;
+    let n = 0;
+    for (const e of this.stale) {
+      if (n++ >= max) break;
+      this.stale.delete(e);
       e.due = false;
       this.recheck(e, now);
     }
@@ -175,9 +186,9 @@ export class Delivery {
     if (have && now - have.checkedAt < TTL_MS) return;
     if (this.cache.size >= MAX_ENTRIES && !have) {
       this.cache.clear();
-      this.stale.length = 0;
+      this.stale.clear();
     }
-    this.cache.set(key, { checkedAt: now, reason, ifname, ifindex: 0, dst: new Uint8Array(0), due: false });
+    this.cache.set(key, new Entry(now, reason, ifname, 0, new Uint8Array(0), false));
     this.onChange(ifname, dst, reason);
   }
 
@@ -188,7 +199,7 @@ export class Delivery {
    */
   forget(ifname: string): void {
     for (const [key, e] of this.cache) if (e.ifname === ifname) this.cache.delete(key);
-    for (let i = this.stale.length - 1; i >= 0; i--) if (this.stale[i]!.ifname === ifname) this.stale.splice(i, 1);
+    for (const e of this.stale) if (e.ifname === ifname) this.stale.delete(e);
     this.nets.delete(ifname);
     this.primedAt.delete(ifname);
   }
@@ -205,13 +216,18 @@ export class Delivery {
   }
 
   /**
-   * Make every verdict look older than TTL_MS, so the next verdict() takes
-   * its stale branch. Only for the event thread's warm-up, on its throwaway
+   * Make every verdict look older than TTL_MS and already refreshed, so the
+   * next verdict() takes its stale branch and queues it for refresh(). Only for the event thread's warm-up, on its throwaway
    * Delivery: a real one's first segment after a start otherwise ran that
    * branch untrained (the HOST primed at job set-up is a second old by then).
    */
   age(): void {
-    for (const e of this.cache.values()) e.checkedAt -= TTL_MS;
+    // As if refresh() had run since: due cleared, so a stale "fine" is queued again (its store too).
+    for (const e of this.cache.values()) {
+      e.checkedAt -= TTL_MS;
+      e.due = false;
+    }
+    this.stale.clear();
   }
 
   /** Set when rtnetlink could not be opened (nothing is checked then). */

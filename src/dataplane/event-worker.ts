@@ -175,8 +175,12 @@ class EventThread {
         rec.setUint8(F.daddr, 192);
         rec.setUint8(F.daddr + 3, i & 0x1f);
         if ((i & 63) === 63) this.delivery.age(); // verdicts gone stale: the branch a job's primed HOST takes
+        if ((i & 511) === 511) this.refreshDelivery(); // the idle re-check (rtnetlink): a few, at start only
         // Through drain() of a ring in ordinary memory: the same drain code the real ring runs.
         syn.fillSynthetic(recBytes, 1);
+        syn.drain(this.handle, this.data.batch);
+        // And once more, empty, as the loop finds the real ring most of the time: that early return
+        // untrained deoptimized drain right after the start (the loop's first look).
         syn.drain(this.handle, this.data.batch);
         sources.add(binaryKey(decodeEvent(rec, 0).saddr));
         // Now and then a tunnelled mirror's event, and one that carried bare IP (no MACs for l2).
@@ -209,6 +213,7 @@ class EventThread {
 
   run(): void {
     this.commands();
+    let idleTicks = 0;
     const spinNs = BigInt(Math.round(this.data.spinUs * 1000));
     let lastActive = 0n;
     /** When the thread last came out of epoll_wait: how long it has been busy since. */
@@ -245,8 +250,14 @@ class EventThread {
       const ready = epollWait(this.epfd, this.events, timeout, 'event thread');
       busySince = process.hrtime.bigint();
       if (ready === 0) {
-        if (this.delivery.pending) this.delivery.refresh(4);
-        if (this.data.keepWarmMs > 0) this.warmUp(1);
+        this.refreshDelivery();
+        if (this.data.keepWarmMs > 0) {
+          this.warmUp(1);
+          // Now and then a doorbell of our own: the loop's command branch keeps type feedback, or
+          // the first real command (a job created on a quiet daemon) deoptimized the compiled loop
+          // (--trace-deopt). Rung at start it ran before the loop had a feedback vector to record in.
+          if ((++idleTicks & 255) === 1) this.doorbell.ring();
+        }
         continue;
       }
       if (ready > 0) this.wakeups++;
@@ -264,6 +275,11 @@ class EventThread {
     closeFd(this.epfd);
     this.events.free();
     this.ring.close();
+  }
+
+  /** Re-check up to 4 stale deliverability verdicts (idle only: never ahead of an RST). */
+  private refreshDelivery(): void {
+    if (this.delivery.pending) this.delivery.refresh(4);
   }
 
   /** Switch between SCHED_FIFO and SCHED_OTHER (at the configured nice); a refusal keeps what is. */

@@ -271,7 +271,8 @@ ptest.serial('state directory on a tmpfs that fills up: jobs are accepted and en
   for (let i = 20; i < 60; i++) await create(bulkHost(i));
   const warned = accepted.slice(full).filter((a) => a.warned).length;
   t.true(warned > 0, 'jobs accepted on a full disk carry a warning');
-  t.truthy(d.logs.find((l) => l.level === 50 && l.msg === 'cannot save jobs: they will not survive a restart'));
+  // Log lines are written at the end of the daemon's turn, after the reply: wait for them, do not peek.
+  await d.waitLog((l) => l.level === 50 && l.msg === 'cannot save jobs: they will not survive a restart', 5000, 'the save error');
   // Accepted means enforced: the real client host is refused while the disk is full.
   await create(lab.hosts.client.v4);
   t.false((await tryConnect(ld, 'v4', 500)).ok, 'a job accepted on a full disk is enforced');
@@ -285,7 +286,7 @@ ptest.serial('state directory on a tmpfs that fills up: jobs are accepted and en
   spawnSync('rm', ['-f', join(stateDir, 'filler')]);
   await create(bulkHost(1000));
   t.false(accepted[accepted.length - 1]!.warned);
-  t.truthy(d.logs.find((l) => l.msg === 'state saved again'));
+  await d.waitLog((l) => l.msg === 'state saved again', 5000, 'state saved again');
   await d.stop('SIGKILL');
   const d2 = await ld.restart();
   const back = (await ok(d2, { v: 1, op: 'list' })).jobs as ListedJob[];

@@ -868,9 +868,9 @@ ptest('history records the re-creates of a running job as its events: extended, 
   t.deepEqual(human, ['created', 'extended', 'kept', 'switched']);
 });
 
-ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a count and a fault in status; the records are kept in memory, listed by tcpreset history, and written in order once space returns', async (t) => {
-  const ns = await sensorNetns(t);
-  const dir = tmp('hist-full');
+/** DIR/state as a 64 KiB tmpfs (the full-disk tests fill it), unmounted and removed at teardown. */
+async function tinyStateDir(t: import('ava').ExecutionContext, name: string): Promise<{ dir: string; state: string }> {
+  const dir = tmp(name);
   const state = join(dir, 'state');
   mkdirSync(state);
   const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tcpreset-test', state]);
@@ -879,6 +879,12 @@ ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a 
     await run('umount', [state]);
     rmSync(dir, { recursive: true, force: true });
   });
+  return { dir, state };
+}
+
+ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a count and a fault in status; the records are kept in memory, listed by tcpreset history, and written in order once space returns', async (t) => {
+  const ns = await sensorNetns(t);
+  const { dir, state } = await tinyStateDir(t, 'hist-full');
   const d = await startDaemon({ dir, stateDir: state, netns: ns });
   t.teardown(() => d.stop());
   const file = join(state, 'history.jsonl');
@@ -923,15 +929,7 @@ ptest('history on a full disk (a 64 KiB tmpfs as state directory): a warning, a 
 });
 
 ptest('History on a full tmpfs: an append written short (to the end of the file\'s last page) is taken back, so no torn line swallows a record; all are written in order when space returns', async (t) => {
-  const dir = tmp('hist-short');
-  const state = join(dir, 'state');
-  mkdirSync(state);
-  const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tcpreset-test', state]);
-  t.is(mounted.status, 0, mounted.stderr);
-  t.teardown(async () => {
-    await run('umount', [state]);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { state } = await tinyStateDir(t, 'hist-short');
   const warnings: string[] = [];
   const log = { info() {}, warn: (_o: object, msg?: string) => void warnings.push(msg ?? ''), error() {}, debug() {} };
   const h = new History(state, log, 1000);

@@ -71,6 +71,22 @@ async function mpSession(ctx: Ctx, bind?: string, ns = ctx.lab.ns.client): Promi
   return { client, serverConn: acc.conn! };
 }
 
+/**
+ * A lab with a second client address, a bystander MPTCP session (the control) and a client
+ * session bound to the first address, waited for until its second subflow (from `a2`) is up.
+ */
+async function twoSubflows(t: ExecutionContext): Promise<{ ctx: Ctx; lab: Lab; a2: string; control: MpSession; s: MpSession }> {
+  const ctx = await mptcpLab(t, true);
+  const { lab } = ctx;
+  const a2 = await addSecondSubflow(lab);
+  const control = await mpSession(ctx, undefined, lab.ns.bystander);
+  const s = await mpSession(ctx, lab.hosts.client.v4);
+  const deadline = wallMs() + 5000;
+  while ((await subflows(lab)).length < 2 && wallMs() < deadline) await sleep(50);
+  return { ctx, lab, a2, control, s };
+}
+
+
 /** On a failure: the daemon's flow lines and the endpoints' RST/MPTCP counters (nstat), for the log. */
 async function diagnose(ctx: Ctx): Promise<void> {
   const { t, lab } = ctx;
@@ -128,13 +144,7 @@ ptest.serial('MPTCP, one subflow, keys seen (--watch): RST + MP_FASTCLOSE end bo
 });
 
 ptest.serial('MPTCP, two subflows, job on the client\'s first address only: the connection dies (both applications ECONNRESET) and the subflow on the untargeted address is reset too', async (t) => {
-  const ctx = await mptcpLab(t, true);
-  const { lab } = ctx;
-  const a2 = await addSecondSubflow(lab);
-  const control = await mpSession(ctx, undefined, lab.ns.bystander);
-  const s = await mpSession(ctx, lab.hosts.client.v4);
-  const deadline = wallMs() + 5000;
-  while ((await subflows(lab)).length < 2 && wallMs() < deadline) await sleep(50);
+  const { ctx, lab, a2, control, s } = await twoSubflows(t);
   const two = await subflows(lab);
   t.is(two.length, 2, two.join('\n'));
   t.true(two.some((l) => l.includes(a2)), `a subflow from ${a2}: ${two.join("\n")}`);
@@ -150,13 +160,7 @@ ptest.serial('MPTCP, two subflows, job on the client\'s first address only: the 
 });
 
 ptest.serial('MPTCP, two subflows, job on the client\'s second (joined) address only: the MP_JOIN subflow is tied to its connection by token, and the first subflow (not on the job\'s address) gets RSTs with MP_FASTCLOSE from the flow memory', async (t) => {
-  const ctx = await mptcpLab(t, true);
-  const { lab } = ctx;
-  const a2 = await addSecondSubflow(lab);
-  const control = await mpSession(ctx, undefined, lab.ns.bystander);
-  const s = await mpSession(ctx, lab.hosts.client.v4);
-  const deadline = wallMs() + 5000;
-  while ((await subflows(lab)).length < 2 && wallMs() < deadline) await sleep(50);
+  const { ctx, lab, a2, control, s } = await twoSubflows(t);
   t.is((await subflows(lab)).length, 2);
   const r = await cli(ctx, createArgs(ctx, 'ENG-MPJ', a2, 30));
   t.is(r.code, 0, r.stderr);

@@ -200,6 +200,9 @@ test('usage errors: exit 64, one line, no request sent', async (t) => {
     [['--json', '-i', 'eth1', 'status'], /"status" is a subcommand name/],
     [['list', '-s'], /option '-s, --socket <PATH>' argument missing/],
     [['-s', 'a', 'list', '--socket', 'b'], /option '-s, --socket <PATH>' argument 'b' is invalid. the option is given more than once/],
+    // getopt's reading of -i=eth1 is the value "=eth1": refused as the typo it is, not sent as an interface name.
+    [['ids-1', '-i=eth1', '-o', 'eth0', '-h', '10.1.2.3', '-d', '9'], /^"-i=eth1": a short option's value follows it directly or after a space, so this reads as "=eth1"; write -i eth1, -ieth1 or --sniff=eth1$/],
+    [['cancel', 'ids-1', '-i', 'eth1', '-h=10.1.2.3'], /^"-h=10\.1\.2\.3": .*; write -h 10\.1\.2\.3, -h10\.1\.2\.3 or --host=10\.1\.2\.3$/],
   ];
   for (const [argv, msg] of cases) oneLineError(t, await cli(argv, env), 64, msg);
   // Found by the CLI fuzz: commander quoted a repeated option's 100,000-character value whole.
@@ -552,6 +555,11 @@ test('bin/tcpreset as a child process: exit codes and stderr', async (t) => {
     /^unexpected operand "ids-1": the word "create" stands after an option, where it is read as the ENGID; put the subcommand first \("tcpreset create \.\.\."\): only -s, --timeout and --json may come before it$/);
   oneLineError(t, await child(['-d', '5', 'cancel', '3f2a9c01bd4e']), 64, /^unexpected operand "3f2a9c01bd4e": the word "cancel" stands after an option/);
   oneLineError(t, await child(['--timeout', '2', 'list', 'x', '--', '-y']), 64, /^unexpected operands "x", "-y": "list" takes none$/);
+  oneLineError(t, await child(['ids-1', '-d', '180', '-i=eth1', '-o', 'eth0', '-h', '10.1.2.3']), 64, /^"-i=eth1": a short option's value follows it directly/);
+  // Positive control: the value attached without "=" is the interface eth1, and the create reaches the daemon.
+  const attached = await child(['ids-1', '-d', '180', '-ieth1', '-o', 'eth0', '-h', '10.1.2.3'], { TCPRESET_SOCKET: p.path });
+  t.is(attached.code, 0, attached.stderr);
+  t.is(p.requests.at(-1)?.sniffIf, 'eth1');
   // Positive control: the same words with the subcommand first are a create that reaches the daemon.
   const placed = await child(['create', 'ids-1', '-d', '180', '-i', 'eth1', '-o', 'eth0', '-h', '10.1.2.3'], { TCPRESET_SOCKET: p.path });
   t.is(placed.code, 0, placed.stderr);

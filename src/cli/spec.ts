@@ -283,6 +283,26 @@ function excessOperands(command: Plan['command'], operands: readonly string[], e
 }
 
 /**
+ * getopt and commander read `-i=sniff0` as the value "=sniff0" (the short
+ * option's value starts right after its letter), which only then fails as
+ * an interface that does not exist, or passes for a name Linux allows.
+ * No value of ours starts with "=", so such a word is refused as the
+ * spelling mistake it is, naming it and the spellings that work.
+ */
+function refuseEqualsAfterShort(command: CommandName, opts: ParsedOpts): void {
+  const spec = COMMANDS.find((c) => c.name === command);
+  for (const o of [...GLOBAL_OPTS, ...(spec?.opts ?? [])]) {
+    const v = (opts as Record<string, unknown>)[o.key];
+    if (o.short === undefined || typeof v !== 'string' || !v.startsWith('=')) continue;
+    const rest = v.slice(1);
+    throw new UsageError(
+      `${showValue(o.short + v)}: a short option's value follows it directly or after a space, so this reads as ${showValue(v)}; ` +
+        `write ${o.short} ${rest}, ${o.short}${rest} or ${o.long}=${rest}`,
+    );
+  }
+}
+
+/**
  * The plan for a parsed command line, or a TcpresetError (usage 64, value 65).
  * Both parsers end here, so they give the same answer for the same words.
  * `explicit`: the word "create" was given.
@@ -295,6 +315,7 @@ export function planFor(
   explicit: boolean,
 ): Plan {
   if (operands.length > (command === 'create' || command === 'cancel' ? 1 : 0)) throw excessOperands(command, operands, explicit);
+  refuseEqualsAfterShort(command, opts);
   let body: RequestBody;
   const what = operands[0];
   switch (command) {

@@ -12,22 +12,17 @@
  * place of the connection idle the longest (it gets an E_LIMIT line and is
  * closed), so slow or stuck clients can never lock out an alert; only when
  * every connection has a request in progress is the newcomer refused with
- * E_LIMIT.
+ * E_LIMIT. This file accepts and answers requests; what one connection
+ * does with its bytes (framing, order, backpressure) is connection.ts.
  */
 import net from 'node:net';
 import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
-import {
-  MAX_LINE_BYTES, MAX_RESPONSE_LINE_BYTES, encodeLine, errorResponse, extractId, okResponse, parseRequest,
-  type Request, type RequestId,
-} from '../control/protocol.js';
+import { encodeLine, errorResponse, extractId, okResponse, parseRequest, type Request } from '../control/protocol.js';
 import type { LogSink } from '../core/model.js';
+import { Connection, type ConnectionContext, type Peer } from './connection.js';
 
-export interface Peer {
-  pid: number | null;
-  uid: number | null;
-  gid: number | null;
-}
+export type { Peer };
 
 export type RequestHandler = (req: Request, peer: Peer) => unknown;
 
@@ -48,11 +43,6 @@ export interface ServerOptions {
 
 /** Requests that change nothing: answered ones are logged at debug, not info. Any op not listed is logged at info. */
 export const READ_ONLY_OPS: ReadonlySet<string> = new Set(['version', 'status', 'list', 'metrics', 'history']);
-
-/** Lines queued per connection before reading pauses (a client pipelining thousands of requests). */
-const MAX_QUEUED_LINES = 64;
-/** After an oversized line: how long the rest may still trickle in before the connection is cut. */
-const OVERSIZE_GRACE_MS = 1000;
 
 /** The passed socket, when systemd socket-activated us (sd_listen_fds(3)). Clears the variables. */
 export function socketActivationFd(env: NodeJS.ProcessEnv = process.env, pid = process.pid): number | undefined {
@@ -115,19 +105,10 @@ export async function clearStaleSocket(path: string, log: LogSink): Promise<void
 
 type PeerCredFn = (fd: number) => { pid: number; uid: number; gid: number };
 
-/** What the server needs to know of a connection to choose one to close when full. */
-interface Conn {
-  peer: Peer;
-  /** performance.now() of its last read or write. */
-  lastActivity: () => number;
-  /** A request of it is being handled or waits in its queue. */
-  working: () => boolean;
-}
-
 export class ControlServer {
   private readonly o: Required<Omit<ServerOptions, 'listenFd' | 'group'>> & Pick<ServerOptions, 'listenFd' | 'group'>;
   private readonly server: net.Server;
-  private readonly clients = new Map<net.Socket, Conn>();
+  private readonly clients = new Map<net.Socket, Connection>();
   private peerCred: PeerCredFn | undefined;
   private closing = false;
   requests = 0;
@@ -202,9 +183,9 @@ export class ControlServer {
   async close(graceMs = 2000): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const s of this.clients.keys()) s.end();
+    for (const c of this.clients.values()) c.end();
     const t = setTimeout(() => {
-      for (const s of this.clients.keys()) s.destroy();
+      for (const c of this.clients.values()) c.destroy();
     }, graceMs);
     t.unref();
     await closed;
@@ -223,6 +204,7 @@ export class ControlServer {
     return { pid: null, uid: null, gid: null };
   }
 
+  /** Accept: refuse or make room at maxClients, then hand the socket to its Connection. */
   private onConnection(s: net.Socket): void {
     const { log } = this.o;
     const peer = this.credOf(s);
@@ -237,164 +219,13 @@ export class ControlServer {
       return;
     }
     s.on('close', () => this.clients.delete(s));
-    s.on('error', (err) => log.debug({ err, peer }, 'control connection error'));
-
-    let chunks: Buffer[] = [];
-    let buffered = 0;
-    let discarding = false;
-    let queued = 0;
-    /** Requests started and not yet answered. */
-    let busy = 0;
-    /** Starts requests, one per turn, in order. */
-    let chain: Promise<void> = Promise.resolve();
-    /** Sends the answers, in the order the requests came. */
-    let replies: Promise<void> = Promise.resolve();
-    /** Since when our answers have been piling up unread (s.write returned false), or null. */
-    let blockedSince: number | null = null;
-    let drained: Promise<void> = Promise.resolve();
-
-    const idleMs = this.o.idleTimeoutMs;
-    let lastActivity = performance.now();
-    this.clients.set(s, { peer, lastActivity: () => lastActivity, working: () => busy > 0 || queued > 0 });
-    const resumeIfRoom = (): void => {
-      if (queued < MAX_QUEUED_LINES && blockedSince === null && !discarding && !s.destroyed) s.resume();
+    const ctx: ConnectionContext = {
+      log,
+      idleTimeoutMs: this.o.idleTimeoutMs,
+      handle: (line, p) => this.handleLine(line, p),
+      countRequest: () => void this.requests++,
     };
-    // on(), not setTimeout's callback: that one is a once() listener, and the
-    // check below may decide to look again later.
-    s.setTimeout(idleMs);
-    s.on('timeout', () => {
-      // Timers run before pending input is read: after a stall of the daemon
-      // itself, data may be waiting. Read it first (setImmediate runs after
-      // the poll phase), then judge.
-      setImmediate(() => {
-        if (s.destroyed) return;
-        const now = performance.now();
-        if (blockedSince !== null && now - blockedSince >= idleMs) {
-          log.warn({ peer, idleMs }, 'client does not read its answers: dropped');
-          s.destroy();
-          return;
-        }
-        const idleFor = now - lastActivity;
-        // A request in progress is the daemon's delay, not the client's.
-        if (busy > 0 || queued > 0 || idleFor < idleMs) {
-          // Not idle (yet): the socket's timer does not fire again without new
-          // activity, and libuv's cached clock can fire it a hair early, so arm
-          // it again or the client would be kept forever.
-          s.setTimeout(busy > 0 || queued > 0 ? idleMs : Math.max(1, Math.ceil(idleMs - idleFor)));
-          return;
-        }
-        log.warn({ peer, partialBytes: buffered, idleMs }, buffered > 0 ? 'client sent part of a line and stalled: dropped' : 'idle client dropped');
-        s.destroy();
-      });
-    });
-
-    const send = (obj: object): void => {
-      if (s.destroyed || !s.writable) return;
-      let line: string;
-      try {
-        line = encodeLine(obj, MAX_RESPONSE_LINE_BYTES);
-      } catch (err) {
-        line = encodeLine(errorResponse(err, (obj as { id?: RequestId }).id));
-      }
-      lastActivity = performance.now();
-      if (!s.write(line) && blockedSince === null) {
-        // The client is not reading: stop reading and answering it until it
-        // does, so its answers cannot pile up in our memory.
-        blockedSince = performance.now();
-        s.pause();
-        drained = new Promise((resolve) => {
-          const done = (): void => {
-            s.off('drain', done);
-            s.off('close', done);
-            blockedSince = null;
-            lastActivity = performance.now();
-            resolve();
-            resumeIfRoom();
-          };
-          s.on('drain', done);
-          s.on('close', done);
-        });
-      }
-    };
-
-    const enqueue = (line: Buffer): void => {
-      queued++;
-      if (queued >= MAX_QUEUED_LINES) s.pause();
-      chain = chain.then(async () => {
-        // One line per turn of the event loop: a client pipelining thousands
-        // of requests must not keep every other client (and the data plane)
-        // waiting until its whole batch is done.
-        await yieldToIo();
-        if (blockedSince !== null) await drained;
-        // Started in order, answered in order, but the next one starts while
-        // this one waits (for its journal record's fsync): so one sync
-        // acknowledges many of a pipelining client's changes, and at most
-        // MAX_QUEUED_LINES of them are in progress.
-        busy++;
-        const answer = this.handleLine(line.toString('utf8'), peer);
-        replies = replies.then(async () => {
-          try {
-            send(await answer);
-          } finally {
-            busy--;
-            queued--;
-            resumeIfRoom();
-          }
-        }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'));
-      }).catch((err: unknown) => {
-        log.error({ err, peer }, 'control connection handler failed');
-        queued--;
-        resumeIfRoom();
-      });
-    };
-
-    s.on('data', (data: Buffer) => {
-      lastActivity = performance.now();
-      if (discarding) return;
-      let start = 0;
-      for (;;) {
-        const nl = data.indexOf(0x0a, start);
-        if (nl < 0) break;
-        const piece = data.subarray(start, nl);
-        start = nl + 1;
-        if (buffered + piece.length > MAX_LINE_BYTES) return oversize(buffered + piece.length);
-        const line = chunks.length ? Buffer.concat([...chunks, piece]) : Buffer.from(piece);
-        chunks = [];
-        buffered = 0;
-        enqueue(line);
-      }
-      if (start < data.length) {
-        const rest = data.subarray(start);
-        buffered += rest.length;
-        if (buffered > MAX_LINE_BYTES) return oversize(buffered);
-        chunks.push(Buffer.from(rest));
-      }
-    });
-
-    const oversize = (atLeast: number): void => {
-      discarding = true;
-      chunks = [];
-      buffered = 0;
-      this.requests++;
-      log.warn({ peer, bytes: atLeast, limit: MAX_LINE_BYTES }, 'request line too long: closing the connection');
-      // Answer after whatever is ahead of it, then half-close; the rest of
-      // the line is read and dropped until the client closes or the grace ends.
-      chain = chain.then(() => replies).then(() => {
-        send(errorResponse(new TcpresetError('E_PROTOCOL', `request line exceeds ${MAX_LINE_BYTES} bytes; closing the connection`, {
-          details: { limit: MAX_LINE_BYTES },
-        })));
-        s.end();
-        setTimeout(() => s.destroy(), OVERSIZE_GRACE_MS).unref();
-      }).catch((err: unknown) => log.error({ err, peer }, 'control connection handler failed'));
-    };
-
-    s.on('end', () => {
-      // The client is done sending: answer what is queued, then close our side.
-      if (buffered > 0 && !discarding) {
-        log.debug({ peer, partialBytes: buffered }, 'client closed with an unterminated line: ignored');
-      }
-      void chain.then(() => replies).then(() => s.end());
-    });
+    this.clients.set(s, new Connection(s, peer, ctx));
   }
 
   /**
@@ -405,8 +236,8 @@ export class ControlServer {
     let victim: net.Socket | undefined;
     let oldest = Infinity;
     for (const [sock, c] of this.clients) {
-      if (c.working()) continue;
-      const t = c.lastActivity();
+      if (c.working) continue;
+      const t = c.lastActivity;
       if (t < oldest) {
         oldest = t;
         victim = sock;
@@ -419,8 +250,7 @@ export class ControlServer {
       { peer: c.peer, idleMs: Math.round(performance.now() - oldest), maxClients: this.o.maxClients, newcomer },
       'too many control connections: dropped the longest idle one',
     );
-    victim.end(encodeLine(errorResponse(new TcpresetError('E_LIMIT', `too many connections (limit ${this.o.maxClients}); this idle one was closed to make room`))));
-    victim.destroySoon();
+    c.closeWith(new TcpresetError('E_LIMIT', `too many connections (limit ${this.o.maxClients}); this idle one was closed to make room`));
     return true;
   }
 
@@ -458,11 +288,6 @@ export class ControlServer {
       return resp;
     }
   }
-}
-
-/** Let pending I/O (other clients, the ring) run before the next request line. */
-function yieldToIo(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function msSince(t0: bigint): number {

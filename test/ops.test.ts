@@ -732,6 +732,75 @@ pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sw
   t.log([...m2].filter(([k]) => /^tcpreset_(rsts|sweep|jobs)/.test(k)).map(([k, v]) => `${k} ${v}`).join('\n'));
 });
 
+// Serial: a lab (see above).
+pserial('metrics: tcpreset_reaction_latency_seconds counts exactly the job\'s hits (buckets cumulative, +Inf = _count, _sum from real latencies); tcpreset_flows_verified_total and tcpreset_flows_reset_total count a verified sweep and an event-path kill, and stay after the job ends', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const d = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(() => d.stop());
+  const server = await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  // An idle session the flow memory knows (--watch): the create's sweep resets it and its probes verify it dead.
+  const idle = await startClient(lab, lab.ns.client, lab.hosts.server.v4, 5001, 'interactive', { intervalMs: 600_000 });
+  const con = await idle.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  await server.waitFor((e) => e.ev === 'accept' && e.rport === con.lport, 5000, 'accept');
+  const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
+  t.true((await probe()).ok, 'the lab works before any job');
+  const scrape = async (): Promise<Map<string, number>> => samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  const H = 'tcpreset_reaction_latency_seconds';
+  /** The histogram's buckets in exposition order, "le" -> cumulative count. */
+  const buckets = (m: Map<string, number>): [string, number][] =>
+    [...m].filter(([k]) => k.startsWith(`${H}_bucket{`)).map(([k, v]) => [/le="([^"]*)"/.exec(k)![1], v]);
+
+  // Positive control: the warm-up ran its thousands of synthetic segments through the same code, and a
+  // connection crossed the sniff port, yet nothing is counted before a job.
+  const m0 = await scrape();
+  t.deepEqual(buckets(m0).map(([le]) => le), ['0.00002', '0.00003', '0.00005', '0.000075', '0.0001', '0.00015', '0.0002', '0.0003', '0.0005', '0.00075',
+    '0.001', '0.002', '0.005', '0.01', '0.02', '0.05', '0.1', '0.2', '0.5', '1', '+Inf']);
+  t.true(buckets(m0).every(([, v]) => v === 0));
+  t.deepEqual([m0.get(`${H}_count`), m0.get(`${H}_sum`), m0.get('tcpreset_flows_reset_total'), m0.get('tcpreset_flows_verified_total')], [0, 0, 0, 0]);
+
+  const c = await cliSync(['ENG-LAT', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '60', '--wait', '3', '--json', '--socket', d.socket]);
+  t.is(c.status, 0, c.stderr);
+  const created = JSON.parse(c.stdout);
+  t.like(created.flows, { known: 1, reset: 1, verified: 1 }, 'the sweep reset the idle session and verified it dead');
+  const m1 = await scrape();
+  t.is(m1.get('tcpreset_flows_verified_total'), 1, 'exactly the job\'s verified');
+  t.is(m1.get('tcpreset_flows_reset_total'), 1);
+
+  t.false((await probe()).ok, 'a new connection is reset by the event path');
+  const killed = await d.waitLog((l) => l.msg === 'flow reset' && !l.atCreate, 5000, 'the event path\'s flow reset line');
+  const id = created.job.id as string;
+  // The thread adds to the histogram before it reports the hits: read until the main thread has them too.
+  let job: { counters: { matched: number; rstsSent: number; flows: number; verified?: number } } | undefined;
+  let m2 = new Map<string, number>();
+  for (let i = 0; i < 50; i++) {
+    await sleep(100);
+    job = (JSON.parse((await cliSync(['list', '--json', '--socket', d.socket])).stdout).jobs as { id: string }[]).find((j) => j.id === id) as typeof job;
+    m2 = await scrape();
+    if (job && job.counters.matched > 0 && m2.get(`${H}_count`) === job.counters.matched) break;
+  }
+  const matched = job!.counters.matched;
+  t.true(matched > 0, JSON.stringify(job));
+  t.is(m2.get(`${H}_count`), matched, 'one observation per hit the job counted (every hit sent RSTs)');
+  t.is(m2.get('tcpreset_events_total'), matched, 'and per event the XDP program sent up (one job, no loss)');
+  const b2 = buckets(m2);
+  t.is(b2.length, 21);
+  t.true(b2.every(([, v], i) => i === 0 || v >= b2[i - 1][1]), `cumulative: ${JSON.stringify(b2)}`);
+  t.is(b2[20][1], matched, '+Inf = _count');
+  const sum = m2.get(`${H}_sum`)!;
+  t.true(sum > 0);
+  t.true(sum >= (killed.firstLatencyUs as number - 1) / 1e6, `the sum (${sum} s) holds the logged first latency (${killed.firstLatencyUs as number} µs)`);
+  t.is(m2.get('tcpreset_flows_reset_total'), 2, 'the swept session and the killed connection');
+  t.is(job!.counters.flows, 2);
+  t.is(m2.get('tcpreset_flows_verified_total'), job!.counters.verified);
+
+  t.is((await cliSync(['cancel', id, '--socket', d.socket])).status, 0);
+  const m3 = await scrape();
+  t.deepEqual([m3.get(`${H}_count`), m3.get(`${H}_sum`), m3.get('tcpreset_flows_reset_total'), m3.get('tcpreset_flows_verified_total')],
+    [matched, sum, 2, 1], 'lifetime totals: the ended job\'s counts stay');
+  t.log([...m3].filter(([k]) => /^tcpreset_(reaction|flows_|events_total|jobs)/.test(k)).map(([k, v]) => `${k} ${v}`).join('\n'));
+});
+
 // ---------------------------------------------------------------- history
 
 ptest('tcpreset history: jobs created (with the uid that asked) and ended (expired, cancelled) with their final counters, --since and --json; it survives a restart', async (t) => {

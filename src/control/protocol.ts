@@ -177,6 +177,8 @@ export interface StatusResult {
   sniff?: { ifname: string; packets: number; tcp: number; decap: number; unparsableWindows: number }[];
   /** Create-time sweeps since start: packets sent, failures, connections found open (known) and verified dead. */
   sweep?: { sent: number; errors: number; known: number; verified: number };
+  /** Flows reset since start, by the event path and the sweeps (each job's connections counted once, as its counters.flows). */
+  flowsReset?: number;
 }
 export interface VersionResult {
   version: string;

@@ -11,7 +11,9 @@
  */
 import http from 'node:http';
 import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { LATENCY_BOUNDS_US } from '../dataplane/event-wire.js';
+import type { LatencyHistogram } from '../dataplane/types.js';
 import type { JobEventCounts } from './job-events.js';
 import type { LogSink } from '../core/model.js';
 import type { Job } from '../control/protocol.js';
@@ -31,11 +33,66 @@ export interface StatusView {
   dataPlaneFailures: number;
   history?: { unwritten: number; writeFailures: number; lost: number };
   metrics?: { textfileFailures?: number };
+  /** Create-time sweeps since start (Enforcer): connections found open (known) and of those verified dead. */
+  sweep?: { known: number; verified: number };
+  /** Flows reset since start (Enforcer flowsReset). */
+  flowsReset?: number;
 }
 
 export interface MetricsSource {
   status(): StatusView;
   jobs(): Job[];
+  /** The event threads' reaction latency histogram; null while the data plane is not open (all zero). */
+  latency(): LatencyHistogram | null;
+}
+
+type HistogramValues = Awaited<ReturnType<Histogram['get']>>;
+
+/**
+ * A prom-client Histogram whose counts are read at scrape time instead of
+ * observed: the event threads keep them in shared memory (event-wire.ts
+ * LATENCY_*), since they cannot call prom-client (other threads) and a
+ * message per event is a cost the hot path must not pay. get() builds the
+ * usual _bucket (cumulative, le in seconds), _sum and _count samples from
+ * one read, and the registry formats them as any histogram's; _count is the
+ * sum of the buckets, so +Inf always equals _count.
+ */
+class ReadHistogram extends Histogram {
+  constructor(
+    reg: Registry,
+    private readonly metricName: string,
+    private readonly helpText: string,
+    private readonly read: () => LatencyHistogram | null,
+  ) {
+    super({ name: metricName, help: helpText, buckets: LATENCY_BOUNDS_US.map((us) => us / 1e6), registers: [reg] });
+  }
+
+  override async get(): Promise<HistogramValues> {
+    const h = this.read();
+    const n = LATENCY_BOUNDS_US.length;
+    const name = this.metricName;
+    const bucket = `${name}_bucket`;
+    const values: HistogramValues['values'] = [];
+    let count = 0;
+    for (let i = 0; i < n; i++) {
+      count += h?.counts[i] ?? 0;
+      values.push({ metricName: bucket, labels: { le: LATENCY_BOUNDS_US[i] / 1e6 }, value: count });
+    }
+    count += h?.counts[n] ?? 0;
+    values.push(
+      { metricName: bucket, labels: { le: '+Inf' }, value: count },
+      { metricName: `${name}_sum`, labels: {}, value: (h?.sumUs ?? 0) / 1e6 },
+      { metricName: `${name}_count`, labels: {}, value: count },
+    );
+    // MetricType is a type-only enum in prom-client's typings (index.js exports no MetricType).
+    const type = 'histogram' as unknown as HistogramValues['type'];
+    return { name, help: this.helpText, type, values, aggregator: 'sum', collect: () => undefined };
+  }
+
+  /** What the registry calls when it formats (prom-client registry.js), when a metric has it. */
+  getForPromString(): Promise<HistogramValues> {
+    return this.get();
+  }
 }
 
 /** The data plane's counters (bpf/contract.ts COUNTER_NAMES) under their exported names. */
@@ -132,6 +189,11 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
     counter(reg, name, help, ['job_id', 'engid'], (c) => {
       for (const j of liveJobs()) c.inc({ job_id: j.id, engid: j.engid }, pick(j));
     });
+  counter(reg, 'tcpreset_flows_reset_total', 'Connections reset, by the event path or a create-time sweep, each counted once per job (as the job\'s flows in tcpreset list). Since the daemon started; it keeps counting past the end of the jobs.', [], (c) => c.inc(status().flowsReset ?? 0));
+  counter(reg, 'tcpreset_flows_verified_total', 'Connections a create-time sweep reset and then verified dead: both ends answered an out-of-window ACK probe with a RST (RFC 793 section 3.4), as the job\'s verified in tcpreset list. Since the daemon started.', [], (c) => c.inc(status().sweep?.verified ?? 0));
+  new ReadHistogram(reg, 'tcpreset_reaction_latency_seconds',
+    'Reaction latency of the event path, seconds: from the XDP program\'s timestamp of a matching segment (bpf_ktime_get_ns) to the return of the sendmmsg that sent its RSTs, one observation per segment with at least one RST sent (create-time sweeps are not in it). Since the data plane opened.',
+    () => src.latency());
   perJob('tcpreset_job_matched_total', `Segments that matched the job (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.matched);
   perJob('tcpreset_job_rsts_sent_total', `RSTs sent for the job (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.rstsSent);
   perJob('tcpreset_job_flows_total', `Flows the job reset (live jobs, at most ${MAX_JOB_SERIES}).`, (j) => j.counters.flows);

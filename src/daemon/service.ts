@@ -280,7 +280,9 @@ export class Daemon {
   private async metricsRegistry(): Promise<Registry> {
     if (!this.registry) {
       const m = await import('./metrics.js');
-      this.registry ??= m.createRegistry({ status: () => this.status() as StatusView, jobs: () => this.jobs.list() }, this.jobEvents);
+      this.registry ??= m.createRegistry({
+        status: () => this.status() as StatusView, jobs: () => this.jobs.list(), latency: () => this.enforcer?.reactionLatency() ?? null,
+      }, this.jobEvents);
     }
     return this.registry;
   }
@@ -457,6 +459,8 @@ export class Daemon {
       resetTotals: e?.resetTotals ?? [],
       /** Create-time sweeps: packets sent from the flow memory, failures, connections found open and verified dead. */
       sweep: e?.sweep ?? { sent: 0, errors: 0, known: 0, verified: 0 },
+      /** Flows reset since start (event path and sweeps), each job's connections once: the metrics' tcpreset_flows_reset_total. */
+      flowsReset: e?.flowsReset ?? 0,
       /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */
       sniff: e?.sniff ?? [],
       jobs: use.jobs,

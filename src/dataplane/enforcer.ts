@@ -50,7 +50,7 @@ import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
 import { HIT_MP_FASTCLOSE, HIT_MP_NO_KEYS, MPTCP_NO_KEYS, MptcpDirectory, hitMptcp, mptcpNote } from './mptcp.js';
 import { readInterface } from '../net/ifaces.js';
-import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
+import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LatencyHistogram, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
 import type { InjectMode, Family, LogSink } from '../core/model.js';
 
 
@@ -151,6 +151,8 @@ export class Enforcer extends EventEmitter {
   /** Connections the sweeps found open, and of those verified dead (daemon lifetime). */
   private sweepKnown = 0;
   private sweepVerified = 0;
+  /** Flows the targets counted as reset (Target.noteFlow true), daemon lifetime: the metrics' flows reset. */
+  private flowsReset = 0;
   /** The last sweep, for the request that caused it (takeSweep). */
   private lastSweep: SweepInfo | null = null;
   /** Sweep outcomes by target id, unsettled and settled (kept for the target's life). */
@@ -368,10 +370,16 @@ export class Enforcer extends EventEmitter {
     return sumCounters(value, this.ncpu);
   }
 
+  /** The event threads' reaction latency histogram, read now (no message to them: shared memory). */
+  reactionLatency(): LatencyHistogram {
+    return this.events.latency();
+  }
+
   status(): EnforcerStatus {
     return {
       attached: this.attachments.live(),
       sweep: { sent: this.sweepSent, errors: this.sweepErrors, known: this.sweepKnown, verified: this.sweepVerified },
+      flowsReset: this.flowsReset,
       senders: this.senders.status(),
       resetTotals: this.senders.lifetime(),
       counters: this.counters(),
@@ -447,6 +455,7 @@ export class Enforcer extends EventEmitter {
       const dport = dv.getUint16(o + HIT.dport, true);
       flowKey ??= flowKeyOf(binaryKey(bytes, o + HIT.saddr, alen), sport, binaryKey(bytes, o + HIT.daddr, alen), dport);
       if (target.noteFlow(flowKey)) {
+        this.flowsReset++;
         const info: FlowResetInfo = {
           targetId: target.id, label: target.label, family,
           src: formatIp(bytes.slice(o + HIT.saddr, o + HIT.saddr + alen)), sport,
@@ -596,6 +605,7 @@ export class Enforcer extends EventEmitter {
           const k = e.key;
           const key = flowKeyOf(binaryKey(k.addrA, 0, k.addrA.length), k.portA, binaryKey(k.addrB, 0, k.addrB.length), k.portB);
           if (!target.noteFlow(key)) continue;
+          this.flowsReset++;
           const encap = e.dirs[0]?.encap || e.dirs[1]?.encap;
           resets.push({
             targetId: id, label: target.label, family: k.family,

@@ -10,7 +10,7 @@
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { EventFd } from '../native/libc.js';
 import type { SenderSockets } from '../net/sender.js';
-import type { EventCommand, EventReport, EventThreadData } from './event-wire.js';
+import { LATENCY_SLOTS, type EventCommand, type EventReport, type EventThreadData } from './event-wire.js';
 
 export interface EventPathOptions {
   ringFd: number;
@@ -51,6 +51,11 @@ export class EventPath {
   private respawnTimer: NodeJS.Timeout | undefined;
   /** A doorbell ring is queued for the end of this turn (post). */
   private ringDue = false;
+  /**
+   * The thread's reaction latency histogram (event-wire.ts LATENCY_*), which
+   * it writes and the metrics read; kept across restarts of the thread.
+   */
+  readonly latency = new Float64Array(new SharedArrayBuffer(LATENCY_SLOTS * 8));
 
   constructor(private readonly o: EventPathOptions) {
     this.spawn();
@@ -120,6 +125,7 @@ export class EventPath {
     const data: EventThreadData = {
       ringFd: this.o.ringFd, ringBytes: this.o.ringBytes, doorbellFd: this.doorbell.fd,
       spinUs: this.o.spinUs ?? 200, keepWarmMs: this.o.keepWarmMs ?? 0, batch: this.o.batch ?? 4096, nice: this.o.nice === undefined ? -10 : this.o.nice, rtPriority: this.o.rtPriority ?? 0,
+      latency: this.latency.buffer as SharedArrayBuffer,
     };
     const worker = new Worker(new URL('./event-worker.js', import.meta.url), {
       workerData: { data, port: port2 }, transferList: [port2], name: 'tcpreset-event',

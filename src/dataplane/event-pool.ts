@@ -9,7 +9,8 @@
  */
 import { EventPath } from './event-path.js';
 import type { SenderSockets } from '../net/sender.js';
-import type { EventReport } from './event-wire.js';
+import { LATENCY_BOUNDS_US, LATENCY_INF, LATENCY_SUM, type EventReport } from './event-wire.js';
+import type { LatencyHistogram } from './types.js';
 
 export interface EventPoolOptions {
   /** One ring buffer fd per thread. */
@@ -80,6 +81,17 @@ export class EventPool {
         if (--left === 0) done();
       });
     }
+  }
+
+  /** Every thread's reaction latency histogram added up, read now (event-wire.ts LATENCY_*). */
+  latency(): LatencyHistogram {
+    const counts = new Array<number>(LATENCY_INF + 1).fill(0);
+    let sumUs = 0;
+    for (const p of this.paths) {
+      for (let i = 0; i <= LATENCY_INF; i++) counts[i] += p.latency[i];
+      sumUs += p.latency[LATENCY_SUM];
+    }
+    return { boundsUs: LATENCY_BOUNDS_US, counts, sumUs };
   }
 
   async stop(): Promise<void> {

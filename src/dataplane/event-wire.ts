@@ -27,7 +27,38 @@ export interface EventThreadData {
   nice: number | null;
   /** SCHED_FIFO priority (1..99) for the thread; 0 = stay SCHED_OTHER. */
   rtPriority: number;
+  /**
+   * The reaction latency histogram (LATENCY_SLOTS float64s, layout below),
+   * written by the thread with plain stores and read by the main thread at
+   * scrape time. The main thread's, so it outlives a restarted thread.
+   */
+  latency: SharedArrayBuffer;
 }
+
+/**
+ * Reaction latency: from the XDP program's timestamp of the segment
+ * (bpf_ktime_get_ns, CLOCK_MONOTONIC, tr_event.ts_ns) to the return of the
+ * sendmmsg(2) that sent its RSTs (process.hrtime, the same clock), once per
+ * event with at least one RST queued (an event whose every RST was refused
+ * as undeliverable sent none). Upper bounds of the buckets, µs: from the
+ * ~20 µs of a warm thread at SCHED_FIFO to 1 s (BENCHMARKS.md: first RSTs
+ * p50 ~50-550 µs). The metric exports them in seconds.
+ */
+export const LATENCY_BOUNDS_US: readonly number[] = [
+  20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+];
+/**
+ * Layout of EventThreadData.latency, float64 slots: [0, n) events per
+ * bucket, not cumulative (slot i: above bound i-1, at most bound i);
+ * n: above the last bound (+Inf); n+1: the sum of the latencies, µs.
+ * Counts as float64 are exact to 2^53. No reader sees a torn value (aligned
+ * 8-byte stores on x86-64 and arm64); a read during a store may see a
+ * bucket one ahead of the sum, never buckets that disagree with the count,
+ * since the count is their sum.
+ */
+export const LATENCY_INF = LATENCY_BOUNDS_US.length;
+export const LATENCY_SUM = LATENCY_BOUNDS_US.length + 1;
+export const LATENCY_SLOTS = LATENCY_BOUNDS_US.length + 2;
 
 export type EventCommand =
   | { type: 'sender'; key: string; ifname: string; ifindex: number; mode: InjectMode; mac: Uint8Array; fds: number[] }

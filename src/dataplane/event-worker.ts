@@ -28,7 +28,7 @@ import { forgeResets, l2Frame, type RstPacket } from '../packet/forge.js';
 import { formatIp } from '../core/addr.js';
 import { Delivery, noL2Reason } from './delivery.js';
 import { hitMptcp } from './mptcp.js';
-import { HIT, HIT_BYTES, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
+import { HIT, HIT_BYTES, LATENCY_BOUNDS_US, LATENCY_SLOTS, LATENCY_SUM, type EventCommand, type EventReport, type EventThreadData, type SenderReport } from './event-wire.js';
 
 /** TTLs remembered per address, so RSTs spoofed from B carry B's TTL. */
 const MAX_TTL_ENTRIES = 65536;
@@ -47,6 +47,12 @@ const TARGET_ID = LAYOUT.tr_event.fields.target_id;
  * and a Smi like the real ones (2^32-1 trained the slot lookups on a heap number).
  */
 const WARM_SLOT = 0x3fffffff;
+/**
+ * How old warmUp() makes its synthetic segments, ns: latencies over every
+ * bucket of the histogram and past its last (+Inf), so its loop meets no
+ * exit it was not trained on when a real segment is slow.
+ */
+const WARM_AGES_NS = [0n, 0n, 0n, 60_000n, 400_000n, 3_000_000n, 150_000_000n, 2_000_000_000n];
 
 /** A class, not literals: the warm-up's slot and the real ones must share one map (a literal with its keys in another order deoptimized onRecord on the first real segment). */
 class Slot {
@@ -86,12 +92,17 @@ class EventThread {
   private warming = false;
   /** Takes the warm-up's verdicts (warmUp), so they reach no fault or report. */
   private warmDelivery: Delivery | undefined;
+  /** The reaction latency histogram flush() adds to: the shared one (event-wire.ts LATENCY_*), or during warmUp() a throwaway of the same kind. */
+  private latency: Float64Array;
+  private readonly realLatency: Float64Array;
+  private readonly warmLatency = new Float64Array(new SharedArrayBuffer(LATENCY_SLOTS * 8));
 
   constructor(
     private readonly data: EventThreadData,
     private readonly port: MessagePort,
   ) {
     this.ring = new RingReader(data.ringFd, data.ringBytes);
+    this.realLatency = this.latency = new Float64Array(data.latency, 0, LATENCY_SLOTS);
     this.doorbell = new EventFd(data.doorbellFd);
     this.epfd = epollCreate('event thread');
     epollCtl(this.epfd, EPOLL_CTL_ADD, data.ringFd, EPOLLIN, 0, 'ring buffer');
@@ -139,6 +150,7 @@ class EventThread {
       this.warmDelivery.assumeOnLink('warm', [net(10, 4), net(192, 4), net(10, 16), net(192, 16)]);
     }
     this.delivery = this.warmDelivery;
+    this.latency = this.warmLatency;
     this.slots.set(WARM_SLOT, new Slot([], sinks));
     const rec = new DataView(new ArrayBuffer(LAYOUT.tr_event.size));
     const recBytes = new Uint8Array(rec.buffer);
@@ -163,7 +175,7 @@ class EventThread {
         rec.setUint32(F.flow_label, v6 ? (i * 2654435761) & 0xfffff : 0, true);
         rec.setUint16(F.sport, 1024 + ((i * 7919) & 0xfbff), true);
         rec.setUint16(F.dport, (i & 8) === 0 ? 443 : 49152 + (i & 0x3fff), true);
-        rec.setBigUint64(F.ts_ns, process.hrtime.bigint(), true);
+        rec.setBigUint64(F.ts_ns, process.hrtime.bigint() - WARM_AGES_NS[i & 7], true);
         rec.setUint8(F.ttl, 64);
         rec.setUint8(F.vlan_count, i % 3);
         rec.setUint16(F.vlan_tpid, 0x88a8, true);
@@ -197,6 +209,7 @@ class EventThread {
       }
       this.slots.delete(WARM_SLOT);
       this.delivery = real;
+      this.latency = this.realLatency;
       for (const k of sources) this.ttlSeen.delete(k);
     }
   }
@@ -388,9 +401,13 @@ class EventThread {
     if (this.hitCount === 0) return;
     const now = process.hrtime.bigint();
     const h = this.hits;
+    const lat = this.latency;
     for (let i = 0; i < this.hitCount; i++) {
       const o = i * HIT_BYTES;
-      h.setFloat32(o + HIT.latencyUs, Number(now - h.getBigUint64(o + HIT.tsNs, true)) / 1000, true);
+      const us = Number(now - h.getBigUint64(o + HIT.tsNs, true)) / 1000;
+      h.setFloat32(o + HIT.latencyUs, us, true);
+      // Plain stores into shared memory, no message: the main thread reads the histogram when scraped.
+      if (h.getUint8(o + HIT.rsts) > h.getUint8(o + HIT.undeliverable)) observeLatency(lat, us);
     }
     const buf = h.buffer.slice(0, this.hitCount * HIT_BYTES);
     this.post({ type: 'hits', hits: buf, count: this.hitCount, at: Date.now(), senders: sent }, [buf]);
@@ -484,6 +501,14 @@ class EventThread {
     }
     return this.sink;
   }
+}
+
+/** One event's reaction latency (µs) into the histogram `lat` (event-wire.ts LATENCY_*: bucket counts, +Inf, sum). */
+function observeLatency(lat: Float64Array, us: number): void {
+  let b = 0;
+  while (b < LATENCY_BOUNDS_US.length && us > LATENCY_BOUNDS_US[b]) b++;
+  lat[b]++;
+  lat[LATENCY_SUM] += us;
 }
 
 const senderKeys = new WeakMap<Sender, string>();

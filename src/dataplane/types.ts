@@ -120,6 +120,18 @@ export interface SweepOutcome {
   ms: number;
 }
 
+/**
+ * The reaction latency histogram of the event threads since the data plane
+ * opened (event-wire.ts LATENCY_BOUNDS_US says what is measured): counts[i]
+ * events above boundsUs[i-1] and at most boundsUs[i] µs, not cumulative;
+ * counts[boundsUs.length] those above the last bound; sumUs their sum, µs.
+ */
+export interface LatencyHistogram {
+  boundsUs: readonly number[];
+  counts: number[];
+  sumUs: number;
+}
+
 export interface EnforcerStatus {
   /**
    * XDP attachments. jobs: targets on it now; watched: named by --watch /
@@ -129,6 +141,12 @@ export interface EnforcerStatus {
   attached: { ifname: string; ifindex: number; mode: 'native' | 'generic'; jobs: number; watched: boolean; kept: boolean }[];
   /** Create-time sweeps (issue 9): packets sent from the flow memory, failures, connections found open (known) and verified dead (both ends answered a probe with a RST), since start. */
   sweep: { sent: number; errors: number; known: number; verified: number };
+  /**
+   * Flows reset since the data plane opened: every (job, connection) counted
+   * once, by the event path or a sweep, as each job's counters.flows counts
+   * them (past MAX_FLOWS_PER_TARGET per job, no more); never decreases.
+   */
+  flowsReset: number;
   senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
   /**
    * Per reset interface and mode ever used, since the daemon started (closed senders included; never

@@ -108,7 +108,10 @@ export const COMMANDS: CommandSpec[] = [
     name: 'metrics',
     usage: '',
     summary: 'the daemon\'s Prometheus metrics, in the text format a scrape of /metrics returns',
-    details: ['The same metrics the daemon serves at metricsListen and writes to metricsTextfile (tcpreset.conf(5)), asked over the control socket, so they can be read without either.'],
+    details: [
+      'The same metrics the daemon serves at metricsListen and writes to metricsTextfile (tcpreset.conf(5)), asked over the control socket, so they can be read without either.',
+      'tcpreset_reaction_latency_seconds is a histogram of the time from the XDP program\'s timestamp of a matching segment to the return of the sendmmsg that sent its RSTs; tcpreset_flows_reset_total counts the connections reset (as list\'s FLOWS) and tcpreset_flows_verified_total those a create-time sweep verified dead (as list\'s VERIFIED). Counters count since the daemon started and keep their value when jobs end.',
+    ],
     opts: [],
   },
   { name: 'help', operand: '[SUBCOMMAND]', usage: '[SUBCOMMAND]', summary: 'show help, for one subcommand if named', opts: [] },

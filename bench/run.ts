@@ -12,7 +12,7 @@
  * --render: only regenerate BENCHMARKS.md from bench/results/latest.json
  * (after a change to the report's text; the plot needs a run).
  * --only: sections to run (command, reaction, idle, kill, capabilities,
- * throughput, scale, flowmem);
+ * throughput, scale, flowmem, prefilter);
  * a partial run writes bench/results/partial.json only.
  * --into-latest: a partial, full-length run also replaces its sections in
  * bench/results/latest.json (noting when they were measured) and
@@ -33,6 +33,7 @@ import { runFlowmem } from './flowmem.js';
 import { runReaction } from './reaction.js';
 import { runScale } from './scale.js';
 import { runThroughput } from './throughput.js';
+import { runTargets } from './targets.js';
 import { renderBenchmarks, type BenchResults } from './lib/report.js';
 import { cdfSvg } from './lib/svg.js';
 import { machineInfo, readSysctl, writeSysctl } from '../testkit/proc.js';
@@ -40,7 +41,7 @@ import { ensureSniffAddress } from './lib/tcpkill.js';
 import { SensorDaemon } from '../testkit/daemon.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url)); // from dist/bench/
-const SECTIONS = ['command', 'reaction', 'idle', 'kill', 'capabilities', 'throughput', 'scale', 'flowmem'] as const;
+const SECTIONS = ['command', 'reaction', 'idle', 'kill', 'capabilities', 'throughput', 'scale', 'flowmem', 'prefilter'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Set<Section>; report: boolean; render: boolean; intoLatest: boolean } {
@@ -169,6 +170,9 @@ async function main(): Promise<number> {
           break;
         case 'flowmem':
           results.flowmem = await runFlowmem(ctx);
+          break;
+        case 'prefilter':
+          results.prefilter = runTargets(ctx);
           break;
       }
       log(`== ${section} done in ${((Date.now() - s0) / 1000).toFixed(0)} s`);

@@ -30,7 +30,7 @@ export const FLOWMEM_DEFAULT = 262144;
 export const FLOWMEM_BYTES_PER_ENTRY = 192;
 /** The global-data section holding tr_fm_mask (slots - 1), set before load. */
 export const FLOWMEM_MASK_SECTION = '.rodata.flowmem';
-export const PREFILTER_BITS = 1 << 21;
+export const PREFILTER_BITS = 1 << 23;
 export const PREFILTER_WORDS = PREFILTER_BITS / 64;
 export const DUP_INTERVAL_NS = 10_000_000n;
 

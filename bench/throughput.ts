@@ -12,10 +12,11 @@
  * to the sender, so its answered fraction is RSTs / (3 x packets).
  */
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import type { StatusResult } from '../src/control/protocol.js';
 import { BENCH_ENGID, toolOrder, type BenchContext, type Tool } from './context.js';
 import { median } from '../testkit/stats.js';
-import { ifCounters, processesCpuNs } from '../testkit/proc.js';
+import { ifCounters, machineBusyNs, machineIrqNs, processesCpuNs, threadCpuNs } from '../testkit/proc.js';
 import { spawnTcpkill, stopTcpkill, waitListening } from './lib/tcpkill.js';
 import { startTrafgen, tcpFrameConfig } from '../testkit/trafgen.js';
 import { sleep } from '../testkit/time.js';
@@ -73,13 +74,45 @@ export interface FloodPoint {
   ringLoss: number;
   /** Daemon CPU in cores during the window. */
   cores: number;
+  /** CPU of each event thread during the window, cores (absent in results from before it was taken). */
+  threadCores?: number[];
+  /** The machine's interrupt + softirq time during the window, cores (the receive path: veth NAPI, XDP, mirred). */
+  softirqCores?: number;
+  /** Everything the machine did during the window (all CPUs but idle), cores: how close to saturated it was. */
+  machineCores?: number;
+  /** Matching segments the kernel did not send up as events (an exact repeat of the flow's last event within 10 ms) / matching non-RST segments. */
+  suppressed?: number;
+}
+
+/**
+ * The kernel's suppression of exact repeats (bpf/tcpreset.bpf.c
+ * is_duplicate): a flood that cycles over a few fixed flows whose seq and
+ * ack never move (a mirror delivering the same segments again and again),
+ * 1 event thread. What share of the matching segments never became an event.
+ */
+export interface RepeatFlood {
+  flows: number;
+  targetPps: number;
+  offeredPps: number;
+  /** Matching non-RST segments per second that reached the program. */
+  matchingPps: number;
+  /** Suppressed / matching non-RST segments. */
+  suppressed: number;
+  /** Events sent up per second, and lost at the ring per second. */
+  eventsPerSec: number;
+  lostPerSec: number;
+  rstPerSec: number;
+  cores: number;
 }
 
 export interface FloodResult {
   /** RSTs/s the daemon's Sender pushes out of reset0 with nothing else running (l3, batches of 64). */
   senderAlone: number;
+  /** Each measurement of the sender alone (one per round, before the round's floods). */
+  senderAloneRuns?: number[];
   windowS: number;
   points: FloodPoint[];
+  repeat?: RepeatFlood;
 }
 
 const SENDER_ALONE = fileURLToPath(new URL('./tools/sender-alone.js', import.meta.url));
@@ -91,11 +124,11 @@ async function senderAlone(ctx: BenchContext, seconds: number): Promise<number> 
 }
 
 /** One flood at `targetPps` against `daemon` (a job on the client host): RSTs/s, answered share, ring loss, CPU. */
-async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: number, windowS: number): Promise<Omit<FloodPoint, 'threads' | 'runs'>> {
+async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: number, windowS: number, cfgText?: string): Promise<Omit<FloodPoint, 'threads' | 'runs'> & { c0: Record<string, number>; c1: Record<string, number>; secs: number; tgSecs: number; packets: number }> {
   const { lab } = ctx;
   const client = lab.hosts.client;
   const server = lab.hosts.server;
-  const cfg = tcpFrameConfig({ smac: client.mac, dmac: server.mac, src: client.v4, dst: server.v4, dport: 2222 });
+  const cfg = cfgText ?? tcpFrameConfig({ smac: client.mac, dmac: server.mac, src: client.v4, dst: server.v4, dport: 2222 });
   const job = await daemon.call<{ job: { id: string } }>({
     op: 'create', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: client.v4, duration: 3600,
   });
@@ -108,10 +141,16 @@ async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: num
       await sleep(500);
       const wr = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
       const cpu0 = processesCpuNs([daemon.pid]);
+      const th0 = threadCpuNs(daemon.pid, 'tcpreset-event');
+      const irq0 = machineIrqNs();
+      const busy0 = machineBusyNs();
       const w0 = performance.now();
       await sleep(windowS * 1000);
       const wre = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
       const cpu1 = processesCpuNs([daemon.pid]);
+      const th1 = threadCpuNs(daemon.pid, 'tcpreset-event');
+      const irq1 = machineIrqNs();
+      const busy1 = machineBusyNs();
       const secs = (performance.now() - w0) / 1000;
       await tg.stop();
       const tgSecs = (performance.now() - tgStart) / 1000;
@@ -122,13 +161,20 @@ async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: num
       const c1 = (await daemon.call<StatusResult>({ op: 'status' })).counters;
       const lost = (c1.lost ?? 0) - (c0.lost ?? 0);
       const events = (c1.events ?? 0) - (c0.events ?? 0);
+      const suppressed = (c1.suppressed ?? 0) - (c0.suppressed ?? 0);
+      const r2 = (x: number): number => Math.round(x * 100) / 100;
       return {
         targetPps,
         offeredPps: Math.round(end.packets / tgSecs),
         rstPerSec: Math.round((wre.txPackets - wr.txPackets) / secs),
         answered: Math.round(((r1.txPackets - r0.txPackets) / (2 * end.packets)) * 1000) / 1000,
         ringLoss: events + lost > 0 ? Math.round((lost / (events + lost)) * 10000) / 10000 : 0,
-        cores: Math.round(((cpu1 - cpu0) / 1e9 / secs) * 100) / 100,
+        cores: r2((cpu1 - cpu0) / 1e9 / secs),
+        threadCores: [...th1].map(([tid, ns]) => r2((ns - (th0.get(tid) ?? ns)) / 1e9 / secs)),
+        softirqCores: r2((irq1 - irq0) / 1e9 / secs),
+        machineCores: r2((busy1 - busy0) / 1e9 / secs),
+        suppressed: events + lost + suppressed > 0 ? Math.round((suppressed / (events + lost + suppressed)) * 10000) / 10000 : 0,
+        c0, c1, secs, tgSecs, packets: end.packets,
       };
     } finally {
       await tg.stop();
@@ -157,9 +203,13 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
       const daemon = await SensorDaemon.start(ctx.lab, { config: { ...BENCH_DAEMON_CONFIG, eventThreads: threads } });
       try {
         for (const targetPps of rates) {
-          const r = await floodOnce(ctx, daemon, targetPps, windowS);
+          const { c0: _c0, c1: _c1, secs: _s, tgSecs: _t, packets: _p, ...r } = await floodOnce(ctx, daemon, targetPps, windowS);
           runs.push({ threads, runs: 1, ...r });
-          ctx.log(`floods: ${threads} thread(s), ${targetPps / 1000}k asked: offered ${r.offeredPps}/s, ${r.rstPerSec} RST/s, answered ${(r.answered * 100).toFixed(1)} %, ring loss ${(r.ringLoss * 100).toFixed(1)} %, ${r.cores} cores`);
+          ctx.log(
+            `floods: ${threads} thread(s), ${targetPps / 1000}k asked: offered ${r.offeredPps}/s, ${r.rstPerSec} RST/s, answered ${(r.answered * 100).toFixed(1)} %, ` +
+              `ring loss ${(r.ringLoss * 100).toFixed(1)} %, suppressed ${((r.suppressed ?? 0) * 100).toFixed(1)} %, daemon ${r.cores} cores ` +
+              `(event threads ${(r.threadCores ?? []).join(' + ')}), irq+softirq ${r.softirqCores} cores, machine ${r.machineCores} of ${availableParallelism()} cores`,
+          );
           await sleep(500);
         }
       } finally {
@@ -179,11 +229,63 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
         answered: median(rs.map((r) => r.answered)),
         ringLoss: median(rs.map((r) => r.ringLoss)),
         cores: median(rs.map((r) => r.cores)),
+        threadCores: Array.from({ length: threads }, (_, i) => median(rs.map((r) => [...(r.threadCores ?? [])].sort((a, b) => b - a)[i] ?? 0))),
+        softirqCores: median(rs.map((r) => r.softirqCores ?? 0)),
+        machineCores: median(rs.map((r) => r.machineCores ?? 0)),
+        suppressed: median(rs.map((r) => r.suppressed ?? 0)),
       });
     }
   }
+  const repeat = await repeatFlood(ctx, windowS);
   await sharedDaemon(ctx);
-  return { senderAlone: Math.round(median(alone)), windowS, points };
+  return { senderAlone: Math.round(median(alone)), senderAloneRuns: alone, windowS, points, repeat };
+}
+
+/** trafgen frames cycling over `flows` fixed flows (source ports 0x9000 + i) whose seq and ack never move. */
+function repeatFlowsConfig(smac: string, dmac: string, src: string, dst: string, flows: number): string {
+  const b = (mac: string): string => mac.split(':').map((x) => `0x${x}`).join(', ');
+  const ip = (a: string): string => a.split('.').map(Number).join(', ');
+  return `{
+  ${b(dmac)},
+  ${b(smac)},
+  c16(0x0800),
+  0x45, 0x00, c16(40), c16(1), c16(0x4000), 64, 6, csumip(14, 33),
+  ${ip(src)},
+  ${ip(dst)},
+  0x90, dinc(0, ${flows - 1}), c16(2222),
+  c32(0x12345678), c32(0x9abcdef0),
+  0x50, 0x10, c16(512), csumtcp(14, 34), c16(0)
+}
+`;
+}
+
+/** The suppression of exact repeats, measured on a flood of 256 fixed flows (see RepeatFlood). */
+async function repeatFlood(ctx: BenchContext, windowS: number): Promise<RepeatFlood> {
+  const { lab } = ctx;
+  const flows = 256;
+  const targetPps = 200_000;
+  const cfg = repeatFlowsConfig(lab.hosts.client.mac, lab.hosts.server.mac, lab.hosts.client.v4, lab.hosts.server.v4, flows);
+  const daemon = await SensorDaemon.start(ctx.lab, { config: { ...BENCH_DAEMON_CONFIG, eventThreads: 1 } });
+  try {
+    const r = await floodOnce(ctx, daemon, targetPps, windowS, cfg);
+    const d = (k: string): number => (r.c1[k] ?? 0) - (r.c0[k] ?? 0);
+    const matching = d('events') + d('lost') + d('suppressed');
+    const whole = r.tgSecs; // the counters also cover the 1.5 s drain after it, when nothing arrives
+    const out: RepeatFlood = {
+      flows, targetPps, offeredPps: r.offeredPps,
+      matchingPps: Math.round(matching / whole),
+      suppressed: matching > 0 ? Math.round((d('suppressed') / matching) * 10000) / 10000 : 0,
+      eventsPerSec: Math.round(d('events') / whole),
+      lostPerSec: Math.round(d('lost') / whole),
+      rstPerSec: r.rstPerSec,
+      cores: r.cores,
+    };
+    ctx.log(`floods: ${flows} repeating flows, ${targetPps / 1000}k asked: offered ${out.offeredPps}/s, suppressed ${(out.suppressed * 100).toFixed(1)} %, ${out.eventsPerSec} events/s, ${out.lostPerSec} lost/s, ${out.rstPerSec} RST/s, ${out.cores} cores`);
+    return out;
+  } finally {
+    await daemon.stop();
+    daemon.removeFiles();
+  }
 }
 
 async function bpfCounters(ctx: BenchContext): Promise<Record<string, number>> {

@@ -28,6 +28,30 @@ export function processCpuNs(pid: number): number {
   return total;
 }
 
+/**
+ * CPU time of each live thread of `pid` whose name (/proc/<pid>/task/<tid>/comm)
+ * starts with `prefix`, ns (schedstat), keyed by thread id: the event
+ * threads of tcpresetd ("tcpreset-event") one by one.
+ */
+export function threadCpuNs(pid: number, prefix: string): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      if (!readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith(prefix)) continue;
+      out.set(Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]));
+    } catch {
+      /* thread exited between readdir and read */
+    }
+  }
+  return out;
+}
+
 export function processesCpuNs(pids: Iterable<number>): number {
   let t = 0;
   for (const p of pids) t += processCpuNs(p);

@@ -1002,7 +1002,7 @@ function prefilterSection(p: TargetsResult, sc: ScaleResult | undefined, at: str
       '(random addresses of 10.99.0.0/16 and 10.98.0.0/16, never targeted), each object loaded twice: its targets map and prefilter filled as the daemon ' +
       `fills them with 1 target and with ${num(o0.targets)} (one all-ports key per host), the flow memory on and full. *New flows*: 20,000 distinct ` +
       'frames per round, one call each (the traffic of the table above; the call\'s own overhead is in both columns). *Known flows*: 64 fixed address ' +
-      `pairs, 20,000 repetitions each (warm caches). ${o0.rounds} rounds, the two configurations alternating; medians of the per-round figures. ` +
+      `pairs, 20,000 repetitions each (warm caches). ${o0.rounds} rounds, the two configurations side by side (alternating every 500 new-flow frames and every known pair, the order flipping); medians of the per-round figures. ` +
       '*Passed*: frames whose source or destination bit is set with 100,000 targets (none with 1). The first row is this tree\'s object; the others are ' +
       'the same sources built with another TR_PREFILTER_BITS.',
   );
@@ -1025,8 +1025,9 @@ function prefilterSection(p: TargetsResult, sc: ScaleResult | undefined, at: str
       'hash map, all ports first, then the segment\'s port, source before destination. With 1 target no packet gets past the bits; with 100,000 an ' +
       'address does with probability about bits set / size (one hash), a packet about twice that, and each of those pays two lookups of a ' +
       '100,000-entry hash table that random traffic finds cold: that is the whole difference between the columns. The share passed, not the ' +
-      'lookups, is what the bitmap\'s size buys down; a second hash would halve the bits\' reach for the same share at the price of two more ' +
-      'bit reads on every packet, and looking the port key up first would not help (a false positive pays both lookups in either order).',
+      'lookups, is what the bitmap\'s size buys down. A second hash at 2^21 bits would pass about as few as one hash at 2^23 (computed: 0.8 % ' +
+      'of addresses against 1.2 %) at the price of two more bit reads on every packet, so the tree takes the larger bitmap (1 MiB of kernel ' +
+      'memory, and its copy in the daemon). Looking the port key up first would not help: a false positive pays both lookups in either order.',
   );
   out.push('');
   const one = sc?.cells.find((c) => c.config === 'tcpreset-1');
@@ -1150,7 +1151,7 @@ function floodsSection(fl: FloodResult, nproc: number): string[] {
         (rp
           ? `On a flood that cycles over ${rp.flows} fixed flows whose seq and ack never move (a mirror delivering the same segments over and over), ` +
             `${num(rp.offeredPps)} packets/s offered, 1 thread, it kept ${pct(rp.suppressed, 1)} of the matching segments (${num(rp.matchingPps)}/s) ` +
-            `from becoming events: ${num(rp.eventsPerSec)} events/s went up (about one per flow per 10 ms), ${num(rp.lostPerSec)}/s were lost at the ring, ` +
+            `from becoming events: ${num(rp.eventsPerSec)} events/s went up (at most one per flow per 10 ms), ${num(rp.lostPerSec)}/s were lost at the ring, ` +
             `${num(rp.rstPerSec)} RSTs/s, the daemon at ${num(rp.cores, 2)} cores.`
           : ''),
     );
@@ -1165,17 +1166,23 @@ function floodsSection(fl: FloodResult, nproc: number): string[] {
       `**Where it goes.** An answered event cost the event threads ${num(per[0], 1)}–${num(per[per.length - 1], 1)} µs of CPU (${num(mid, 1)} µs typical), of which ` +
         `sending its 2 RSTs alone is ${num(sendUs, 1)} µs at the sender-alone rate: in this lab a RST sent on reset0 is also received within the same ` +
         'call (veth hands it to the switch, the client\'s or server\'s stack, and the mirror of the client\'s port copies it back to sniff0, where XDP ' +
-        'sees it again). The machine column shows the rest: trafgen keeps one CPU busy by itself and the receive path takes most of what is left, so ' +
-        'with the ring\'s consumers short of CPU the ring fills and the XDP program drops events (the loss column), while a thread never ' +
-        'gets a full core. A second thread cannot help when there is no second core to give it.',
+        'sees it again). A profile of the event thread during a 200k flood (1 thread; `perf record -g -t TID`, 3 s, 2026-12-01) says where: 78 % of its ' +
+        'time in sendmmsg, and 63 % in all in softirq work the kernel ran when the send re-enabled bottom halves (net_rx_action: veth NAPI of ' +
+        'sniff0 with the XDP program on the flood\'s own frames 34 %, of which the program 17 %; the bridge and the mirror 16 %; the hosts\' TCP 3 %), ' +
+        'the other 15 % the send itself (routing, veth transmit), against 22 % for the JavaScript path (drain, forge, hand-off): on veth the receive path of whatever the CPU ' +
+        'has pending runs inside the sender\'s call. The machine column shows the rest: trafgen keeps a CPU busy by itself and the receive path ' +
+        'takes most of what is left, so the threads never get a full core, the ring fills and the XDP program drops events (the loss column). ' +
+        'A second thread cannot help when there is no second core to give it.',
     );
     out.push('');
     out.push(
       `**With more cores.** The threads share nothing on the event path (a ring, a forge and send slots each; the flow hash keeps a flow on one thread), ` +
         `so each thread given a core of its own answers about ${num(1e6 / mid, 0)} events/s (${num(2e6 / mid, 0)} RSTs/s) at this lab's ${num(mid, 1)} µs per event, ` +
-        `and N such threads about N times that, until the reset interface's transmit path is the limit. A 200k packets/s matching flood needs ` +
-        `about ${num(Math.ceil((FLOOD_RATE * mid) / 1e6), 0)} cores of event threads at this cost, beside the cores that receive the flood; on a ` +
-        'physical NIC the receiving end of each RST runs elsewhere, which makes a RST cheaper to send than here.',
+        `and N such threads about N times that, until the reset interface's transmit path is the limit: a 200k packets/s matching flood takes ` +
+        `about ${num(Math.ceil((FLOOD_RATE * mid) / 1e6), 0)} such cores, beside those that receive the flood. Without the receive work the profile ` +
+        `found inside the sends (63 %), an event costs the thread about ${num(mid * 0.37, 1)} µs, ${num(1e6 / (mid * 0.37), 0)} events/s per core: ` +
+        'that is the figure for a sensor whose NIC spreads its receive softirq over other cores (RSS) and whose RSTs are received by other machines, ' +
+        `where one such thread would just about keep up with a 200k flood and the goal of ${FLOOD_SENDER_GOAL * 100} % of the sender alone becomes a matter of cores, not code.`,
     );
     out.push('');
   }

@@ -21,6 +21,17 @@ import { wallMs } from './time.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url)); // from dist/testkit/
 export const DAEMON_BIN = join(REPO_ROOT, 'bin/tcpresetd');
+
+/**
+ * The node flags of a script's `#!/usr/bin/env -S node FLAGS` line ([] for a
+ * plain `node` shebang): the daemon is run as `node FLAGS SCRIPT`, so it gets
+ * what the installed command gets (bin/tcpresetd's --max-semi-space-size).
+ */
+export function shebangNodeFlags(script: string): string[] {
+  const first = readFileSync(script, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\S*env(?: -S)? node((?: --?\S+)*)\s*$/.exec(first);
+  return m ? m[1]!.split(' ').filter(Boolean) : [];
+}
 export const CLI_BIN = join(REPO_ROOT, 'bin/tcpreset');
 
 let portable: Promise<{ root: string; cli: string; daemon: string }> | undefined;
@@ -112,7 +123,7 @@ export class DaemonProc {
       writeFileSync(cfg, JSON.stringify(opts.config ?? {}));
       argv.push('--config', cfg);
     }
-    let cmd: string[] = [process.execPath, ...argv];
+    let cmd: string[] = [process.execPath, ...shebangNodeFlags(argv[0]!), ...argv];
     if (opts.wrapper) cmd = [...opts.wrapper, ...cmd];
     if (opts.netns) cmd = ['ip', 'netns', 'exec', opts.netns, ...cmd];
     const env = { ...process.env, ...opts.env };

@@ -48,6 +48,7 @@ import { SlotTable, type Slot } from './slots.js';
 import { Target } from './targets.js';
 import { ParseWatch, setTunnelPorts } from './tunnels.js';
 import { Delivery } from './delivery.js';
+import { UndeliverableDestinations } from './undeliverable.js';
 import { HIT_MP_FASTCLOSE, HIT_MP_NO_KEYS, MPTCP_NO_KEYS, MptcpDirectory, hitMptcp, mptcpNote } from './mptcp.js';
 import { readInterface } from '../net/ifaces.js';
 import type { EnforcerOptions, EnforcerStatus, FlowResetInfo, LatencyHistogram, InterfaceFault, SweepInfo, SweepOutcome, TargetInfo, TargetSpec } from './types.js';
@@ -167,8 +168,8 @@ export class Enforcer extends EventEmitter {
   private readonly mptcp = new MptcpDirectory();
   /** Sniff interfaces where MPTCP subflows were reset without keys (mptcp.ts): since when, how many. */
   private readonly mptcpNoKeys = new Map<string, { since: number; count: number }>();
-  /** Destinations the event threads reported undeliverable, by "ifname|address". */
-  private readonly undeliverable = new Map<string, { ifname: string; dst: string; reason: string; since: number; seen: number }>();
+  /** Destinations the event threads reported undeliverable, grouped by reset interface (undeliverable.ts). */
+  private readonly undeliverable: UndeliverableDestinations;
   /** For the route check at job creation and the create-time sweep (the event threads have their own). */
   private routeCheck: Delivery | null = null;
   /** Per event thread, as each last reported. */
@@ -185,6 +186,7 @@ export class Enforcer extends EventEmitter {
     super();
     this.obj = obj;
     this.log = log;
+    this.undeliverable = new UndeliverableDestinations(log);
     this.countersMap = obj.map(MAP_COUNTERS);
     this.ncpu = numPossibleCpus();
     const threads = opts.eventThreads ?? 1;
@@ -400,6 +402,7 @@ export class Enforcer extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.healthTimer);
+    this.undeliverable.close();
     if (this.verifyTimer) clearInterval(this.verifyTimer);
     for (const id of [...this.targets.keys()]) this.remove(id);
     await this.events.stop();
@@ -631,8 +634,7 @@ export class Enforcer extends EventEmitter {
     }
     if (refused) {
       target.addUndeliverable(refused);
-      const u = [...this.undeliverable.values()].find((x) => x.ifname === target.resetIf);
-      target.deliveryFault = u?.reason ?? `RSTs undeliverable from ${target.resetIf}`;
+      target.deliveryFault = this.undeliverable.firstReason(target.resetIf) ?? `RSTs undeliverable from ${target.resetIf}`;
     }
     // Emitted once the caller (the job manager) knows the target: on the first turn, add() has not returned yet.
     if (resets.length) queueMicrotask(() => { for (const r of resets) this.emit('flow-reset', r); });
@@ -772,17 +774,9 @@ export class Enforcer extends EventEmitter {
 
   // ---- RSTs that cannot leave the reset interface (delivery.ts) -------------
 
-  /** A destination's verdict in an event thread: one warning per destination (and reason), naming the fix. */
+  /** A destination's verdict in an event thread: warnings grouped per interface, each naming the fix (undeliverable.ts). */
   private onDelivery(ifname: string, dst: string, reason: string | null): void {
-    const key = `${ifname}|${dst}`;
-    const have = this.undeliverable.get(key);
-    const now = Date.now();
-    if (reason !== null) {
-      this.undeliverable.set(key, { ifname, dst, reason, since: have?.since ?? now, seen: now });
-      if (have?.reason !== reason) this.log.warn({ ifname, dst, reason }, reason);
-    } else if (this.undeliverable.delete(key)) {
-      this.log.info({ ifname, dst }, `RSTs from ${ifname} to ${dst} can be delivered again`);
-    }
+    this.undeliverable.verdict(ifname, dst, reason);
   }
 
   /**
@@ -792,7 +786,7 @@ export class Enforcer extends EventEmitter {
    * interface fault itself (health.ts) says what is wrong while it lasts.
    */
   private forgetDelivery(ifname: string): void {
-    for (const [key, u] of this.undeliverable) if (u.ifname === ifname) this.undeliverable.delete(key);
+    this.undeliverable.forget(ifname);
     for (const t of this.targets.values()) if (t.resetIf === ifname) t.deliveryFault = undefined;
     this.routeCheck?.forget(ifname);
     this.events.forgetDelivery(ifname);
@@ -807,9 +801,9 @@ export class Enforcer extends EventEmitter {
     target.addUndeliverable(refused);
     const alen = bytes[o + HIT.family] === 4 ? 4 : 16;
     for (const at of [HIT.daddr, HIT.saddr]) {
-      const u = this.undeliverable.get(`${target.resetIf}|${formatIp(bytes.slice(o + at, o + at + alen))}`);
-      if (u) {
-        target.deliveryFault = u.reason;
+      const reason = this.undeliverable.reasonFor(target.resetIf, formatIp(bytes.slice(o + at, o + at + alen)));
+      if (reason !== undefined) {
+        target.deliveryFault = reason;
         return;
       }
     }
@@ -823,23 +817,7 @@ export class Enforcer extends EventEmitter {
 
   /** One fault per reset interface with undeliverable destinations: the first reason, and how many more. */
   private deliveryFaults(): InterfaceFault[] {
-    const by = new Map<string, { reasons: string[]; since: number }>();
-    const now = Date.now();
-    for (const [key, u] of this.undeliverable) {
-      // Not confirmed for a minute: no RST went that way since (the flows are gone), so it is no longer news.
-      if (now - u.seen > 60_000) {
-        this.undeliverable.delete(key);
-        continue;
-      }
-      const e = by.get(u.ifname) ?? { reasons: [], since: u.since };
-      e.reasons.push(u.reason);
-      e.since = Math.min(e.since, u.since);
-      by.set(u.ifname, e);
-    }
-    return [...by].map(([ifname, e]) => ({
-      ifname, role: 'reset' as const, kind: 'undeliverable' as const, since: e.since,
-      fault: e.reasons.length === 1 ? e.reasons[0] : `${e.reasons[0]} (and ${e.reasons.length - 1} more undeliverable destinations)`,
-    }));
+    return this.undeliverable.faults();
   }
 
   /**

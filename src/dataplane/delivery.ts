@@ -38,10 +38,19 @@ class Entry {
     public reason: string | null,
     readonly ifname: string,
     readonly ifindex: number,
-    readonly dst: Uint8Array,
+    /** Its cache key, `IFINDEX|` + the destination's bytes as char codes: the bytes are read back from it (dstOf) rather than kept as a copy, ~150 B per host. */
+    readonly key: string,
     /** Queued for refresh(). */
     public due: boolean,
   ) {}
+}
+
+/** The destination bytes of a verdict's cache key (`IFINDEX|` + one char per byte). Only for verdicts: a note's key holds no address and is never checked again. */
+function dstOf(key: string): Uint8Array {
+  const at = key.indexOf('|') + 1;
+  const out = new Uint8Array(key.length - at);
+  for (let i = 0; i < out.length; i++) out[i] = key.charCodeAt(at + i);
+  return out;
 }
 
 export class Delivery {
@@ -89,7 +98,7 @@ export class Delivery {
     // First sight: a destination on one of the interface's own networks has a connected route,
     // known without asking; otherwise the route only (one rtnetlink round trip). The neighbour,
     // which no RST has made the kernel resolve yet, after the batch went out.
-    const e = new Entry(now, null, ifname, ifindex, dst.slice(), true);
+    const e = new Entry(now, null, ifname, ifindex, key, true);
     this.cache.set(key, e);
     if (!this.onLink(ifname, dst)) this.recheck(e, now, false);
     this.stale.add(e);
@@ -167,8 +176,9 @@ export class Delivery {
 
   private recheck(e: Entry, now: number, neighbour = true): void {
     const was = e.reason;
-    const text = formatIp(e.dst);
-    e.reason = this.check(e.ifname, e.ifindex, e.dst, text, neighbour);
+    const dst = dstOf(e.key);
+    const text = formatIp(dst);
+    e.reason = this.check(e.ifname, e.ifindex, dst, text, neighbour);
     e.checkedAt = now;
     // Refusals are re-confirmed on every check (once a second at most), so the receiver can age out stale ones.
     if (e.reason !== null || was !== null) this.onChange(e.ifname, text, e.reason);
@@ -188,7 +198,7 @@ export class Delivery {
       this.cache.clear();
       this.stale.clear();
     }
-    this.cache.set(key, new Entry(now, reason, ifname, 0, new Uint8Array(0), false));
+    this.cache.set(key, new Entry(now, reason, ifname, 0, key, false));
     this.onChange(ifname, dst, reason);
   }
 

@@ -69,6 +69,12 @@ class EventThread {
   private readonly events = new EpollEvents(2);
   private readonly senders = new Map<string, Sender>();
   private readonly slots = new Map<number, Slot>();
+  /**
+   * One Slot per distinct list of sender keys, shared by every slot id that fires those senders
+   * (usually all of them: one reset interface). A Slot, its cloned key array and strings and its
+   * resolved senders per slot id cost ~200 B each, 20 MB at 100,000 jobs.
+   */
+  private readonly shared = new Map<string, Slot>();
   private readonly ttlSeen = new Map<string, number>();
   /** Senders with packets queued since the last flush. */
   private readonly dirty = new Set<Sender>();
@@ -457,7 +463,12 @@ class EventThread {
         return;
       }
       case 'slot': {
-        const slot = new Slot(cmd.senders, this.resolve(cmd.senders));
+        const key = cmd.senders.join('\n');
+        let slot = this.shared.get(key);
+        if (!slot) {
+          slot = new Slot(cmd.senders, this.resolve(cmd.senders));
+          this.shared.set(key, slot);
+        }
         this.slots.set(cmd.id, slot);
         if (cmd.host) for (const s of slot.senders) if (s.mode === 'l3') this.delivery.prime(s.ifname, s.ifindex, cmd.host);
         return;
@@ -484,7 +495,7 @@ class EventThread {
   }
 
   private rebindSlots(): void {
-    for (const slot of this.slots.values()) slot.senders = this.resolve(slot.keys);
+    for (const slot of this.shared.values()) slot.senders = this.resolve(slot.keys);
   }
 
   /** To the main thread; during warmUp() to a port whose peer is closed (the message is dropped), through the same call. */

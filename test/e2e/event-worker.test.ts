@@ -15,7 +15,7 @@
  * bail out; the positive control is the same trace showing the path
  * compiled by TurboFan, and every connection answered.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -70,9 +70,11 @@ ptest.serial('after a start and after kill -9 and restart, the first real segmen
   t.teardown(() => lab.destroy());
   const server = await startServer(lab, lab.ns.server, [{ port: ECHO_PORT, mode: 'echo' }]);
   const dir = mkdtempSync(join(tmpdir(), 'tcpresetd-traced-'));
-  // bin/tcpresetd's entry with V8's tracing switched on first (it only prints; the code is the production one).
+  // bin/tcpresetd's entry with V8's tracing switched on first (it only prints; the code is the production one),
+  // under bin/tcpresetd's shebang, whose node flags (the young generation's size) startDaemon passes on.
   const traced = join(dir, 'tcpresetd-traced.mjs');
   writeFileSync(traced, [
+    readFileSync(DAEMON_BIN, 'utf8').split('\n', 1)[0],
     "import v8 from 'node:v8';",
     "v8.setFlagsFromString('--trace-deopt --trace-opt --trace-file-names');",
     `await import(${JSON.stringify(pathToFileURL(join(DAEMON_BIN, '../../dist/src/daemon/main.js')).href)});`,

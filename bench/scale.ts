@@ -27,6 +27,7 @@
  *
  * The daemon's resident memory is taken in each tcpreset configuration.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusResult } from '../src/control/protocol.js';
 import { BENCH_DAEMON_CONFIG, BENCH_ENGID, type BenchContext } from './context.js';
@@ -91,10 +92,46 @@ export interface ScaleResult {
     points: { jobs: number; perSec: number; cpuUsPerJob?: number }[];
     jobs: number;
     totalMs: number;
-    memory: { rssMB: number; heapUsedMB: number; externalMB: number; arrayBuffersMB: number } | null;
+    memory: { rssMB: number; heapUsedMB: number; externalMB: number; arrayBuffersMB: number; heapTotalMB?: number; smaps?: RssParts } | null;
   };
+  /** Where the resident memory of a daemon with one job is (the first tcpreset-1 run). */
+  oneJobSmaps?: RssParts;
   memory: { idleMB: number | null; oneJobMB: number | null; thousandMB: number | null; hundredThousandMB: number | null };
   notes: string[];
+}
+
+/** Resident memory (MB) of a process by kind of mapping, from /proc/PID/smaps. */
+export interface RssParts {
+  /** The node executable's own pages (code, read-only data: ICU, the snapshot). */
+  nodeBinary: number;
+  /** BPF maps mmapped by the daemon (anon_inode:bpf-map: the flow memory, ring buffers, mmapable arrays). */
+  bpfMaps: number;
+  /** Other files (shared libraries, the daemon's own files). */
+  otherFiles: number;
+  /** Anonymous memory: both V8 heaps (main thread, event thread), their code, malloc. */
+  anonymous: number;
+}
+
+export function rssParts(pid: number): RssParts | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kb = { nodeBinary: 0, bpfMaps: 0, otherFiles: 0, anonymous: 0 };
+  let kind: keyof RssParts = 'anonymous';
+  for (const line of text.split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      const name = m[1]!;
+      kind = name.includes('bpf-map') ? 'bpfMaps' : /\/node$/.test(name) ? 'nodeBinary' : name.startsWith('/') ? 'otherFiles' : 'anonymous';
+      continue;
+    }
+    if (line.startsWith('Rss:')) kb[kind] += Number(line.split(/\s+/)[1]);
+  }
+  const mb = (x: number): number => Math.round((x * 1024) / 1e5) / 10;
+  return { nodeBinary: mb(kb.nodeBinary), bpfMaps: mb(kb.bpfMaps), otherFiles: mb(kb.otherFiles), anonymous: mb(kb.anonymous) };
 }
 
 /**
@@ -209,8 +246,12 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
   await ctx.daemon.call({ op: 'cancel', jobId: warm.job.id }, 60_000);
   if (created > 1000) createRate.push({ jobs: created, ms: Math.round(totalMs), perSec: Math.round((created / totalMs) * 1000) });
   if (created === big) {
-    const st = await ctx.daemon.call<StatusResult & { memory: { rss: number; heapUsed: number; external: number; arrayBuffers: number } }>({ op: 'status' }, 60_000);
-    createMemory = { rssMB: Math.round((rssBytes(ctx.daemon.pid) / 1e6) * 10) / 10, heapUsedMB: st.memory.heapUsed, externalMB: st.memory.external, arrayBuffersMB: st.memory.arrayBuffers };
+    const st = await ctx.daemon.call<StatusResult & { memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } }>({ op: 'status' }, 60_000);
+    const smaps = rssParts(ctx.daemon.pid);
+    createMemory = {
+      rssMB: Math.round((rssBytes(ctx.daemon.pid) / 1e6) * 10) / 10, heapUsedMB: st.memory.heapUsed, heapTotalMB: st.memory.heapTotal, externalMB: st.memory.external, arrayBuffersMB: st.memory.arrayBuffers,
+      ...(smaps ? { smaps } : {}),
+    };
     ctx.log(`scale: ${big} jobs created in ${(totalMs / 1000).toFixed(1)} s; daemon RSS ${createMemory.rssMB} MB (V8 heap used ${st.memory.heapUsed} MiB, external ${st.memory.external} MiB)`);
   }
   const createCurve: ScaleResult['createCurve'] = { points, jobs: created, totalMs: Math.round(totalMs), memory: createMemory };
@@ -223,6 +264,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
   const cfg = tcpFrameConfig({ smac: '02:00:00:00:99:01', dmac: '02:00:00:00:98:01', src: null, dst: null, dport: 443 });
   const tg = startTrafgen(lab, join(ctx.tmp, 'scale.cfg'), cfg, { gapUs: GAP_US });
   const runs: ScaleRun[] = [];
+  let oneJobSmaps: RssParts | undefined;
   let skipBig = false;
   try {
     await sleep(1000);
@@ -265,6 +307,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
           const pids = daemon ? [daemon.pid] : procs.map((p) => p.child.pid!);
           const progId = daemon && c.targets > 0 ? await xdpProgId(lab.sensor.ns, lab.sensor.sniffIf) : null;
           const w = await measureWindow(ctx, pids, progId, windowS);
+          if (daemon && c.targets === 1) oneJobSmaps ??= rssParts(daemon.pid);
           const r1 = (x: number): number => Math.round(x * 10) / 10;
           const run: ScaleRun = {
             config: c.name,
@@ -348,6 +391,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
     runs,
     createRate,
     createCurve,
+    ...(oneJobSmaps ? { oneJobSmaps } : {}),
     memory: { idleMB: rssOf(0), oneJobMB: rssOf(1), thousandMB: rssOf(1000), hundredThousandMB: rssOf(100_000) },
     notes,
   };

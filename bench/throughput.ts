@@ -80,6 +80,8 @@ export interface FloodPoint {
   softirqCores?: number;
   /** Everything the machine did during the window (all CPUs but idle), cores: how close to saturated it was. */
   machineCores?: number;
+  /** Records drained per wake-up from epoll_wait (all threads): a thread that never sleeps through a flood drains thousands per wake-up. */
+  recordsPerWakeup?: number;
   /** Matching segments the kernel did not send up as events (an exact repeat of the flow's last event within 10 ms) / matching non-RST segments. */
   suppressed?: number;
 }
@@ -103,6 +105,8 @@ export interface RepeatFlood {
   lostPerSec: number;
   rstPerSec: number;
   cores: number;
+  /** As FloodPoint.recordsPerWakeup. */
+  recordsPerWakeup?: number;
 }
 
 export interface FloodResult {
@@ -133,7 +137,8 @@ async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: num
     op: 'create', engid: BENCH_ENGID, sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: client.v4, duration: 3600,
   });
   try {
-    const c0 = (await daemon.call<StatusResult>({ op: 'status' })).counters;
+    const s0 = await daemon.call<StatusResult>({ op: 'status' });
+    const c0 = s0.counters;
     const r0 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
     const tg = startTrafgen(lab, join(ctx.tmp, 'flood.cfg'), cfg, { rate: targetPps });
     const tgStart = performance.now();
@@ -158,9 +163,11 @@ async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: num
       if (end.packets === null) throw new Error(`trafgen printed no packet count: ${end.stderr.trim()}`);
       await sleep(1500);
       const r1 = await ifCounters(lab.sensor.ns, lab.sensor.resetIf);
-      const c1 = (await daemon.call<StatusResult>({ op: 'status' })).counters;
+      const s1 = await daemon.call<StatusResult>({ op: 'status' });
+      const c1 = s1.counters;
       const lost = (c1.lost ?? 0) - (c0.lost ?? 0);
       const events = (c1.events ?? 0) - (c0.events ?? 0);
+      const wakeups = s1.ring.wakeups - s0.ring.wakeups;
       const suppressed = (c1.suppressed ?? 0) - (c0.suppressed ?? 0);
       const r2 = (x: number): number => Math.round(x * 100) / 100;
       return {
@@ -173,6 +180,7 @@ async function floodOnce(ctx: BenchContext, daemon: SensorDaemon, targetPps: num
         threadCores: [...th1].map(([tid, ns]) => r2((ns - (th0.get(tid) ?? ns)) / 1e9 / secs)),
         softirqCores: r2((irq1 - irq0) / 1e9 / secs),
         machineCores: r2((busy1 - busy0) / 1e9 / secs),
+        recordsPerWakeup: Math.round((s1.ring.records - s0.ring.records) / Math.max(1, wakeups)),
         suppressed: events + lost + suppressed > 0 ? Math.round((suppressed / (events + lost + suppressed)) * 10000) / 10000 : 0,
         c0, c1, secs, tgSecs, packets: end.packets,
       };
@@ -208,7 +216,7 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
           ctx.log(
             `floods: ${threads} thread(s), ${targetPps / 1000}k asked: offered ${r.offeredPps}/s, ${r.rstPerSec} RST/s, answered ${(r.answered * 100).toFixed(1)} %, ` +
               `ring loss ${(r.ringLoss * 100).toFixed(1)} %, suppressed ${((r.suppressed ?? 0) * 100).toFixed(1)} %, daemon ${r.cores} cores ` +
-              `(event threads ${(r.threadCores ?? []).join(' + ')}), irq+softirq ${r.softirqCores} cores, machine ${r.machineCores} of ${availableParallelism()} cores`,
+              `(event threads ${(r.threadCores ?? []).join(' + ')}, ${r.recordsPerWakeup} records per wake-up), irq+softirq ${r.softirqCores} cores, machine ${r.machineCores} of ${availableParallelism()} cores`,
           );
           await sleep(500);
         }
@@ -232,6 +240,7 @@ export async function runFloods(ctx: BenchContext): Promise<FloodResult> {
         threadCores: Array.from({ length: threads }, (_, i) => median(rs.map((r) => [...(r.threadCores ?? [])].sort((a, b) => b - a)[i] ?? 0))),
         softirqCores: median(rs.map((r) => r.softirqCores ?? 0)),
         machineCores: median(rs.map((r) => r.machineCores ?? 0)),
+        recordsPerWakeup: median(rs.map((r) => r.recordsPerWakeup ?? 0)),
         suppressed: median(rs.map((r) => r.suppressed ?? 0)),
       });
     }
@@ -279,8 +288,9 @@ async function repeatFlood(ctx: BenchContext, windowS: number): Promise<RepeatFl
       lostPerSec: Math.round(d('lost') / whole),
       rstPerSec: r.rstPerSec,
       cores: r.cores,
+      recordsPerWakeup: r.recordsPerWakeup,
     };
-    ctx.log(`floods: ${flows} repeating flows, ${targetPps / 1000}k asked: offered ${out.offeredPps}/s, suppressed ${(out.suppressed * 100).toFixed(1)} %, ${out.eventsPerSec} events/s, ${out.lostPerSec} lost/s, ${out.rstPerSec} RST/s, ${out.cores} cores`);
+    ctx.log(`floods: ${flows} repeating flows, ${targetPps / 1000}k asked: offered ${out.offeredPps}/s, suppressed ${(out.suppressed * 100).toFixed(1)} %, ${out.eventsPerSec} events/s, ${out.lostPerSec} lost/s, ${out.rstPerSec} RST/s, ${out.cores} cores, ${out.recordsPerWakeup} records per wake-up`);
     return out;
   } finally {
     await daemon.stop();

@@ -1065,14 +1065,14 @@ function prefilterSection(p: TargetsResult, sc: ScaleResult | undefined, at: str
   const big = sc?.cells.find((c) => c.config === 'tcpreset-100000');
   if (one && big) {
     out.push(
-      `**Fixed cost against per-packet cost in the table above.** Its *attributable* column adds the daemon's processes to the XDP program, and ` +
+      `**Fixed cost against per-packet cost in the configurations table at the top of this section.** Its *attributable* column adds the daemon's processes to the XDP program, and ` +
         `on this traffic the processes do nothing per packet: non-matching segments never leave the kernel. What they use is a fixed cost per ` +
         `second, ${num(fixedMsPerSec(one), 0)} ms of CPU per second with 1 target and ${num(fixedMsPerSec(big), 0)} ms with 100,000 ` +
         '(the event thread\'s keep-warm tick, `eventKeepWarmMs`, is ~3 % of a core, 30 ms/s, on its own; with 100,000 jobs add the main ' +
         `thread's bookkeeping and garbage collection), which the table divides by the window's ~${num(big.pps)} packets/s ` +
         `(${num(one.processNsPerPkt, 0)} and ${num(big.processNsPerPkt, 0)} ns "per packet"). Per packet only the XDP column counts: ` +
         `${num(one.bpfNsPerPkt, 0)} → ${num(big.bpfNsPerPkt, 0)} ns (${num(big.bpfNsPerPkt / Math.max(one.bpfNsPerPkt, 1e-9), 2)}×) there, ` +
-        'on a shared machine; the figures above are the precise ones.',
+        'on a shared machine; this subsection\'s BPF_PROG_TEST_RUN figures are the precise ones.',
     );
     out.push('');
   }
@@ -1158,17 +1158,19 @@ function floodsSection(fl: FloodResult, nproc: number): string[] {
       `. Goals (issue 13): ≥ ${FLOOD_SENDER_GOAL * 100} % of the sender alone, and ≥ ${FLOOD_ANSWER_GOAL * 100} % of a 200k ` +
       `packets/s matching flood answered. On ${nproc} vCPUs trafgen, the veth receive path (XDP runs in the sender's softirq), the threads ` +
       'and the kernel\'s RST transmit share the cores. *Per thread*: each event thread\'s CPU (/proc/PID/task, busiest first); *irq + softirq*: the ' +
-      `machine's interrupt and softirq time; *machine*: all ${nproc} CPUs' busy time, in cores.`,
+      `machine's interrupt and softirq time; *machine*: all ${nproc} CPUs' busy time, in cores; *records per wake-up*: events drained per return ` +
+      'from epoll_wait (a thread that never sleeps through the flood drains them all in a few wake-ups: then neither the drain batch of 4,096 ' +
+      'nor sendmmsg\'s 64 is what limits it, nor the ring\'s size when the overload lasts).',
   );
   out.push('');
   const hasThreads = fl.points.some((x) => x.threadCores);
   out.push(table(
     ['Event threads', 'Asked (packets/s)', 'Offered', 'RSTs/s', 'vs sender alone', 'Answered', 'Ring-buffer loss', 'Daemon CPU (cores)',
-      ...(hasThreads ? ['per thread', 'irq + softirq', 'machine'] : [])],
+      ...(hasThreads ? ['per thread', 'irq + softirq', 'machine', 'records per wake-up'] : [])],
     fl.points.map((x) => [
       String(x.threads), num(x.targetPps), num(x.offeredPps), num(x.rstPerSec), pct(x.rstPerSec / fl.senderAlone, 1),
       pct(x.answered, 1), pct(x.ringLoss, 2), num(x.cores, 2),
-      ...(hasThreads ? [(x.threadCores ?? []).map((c) => num(c, 2)).join(' + '), num(x.softirqCores, 2), num(x.machineCores, 2)] : []),
+      ...(hasThreads ? [(x.threadCores ?? []).map((c) => num(c, 2)).join(' + '), num(x.softirqCores, 2), num(x.machineCores, 2), x.recordsPerWakeup === undefined ? 'n/a' : num(x.recordsPerWakeup)] : []),
     ]),
   ));
   out.push('');
@@ -1183,7 +1185,9 @@ function floodsSection(fl: FloodResult, nproc: number): string[] {
           ? `On a flood that cycles over ${rp.flows} fixed flows whose seq and ack never move (a mirror delivering the same segments over and over), ` +
             `${num(rp.offeredPps)} packets/s offered, 1 thread, it kept ${pct(rp.suppressed, 1)} of the matching segments (${num(rp.matchingPps)}/s) ` +
             `from becoming events: ${num(rp.eventsPerSec)} events/s went up (at most one per flow per 10 ms), ${num(rp.lostPerSec)}/s were lost at the ring, ` +
-            `${num(rp.rstPerSec)} RSTs/s, the daemon at ${num(rp.cores, 2)} cores.`
+            `${num(rp.rstPerSec)} RSTs/s, the daemon at ${num(rp.cores, 2)} cores` +
+            (rp.recordsPerWakeup !== undefined ? ` (${num(rp.recordsPerWakeup)} records per wake-up: at that rate the thread sleeps between a few events, and each wake-up and each report to the main thread is paid for by those few; a profile of such a run put the event thread at about 1 core, much of it in the scheduler's switch back from epoll_wait)` : '') +
+            '.'
           : ''),
     );
     out.push('');

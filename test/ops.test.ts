@@ -16,7 +16,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { createLab } from '../testkit/lab/lab.js';
 import { History } from '../src/daemon/history.js';
-import { connectOnce, startClient, startServer } from '../testkit/lab/peer-control.js';
+import { connectOnce, connectOutcome, startClient, startServer } from '../testkit/lab/peer-control.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, worldReadableBuild, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
 
@@ -645,7 +645,7 @@ pserial('metrics during enforcement: per-job and global counters move with real 
   const c = await d.request({ v: 1, op: 'create', engid: 'ENG-M', sniffIf: lab.sensor.sniffIf, resetIf: lab.sensor.resetIf, host: lab.hosts.client.v4, duration: 60 }, 30_000);
   t.true(c.ok, JSON.stringify(c));
   const id = c.result.job.id;
-  t.false((await probe()).ok, 'the job resets the connection');
+  t.is(connectOutcome(await probe()), 'reset', 'the job resets the connection after its handshake');
   const read = async (pred: (m: Map<string, number>) => boolean): Promise<Map<string, number>> => {
     let m = new Map<string, number>();
     for (let i = 0; i < 60; i++) {
@@ -705,7 +705,7 @@ pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sw
   t.is(first.flows?.known, 1, 'the sweep found the idle session');
   const swept = await d.waitLog((l) => l.msg === 'flows reset from flow memory', 5000, 'sweep line');
   t.deepEqual([swept.flows, swept.rsts], [1, 2]);
-  t.false((await probe()).ok, 'a new connection is reset by the event path');
+  t.is(connectOutcome(await probe()), 'reset', 'a new connection is reset by the event path after its handshake');
   const rsts1 = await cancel(first.id);
   // Nothing scraped while the job ran: the counters must not depend on a scrape having seen the sender.
   const m1 = samples((await cliSync(['metrics', '--socket', d.socket])).stdout);

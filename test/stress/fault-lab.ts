@@ -11,7 +11,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { CLI_BIN, startDaemon, type DaemonProc, type Resp, type StartOptions } from '../../testkit/daemon.js';
 import { createLab, type Lab } from '../../testkit/lab/lab.js';
-import { connectOnce, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { connectOnce, connectOutcome, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 import { processMaps } from '../../testkit/proc.js';
 import { bulkRequests } from '../../testkit/control.js';
 
@@ -101,10 +101,10 @@ export async function killed(ld: LabDaemon, s: Session, timeoutMs = KILL_BOUND_M
   return { client: c.code ?? '', server: sv.code ?? '', at: Math.max(c.t, sv.t) };
 }
 
-/** A fresh connection client -> server: ok, or what the kernel said. */
-export async function tryConnect(ld: LabDaemon, fam: 'v4' | 'v6' = 'v4', holdMs = 200): Promise<{ ok: boolean; code?: string }> {
+/** A fresh connection client -> server: ok, or what the kernel said, and connectOutcome()'s name for it ('works', 'reset', ...). */
+export async function tryConnect(ld: LabDaemon, fam: 'v4' | 'v6' = 'v4', holdMs = 200): Promise<{ ok: boolean; code?: string; outcome: ReturnType<typeof connectOutcome> }> {
   const r = await connectOnce(ld.lab, ld.lab.ns.client, ld.lab.hosts.server[fam], ECHO_PORT, { timeoutMs: 1500, holdMs });
-  return { ok: r.ok === true, code: r.code };
+  return { ok: r.ok === true, code: r.code, outcome: connectOutcome(r) };
 }
 
 // ---- the daemon's BPF targets map, seen from outside -------------------------

@@ -138,7 +138,7 @@ ptest.serial('kill -9 during active jobs, again and again: unexpired jobs come b
     t.is(entries.filter((e) => !byHost.has(addrText(e))).length, 0, `${where}: map entries without a job`);
     t.true(worstSkew < 100, `${where}: kernel deadlines within ${worstSkew.toFixed(1)} ms of the jobs' end times`);
     const conn = await tryConnect(ld, 'v4', 500);
-    t.false(conn.ok, `${where}: the sentinel host's handshake is refused again (${JSON.stringify(conn)})`);
+    t.is(conn.outcome, 'reset', `${where}: the sentinel host's new connection is reset after its handshake again (${JSON.stringify(conn)})`);
 
     // The model now follows what the daemon says for the requests in doubt.
     for (const x of doubts) {
@@ -275,7 +275,7 @@ ptest.serial('state directory on a tmpfs that fills up: jobs are accepted and en
   await d.waitLog((l) => l.level === 50 && l.msg === 'cannot save jobs: they will not survive a restart', 5000, 'the save error');
   // Accepted means enforced: the real client host is refused while the disk is full.
   await create(lab.hosts.client.v4);
-  t.false((await tryConnect(ld, 'v4', 500)).ok, 'a job accepted on a full disk is enforced');
+  t.is((await tryConnect(ld, 'v4', 500)).outcome, 'reset', 'a job accepted on a full disk is enforced');
   const list = (await ok(d, { v: 1, op: 'list' })).jobs as ListedJob[];
   t.is(list.length, accepted.length, 'nothing accepted was dropped');
   t.deepEqual(tmpLitter(stateDir), [], 'failed writes leave no temp files');
@@ -291,6 +291,6 @@ ptest.serial('state directory on a tmpfs that fills up: jobs are accepted and en
   const d2 = await ld.restart();
   const back = (await ok(d2, { v: 1, op: 'list' })).jobs as ListedJob[];
   t.deepEqual(back.map((j) => [j.host, j.expiresAt]).sort(), accepted.map((a) => [a.host, a.expiresAt]).sort(), 'every accepted job survives the crash');
-  t.false((await tryConnect(ld, 'v4', 500)).ok, 'and is enforced again');
+  t.is((await tryConnect(ld, 'v4', 500)).outcome, 'reset', 'and is enforced again');
   t.log(`FIGURE full disk: ${accepted.length} jobs accepted, ${warned} of them with a warning while the disk was full, ${back.length} back after kill -9`);
 });

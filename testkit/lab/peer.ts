@@ -21,8 +21,8 @@
  *   counts echoes. client bulk: reads a download at full speed.
  * connect: one connection attempt with a timeout; on success sends "ping",
  *   waits for the echo and keeps the connection --hold ms (default 0), then
- *   reports {ev:"result", ok, connected, echoed, code?}: a connection that was
- *   reset while held counts as failed.
+ *   reports {ev:"result", ok, connected, echoed, lport?, code?}: a connection
+ *   that was reset while held counts as failed; lport once connected.
  * attempts: --count N connection attempts --gap MS apart (default 300: a
  *   quiet link between them), each sending "ping" --delay-us after it
  *   connects (default 0: at once, as an exploit or a beacon would) and
@@ -231,10 +231,11 @@ function connectOnce(a: Args): void {
   let done = false;
   let connected = false;
   let echoed = false;
+  let lport = 0;
   const result = (ok: boolean, code?: string): void => {
     if (done) return;
     done = true;
-    emit({ ev: 'result', ok, connected, echoed, ...(code ? { code } : {}) });
+    emit({ ev: 'result', ok, connected, echoed, ...(connected ? { lport } : {}), ...(code ? { code } : {}) });
     sock.destroy();
     setImmediate(() => process.exit(0));
   };
@@ -246,6 +247,7 @@ function connectOnce(a: Args): void {
   sock.on('close', () => result(false, 'CLOSED'));
   sock.on('connect', () => {
     connected = true;
+    lport = sock.localPort ?? 0;
     emit({ ev: 'connected', conn: 'c', ...endpoints(sock) });
     sock.write('ping\n');
   });

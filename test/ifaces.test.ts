@@ -46,7 +46,8 @@ test('readInterface: absent -> null; a bad name is a ValidationError, never a pa
 });
 
 test('checkSniffInterface: lo (up, operstate unknown) is active; a missing one names the interfaces that exist', (t) => {
-  if (!readInterface('lo')!.up) return t.pass('lo is down here');
+  // The premise, asserted: a host whose lo is down fails here instead of passing with nothing checked.
+  t.true(readInterface('lo')!.up, 'lo is up');
   const s = checkSniffInterface('lo');
   t.true(s.active);
   const err = ifaceErr(t, () => checkSniffInterface('nosuch0'), /^sniff interface "nosuch0" does not exist \(interfaces here: .*\blo\b/);
@@ -54,7 +55,8 @@ test('checkSniffInterface: lo (up, operstate unknown) is active; a missing one n
 });
 
 test('checkResetInterface(lo): loopback addresses do not count', (t) => {
-  if (!readInterface('lo')!.up) return t.pass('lo is down here');
+  // The premise, asserted: a host whose lo is down fails here instead of passing with nothing checked.
+  t.true(readInterface('lo')!.up, 'lo is up');
   const err = ifaceErr(t, () => checkResetInterface('lo', 4), /^reset interface "lo" needs a usable IPv4 address .*only 127\.0\.0\.1\/8 \(loopback\)/);
   t.is(err.details.family, 4);
   t.deepEqual(err.details.addresses, ['127.0.0.1']);

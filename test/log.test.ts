@@ -24,7 +24,7 @@ test('the logger never stalls the event loop on a congested stdout, loses nothin
   const logModule = new URL('../src/daemon/log.js', import.meta.url).href;
   const script = `
     // What the stall was: sonic-boom blocking the thread in Atomics.wait between retries. Counted
-    // exactly; the gap is a looser second witness (a loaded CI machine preempts for 100-200 ms).
+    // exactly; the gap is logged only (a loaded CI machine preempts for 100-200 ms).
     let waits = 0;
     const wait = Atomics.wait;
     Atomics.wait = (...a) => { waits++; return wait(...a); };
@@ -58,8 +58,9 @@ test('the logger never stalls the event loop on a congested stdout, loses nothin
   t.is(code, 0, err);
   const m = JSON.parse(err.split('\n')[0]) as { loggingMs: number; worstGap: number; waits: number };
   t.is(m.waits, 0, 'the thread never blocked in Atomics.wait while logging');
-  t.true(m.loggingMs < 5000, `20,000 lines logged in ${m.loggingMs.toFixed(0)} ms`);
-  t.true(m.worstGap < 500, `worst event-loop gap while logging into a full pipe: ${m.worstGap.toFixed(1)} ms`);
+  // Timings are measured, not asserted: on two shared cores a gap bound measured the neighbours
+  // (it was loosened from 90 to 500 ms after flaky runs); the exact witness is the count above.
+  t.log(`20,000 lines logged in ${m.loggingMs.toFixed(0)} ms; worst event-loop gap ${m.worstGap.toFixed(1)} ms`);
   const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { i?: number; msg: string });
   const missing = [...Array(20000).keys()].filter((i) => !lines.some((l) => l.i === i));
   t.is(lines.length, 20001, `every line arrives; missing ${missing.length}: ${missing.slice(0, 5)}..${missing.slice(-3)}; last ${JSON.stringify(lines.at(-1))}`);

@@ -8,3 +8,17 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
  * the clock the lab peers stamp their events with, so their times and ours compare.
  */
 export const wallMs = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * Resolves once `cond()` holds, checked every `everyMs`; rejects naming
+ * `what` after `timeoutMs`. For waiting on an event with a deadline instead
+ * of sleeping a fixed time and then counting (on two shared cores a fixed
+ * sleep measures the neighbours).
+ */
+export async function until(cond: () => boolean, timeoutMs: number, what: string, everyMs = 10): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(everyMs);
+  }
+}

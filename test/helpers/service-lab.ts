@@ -90,8 +90,13 @@ export async function session(ctx: Ctx, dst: string, port = ECHO_PORT, clientNs 
   return { client, serverConn: acc.conn! };
 }
 
-/** Both ends got ECONNRESET from their own kernels within boundMs of `after`. */
-export async function expectKilled(ctx: Ctx, s: Session, after: number, what: string, boundMs = 1000): Promise<void> {
+/**
+ * Both ends got ECONNRESET from their own kernels after `after`, within
+ * boundMs of it; boundMs null: waited for (5 s deadline) and logged, not
+ * bounded, for tests whose claim is which sessions die, not how fast (speed
+ * is make bench's; on two shared cores a bound here measures the neighbours).
+ */
+export async function expectKilled(ctx: Ctx, s: Session, after: number, what: string, boundMs: number | null = 1000): Promise<void> {
   const { t, server } = ctx;
   const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 5000, `client reset (${what})`);
   const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 5000, `server reset (${what})`);
@@ -99,6 +104,6 @@ export async function expectKilled(ctx: Ctx, s: Session, after: number, what: st
   t.is(sv.code, 'ECONNRESET', `${what}: server end`);
   const worst = Math.max(c.t, sv.t) - after;
   t.true(Math.min(c.t, sv.t) > after, `${what}: no reset before the command ran`);
-  t.true(worst < boundMs, `${what}: both ends reset ${worst.toFixed(1)} ms after the CLI started`);
+  if (boundMs !== null) t.true(worst < boundMs, `${what}: both ends reset ${worst.toFixed(1)} ms after the CLI started`);
   t.log(`${what}: client reset +${(c.t - after).toFixed(1)} ms, server +${(sv.t - after).toFixed(1)} ms after the CLI started`);
 }

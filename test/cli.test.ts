@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/cli/main.js';
 import type { Job } from '../src/control/protocol.js';
-import { worldReadableBuild } from '../testkit/daemon.js';
+import { sensorNetns, startDaemon, worldReadableBuild } from '../testkit/daemon.js';
 import { ownedNetnsSync } from '../testkit/lab/netns.js';
 import { ptest } from './helpers/privileged.js';
 
@@ -589,6 +589,26 @@ function specifiers(source: string): string[] {
   return out;
 }
 
+test('tcpreset list | head -1: a reader that goes away is not an error (exit 0, nothing on stderr), through a real pipe', async (t) => {
+  // 5,000 jobs make ~0.6 MB of table: far more than a pipe holds, so the CLI is still writing when
+  // head exits after the first line, and its next write gets EPIPE.
+  const jobs = Array.from({ length: 5000 }, (_, i) => ({ ...job, id: i.toString(16).padStart(12, '0'), host: `10.1.${i >> 8}.${i & 255}` }));
+  const p = await peer(() => ok({ jobs }));
+  t.teardown(p.close);
+  const sh = `"$0" "$1" list | head -1; echo "status \${PIPESTATUS[0]}" >&2`;
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
+    execFile('bash', ['-c', sh, process.execPath, bin], { env: { ...process.env, TCPRESET_SOCKET: p.path }, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
+      res({ code: err ? (err as { code?: number }).code ?? null : 0, stdout, stderr }));
+  });
+  t.is(r.code, 0);
+  t.regex(r.stdout, /^ID\s+ENGID\s+HOST\s+PORT\s+SNIFF\s+RESET\s+MODE\s+REMAINING\s+MATCHED\s+RSTS\s+FLOWS\n$/, 'the header line only');
+  t.is(r.stderr, 'status 0\n', 'tcpreset exited 0 and wrote nothing to stderr');
+  // Positive control: read whole, the same list is every row.
+  const whole = await child(['list'], { TCPRESET_SOCKET: p.path });
+  t.is(whole.code, 0);
+  t.is(whole.stdout.split('\n').length, 5002, 'header, 5,000 rows, trailing newline');
+});
+
 test('the CLI import graph reaches neither koffi nor pino (nor native/daemon code)', (t) => {
   const start = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   const seen = new Set<string>();
@@ -709,6 +729,25 @@ ptest('the real daemon: create, extend, list, status, version, cancel, and its r
   t.is(cy.code, 0, cy.stderr);
   t.is((JSON.parse(cy.stdout) as { job: Job }).job.id, j3.job.id);
   t.is((await cli(['list'], env)).stdout, 'no jobs\n');
+});
+
+ptest('maxJobs through the real daemon: the job past the limit is exit 69 naming it; extending a held job still works; a cancel makes room', async (t) => {
+  const ns = await sensorNetns(t);
+  const d = await startDaemon({ netns: ns, config: { maxJobs: 2 } });
+  t.teardown(() => d.stop());
+  const env = { TCPRESET_SOCKET: d.socket };
+  const create = (host: string, seconds = 60): Promise<Outcome> => child(['ENG-MAX', '-i', 'sniff0', '-o', 'reset0', '-h', host, '-d', String(seconds)], env);
+  t.is((await create('198.51.100.1')).code, 0);
+  t.is((await create('198.51.100.2')).code, 0);
+  oneLineError(t, await create('198.51.100.3'), 69, /^too many jobs: the limit is 2 \(config maxJobs\)$/);
+  const ext = await create('198.51.100.2', 120);
+  t.is(ext.code, 0, ext.stderr);
+  t.regex(ext.stdout, /^extended job /, 'an extension is not a new job');
+  t.is((await child(['cancel', 'ENG-MAX', '-i', 'sniff0', '-h', '198.51.100.1'], env)).code, 0);
+  const third = await create('198.51.100.3');
+  t.is(third.code, 0, `room after the cancel: ${third.stderr}`);
+  const hosts = (JSON.parse((await child(['list', '--json'], env)).stdout) as { jobs: Job[] }).jobs.map((j) => j.host).sort();
+  t.deepEqual(hosts, ['198.51.100.2', '198.51.100.3']);
 });
 
 test('warnings of an accepted job go to stderr (the job stands: exit 0); a faulty job shows a FAULT column', async (t) => {

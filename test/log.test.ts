@@ -1,6 +1,10 @@
-/** The daemon's logger (src/daemon/log.ts): journald priorities and a congested stdout. */
+/** The daemon's logger (src/daemon/log.ts): journald priorities, a congested stdout, and the level (config logLevel, --log-level) taking effect in the real daemon. */
 import test from 'ava';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { prefixPriority, syslogPriority, stdoutIsJournal } from '../src/daemon/log.js';
+import { startDaemon } from '../testkit/daemon.js';
+import { sleep } from '../testkit/time.js';
 
 test('journald priority prefix follows the pino level', (t) => {
   t.is(syslogPriority(60), 2);
@@ -66,4 +70,35 @@ test('the logger never stalls the event loop on a congested stdout, loses nothin
   t.is(lines.length, 20001, `every line arrives; missing ${missing.length}: ${missing.slice(0, 5)}..${missing.slice(-3)}; last ${JSON.stringify(lines.at(-1))}`);
   t.true(lines.slice(0, 20000).every((l, i) => l.i === i), 'in order');
   t.is(lines.at(-1)!.msg, 'bye', 'flush() at exit wrote the last line');
+});
+
+test('the log level takes effect: logLevel "warn" from the config hides info and debug lines from the start (an error still shows); --log-level debug beats the file (the read-only requests appear)', async (t) => {
+  const d = await startDaemon({ config: { logLevel: 'warn' }, waitReady: false });
+  t.teardown(() => d.stop());
+  // No "tcpresetd ready" line at warn: the socket answering is the sign of life.
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await d.request({ v: 1, op: 'version' }).catch(() => null);
+    if (r?.ok) break;
+    if (Date.now() > deadline || d.exit) return t.fail(`daemon not answering: ${JSON.stringify(d.exit)} ${d.stderr}`);
+    await sleep(50);
+  }
+  t.true((await d.request({ v: 1, op: 'list' })).ok);
+  const refused = await d.request({ v: 1, op: 'create', engid: 'e', sniffIf: 'nosuch0', resetIf: 'nosuch1', host: '198.51.100.9', duration: 10 });
+  t.is(refused.error?.code, 'E_IFACE', 'a refusal, which is logged at info');
+  // The positive control: an error is still logged at warn.
+  writeFileSync(join(d.dir, 'config.json'), '{"logLevel": "warn", "maxJobs": 0}');
+  d.child.kill('SIGHUP');
+  const err = await d.waitLog((l) => /^configuration reload refused/.test(l.msg ?? ''), 10_000, 'the refused reload');
+  t.is(err.level, 50);
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+  // Every line is in now (the process has exited): none below warn.
+  t.deepEqual(d.logs.filter((l) => l.level < 40).map((l) => l.msg), [], 'no info or debug line at level warn');
+
+  const d2 = await startDaemon({ config: { logLevel: 'warn' }, args: ['--log-level', 'debug'] }); // its ready line (info) shows
+  t.teardown(() => d2.stop());
+  t.true((await d2.request({ v: 1, op: 'list', id: 'dbg' })).ok);
+  const line = await d2.waitLog((l) => l.msg === 'request' && l.reqId === 'dbg', 10_000, 'the list request at debug');
+  t.is(line.level, 20);
+  t.is(line.op, 'list');
 });

@@ -87,9 +87,19 @@ ptest('make install PREFIX=/usr: the installed units name /usr/bin/tcpresetd and
   const ok = verifyInstalled(destdir, files);
   t.is(ok.status, 0, ok.output);
   t.is(ok.output, '', 'no warnings');
+  // The installed commands run: the CLI through its link prints the package's version.
+  const version = spawnSync(join(destdir, 'usr/bin/tcpreset'), ['-V'], { encoding: 'utf8' });
+  t.is(version.status, 0, version.stderr);
+  t.is(version.stdout.trim(), `tcpreset ${(JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version}`);
   // Positive control: the unpatched ExecStart (what PREFIX=/usr used to install) fails the same check.
   writeFileSync(files[0], svc.replace(/^ExecStart=.*$/m, 'ExecStart=/usr/local/bin/tcpresetd'));
   t.regex(verifyInstalled(destdir, files).output, /Command \/usr\/local\/bin\/tcpresetd is not executable/);
+  // make uninstall takes back every file make install put there but the configuration example
+  // under /etc (an operator's directory); directories stay, empty.
+  const un = spawnSync('make', ['-s', '-C', REPO_ROOT, 'uninstall', 'PREFIX=/usr', `DESTDIR=${destdir}`], { encoding: 'utf8' });
+  t.is(un.status, 0, un.stderr);
+  const left = spawnSync('find', [destdir, '-not', '-type', 'd'], { encoding: 'utf8' }).stdout.trim().split('\n').map((f) => f.slice(destdir.length));
+  t.deepEqual(left, ['/etc/tcpreset/config.example.json']);
 });
 
 test(`security exposure of the service is <= ${MAX_EXPOSURE}`, (t) => {

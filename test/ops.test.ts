@@ -802,6 +802,45 @@ pserial('metrics: tcpreset_reaction_latency_seconds counts exactly the job\'s hi
   t.log([...m3].filter(([k]) => /^tcpreset_(reaction|flows_|events_total|jobs)/.test(k)).map(([k, v]) => `${k} ${v}`).join('\n'));
 });
 
+// Serial: a lab (see above).
+pserial('metrics: with two event threads (eventThreads 2) tcpreset_reaction_latency_seconds adds up both threads\' histograms: _count = the job\'s hits, with hits on each thread', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const d = await startDaemon({ netns: lab.ns.sensor, config: { eventThreads: 2 } });
+  t.teardown(() => d.stop());
+  await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  const H = 'tcpreset_reaction_latency_seconds';
+  const scrape = async (): Promise<Map<string, number>> => samples((await cliSync(['metrics', '--socket', d.socket])).stdout);
+  const c = await cliSync(['ENG-LAT2', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '60', '--json', '--socket', d.socket]);
+  t.is(c.status, 0, c.stderr);
+  const id = JSON.parse(c.stdout).job.id as string;
+  t.is((await scrape()).get(`${H}_count`), 0, 'positive control: nothing before a connection');
+  // Connections until each thread has handled some (the XDP program spreads flows over the rings by a hash of the flow).
+  const perThread = async (): Promise<number[]> => JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout).ring.perThread as number[];
+  let spread: number[] = [];
+  for (let i = 0; i < 24; i++) {
+    t.false((await connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 100 })).ok, `connection ${i + 1} reset`);
+    await sleep(100);
+    spread = await perThread();
+    if (i >= 3 && spread.length === 2 && spread.every((n) => n > 0)) break;
+  }
+  t.is(spread.length, 2);
+  t.true(spread.every((n) => n > 0), `both threads handled segments: ${JSON.stringify(spread)}`);
+  let matched = -1;
+  let m = new Map<string, number>();
+  for (let i = 0; i < 50; i++) {
+    await sleep(100);
+    matched = (JSON.parse((await cliSync(['list', '--json', '--socket', d.socket])).stdout).jobs as { id: string; counters: { matched: number } }[]).find((j) => j.id === id)!.counters.matched;
+    m = await scrape();
+    if (m.get(`${H}_count`) === matched) break;
+  }
+  t.true(matched > 0);
+  t.is(m.get(`${H}_count`), matched, 'the two threads\' observations added up: one per hit');
+  t.is(m.get(`${H}_bucket{le="+Inf"}`), matched);
+  t.is((await perThread()).reduce((a, b) => a + b, 0), matched, 'every record a thread read was one of the job\'s hits');
+  t.true(m.get(`${H}_sum`)! > 0);
+});
+
 // ---------------------------------------------------------------- history
 
 ptest('tcpreset history: jobs created (with the uid that asked) and ended (expired, cancelled) with their final counters, --since and --json; it survives a restart', async (t) => {

@@ -141,8 +141,13 @@ export function renderBenchmarks(r: BenchResults): string {
   const oneJobRss = sc?.memory.oneJobMB ?? null;
   // The reasons of the memory and creation verdicts, from this run's own figures (section 6 says more).
   const rssWorst = rss100k === null ? null : Math.max(rss100k, createdRss ?? 0);
+  const fixed = sc?.oneJobSmaps ? sc.oneJobSmaps.nodeBinary + sc.oneJobSmaps.bpfMaps : null;
+  const mainHeap = curve?.memory?.heapTotalMB;
   const rssWhy = rssWorst !== null && rssWorst > 100 && oneJobRss !== null
-    ? `: ${num(oneJobRss, 0)} MB with 1 job already (node itself, the BPF maps it maps, two V8 heaps: section 6), then ${num(((rssWorst - oneJobRss) * 1e6) / 99_999 / 1024, 1)} KiB per job`
+    ? `: ${num(oneJobRss, 0)} MB with 1 job already` +
+      (fixed !== null ? `, of which ${num(fixed, 0)} MB are node's own pages and the BPF maps (the flow memory), which no number of jobs changes` : ' (node itself, the BPF maps, two V8 heaps)') +
+      `; then ${num(((rssWorst - oneJobRss) * 1e6) / 99_999 / 1024, 1)} KiB per job` +
+      (mainHeap !== undefined ? `, mostly the main thread's JavaScript objects (its V8 heap ${num(mainHeap, 0)} MiB with 100,000 created; section 6)` : ' (section 6)')
     : '';
   const firstWhy = firstPoint?.cpuUsPerJob !== undefined && lastPoint?.cpuUsPerJob !== undefined && firstK !== null && firstK < 3000
     ? `: the 1,000th costs ${num(firstPoint.cpuUsPerJob)} µs of daemon CPU, the ${num(lastPoint.jobs)}th ${num(lastPoint.cpuUsPerJob)} µs (the first thousands pay V8's compilation of the create path and the heap's growth; section 3)`

@@ -87,10 +87,23 @@ interface Config {
   name: string;
   obj: BpfObject;
   bits: number;
+  hashes: number;
   set: Set<number>;
 }
 
-function load(path: string, targets: number, bitsLog2: number): Config {
+/**
+ * The prefilter bits of an address: the hash's low bits, and for a
+ * two-hash variant also the hash rotated by 16 (the variant runTargets
+ * builds tests both; this tree's program tests the first only).
+ */
+function bitsOf(addr: Uint8Array, bits: number, hashes: number): number[] {
+  const h = prefilterHash(IFINDEX, FAMILY_V4, addr);
+  const out = [h & (bits - 1)];
+  if (hashes === 2) out.push((((h >>> 16) | (h << 16)) >>> 0) & (bits - 1));
+  return out;
+}
+
+function load(path: string, targets: number, bitsLog2: number, hashes: number): Config {
   const bits = 2 ** bitsLog2;
   const obj = BpfObject.load(path, {});
   // The flow memory full, as on a sensor that has watched a while: new flows displace entries
@@ -108,9 +121,10 @@ function load(path: string, targets: number, bitsLog2: number): Config {
   for (let i = 0; i < targets; i++) {
     const addr = v4(targetHost(i));
     tmap.update(encodeTargetKey({ ifindex: IFINDEX, family: FAMILY_V4, addr, port: PORT_ANY }), encodeTargetValue({ targetId: i + 1, expiresNs: far }));
-    const b = prefilterHash(IFINDEX, FAMILY_V4, addr) & (bits - 1);
-    set.add(b);
-    words.set(b >>> 6, (words.get(b >>> 6) ?? 0n) | (1n << BigInt(b & 63)));
+    for (const b of bitsOf(addr, bits, hashes)) {
+      set.add(b);
+      words.set(b >>> 6, (words.get(b >>> 6) ?? 0n) | (1n << BigInt(b & 63)));
+    }
   }
   const k = new Uint8Array(4);
   const v = new Uint8Array(8);
@@ -119,7 +133,7 @@ function load(path: string, targets: number, bitsLog2: number): Config {
     new DataView(v.buffer).setBigUint64(0, val, true);
     pmap.update(k, v);
   }
-  return { name: `${targets} target${targets === 1 ? '' : 's'}`, obj, bits, set };
+  return { name: `${targets} target${targets === 1 ? '' : 's'}`, obj, bits, hashes, set };
 }
 
 function matched(c: Config): bigint {
@@ -140,6 +154,8 @@ export interface TargetsObjectResult {
   object: string;
   /** Bits of the prefilter the object was built with (TR_PREFILTER_BITS). */
   prefilterBits: number;
+  /** Bits tested per address (1: this tree; 2: a variant built by runTargets). Absent = 1. */
+  hashes?: number;
   targets: number;
   rounds: number;
   newFlow: TargetsCost;
@@ -154,7 +170,7 @@ export interface TargetsResult {
 }
 
 /** Measures each object with 1 target and with `targets`. Root (BPF_PROG_TEST_RUN). */
-export function measureTargets(opts: { objects?: { path: string; bits: number }[]; rounds?: number; targets?: number; log?: (m: string) => void } = {}): TargetsResult {
+export function measureTargets(opts: { objects?: { path: string; bits: number; hashes?: number }[]; rounds?: number; targets?: number; log?: (m: string) => void } = {}): TargetsResult {
   const objects = opts.objects ?? [{ path: defaultObjectPath(), bits: Math.log2(PREFILTER_BITS) }];
   const rounds = opts.rounds ?? 9;
   const targets = opts.targets ?? 100_000;
@@ -163,8 +179,8 @@ export function measureTargets(opts: { objects?: { path: string; bits: number }[
   const KNOWN = 64;
   const REPEAT = 20_000;
   for (const o of objects) {
-    const one = load(o.path, 1, o.bits);
-    const big = load(o.path, targets, o.bits);
+    const one = load(o.path, 1, o.bits, o.hashes ?? 1);
+    const big = load(o.path, targets, o.bits, o.hashes ?? 1);
     try {
       // Positive control: a segment from target 0 matches in both.
       const hit = frame(v4(targetHost(0)), v4('10.98.0.1'), 1234);
@@ -176,11 +192,8 @@ export function measureTargets(opts: { objects?: { path: string; bits: number }[
       const r = rng(0x13);
       const addr = (net: number): Uint8Array => Uint8Array.from([10, net, r() & 0xff, r() & 0xff]);
       const known = Array.from({ length: KNOWN }, (_, i) => frame(addr(99), addr(98), 1024 + i));
-      const fp = (c: Config, f: Uint8Array): boolean => {
-        const s = prefilterHash(IFINDEX, FAMILY_V4, f.subarray(26, 30)) & (c.bits - 1);
-        const d = prefilterHash(IFINDEX, FAMILY_V4, f.subarray(30, 34)) & (c.bits - 1);
-        return c.set.has(s) || c.set.has(d);
-      };
+      const fp = (c: Config, f: Uint8Array): boolean =>
+        bitsOf(f.subarray(26, 30), c.bits, c.hashes).every((b) => c.set.has(b)) || bitsOf(f.subarray(30, 34), c.bits, c.hashes).every((b) => c.set.has(b));
       const per: { one: { n: number; k: number }; big: { n: number; k: number } }[] = [];
       let fpNew = 0;
       let fpTotal = 0;
@@ -217,6 +230,7 @@ export function measureTargets(opts: { objects?: { path: string; bits: number }[
       results.push({
         object: o.path,
         prefilterBits: big.bits,
+        hashes: big.hashes,
         targets,
         rounds,
         newFlow: { oneNs: med((x) => x.one.n), bigNs: med((x) => x.big.n), ratio: med((x) => x.big.n / x.one.n), deltaNs: med((x) => x.big.n - x.one.n) },
@@ -234,14 +248,16 @@ export function measureTargets(opts: { objects?: { path: string; bits: number }[
 /**
  * make bench's "prefilter" section (in §3 of the report): this tree's
  * object, and the same sources built with the other prefilter sizes of
- * 2^21, 2^23 and 2^24 bits (TR_PREFILTER_BITS), for the shape's effect on
- * the ratio.
+ * 2^21, 2^23 and 2^24 bits (TR_PREFILTER_BITS) and with two hashes at 2^21,
+ * for the shape's effect on the ratio.
  */
 export function runTargets(ctx: BenchContext): TargetsResult {
-  const objects = [{ path: defaultObjectPath(), bits: Math.log2(PREFILTER_BITS) }];
+  const tree = Math.log2(PREFILTER_BITS);
+  const objects: { path: string; bits: number; hashes?: number }[] = [{ path: defaultObjectPath(), bits: tree }];
   const src = join(REPO, 'bpf');
-  for (const bits of [21, 23, 24].filter((b) => b !== Math.log2(PREFILTER_BITS))) {
-    const dir = join(ctx.tmp, `bpf-prefilter-${bits}`);
+  const variants = [...[21, 23, 24].filter((b) => b !== tree).map((bits) => ({ bits, hashes: 1 })), { bits: 21, hashes: 2 }];
+  for (const { bits, hashes } of variants) {
+    const dir = join(ctx.tmp, `bpf-prefilter-${bits}-${hashes}`);
     mkdirSync(dir, { recursive: true });
     for (const f of readdirSync(src)) copyFileSync(join(src, f), join(dir, f));
     const h = join(dir, 'tcpreset.h');
@@ -249,9 +265,39 @@ export function runTargets(ctx: BenchContext): TargetsResult {
     const changed = text.replace(/#define TR_PREFILTER_BITS\s+\(1u << \d+\)/, `#define TR_PREFILTER_BITS  (1u << ${bits})`);
     if (changed === text) throw new Error('bpf/tcpreset.h: TR_PREFILTER_BITS not found');
     writeFileSync(h, changed);
+    if (hashes === 2) {
+      const c = join(dir, 'tcpreset.bpf.c');
+      const prog = readFileSync(c, 'utf8');
+      const two = prog.replace(TREE_PREFILTER_HIT, TWO_HASH_PREFILTER_HIT);
+      if (two === prog) {
+        ctx.log('targets: prefilter_hit() of bpf/tcpreset.bpf.c is not the one the two-hash variant replaces; variant skipped');
+        continue;
+      }
+      writeFileSync(c, two);
+    }
     const out = join(dir, 'tcpreset.bpf.o');
     execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-Wno-unused-function', '-I', dir, '-idirafter', '/usr/include/x86_64-linux-gnu', '-c', join(dir, 'tcpreset.bpf.c'), '-o', out]);
-    objects.push({ path: out, bits });
+    objects.push({ path: out, bits, hashes });
   }
   return measureTargets({ objects, rounds: ctx.quick ? 3 : 9, log: ctx.log });
 }
+
+/** This tree's prefilter test (bpf/tcpreset.bpf.c), which the two-hash variant replaces. */
+const TREE_PREFILTER_HIT = `	__u32 bit = tr_prefilter_hash(pi->flow.ifindex, pi->flow.family, addr) & (TR_PREFILTER_BITS - 1);
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&prefilter, &word);
+
+	return w && (*w & (1ull << (bit & 63)));`;
+
+/** Two bits per address: the hash's low bits and the hash rotated by 16 (bitsOf() sets the same). */
+const TWO_HASH_PREFILTER_HIT = `	__u32 h = tr_prefilter_hash(pi->flow.ifindex, pi->flow.family, addr);
+	__u32 bit = h & (TR_PREFILTER_BITS - 1);
+	__u32 bit2 = ((h >> 16) | (h << 16)) & (TR_PREFILTER_BITS - 1);
+	__u32 word = bit >> 6, word2 = bit2 >> 6;
+	__u64 *w = bpf_map_lookup_elem(&prefilter, &word);
+	__u64 *w2;
+
+	if (!w || !(*w & (1ull << (bit & 63))))
+		return 0;
+	w2 = bpf_map_lookup_elem(&prefilter, &word2);
+	return w2 && (*w2 & (1ull << (bit2 & 63)));`;

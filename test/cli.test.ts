@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/cli/main.js';
-import type { Job } from '../src/control/protocol.js';
+import type { Job, StatusResult } from '../src/control/protocol.js';
 import { sensorNetns, startDaemon, worldReadableBuild } from '../testkit/daemon.js';
 import { ownedNetnsSync } from '../testkit/lab/netns.js';
 import { ptest } from './helpers/privileged.js';
@@ -389,7 +389,7 @@ test('both transports (Node\'s pipe handle and node:net) give the same results a
 
 test('human output: one line per result, aligned list, status summary', async (t) => {
   const job2: Job = { ...job, id: 'b1', engid: 'ml-beacon-7', host: '2001:db8::1', port: 443, mode: 'l2', remainingMs: 3_725_000, counters: { ...job.counters, matched: 1234567, rstsSent: 5, flows: 1 } };
-  const status = {
+  const status: StatusResult = {
     version: '1.2.3',
     pid: 4242,
     uptimeMs: 3_723_000,
@@ -398,8 +398,21 @@ test('human output: one line per result, aligned list, status summary', async (t
       { ifname: 'eth0', role: 'reset', mode: 'l3', up: false, fault: 'reset interface "eth0" is administratively down' },
     ],
     counters: { packets: 10, matched: 2 },
-    ring: { records: 2, wakeups: 1 },
+    ring: { records: 2, wakeups: 1, stale: 0 },
+    senders: [],
+    resetTotals: [],
+    sweep: { sent: 4, errors: 0, known: 2, verified: 1 },
+    flowsReset: 3,
+    sniff: [{ ifname: 'eth1', ifindex: 3, packets: 10, tcp: 8, decap: 0, unparsableWindows: 0 }],
     jobs: 2,
+    targets: 2,
+    faultyJobs: 0,
+    dataPlane: 'open',
+    dataPlaneFailures: 0,
+    memory: { rss: 80, heapUsed: 10, heapTotal: 20, external: 1, arrayBuffers: 1 },
+    state: { path: '/var/lib/tcpreset/jobs.json', journalRecords: 2, snapshotJobs: 0, compactions: 0, appends: 2, saveFailures: 0, droppedAtLoad: 0 },
+    connections: 1,
+    requests: 7,
   };
   const p = await peer((req) => {
     if (req.op === 'create') return ok({ action: req.duration === 1 ? 'extended' : 'created', job });
@@ -438,7 +451,7 @@ test('human output: one line per result, aligned list, status summary', async (t
   t.regex(st, /^tcpresetd 1\.2\.3 {2}pid 4242 {2}up 1h02m {2}jobs 2\n/);
   t.regex(st, /\n {2}eth1\s+sniff\s+native\s+up\n/);
   t.regex(st, /\n {2}eth0\s+reset\s+l3\s+DOWN\s+reset interface "eth0" is administratively down\n/);
-  t.regex(st, /\ncounters: packets=10 matched=2\nring: records=2 wakeups=1\n$/);
+  t.regex(st, /\ncounters: packets=10 matched=2\nring: records=2 wakeups=1 stale=0\nsweeps: sent=4 errors=0 known=2 verified=1\nsniff eth1: packets=10 tcp=8 decapsulated=0\n$/);
   t.deepEqual(await cli(['version'], env), { code: 0, stderr: '', stdout: `tcpreset ${pkgVersion}\ntcpresetd 1.2.3\n` });
 });
 

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
+import type { StatusResult } from '../control/protocol.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BUNDLE = join(ROOT, 'dist/tcpreset.cjs');
@@ -34,6 +35,22 @@ export function wrapBundle(source: string): string {
 interface RunFn {
   run(argv: string[], io: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown }; env: Record<string, string> }): Promise<number>;
 }
+
+/** A status as the daemon sends it (typed: a field the protocol adds must be filled here too). */
+const TRAINING_STATUS: StatusResult = {
+  version: '0', pid: 1, uptimeMs: 1,
+  interfaces: [{ ifname: 'eth1', role: 'sniff', mode: 'native', up: true, watched: false, jobs: 1 }, { ifname: 'eth0', role: 'reset', mode: 'l3', up: true }],
+  counters: { packets: 1 }, ring: { records: 2, wakeups: 1, stale: 0 },
+  senders: [{ ifname: 'eth0', mode: 'l3', sent: 2, errors: 0 }],
+  resetTotals: [{ ifname: 'eth0', mode: 'l3', sent: 2, errors: 0, rsts: 0, probes: 0, sweepErrors: 0 }],
+  sweep: { sent: 0, errors: 0, known: 0, verified: 0 },
+  flowsReset: 1,
+  sniff: [{ ifname: 'eth1', ifindex: 2, packets: 1, tcp: 1, decap: 0, unparsableWindows: 0 }],
+  jobs: 1, targets: 1, faultyJobs: 0, dataPlane: 'open', dataPlaneFailures: 0,
+  memory: { rss: 1, heapUsed: 1, heapTotal: 1, external: 1, arrayBuffers: 1 },
+  state: { path: '/var/lib/tcpreset/jobs.json', journalRecords: 1, snapshotJobs: 0, compactions: 0, appends: 1, saveFailures: 0, droppedAtLoad: 0 },
+  connections: 1, requests: 1,
+};
 
 /** A daemon stand-in that answers every op, for the training run. */
 async function trainingPeer(path: string): Promise<net.Server> {
@@ -54,7 +71,7 @@ async function trainingPeer(path: string): Promise<net.Server> {
     create: { action: 'created', job },
     cancel: { job },
     list: { jobs: [job] },
-    status: { version: '0', pid: 1, uptimeMs: 1, interfaces: [{ ifname: 'eth1', role: 'sniff', mode: 'native', up: true }], counters: { a: 1 }, ring: { b: 2 }, jobs: 1 },
+    status: TRAINING_STATUS,
     version: { version: '0' },
   };
   const server = net.createServer((s) => {

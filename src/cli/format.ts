@@ -87,13 +87,15 @@ export function formatStatus(r: StatusResult): string {
     const rows = r.interfaces.map((i) => [i.ifname, i.role + (i.watched ? ' (watched)' : ''), i.mode, i.up ? 'up' : 'DOWN', i.fault ?? '']);
     for (const l of table(['IFNAME', 'ROLE', 'MODE', 'STATE', 'FAULT'], rows).trimEnd().split('\n')) out.push(`  ${l}`);
   }
-  const kv = (o: Record<string, unknown> | undefined): string =>
+  // Every key the daemon reports, in its order: these two lines are for whoever debugs the data plane.
+  const kv = (o: object | undefined): string =>
     Object.entries(o ?? {})
       .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
       .join(' ');
   const f = r.dataPlaneFault;
   if (f) out.push(`data plane: FAULT since ${f.since} (${f.failures} failure${f.failures === 1 ? '' : 's'}): ${f.message}`);
-  const st = r.state;
+  // Typed as this daemon sends it; a daemon of another version (or a stand-in) may send less, and what is absent is not printed.
+  const st = r.state as StatusResult['state'] | undefined;
   if (st?.fault) out.push(`saved jobs: FAULT ${st.fault}; job changes are in force but will not survive a daemon restart`);
   if (r.metrics?.error) out.push(`metrics: FAULT ${r.metrics.error}${r.metrics.textfileFailures ? ` (${r.metrics.textfileFailures} failed textfile write(s))` : ''}`);
   const h = r.history;

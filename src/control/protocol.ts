@@ -155,30 +155,125 @@ export interface InterfaceStatus {
   /** Sniff interfaces: jobs on it now (it stays attached with none once it had one). */
   jobs?: number;
 }
+/** Per reset interface and mode ever used since the daemon started (closed senders included): never decreasing. */
+export interface ResetTotals {
+  ifname: string;
+  mode: InjectMode;
+  /** The event threads' packets sent and send failures. */
+  sent: number;
+  errors: number;
+  /** The create-time sweeps' RSTs, out-of-window ACK probes and send failures. */
+  rsts: number;
+  probes: number;
+  sweepErrors: number;
+}
+/** The event threads' ring buffers; only records, wakeups and stale before the data plane opens. */
+export interface RingStatus {
+  /** Records read, wakeups of the threads, records about targets already gone. */
+  records: number;
+  wakeups: number;
+  stale: number;
+  /** Records that failed to be handled. */
+  errors?: number;
+  /** Event threads, and records each handled. */
+  threads?: number;
+  perThread?: number[];
+  /** Times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy. */
+  fifoDemotions?: number;
+}
+/** The saved jobs, STATE_DIR/jobs.json (daemon/state.ts). */
+export interface StateStatus {
+  path: string;
+  /** Records appended since the last snapshot; jobs in the last snapshot; snapshots written. */
+  journalRecords: number;
+  snapshotJobs: number;
+  compactions: number;
+  /** Batches appended (one write and one fdatasync each). */
+  appends: number;
+  /** Failed writes since start. */
+  saveFailures: number;
+  /** Torn or corrupt records dropped from the file's tail at start. */
+  droppedAtLoad: number;
+  /** Set while the jobs on disk are behind the jobs in force. */
+  fault?: string;
+}
+/** Traffic of one attached sniff interface as the XDP program counted it, since the program was loaded. */
+export interface SniffStatus {
+  ifname: string;
+  ifindex: number;
+  /** Packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
+  packets: number;
+  tcp: number;
+  decap: number;
+  /** Windows that ended with traffic but no parsable TCP segment. */
+  unparsableWindows: number;
+  /** Another attached interface shares its counter slot: the parse check cannot run on it. */
+  sharedSlot?: boolean;
+}
+/** The metrics exporter, when configured: its listener and textfile, and the last failure of either (error). */
+export interface MetricsStatus {
+  listen?: string;
+  listening?: boolean;
+  scrapes?: number;
+  textfile?: string;
+  writes?: number;
+  textfileFailures?: number;
+  error?: string;
+}
+/** The job history (daemon/history.ts). */
+export interface HistoryStatus {
+  path: string;
+  /** Records waiting in memory for the disk; failed writes and records lost, since start. */
+  unwritten: number;
+  writeFailures: number;
+  lost: number;
+  /** Set while records wait: why, and since when. */
+  fault?: string;
+}
+
+/**
+ * The answer to `status` (daemon/status.ts builds it). Counts are since the
+ * daemon started unless said otherwise; times are ISO 8601 UTC strings.
+ */
 export interface StatusResult {
   version: string;
   pid: number;
   uptimeMs: number;
   interfaces: InterfaceStatus[];
+  /** The data plane's counters (bpf/contract.ts COUNTER_NAMES), all 0 before it opens. */
   counters: Record<string, number>;
-  ring: Record<string, number>;
-  jobs: number;
-  /** open | idle (not needed yet) | fault (it could not be loaded; see dataPlaneFault). */
-  dataPlane?: string;
-  /** The data plane's last failure, while it lasts (the daemon's problem, not a caller's). */
-  dataPlaneFault?: { step: string; message: string; since: string; failures: number; libbpf: string[] };
-  /** The saved jobs (STATE_DIR/jobs.json): `fault` while changes cannot be written, records dropped from a torn tail at start. */
-  state?: { path: string; fault?: string; saveFailures?: number; droppedAtLoad?: number };
-  /** The metrics exporter, when configured: its listener and textfile, and the last failure of either (error). */
-  metrics?: { listen?: string; listening?: boolean; scrapes?: number; textfile?: string; writes?: number; textfileFailures?: number; error?: string };
-  /** The job history (absent when historyMaxRecords is 0): records waiting for the disk, failed writes, records lost, and a fault while records wait. */
-  history?: { path: string; unwritten: number; writeFailures: number; lost: number; fault?: string };
-  /** Per attached sniff interface: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
-  sniff?: { ifname: string; packets: number; tcp: number; decap: number; unparsableWindows: number }[];
-  /** Create-time sweeps since start: packets sent, failures, connections found open (known) and verified dead. */
-  sweep?: { sent: number; errors: number; known: number; verified: number };
+  ring: RingStatus;
+  /** The RST senders open now (a reset interface in one mode): packets sent and failures since it opened, the last failure's message. */
+  senders: { ifname: string; mode: InjectMode; sent: number; errors: number; lastError?: string }[];
+  /** The metrics' RST counters. */
+  resetTotals: ResetTotals[];
+  /** Create-time sweeps: packets sent from the flow memory, failures, connections found open (known) and verified dead. */
+  sweep: { sent: number; errors: number; known: number; verified: number };
   /** Flows reset since start, by the event path and the sweeps (each job's connections counted once, as its counters.flows). */
-  flowsReset?: number;
+  flowsReset: number;
+  /** Per attached sniff interface. */
+  sniff: SniffStatus[];
+  jobs: number;
+  /** Targets the data plane holds (one per enforced job). */
+  targets: number;
+  /** Jobs not enforced now: their own fault, or a data-plane fault of an interface they need (as `list` marks them). */
+  faultyJobs: number;
+  /** open | idle (not needed yet) | fault (it could not be loaded; see dataPlaneFault). */
+  dataPlane: 'open' | 'idle' | 'fault';
+  /** The data plane's last failure, while it lasts (the daemon's problem, not a caller's). */
+  dataPlaneFault?: { step: 'load' | 'enforce'; message: string; since: string; failures: number; libbpf: string[] };
+  /** Failed loads of the data plane and failed target changes (E_DATAPLANE), since start. */
+  dataPlaneFailures: number;
+  /** The daemon's process.memoryUsage(), MiB with one decimal. */
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number };
+  state: StateStatus;
+  /** Absent when historyMaxRecords is 0. */
+  history?: HistoryStatus;
+  /** Control connections open now. */
+  connections: number;
+  metrics?: MetricsStatus;
+  /** Control requests received (lines, oversize ones included). */
+  requests: number;
 }
 export interface VersionResult {
   version: string;

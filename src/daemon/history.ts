@@ -23,26 +23,13 @@ import { appendFileSync, readFileSync, renameSync, statSync, truncateSync, unlin
 import { join } from 'node:path';
 import type { EndReason, JobRecord } from './jobs.js';
 import type { LogSink } from '../core/model.js';
-import type { Job } from '../control/protocol.js';
+import type { HistoryStatus, Job } from '../control/protocol.js';
 
 export const HISTORY_FILE = 'history.jsonl';
 /** Records held in memory while the file cannot be written (~400 bytes each); past this the oldest are lost. */
 export const MEMORY_RECORDS = 10_000;
 /** While failing, the held records are retried this often (ms); each new record retries too. */
 export const RETRY_MS = 5_000;
-
-/** What `tcpreset status` shows of the history (status.history). */
-export interface HistoryStatus {
-  path: string;
-  /** Records waiting in memory for the disk. */
-  unwritten: number;
-  /** Failed writes of the file (appends and compactions), daemon lifetime. */
-  writeFailures: number;
-  /** Records dropped because more than MEMORY_RECORDS waited (daemon lifetime). */
-  lost: number;
-  /** Set while records wait: why, and since when. */
-  fault?: string;
-}
 
 /**
  * How a job ended: jobs.ts EndReason (expired, cancelled, protected: a configuration reload protected its
@@ -260,7 +247,7 @@ export class History {
     }
   }
 
-  /** For status: records waiting for the disk and the current fault. */
+  /** What `tcpreset status` shows of the history (status.history): records waiting for the disk and the current fault. */
   status(): HistoryStatus {
     return {
       path: this.path, unwritten: this.pending.length, writeFailures: this.failures, lost: this.lost,

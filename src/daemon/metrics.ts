@@ -25,7 +25,7 @@ export const MAX_JOB_SERIES = 1000;
 export interface StatusView {
   jobs: number;
   counters: Record<string, number>;
-  ring: Record<string, number>;
+  ring: { records: number; wakeups: number };
   /** Per reset interface and mode since the daemon started (Enforcer resetTotals): never decreasing. */
   resetTotals: { ifname: string; mode: string; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number }[];
   interfaces: { ifname: string; role: string; mode: string; up: boolean }[];

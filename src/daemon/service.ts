@@ -6,11 +6,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
-import type { CreateResult, InterfaceStatus, Request, Job } from '../control/protocol.js';
+import type { CreateResult, Request, Job, StatusResult } from '../control/protocol.js';
 import type { Enforcer } from '../dataplane/enforcer.js';
 import type { FlowResetInfo, InterfaceFault } from '../dataplane/types.js';
-import { checkResetInterface, checkSniffInterface, interfaceAddresses, interfaceFault, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
-import { COUNTER_NAMES } from '../bpf/contract.js';
+import { checkResetInterface, checkSniffInterface, interfaceAddresses, subnetEdgeProblem, type IfaceAddress } from '../net/ifaces.js';
 import { ActivityLog } from './activity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { DaemonConfig } from './config.js';
@@ -27,10 +26,11 @@ import { applyReload, type ReloadOutcome } from './reload.js';
 import type { LoadedConfig } from './config.js';
 import type { LogLevel } from './log.js';
 import { JobEventCounts } from './job-events.js';
+import { buildStatus } from './status.js';
 import { History } from './history.js';
-import type { MetricsExporter, StatusView } from './metrics.js';
+import type { MetricsExporter } from './metrics.js';
 import type { Registry } from 'prom-client';
-import type { Family, IfaceRole, LogSink } from '../core/model.js';
+import type { IfaceRole, LogSink } from '../core/model.js';
 
 export function packageVersion(): string {
   try {
@@ -281,7 +281,7 @@ export class Daemon {
     if (!this.registry) {
       const m = await import('./metrics.js');
       this.registry ??= m.createRegistry({
-        status: () => this.status() as StatusView, jobs: () => this.jobs.list(), latency: () => this.enforcer?.reactionLatency() ?? null,
+        status: () => this.status(), jobs: () => this.jobs.list(), latency: () => this.enforcer?.reactionLatency() ?? null,
       }, this.jobEvents);
     }
     return this.registry;
@@ -406,77 +406,26 @@ export class Daemon {
     }
   }
 
-  status(): object {
-    const e = this.enforcer?.status();
-    // Counted per interface group, not from a view of every job (O(jobs) allocation at 100,000 jobs).
-    const use = this.jobs.usage();
-    // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
-    const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
-    const interfaces: InterfaceStatus[] = [];
-    const seen = new Set<string>();
-    const addIf = (ifname: string, role: IfaceRole, mode: string, family?: Family, extra: { watched?: boolean; jobs?: number } = {}): void => {
-      const key = `${role}/${ifname}/${mode}`;
-      if (seen.has(key)) return;
-      seen.add(key);
-      let fault: string | null;
-      try {
-        fault = interfaceFault(ifname, role, family, role === 'reset' && (mode === 'l2' || mode === 'l3') ? { mode } : {});
-      } catch (err) {
-        fault = (err as Error).message;
-      }
-      const df = dataPlaneFaults.get(`${role}/${ifname}`);
-      let up = fault === null;
-      if (fault === null && df) {
-        fault = df.fault;
-        up = df.kind !== undefined; // up; what it carries is unreadable, or some RSTs cannot leave it
-      }
-      interfaces.push({ ifname, role, mode, up, ...(fault !== null ? { fault } : {}), ...(df ? { since: new Date(df.since).toISOString() } : {}), ...extra });
-    };
-    // watched: attached from start (--watch, config watch); an interface that had a job also stays attached.
-    for (const a of e?.attached ?? []) addIf(a.ifname, 'sniff', a.mode, undefined, { watched: a.watched, jobs: a.jobs });
-    // A watched interface the data plane could not attach (yet) is listed with its fault.
-    for (const w of this.o.config.watch) if (!(e?.attached ?? []).some((a) => a.ifname === w)) addIf(w, 'sniff', 'detached', undefined, { watched: true, jobs: 0 });
-    for (const s of e?.senders ?? []) addIf(s.ifname, 'reset', s.mode);
-    let faultyJobs = 0;
-    for (const g of use.groups) {
-      if (!(e?.attached ?? []).some((a) => a.ifname === g.sniffIf)) addIf(g.sniffIf, 'sniff', 'detached');
-      addIf(g.resetIf, 'reset', g.mode, g.family);
-      // As markFaults marks them for list: a job's own fault, or else a data-plane fault of an interface it needs.
-      const dpFault = dataPlaneFaults.has(`sniff/${g.sniffIf}`) || dataPlaneFaults.has(`reset/${g.resetIf}`);
-      faultyJobs += dpFault ? g.jobs : g.faulty;
-    }
-    const counters: Record<string, number> = {};
-    for (const n of COUNTER_NAMES) counters[n] = e ? Number(e.counters[n]) : 0;
-    return {
+  /** The status answer (status.ts). */
+  status(): StatusResult {
+    return buildStatus({
       version: this.version,
       pid: process.pid,
-      uptimeMs: Date.now() - this.startedAt,
-      interfaces,
-      counters,
-      ring: e ? { ...e.ring } : { records: 0, wakeups: 0, stale: 0 },
-      senders: e?.senders ?? [],
-      /** Per reset interface and mode, since start, never decreasing (closed senders included): the metrics' RST counters. */
-      resetTotals: e?.resetTotals ?? [],
-      /** Create-time sweeps: packets sent from the flow memory, failures, connections found open and verified dead. */
-      sweep: e?.sweep ?? { sent: 0, errors: 0, known: 0, verified: 0 },
-      /** Flows reset since start (event path and sweeps), each job's connections once: the metrics' tcpreset_flows_reset_total. */
-      flowsReset: e?.flowsReset ?? 0,
-      /** Per attached sniff interface: packets, TCP segments parsed, frames decapsulated. */
-      sniff: e?.sniff ?? [],
-      jobs: use.jobs,
-      /** Targets the data plane holds (one per enforced job). */
-      targets: e?.targets ?? 0,
-      faultyJobs,
-      dataPlane: this.enforcer ? 'open' : this.dataPlaneHealth.faulty ? 'fault' : 'idle',
-      ...(this.dataPlaneHealth.faulty ? { dataPlaneFault: this.dataPlaneHealth.view() } : {}),
+      startedAt: this.startedAt,
+      now: Date.now(),
+      enforcer: this.enforcer?.status(),
+      // Counted per interface group, not from a view of every job (O(jobs) allocation at 100,000 jobs).
+      usage: this.jobs.usage(),
+      watch: this.o.config.watch,
+      dataPlaneFault: this.dataPlaneHealth.view(),
       dataPlaneFailures: this.dataPlaneHealth.failures,
-      memory: memoryMb(),
       state: this.store.stats(),
-      ...(this.history.enabled ? { history: this.history.status() } : {}),
+      history: this.history.enabled ? this.history.status() : undefined,
+      metrics: this.metrics?.status(),
       connections: this.server?.connections ?? 0,
-      ...(this.metrics ? { metrics: this.metrics.status() } : {}),
       requests: this.server?.requests ?? 0,
-    };
+      memory: process.memoryUsage(),
+    });
   }
 
   /**
@@ -533,9 +482,3 @@ function markFaults(jobs: Job[], faults: readonly InterfaceFault[]): Job[] {
   });
 }
 
-/** The process's memory in MiB (one decimal): rss, and V8's heap (used/total) and off-heap (external, arrayBuffers). */
-function memoryMb(): Record<string, number> {
-  const m = process.memoryUsage();
-  const mb = (n: number): number => Math.round(n / 104857.6) / 10;
-  return { rss: mb(m.rss), heapUsed: mb(m.heapUsed), heapTotal: mb(m.heapTotal), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) };
-}

@@ -54,6 +54,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { JobChange, JobRecord } from './jobs.js';
 import type { LogSink, JobCounters, EpochMs } from '../core/model.js';
+import type { StateStatus } from '../control/protocol.js';
 
 export const STATE_FILE = 'jobs.json';
 export const STATE_VERSION = 2;
@@ -295,23 +296,6 @@ export interface LoadResult {
   dropped?: DroppedTail;
 }
 
-export interface StateStats {
-  path: string;
-  /** Records appended since the last snapshot. */
-  journalRecords: number;
-  /** Jobs in the last snapshot written. */
-  snapshotJobs: number;
-  compactions: number;
-  /** Batches appended (each one write and one fdatasync, for any number of records). */
-  appends: number;
-  /** Writes (appends or compactions) that failed since the start. */
-  saveFailures: number;
-  /** Records dropped from the file's tail at start (torn or corrupt). */
-  droppedAtLoad: number;
-  /** Set while the jobs on disk are behind the jobs in force. */
-  fault?: string;
-}
-
 interface Batch {
   lines: string[];
   promise: Promise<SaveOutcome>;
@@ -366,7 +350,8 @@ export class StateStore {
     }
   }
 
-  stats(): StateStats {
+  /** What `tcpreset status` shows of the saved jobs (status.state). */
+  stats(): StateStatus {
     return {
       path: this.path, journalRecords: this.journalRecords, snapshotJobs: this.snapshotJobs, compactions: this.compactions,
       appends: this.appends, saveFailures: this.saveFailures, droppedAtLoad: this.droppedAtLoad,

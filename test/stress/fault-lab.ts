@@ -16,8 +16,13 @@ import { processMaps } from '../../testkit/proc.js';
 import { bulkRequests } from '../../testkit/control.js';
 
 export const ECHO_PORT = 5001;
-/** Both ends of a live session must be reset within this long of the job being in force (generous: 2 cores shared with a flood). */
-export const KILL_BOUND_MS = 3000;
+/**
+ * How long to wait for both ends of a live session to be reset: a deadline
+ * for the wait, not a speed claim (2 cores shared with a flood; a kill takes
+ * tens of ms unloaded). How fast a kill is belongs to make bench (kill
+ * section, against its 20 ms goal); these tests claim that it happens.
+ */
+export const KILL_WAIT_MS = 3000;
 
 
 export interface LabDaemon {
@@ -94,7 +99,7 @@ export async function session(ld: LabDaemon, fam: 'v4' | 'v6' = 'v4'): Promise<S
 }
 
 /** Both ends saw ECONNRESET; returns the later of the two times (epoch ms). */
-export async function killed(ld: LabDaemon, s: Session, timeoutMs = KILL_BOUND_MS): Promise<{ client: string; server: string; at: number }> {
+export async function killed(ld: LabDaemon, s: Session, timeoutMs = KILL_WAIT_MS): Promise<{ client: string; server: string; at: number }> {
   const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', timeoutMs, 'client reset');
   const sv = await ld.server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, timeoutMs, 'server reset');
   await s.client.kill();

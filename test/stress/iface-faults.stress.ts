@@ -16,7 +16,7 @@ import { run } from '../../testkit/lab/netns.js';
 import type { Lab } from '../../testkit/lab/lab.js';
 import type { LogLine } from '../../testkit/daemon.js';
 import { scaled } from './scale.js';
-import { KILL_BOUND_MS, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, session, targetsMapId, type LabDaemon } from './fault-lab.js';
+import { KILL_WAIT_MS, createReq, dumpTargets, ifindexIn, killed, labDaemon, ok, session, targetsMapId, type LabDaemon } from './fault-lab.js';
 import { sleep } from '../../testkit/time.js';
 
 /** The Enforcer checks interfaces every 500 ms. */
@@ -151,7 +151,7 @@ async function faultCycle(t: ExecutionContext, ld: LabDaemon, sc: Scenario, jobI
   t.true(Number(rec.downMs) > 0);
   await daemon.waitLog((l) => after(healedAt)(l) && l.msg === 'jobs enforced again: interface back' && l.ifname === ifname, 2000, `${sc.name}: jobs resumed line`);
   // The same process kills the session that was opened during the fault.
-  const k = await killed(ld, s, KILL_BOUND_MS + 3 * HEALTH_MS);
+  const k = await killed(ld, s, KILL_WAIT_MS + 3 * HEALTH_MS);
   t.is(k.client, 'ECONNRESET', `${sc.name}: client end reset after recovery`);
   t.is(k.server, 'ECONNRESET', `${sc.name}: server end reset after recovery`);
   const resumeMs = k.at - healedAt;

@@ -5,6 +5,10 @@
  * the endpoints' own kernels: the TCP peers report ECONNRESET /
  * ECONNREFUSED, or that their sessions carry on.
  *
+ * These prove the data plane, not the product: the same claims through
+ * bin/tcpresetd and bin/tcpreset (tagged mirror, -p, bystanders, --l2) are
+ * in claims.test.ts and service.test.ts.
+ *
  * Every test builds its own lab (unique namespaces) and runs serially: the
  * machine has two cores, and bulk transfers next to timing assertions would
  * only measure each other. Times from target-add to each endpoint's reset

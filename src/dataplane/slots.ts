@@ -13,7 +13,7 @@
  * one scratch buffer for each map call. The sender-key lists handed to the
  * event threads are shared between slots with the same senders.
  */
-import { LAYOUT, decodeTargetKey, encodeTargetValue } from '../bpf/contract.js';
+import { LAYOUT, decodeTargetKey, encodeTargetValue, type TargetKey } from '../bpf/contract.js';
 import type { BpfMap } from '../bpf/object.js';
 import type { Prefilter } from './prefilter.js';
 import type { EventPool } from './event-pool.js';
@@ -33,6 +33,13 @@ export interface Slot<T extends SlotMember = SlotMember> {
   /** Usually one; an array costs far less than a Set at 100,000 slots. */
   targets: T[];
   expiresAt: number;
+}
+
+/** A slot's key decoded (a fresh copy: the host's bytes as the map entry holds them, not parsed again from text). */
+export function slotKey(slot: Pick<Slot, 'key'>): TargetKey {
+  const b = new Uint8Array(slot.key.length);
+  for (let i = 0; i < b.length; i++) b[i] = slot.key.charCodeAt(i);
+  return decodeTargetKey(b);
 }
 
 export class SlotTable<T extends SlotMember> {

@@ -13,7 +13,7 @@
  * TargetInfo (the public shape, types.ts) is built on demand (info()).
  */
 import type { Family, InjectMode } from '../core/model.js';
-import type { Slot } from './slots.js';
+import { slotKey, type Slot } from './slots.js';
 import type { TargetInfo } from './types.js';
 
 /** Distinct flows remembered per target; past this the count saturates rather than grow without bound. */
@@ -28,7 +28,7 @@ interface TargetExtra {
   /** MPTCP subflows reset without the connection's keys (mptcp.ts). */
   mptcpNoKeys: number;
   mptcpFault: string | undefined;
-  /** Direction-free keys of the flows it reset (Enforcer flowKeyOf). */
+  /** Direction-free keys of the flows it reset (flowKeyOf). */
   flowSet: Set<string> | undefined;
 }
 
@@ -39,7 +39,7 @@ export class Target {
   /** Epoch ms; 0 = none yet (0 is no real hit time, and a number field needs no box for null). */
   firstHitAt = 0;
   lastHitAt = 0;
-  /** Its last sweep found nothing (Enforcer emptySweep): no verification is kept for it. */
+  /** Its last sweep found nothing (Sweeper, an empty sweep): no verification is kept for it. */
   swept = false;
   private extra: TargetExtra | null = null;
 
@@ -61,6 +61,11 @@ export class Target {
     /** Its reset sender ("ifname/mode", senders.ts). */
     readonly senderKey: string,
   ) {}
+
+  /** The host's address bytes (4 or 16, network order), from its slot's key: the text `host` is not parsed again. */
+  get addr(): Uint8Array {
+    return slotKey(this.slot).addr;
+  }
 
   private more(): TargetExtra {
     return (this.extra ??= { undeliverable: 0, known: 0, verified: 0, deliveryFault: undefined, mptcpNoKeys: 0, mptcpFault: undefined, flowSet: undefined });
@@ -142,4 +147,22 @@ export class Target {
       ...(x?.mptcpNoKeys ? { mptcpNoKeys: x.mptcpNoKeys } : {}),
     };
   }
+}
+
+/**
+ * Address bytes as a short string, for map keys on the per-event path:
+ * formatting the text form (RFC 5952 for IPv6) per event cost more than
+ * the rest of the event's handling. The length tells v4 from v6.
+ */
+export function binaryKey(bytes: Uint8Array, off: number, len: number): string {
+  let s = '';
+  for (let i = off; i < off + len; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
+/** Direction-free flow identity (Target.noteFlow's key): both directions of a connection are one flow. */
+export function flowKeyOf(src: string, sport: number, dst: string, dport: number): string {
+  const a = src + String.fromCharCode(sport);
+  const b = dst + String.fromCharCode(dport);
+  return a < b ? a + b : b + a;
 }

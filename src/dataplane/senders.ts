@@ -48,7 +48,7 @@ export interface SenderRef {
   live: Totals[];
   /** Totals of sockets retired when their interface went away. */
   retired: Totals;
-  /** The sweeps' packets on these sockets (Enforcer.sweepTurn, sendProbes), kept across retire/reopen. */
+  /** The sweeps' packets on these sockets (sweeper.ts: a sweep's turns and its re-probes), kept across retire/reopen. */
   sweep: SweepTotals;
 }
 

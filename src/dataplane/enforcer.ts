@@ -20,10 +20,6 @@
  *
  * An event is charged to every live target of its slot, and each distinct
  * reset sender fires once.
- *
- * Trust inside: add() takes a TargetSpec whose host the job manager already
- * holds as a canonical ParsedHost (core/addr.ts); it checks invariants and
- * parses nothing.
  */
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';

@@ -1,7 +1,10 @@
 /**
  * `make demo`, end to end, as root: it must exit 0, show every step, see
  * both ends of each session reset with ECONNRESET, and leave no namespace
- * behind.
+ * behind. Beside the demo's own tick marks, the daemon's account in the
+ * transcript (the `tcpreset list` the demo runs) must agree: the job
+ * charged with both sessions and the new connection, RSTs sent, and gone
+ * after its end.
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +31,7 @@ ptest('make demo: every step happens, exit status 0, nothing left behind', async
     'interactive session, server end reset',
     'download, client end reset',
     'download, server end reset',
-    'new connection refused',
+    'new connection reset before any data',
     'job expired',
     'new connection succeeds',
     'the bystander session was never touched',
@@ -41,6 +44,15 @@ ptest('make demo: every step happens, exit status 0, nothing left behind', async
     t.regex(out, new RegExp(`✓ ${end} reset .*\\(ECONNRESET\\)`), end);
   }
   t.notRegex(out, /✗/);
+  t.regex(out, /✓ new connection reset before any data .*the server read 0 bytes \(ECONNRESET\)/);
+  // The daemon's own counters, not the demo's judgement: the first `tcpreset list` (during the job).
+  // (KNOWN and VERIFIED follow FLOWS when the job's creation swept remembered sessions.)
+  const row = /\$ tcpreset list\n\s+ID\s+ENGID\s[^\n]*\bFLOWS\b[^\n]*\n\s+[0-9a-f]{12}\s+ids-sig-2024\s+\S+\s+any\s+sniff0\s+reset0\s+l3\s+\S+\s+(\d+)\s+(\d+)\s+(\d+)\b/.exec(out);
+  t.truthy(row, `the list during the job shows it:\n${out}`);
+  const [matched, rsts, flows] = row!.slice(1).map(Number);
+  t.true(flows! >= 3, `the daemon reset the interactive session, the download and the new connection: ${flows} flows`);
+  t.true(rsts! >= 2 * flows! && matched! >= flows!, `RSTs to both ends of each: matched ${matched}, RSTs ${rsts}, flows ${flows}`);
+  t.regex(out, /\$ tcpreset list\n\s+no jobs\n/, 'and none listed after its end');
   t.regex(out, /\$ tcpreset ids-sig-2024 -i sniff0 -o reset0 -h \S+ -d 8/);
   // The demo's namespaces are named after its pid (testkit/lab/netns.ts).
   t.deepEqual((await listNetns()).filter((n) => n.startsWith(`${labPrefix()}${pid}-`)), []);

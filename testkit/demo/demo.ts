@@ -7,7 +7,7 @@
  * session and a download are in progress, an "alert" runs the seed's
  * command line through the real CLI; the demo then shows what the
  * endpoints' own kernels report: both ends of each session reset (with the
- * time from the command), a new connection refused while the job lasts,
+ * time from the command), a new connection reset before any data while the job lasts,
  * the job expiring, and a new connection working again. A bystander on the
  * same mirrored segment keeps its session throughout.
  *
@@ -17,7 +17,7 @@
  */
 import { createLab, type Lab, type LabHost } from '../lab/lab.js';
 import { labPrefix, ownNetns } from '../lab/netns.js';
-import { connectOnce, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
+import { connectOnce, connectOutcome, spawnPeer, startClient, startServer, type Peer, type PeerEvent } from '../lab/peer-control.js';
 import type { ListResult } from '../../src/control/protocol.js';
 import { Narrator, fmtBytes, fmtMs } from './narrator.js';
 import { sleep, wallMs } from '../time.js';
@@ -183,8 +183,8 @@ async function main(): Promise<number> {
   n.info(`the download stopped at ${fmtBytes(bytesOf(dl))}; the bystander keeps going: ${echoesOf(bys)} lines echoed`);
 
   n.phase('While the job lasts, the client tries to open a new connection to the server');
-  const attempt = await connectAttempt(lab, client.ns, srv.v4, INTERACTIVE_PORT);
-  n.check(attempt.refused, 'new connection refused', attempt.detail);
+  const attempt = await connectAttempt(lab, client.ns, srv.v4, INTERACTIVE_PORT, server);
+  n.check(attempt.reset, 'new connection reset before any data', attempt.detail);
   const listed = await daemon.cli(['list']);
   n.command('tcpreset list', listed.stdout + listed.stderr);
 
@@ -232,28 +232,29 @@ async function main(): Promise<number> {
 }
 
 /**
- * One connection attempt from `ns`, judged by what the client's kernel
- * says. Refused = no data got through: either the handshake itself was
- * answered with a reset (ECONNREFUSED), or the server's SYN-ACK won the race
- * against the first RST and the connection was reset before the first echo
- * (ECONNRESET).
+ * One connection attempt from `ns`, judged by what both kernels and the
+ * server's application say: reset = the handshake completed and the
+ * connection was reset before its echo (ECONNRESET: a SYN draws one RST,
+ * toward the server, so the client has the real SYN-ACK first), and the
+ * server's application read no byte of it. A refusal, a timeout or an echo
+ * is not what tcpreset does, and fails the step.
  */
-async function connectAttempt(l: Lab, ns: string, host: string, port: number): Promise<{ refused: boolean; detail: string }> {
+async function connectAttempt(l: Lab, ns: string, host: string, port: number, server: Peer): Promise<{ reset: boolean; detail: string }> {
   const p = spawnPeer(l, ns, ['connect', '--host', host, '--port', String(port), '--timeout', '3000', '--hold', '0']);
   peers.push(p);
   try {
     const r = await p.waitFor((e) => e.ev === 'result', 10_000, 'result');
+    const outcome = connectOutcome(r);
+    // What the server's application read of it (0 when it never accepted it).
+    const acc = r.lport === undefined ? undefined : server.events.find((e) => e.ev === 'accept' && e.lport === port && e.rport === r.lport);
+    const close = acc ? await server.waitFor((e) => e.ev === 'close' && e.conn === acc.conn, 5000, 'server close').catch(() => null) : null;
+    const read = acc ? (close?.rx ?? -1) : 0;
+    if (outcome !== 'reset') return { reset: false, detail: `${outcome}: NOT what tcpreset does` };
+    if (read !== 0) return { reset: false, detail: `reset, but the server read ${read < 0 ? 'an unknown number of' : read} bytes first` };
     const connected = p.events.find((e) => e.ev === 'connected');
-    const echoed = p.events.some((e) => e.ev === 'echoed');
-    if (r.ok || echoed) return { refused: false, detail: 'it connected and exchanged data: NOT refused' };
-    if (r.code === 'ECONNREFUSED') return { refused: true, detail: 'the handshake was answered with a reset (ECONNREFUSED)' };
-    if (r.code === 'ECONNRESET') {
-      // The kernel completed the handshake, then took the RST: Node may not even have reported the connect.
-      const err = p.events.find((e) => e.ev === 'error');
-      const after = err && connected ? ` ${fmtMs(err.t - connected.t)} after the handshake,` : ' during the handshake,';
-      return { refused: true, detail: `reset${after} no data got through (ECONNRESET)` };
-    }
-    return { refused: false, detail: `failed otherwise: ${r.code ?? 'unknown'}` };
+    const err = p.events.find((e) => e.ev === 'error');
+    const after = err && connected ? ` ${fmtMs(err.t - connected.t)} after the handshake,` : ' as the handshake completed,';
+    return { reset: true, detail: `reset${after} the server read 0 bytes (ECONNRESET)` };
   } finally {
     await p.kill();
   }

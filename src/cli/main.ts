@@ -44,47 +44,75 @@ function isCommanderError(err: unknown): err is Error & { code: string } {
   return typeof code === 'string' && code.startsWith('commander.');
 }
 
-const HUMAN: Record<Plan['command'], (r: never) => string> = {
-  create: formatCreate,
-  cancel: formatCancel,
-  list: formatList,
-  status: formatStatus,
-  history: formatHistory,
-  metrics: (r: { text: string }) => r.text,
-  version: (r: { version: string }) => `tcpresetd ${r.version}\n`,
-};
+/** Where a subcommand writes: results on stdout, warnings on stderr. */
+interface Out {
+  stdout: Writable;
+  stderr: Writable;
+}
 
-/** Send the plan's request and print its result; a daemon error becomes a thrown TcpresetError. */
-async function execute(plan: Plan, stdout: Writable, stderr: Writable): Promise<number> {
-  let client: string | undefined;
-  if (plan.command === 'version') {
-    client = clientVersion((u) => readFileSync(u, 'utf8'));
-    // Said before asking, so an unreachable daemon still leaves the client's version.
-    if (!plan.json) stdout.write(`tcpreset ${client}\n`);
-  }
+/** Send the plan's request; the result, or the daemon's error as a thrown TcpresetError. */
+async function ask(plan: Plan): Promise<Record<string, unknown>> {
   const res = await request(plan.socket, plan.body, { timeoutMs: plan.timeoutMs });
   if (!res.ok) {
     throw new TcpresetError(res.error.code as ErrorCode, res.error.message, { details: res.error.details ?? {} });
   }
-  const result = res.result as Record<string, unknown>;
-  // create --wait: sessions reset at creation but not confirmed dead in time. The job stands and the
-  // command succeeded (issue 9: exit 0, a warning); --json's flows.unverified is what a playbook tests.
-  const unverified = (result.flows as { unverified?: unknown } | undefined)?.unverified;
-  const unconfirmed = plan.command === 'create' && Array.isArray(unverified) && unverified.length > 0 ? unverified.map(String) : null;
-  const warnUnconfirmed = (): number => {
-    if (!unconfirmed) return EXIT.OK;
-    stderr.write(`tcpreset: warning: ${unconfirmed.length} session${unconfirmed.length === 1 ? '' : 's'} reset but not confirmed dead in time: ${unconfirmed.join(', ')}\n`);
-    return EXIT.OK;
-  };
+  return res.result as Record<string, unknown>;
+}
+
+/** The result as one JSON line (--json), or its warnings on stderr and `human` of it on stdout. */
+function show<R>(plan: Plan, out: Out, result: Record<string, unknown>, human: (r: R) => string): void {
   if (plan.json) {
-    stdout.write(`${JSON.stringify(client === undefined ? result : { ...result, client })}\n`);
-    return warnUnconfirmed();
+    out.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
   }
   // Accepted with a caveat (e.g. not persisted): the job stands, the operator must know.
-  if (Array.isArray(result.warnings)) for (const w of result.warnings) stderr.write(`tcpreset: warning: ${String(w)}\n`);
-  stdout.write(HUMAN[plan.command](result as never));
-  return warnUnconfirmed();
+  if (Array.isArray(result.warnings)) for (const w of result.warnings) out.stderr.write(`tcpreset: warning: ${String(w)}\n`);
+  out.stdout.write(human(result as R));
 }
+
+/** A subcommand that asks once and prints the result with `human`. */
+function simple<R>(human: (r: R) => string): (plan: Plan, out: Out) => Promise<number> {
+  return async (plan, out) => {
+    show(plan, out, await ask(plan), human);
+    return EXIT.OK;
+  };
+}
+
+/**
+ * create: the job line, and with --wait the sessions reset at creation. Those not confirmed dead in
+ * time are a warning on stderr, exit 0 (issue 9: the job stands and the command did what was asked);
+ * --json's flows.unverified is what a playbook tests.
+ */
+async function create(plan: Plan, out: Out): Promise<number> {
+  const result = await ask(plan);
+  show(plan, out, result, formatCreate);
+  const unverified = (result.flows as { unverified?: unknown } | undefined)?.unverified;
+  if (Array.isArray(unverified) && unverified.length > 0) {
+    const n = unverified.length;
+    out.stderr.write(`tcpreset: warning: ${n} session${n === 1 ? '' : 's'} reset but not confirmed dead in time: ${unverified.map(String).join(', ')}\n`);
+  }
+  return EXIT.OK;
+}
+
+/** version: this command's version, said before asking (an unreachable daemon still leaves it), then the daemon's. */
+async function version(plan: Plan, out: Out): Promise<number> {
+  const client = clientVersion((u) => readFileSync(u, 'utf8'));
+  if (!plan.json) out.stdout.write(`tcpreset ${client}\n`);
+  const result = await ask(plan);
+  show(plan, out, { ...result, client }, (r: { version: string }) => `tcpresetd ${r.version}\n`);
+  return EXIT.OK;
+}
+
+/** One function per subcommand that asks the daemon (help and -V are commander's: commander.ts). */
+const SUBCOMMAND: Record<Plan['command'], (plan: Plan, out: Out) => Promise<number>> = {
+  create,
+  cancel: simple(formatCancel),
+  list: simple(formatList),
+  status: simple(formatStatus),
+  history: simple(formatHistory),
+  metrics: simple((r: { text: string }) => r.text),
+  version,
+};
 
 /**
  * Run the command with `argv` (without node and script). Never throws and
@@ -107,7 +135,7 @@ export async function run(argv: string[], io: RunIo = {}): Promise<number> {
       if ('printed' in parsed) return EXIT.OK;
       plan = parsed;
     }
-    return await execute(plan, stdout, stderr);
+    return await SUBCOMMAND[plan.command](plan, { stdout, stderr });
   } catch (err) {
     if (isCommanderError(err)) return fail(shortenQuoted(err.message), EXIT.USAGE);
     if (err instanceof TcpresetError) return fail(err.message, exitCodeFor(err.code));

@@ -305,6 +305,81 @@ function refuseEqualsAfterShort(command: CommandName, opts: ParsedOpts): void {
   }
 }
 
+/** create ENGID -i SNIFF_IF -o RESET_IF -h HOST [-p DSTPORT] -d SECONDS [--l2] [--wait SECONDS]. */
+function createBody(what: string | undefined, opts: ParsedOpts, explicit: boolean): RequestBody {
+  if (what === undefined) throw new UsageError(`missing ENGID; ${CREATE_HINT}`);
+  if (!explicit && (SUBCOMMANDS as readonly string[]).includes(what)) {
+    throw new UsageError(
+      `"${what}" is a subcommand name: put a subcommand first ("tcpreset ${what} ..."), ` +
+        `or create a job for ENGID "${what}" with "tcpreset create ${what} -i ..."`,
+    );
+  }
+  const missing = [
+    opts.sniff === undefined && '-i SNIFF_IF',
+    opts.reset === undefined && '-o RESET_IF',
+    opts.host === undefined && '-h HOST',
+    opts.duration === undefined && '-d SECONDS',
+  ].filter((x): x is string => x !== false);
+  if (missing.length > 0) throw new UsageError(`missing required option${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+  const create: RequestBody = {
+    op: 'create',
+    engid: validateEngid(what, 'ENGID'),
+    sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
+    resetIf: validateIfname(opts.reset, 'reset interface (-o)'),
+    host: validateHost(opts.host, 'host (-h)').canonical,
+    // Syntax only: the daemon applies its configured maximum.
+    duration: validateDuration(opts.duration, Number.MAX_SAFE_INTEGER, 'duration (-d)'),
+  };
+  if (opts.port !== undefined) create.port = validatePort(opts.port, 'port (-p)');
+  if (opts.l2) create.mode = 'l2';
+  if (opts.wait !== undefined) {
+    if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.wait) || Number(opts.wait) <= 0 || Number(opts.wait) > MAX_WAIT_S) {
+      throw new ValidationError('wait (--wait)', opts.wait, `must be a number of seconds above 0 and at most ${MAX_WAIT_S}`);
+    }
+    create.wait = Number(opts.wait);
+  }
+  return create;
+}
+
+/** cancel JOBID, or cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT] (what create was given, less the reset interface). */
+function cancelBody(what: string | undefined, opts: ParsedOpts): RequestBody {
+  if (what === undefined) throw new UsageError('missing JOBID or ENGID; usage: tcpreset cancel JOBID | tcpreset cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]');
+  if (opts.sniff !== undefined || opts.host !== undefined || opts.port !== undefined) {
+    const missing = [opts.sniff === undefined && '-i SNIFF_IF', opts.host === undefined && '-h HOST'].filter((x): x is string => x !== false);
+    if (missing.length > 0) throw new UsageError(`cancel by ENGID needs ${missing.join(' and ')}`);
+    const byKey: RequestBody = {
+      op: 'cancel',
+      engid: validateEngid(what, 'ENGID'),
+      sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
+      host: validateHost(opts.host, 'host (-h)').canonical,
+    };
+    if (opts.port !== undefined) byKey.port = validatePort(opts.port, 'port (-p)');
+    return byKey;
+  }
+  if (!JOB_ID_RE.test(what)) {
+    throw new ValidationError('job id', what, 'is not a job id (1-64 of A-Z a-z 0-9 _ -); to cancel by ENGID add -i SNIFF_IF -h HOST');
+  }
+  return { op: 'cancel', jobId: what };
+}
+
+/** history [--since DURATION]: since is sent as epoch ms. */
+function historyBody(opts: ParsedOpts): RequestBody {
+  const h: RequestBody = { op: 'history' };
+  if (opts.since !== undefined) h.since = Math.max(0, Date.now() - parseSince(opts.since));
+  return h;
+}
+
+/** Each subcommand's request, from its operand (create and cancel take one) and options. */
+const BODIES: Record<Plan['command'], (what: string | undefined, opts: ParsedOpts, explicit: boolean) => RequestBody> = {
+  create: createBody,
+  cancel: cancelBody,
+  history: (_what, opts) => historyBody(opts),
+  list: () => ({ op: 'list' }),
+  status: () => ({ op: 'status' }),
+  version: () => ({ op: 'version' }),
+  metrics: () => ({ op: 'metrics' }),
+};
+
 /**
  * The plan for a parsed command line, or a TcpresetError (usage 64, value 65).
  * Both parsers end here, so they give the same answer for the same words.
@@ -319,77 +394,17 @@ export function planFor(
 ): Plan {
   if (operands.length > (command === 'create' || command === 'cancel' ? 1 : 0)) throw excessOperands(command, operands, explicit);
   refuseEqualsAfterShort(command, opts);
-  let body: RequestBody;
-  const what = operands[0];
-  switch (command) {
-    case 'create': {
-      if (what === undefined) throw new UsageError(`missing ENGID; ${CREATE_HINT}`);
-      if (!explicit && (SUBCOMMANDS as readonly string[]).includes(what)) {
-        throw new UsageError(
-          `"${what}" is a subcommand name: put a subcommand first ("tcpreset ${what} ..."), ` +
-            `or create a job for ENGID "${what}" with "tcpreset create ${what} -i ..."`,
-        );
-      }
-      const missing = [
-        opts.sniff === undefined && '-i SNIFF_IF',
-        opts.reset === undefined && '-o RESET_IF',
-        opts.host === undefined && '-h HOST',
-        opts.duration === undefined && '-d SECONDS',
-      ].filter((x): x is string => x !== false);
-      if (missing.length > 0) throw new UsageError(`missing required option${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
-      const create: RequestBody = {
-        op: 'create',
-        engid: validateEngid(what, 'ENGID'),
-        sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
-        resetIf: validateIfname(opts.reset, 'reset interface (-o)'),
-        host: validateHost(opts.host, 'host (-h)').canonical,
-        // Syntax only: the daemon applies its configured maximum.
-        duration: validateDuration(opts.duration, Number.MAX_SAFE_INTEGER, 'duration (-d)'),
-      };
-      if (opts.port !== undefined) create.port = validatePort(opts.port, 'port (-p)');
-      if (opts.l2) create.mode = 'l2';
-      if (opts.wait !== undefined) {
-        if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.wait) || Number(opts.wait) <= 0 || Number(opts.wait) > MAX_WAIT_S) {
-          throw new ValidationError('wait (--wait)', opts.wait, `must be a number of seconds above 0 and at most ${MAX_WAIT_S}`);
-        }
-        create.wait = Number(opts.wait);
-      }
-      body = create;
-      break;
-    }
-    case 'cancel': {
-      if (what === undefined) throw new UsageError('missing JOBID or ENGID; usage: tcpreset cancel JOBID | tcpreset cancel ENGID -i SNIFF_IF -h HOST [-p DSTPORT]');
-      if (opts.sniff !== undefined || opts.host !== undefined || opts.port !== undefined) {
-        const missing = [opts.sniff === undefined && '-i SNIFF_IF', opts.host === undefined && '-h HOST'].filter((x): x is string => x !== false);
-        if (missing.length > 0) throw new UsageError(`cancel by ENGID needs ${missing.join(' and ')}`);
-        const byKey: RequestBody = {
-          op: 'cancel',
-          engid: validateEngid(what, 'ENGID'),
-          sniffIf: validateIfname(opts.sniff, 'sniff interface (-i)'),
-          host: validateHost(opts.host, 'host (-h)').canonical,
-        };
-        if (opts.port !== undefined) byKey.port = validatePort(opts.port, 'port (-p)');
-        body = byKey;
-      } else {
-        if (!JOB_ID_RE.test(what)) {
-          throw new ValidationError('job id', what, 'is not a job id (1-64 of A-Z a-z 0-9 _ -); to cancel by ENGID add -i SNIFF_IF -h HOST');
-        }
-        body = { op: 'cancel', jobId: what };
-      }
-      break;
-    }
-    case 'history': {
-      const h: RequestBody = { op: 'history' };
-      if (opts.since !== undefined) h.since = Math.max(0, Date.now() - parseSince(opts.since));
-      body = h;
-      break;
-    }
-    default:
-      body = { op: command };
-  }
+  const body = BODIES[command](operands[0], opts, explicit);
   const socket = opts.socket ?? env.TCPRESET_SOCKET ?? DEFAULT_SOCKET_PATH;
   if (socket === '') throw new ValidationError('socket (-s/--socket)', socket, 'must not be empty');
   const plan: Plan = { command, body, json: opts.json === true, socket };
+  const timeoutMs = timeoutOf(opts, command === 'create' ? opts.wait : undefined);
+  if (timeoutMs !== undefined) plan.timeoutMs = timeoutMs;
+  return plan;
+}
+
+/** --timeout in ms; without it, create --wait's bound plus the default 10 s (the daemon answers after up to --wait); else undefined (the client's default). */
+function timeoutOf(opts: ParsedOpts, wait: string | undefined): number | undefined {
   if (opts.timeout !== undefined) {
     if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.timeout) || Number(opts.timeout) <= 0) {
       throw new ValidationError('timeout (--timeout)', opts.timeout, 'must be a positive number of seconds');
@@ -398,12 +413,9 @@ export function planFor(
     if (Number(opts.timeout) > MAX_TIMEOUT_S) {
       throw new ValidationError('timeout (--timeout)', opts.timeout, `must be at most ${MAX_TIMEOUT_S} seconds`);
     }
-    plan.timeoutMs = Math.ceil(Number(opts.timeout) * 1000);
-  } else if (command === 'create' && opts.wait !== undefined) {
-    // The daemon answers after up to --wait: the default timeout counts from there.
-    plan.timeoutMs = Math.ceil((Number(opts.wait) + 10) * 1000);
+    return Math.ceil(Number(opts.timeout) * 1000);
   }
-  return plan;
+  return wait === undefined ? undefined : Math.ceil((Number(wait) + 10) * 1000);
 }
 
 declare const TCPRESET_VERSION: string | undefined;

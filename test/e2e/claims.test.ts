@@ -64,7 +64,7 @@ ptest.serial('on an 802.1Q-tagged mirror, tcpreset -p PORT kills the session to 
   const bystander = await session(ctx, server, ECHO_PORT, lab.ns.bystander);
   const r = await cli(ctx, createArgs(ctx, 'ENG-P', lab.hosts.client.v4, 30, ['-p', String(ECHO_PORT)]));
   t.is(r.code, 0, r.stderr);
-  await expectKilled(ctx, victim, r.startedAt, `client -> server:${ECHO_PORT} (the job's port)`, null);
+  await expectKilled(ctx, victim, r.startedAt, `client -> server:${ECHO_PORT} (the job's port)`);
   const killedAt = wallMs();
   await expectAlive(ctx, otherPort, killedAt, `client -> server:${OTHER_PORT} (same host, another port)`);
   await expectAlive(ctx, bystander, killedAt, `bystander -> server:${ECHO_PORT}`);
@@ -112,7 +112,7 @@ ptest.serial('tcpreset --l2 kills a live session, its RST frames carry reset0\'s
   const s1 = await session(ctx, server);
   const r1 = await cli(ctx, createArgs(ctx, 'ENG-SW', host, 60));
   t.is(r1.code, 0, r1.stderr);
-  await expectKilled(ctx, s1, r1.startedAt, 'the l3 job', null);
+  await expectKilled(ctx, s1, r1.startedAt, 'the l3 job');
 
   // 2. The same job re-created with --l2 while new connections keep coming (each held 300 ms after
   // its echo): switched in place, and no connection before, during or after the switch survives.
@@ -152,7 +152,7 @@ ptest.serial('tcpreset --l2 kills a live session, its RST frames carry reset0\'s
   const cap = await Capture.start(lab, lab.ns.sw, lab.sw.ports.reset, ['-Q', 'in', 'tcp[tcpflags] & tcp-rst != 0'], { verbose: true });
   const r2 = await cli(ctx, createArgs(ctx, 'ENG-L2', host, 60, ['--l2']));
   t.is(r2.code, 0, r2.stderr);
-  await expectKilled(ctx, s2, r2.startedAt, 'the --l2 job', null);
+  await expectKilled(ctx, s2, r2.startedAt, 'the --l2 job');
   const frames = rstFrames(await cap.stop(300));
   t.log(`${frames.length} RST frames from reset0: ${JSON.stringify(frames.slice(0, 4))}`);
   const toClient = frames.filter((f) => f.dst === host);

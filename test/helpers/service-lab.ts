@@ -91,12 +91,14 @@ export async function session(ctx: Ctx, dst: string, port = ECHO_PORT, clientNs 
 }
 
 /**
- * Both ends got ECONNRESET from their own kernels after `after`, within
- * boundMs of it; boundMs null: waited for (5 s deadline) and logged, not
- * bounded, for tests whose claim is which sessions die, not how fast (speed
- * is make bench's; on two shared cores a bound here measures the neighbours).
+ * Both ends got ECONNRESET from their own kernels after `after` (waited for
+ * with a 5 s deadline), and the times are logged. How fast is make bench's
+ * claim (its kill section times this same path, CLI start to both ends
+ * reset, against its goal); on two shared cores a bound here measured the
+ * neighbours (1,115 and 1,650 ms against 1 s in loaded runs). boundMs: a
+ * bound for the few tests whose claim is a time (default none).
  */
-export async function expectKilled(ctx: Ctx, s: Session, after: number, what: string, boundMs: number | null = 1000): Promise<void> {
+export async function expectKilled(ctx: Ctx, s: Session, after: number, what: string, boundMs: number | null = null): Promise<void> {
   const { t, server } = ctx;
   const c = await s.client.waitFor((e) => e.ev === 'error' && e.conn === 'c', 5000, `client reset (${what})`);
   const sv = await server.waitFor((e) => e.ev === 'error' && e.conn === s.serverConn, 5000, `server reset (${what})`);

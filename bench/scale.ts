@@ -246,7 +246,7 @@ export async function runScale(ctx: BenchContext): Promise<ScaleResult> {
   await ctx.daemon.call({ op: 'cancel', jobId: warm.job.id }, 60_000);
   if (created > 1000) createRate.push({ jobs: created, ms: Math.round(totalMs), perSec: Math.round((created / totalMs) * 1000) });
   if (created === big) {
-    const st = await ctx.daemon.call<StatusResult & { memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } }>({ op: 'status' }, 60_000);
+    const st = await ctx.daemon.call<StatusResult>({ op: 'status' }, 60_000);
     const smaps = rssParts(ctx.daemon.pid);
     createMemory = {
       rssMB: Math.round((rssBytes(ctx.daemon.pid) / 1e6) * 10) / 10, heapUsedMB: st.memory.heapUsed, heapTotalMB: st.memory.heapTotal, externalMB: st.memory.external, arrayBuffersMB: st.memory.arrayBuffers,

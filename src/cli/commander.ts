@@ -45,6 +45,26 @@ function addOpts(cmd: Command, opts: OptSpec[]): Command {
 }
 
 /**
+ * The help subcommand: `tcpreset help` (everything) or `tcpreset help SUBCOMMAND`, on `stdout`.
+ * Anything else is a UsageError: an unknown subcommand is named; an option or a second word means
+ * "help" was probably meant as an ENGID, and the error says how to write that.
+ */
+function help(words: readonly string[], stdout: Writable): void {
+  if (words.length === 0) {
+    stdout.write(renderHelp());
+  } else if (words.length === 1 && (SUBCOMMANDS as readonly string[]).includes(words[0])) {
+    stdout.write(renderHelp(words[0] as CommandName));
+  } else if (words.length === 1 && !words[0].startsWith('-')) {
+    throw new UsageError(`no subcommand "${words[0]}" (subcommands: ${SUBCOMMANDS.join(', ')})`);
+  } else {
+    throw new UsageError(
+      '"help" is a subcommand name: "tcpreset help [SUBCOMMAND]" shows help, ' +
+        'or create a job for ENGID "help" with "tcpreset create help -i ..."',
+    );
+  }
+}
+
+/**
  * Parse `argv` (without node and script) with commander. Help and -V are
  * written to `stdout` here; errors are thrown (CommanderError for the
  * words, TcpresetError for the values), never printed.
@@ -91,19 +111,7 @@ export async function commanderParse(argv: readonly string[], env: Record<string
     addOpts(cmd, [...spec.opts, ...GLOBAL_OPTS]);
     if (spec.name === 'help') {
       cmd.allowUnknownOption().allowExcessArguments().action((_what: string | undefined, _o: unknown, self: Command) => {
-        const words = self.args;
-        if (words.length === 0) {
-          stdout.write(renderHelp());
-        } else if (words.length === 1 && (SUBCOMMANDS as readonly string[]).includes(words[0])) {
-          stdout.write(renderHelp(words[0] as CommandName));
-        } else if (words.length === 1 && !words[0].startsWith('-')) {
-          throw new UsageError(`no subcommand "${words[0]}" (subcommands: ${SUBCOMMANDS.join(', ')})`);
-        } else {
-          throw new UsageError(
-            '"help" is a subcommand name: "tcpreset help [SUBCOMMAND]" shows help, ' +
-              'or create a job for ENGID "help" with "tcpreset create help -i ..."',
-          );
-        }
+        help(self.args, stdout);
         result = { printed: 'help' };
       });
       continue;

@@ -153,6 +153,10 @@ ptest.serial('tcpreset --l2 kills a live session, its RST frames carry reset0\'s
   const r2 = await cli(ctx, createArgs(ctx, 'ENG-L2', host, 60, ['--l2']));
   t.is(r2.code, 0, r2.stderr);
   await expectKilled(ctx, s2, r2.startedAt, 'the --l2 job');
+  // A new connection too: its segments reach the event path (the kill may have come from the
+  // create-time sweep alone, whose TTLs are the flow memory's), and each of its RSTs toward the
+  // sender of a segment carries the TTL learned from the other end.
+  expectResetAfterHandshake(t, await probe(lab, lab.ns.client, server, ECHO_PORT, ctx.server), 'a new connection during the --l2 job');
   const frames = rstFrames(await cap.stop(300));
   t.log(`${frames.length} RST frames from reset0: ${JSON.stringify(frames.slice(0, 4))}`);
   const toClient = frames.filter((f) => f.dst === host);

@@ -11,6 +11,7 @@ import { JobManager } from '../src/daemon/jobs.js';
 import { ProtectList, parseProtected } from '../src/daemon/protect.js';
 import { passedRecently, recent } from '../src/daemon/turn.js';
 import { TcpresetError } from '../src/core/errors.js';
+import { parseHost } from '../src/core/addr.js';
 import { memLog, TargetTable, okChecks, setup, base } from './helpers/job-fixtures.js';
 
 test('create makes one target; re-create with the same identity extends to the later end', (t) => {
@@ -40,11 +41,11 @@ test('create makes one target; re-create with the same identity extends to the l
 
 test('identity is (engid, sniffIf, host canonical, port): spellings of one host are one job', (t) => {
   const { jobs } = setup({ maxJobs: 10 });
-  const a = jobs.create({ ...base, host: '2001:db8::7' });
-  t.is(jobs.create({ ...base, host: '2001:DB8:0:0::7' }).job.id, a.job.id);
+  const a = jobs.create({ ...base, host: parseHost('2001:db8::7') });
+  t.is(jobs.create({ ...base, host: parseHost('2001:DB8:0:0::7') }).job.id, a.job.id);
   const v4 = jobs.create(base);
-  t.is(jobs.create({ ...base, host: '::ffff:198.51.100.7' }).job.id, v4.job.id, 'IPv4-mapped is the IPv4 host');
-  t.is(jobs.create({ ...base, host: '::ffff:198.51.100.7' }).job.host, '198.51.100.7');
+  t.is(jobs.create({ ...base, host: parseHost('::ffff:198.51.100.7') }).job.id, v4.job.id, 'IPv4-mapped is the IPv4 host');
+  t.is(jobs.create({ ...base, host: parseHost('::ffff:198.51.100.7') }).job.host, '198.51.100.7');
   t.not(jobs.create({ ...base, port: 443 }).job.id, v4.job.id, 'a port makes another job');
   t.not(jobs.create({ ...base, engid: 'ENG2' }).job.id, v4.job.id, 'another engine makes another job');
   t.not(jobs.create({ ...base, sniffIf: 'sniff1' }).job.id, v4.job.id, 'another sniff interface makes another job');
@@ -71,7 +72,7 @@ test('a re-create naming another reset interface swaps the target without a gap 
 test('expiry removes the job and its target exactly at the end time', (t) => {
   const { clock, table, jobs, log } = setup();
   jobs.create({ ...base, duration: 10 });
-  jobs.create({ ...base, host: '198.51.100.8', duration: 20 });
+  jobs.create({ ...base, host: parseHost('198.51.100.8'), duration: 20 });
   clock.advance(9_999);
   t.is(jobs.size, 2);
   t.is(table.targets.size, 2);
@@ -101,12 +102,12 @@ test('cancel by id and by identity stops the target at once; unknown ones are E_
   const b = jobs.create({ ...base, port: 22 });
   t.is(jobs.cancelById(a.job.id).id, a.job.id);
   t.is(table.targets.size, 1);
-  t.is(jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7', port: 22 }).id, b.job.id);
+  t.is(jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: parseHost('198.51.100.7'), port: 22 }).id, b.job.id);
   t.is(table.targets.size, 0);
   t.is(jobs.size, 0);
   const e1 = t.throws(() => jobs.cancelById(a.job.id), { instanceOf: TcpresetError });
   t.is(e1?.code, 'E_NOT_FOUND');
-  const e2 = t.throws(() => jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: '198.51.100.7', port: null }), { instanceOf: TcpresetError });
+  const e2 = t.throws(() => jobs.cancelByIdentity({ engid: 'ENG1', sniffIf: 'sniff0', host: parseHost('198.51.100.7'), port: null }), { instanceOf: TcpresetError });
   t.is(e2?.code, 'E_NOT_FOUND');
   t.regex(e2!.message, /ENG1.*sniff0.*198\.51\.100\.7/);
 });
@@ -137,13 +138,13 @@ test('protected hosts are refused with E_PROTECTED naming address and entry; che
     ['192.0.2.5', '192.0.2.5'],
     ['203.0.113.9', '203.0.113.9 on eth0'],
   ] as const) {
-    const e = t.throws(() => jobs.create({ ...base, host }), { instanceOf: TcpresetError }, host);
+    const e = t.throws(() => jobs.create({ ...base, host: parseHost(host) }), { instanceOf: TcpresetError }, host);
     t.is(e?.code, 'E_PROTECTED', host);
     t.true(e!.message.includes(entry), `${host}: ${e!.message}`);
     t.is((e!.details as { entry: string }).entry.startsWith(entry.split(' ')[0]), true);
   }
   t.is(table.adds, 0);
-  t.is(jobs.create({ ...base, host: '11.0.0.1' }).action, 'created', 'outside the networks is fine');
+  t.is(jobs.create({ ...base, host: parseHost('11.0.0.1') }).action, 'created', 'outside the networks is fine');
 });
 
 test('interface check failures (E_IFACE) refuse the job and add nothing', (t) => {
@@ -157,9 +158,9 @@ test('interface check failures (E_IFACE) refuse the job and add nothing', (t) =>
       },
     },
   });
-  const e = t.throws(() => jobs.create({ ...base, host: '2001:db8::9', mode: 'l3' }), { instanceOf: TcpresetError });
+  const e = t.throws(() => jobs.create({ ...base, host: parseHost('2001:db8::9'), mode: 'l3' }), { instanceOf: TcpresetError });
   t.is(e?.code, 'E_IFACE');
-  t.deepEqual(asked, { sniffIf: 'sniff0', resetIf: 'reset0', host: '2001:db8::9', family: 6, mode: 'l3' });
+  t.deepEqual(asked, { sniffIf: 'sniff0', resetIf: 'reset0', host: parseHost('2001:db8::9'), family: 6, mode: 'l3' });
   t.is(table.adds, 0);
   t.is(jobs.size, 0);
 });
@@ -187,8 +188,8 @@ test('list reports remaining time and counters (ISO hit times)', (t) => {
 test('restore keeps original end times, drops expired and newly protected jobs, retries faulty ones', (t) => {
   const first = setup();
   const keep = first.jobs.create({ ...base, duration: 100 });
-  first.jobs.create({ ...base, host: '198.51.100.8', duration: 10 });
-  first.jobs.create({ ...base, host: '10.9.9.9', duration: 100 });
+  first.jobs.create({ ...base, host: parseHost('198.51.100.8'), duration: 10 });
+  first.jobs.create({ ...base, host: parseHost('10.9.9.9'), duration: 100 });
   first.table.hit([...first.table.targets.keys()][0], first.clock.now(), 2, 4);
   const saved = first.jobs.snapshot();
   t.is(saved[0].counters.matched, 2);
@@ -266,12 +267,12 @@ test('random creates, extensions, cancels and time steps: the jobs alive are alw
     const host = `198.51.100.${rnd(200) + 1}`;
     const op = rnd(10);
     if (op < 6) {
-      const r = jobs.create({ ...base, host, duration: rnd(30) + 1 });
+      const r = jobs.create({ ...base, host: parseHost(host), duration: rnd(30) + 1 });
       const end = Math.max(model.get(host) ?? 0, Date.parse(r.job.expiresAt));
       model.set(host, end);
       t.is(Date.parse(r.job.expiresAt), end);
     } else if (op < 8 && model.has(host)) {
-      jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host, port: null });
+      jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: parseHost(host), port: null });
       model.delete(host);
     } else {
       clock.advance(rnd(3000));
@@ -289,8 +290,8 @@ test('random creates, extensions, cancels and time steps: the jobs alive are alw
 test('100,000 jobs: half expiring at the same moment and the rest cancelled take linear time, not a scan of every job per job', (t) => {
   const { clock, table, jobs } = setup({ maxJobs: 100_000, log: { info() {}, warn() {}, error() {}, debug() {} } });
   const host = (i: number): string => `2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
-  for (let i = 0; i < 50_000; i++) jobs.create({ ...base, host: host(i), duration: 60 });
-  for (let i = 50_000; i < 100_000; i++) jobs.create({ ...base, host: host(i), duration: 3600 });
+  for (let i = 0; i < 50_000; i++) jobs.create({ ...base, host: parseHost(host(i)), duration: 60 });
+  for (let i = 50_000; i < 100_000; i++) jobs.create({ ...base, host: parseHost(host(i)), duration: 3600 });
   t.is(jobs.size, 100_000);
   const t0 = performance.now();
   clock.advance(60_000);
@@ -298,8 +299,8 @@ test('100,000 jobs: half expiring at the same moment and the rest cancelled take
   t.is(jobs.size, 50_000);
   t.is(table.targets.size, 50_000);
   const t1 = performance.now();
-  for (let i = 99_999; i >= 50_000; i -= 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i), port: null });
-  for (let i = 50_000; i < 100_000; i += 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: host(i), port: null });
+  for (let i = 99_999; i >= 50_000; i -= 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: parseHost(host(i)), port: null });
+  for (let i = 50_000; i < 100_000; i += 2) jobs.cancelByIdentity({ engid: base.engid, sniffIf: base.sniffIf, host: parseHost(host(i)), port: null });
   const cancelMs = performance.now() - t1;
   t.is(jobs.size, 0);
   t.is(table.targets.size, 0);
@@ -366,10 +367,10 @@ test('host facts (addresses, interface checks) are read at most every 100 ms, no
 
 test('usage: jobs per (sniff, reset, mode, family) with their own faults, counted without a view of each job, agreeing with list', (t) => {
   const { jobs, table } = setup({ maxJobs: 100 });
-  jobs.create({ ...base, host: '198.51.100.1' });
-  jobs.create({ ...base, host: '198.51.100.2', port: 443 });
-  jobs.create({ ...base, host: '2001:db8::1' });
-  jobs.create({ ...base, host: '198.51.100.3', resetIf: 'reset1', mode: 'l2' });
+  jobs.create({ ...base, host: parseHost('198.51.100.1') });
+  jobs.create({ ...base, host: parseHost('198.51.100.2'), port: 443 });
+  jobs.create({ ...base, host: parseHost('2001:db8::1') });
+  jobs.create({ ...base, host: parseHost('198.51.100.3'), resetIf: 'reset1', mode: 'l2' });
   // Two jobs whose target cannot be added (restored while the data plane refuses): faulty.
   table.failAdd = new TcpresetError('E_NATIVE', 'attach XDP on sniff1 failed: No such device');
   const now = Date.now();

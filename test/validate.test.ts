@@ -190,7 +190,8 @@ test('parseRequest: a full create is normalized (canonical host, id echoed, port
     engid: 'ids-1',
     sniffIf: 'eth1',
     resetIf: 'eth0',
-    host: '2001:db8::1',
+    // Parsed once here: canonical text, family and bytes (the job manager and the Enforcer use them as they are).
+    host: { family: 6, bytes: Uint8Array.of(0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1), canonical: '2001:db8::1' },
     duration: 180,
     port: 443,
     mode: 'l2',
@@ -210,7 +211,7 @@ test('parseRequest: other ops', (t) => {
     op: 'cancel',
     engid: 'e',
     sniffIf: 'eth1',
-    host: '10.0.0.1',
+    host: { family: 4, bytes: Uint8Array.of(10, 0, 0, 1), canonical: '10.0.0.1' },
     port: 22,
   });
 });

@@ -15,6 +15,7 @@
 import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
 import type { IfaceRole, InjectMode, IsoTime, JobCounters, JobFields } from '../core/model.js';
+import type { Host } from '../core/addr.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */
@@ -40,11 +41,12 @@ interface Base {
   id?: RequestId;
 }
 
+/** A create as a client sends it (the wire); parseRequest returns it as a CreateRequest. */
 export interface CreateArgs {
   engid: string;
   sniffIf: string;
   resetIf: string;
-  /** After parseRequest: canonical text (RFC 5952 / dotted quad; IPv4-mapped unmapped). */
+  /** IPv4 or IPv6 text; parseRequest parses it once into a Host. */
   host: string;
   port?: number;
   /** Seconds. parseRequest checks syntax (positive integer); the daemon checks its maximum. */
@@ -58,8 +60,10 @@ export interface CreateArgs {
 }
 /** Longest create wait (s): the daemon stops watching a sweep after 5 s anyway. */
 export const MAX_WAIT_S = 60;
-export interface CreateRequest extends Base, CreateArgs {
+/** A create as parseRequest returns it: every field checked, the host parsed (canonical text, family, bytes). */
+export interface CreateRequest extends Base, Omit<CreateArgs, 'host'> {
   op: 'create';
+  host: Host;
 }
 export interface CancelByIdRequest extends Base {
   op: 'cancel';
@@ -69,7 +73,8 @@ export interface CancelByKeyRequest extends Base {
   op: 'cancel';
   engid: string;
   sniffIf: string;
-  host: string;
+  /** Parsed by parseRequest (as CreateRequest's). */
+  host: Host;
   port?: number;
 }
 export type CancelRequest = CancelByIdRequest | CancelByKeyRequest;
@@ -93,11 +98,11 @@ export interface MetricsRequest extends Base {
 }
 export type Request = CreateRequest | CancelRequest | ListRequest | StatusRequest | VersionRequest | HistoryRequest | MetricsRequest;
 
-/** What a client sends: "v" is added by the client. */
+/** What a client sends: "v" is added by the client; the host is text (the daemon parses it). */
 export type RequestBody =
-  | (Omit<CreateRequest, 'v'>)
+  | (Omit<CreateRequest, 'v' | 'host'> & { host: string })
   | (Omit<CancelByIdRequest, 'v'>)
-  | (Omit<CancelByKeyRequest, 'v'>)
+  | (Omit<CancelByKeyRequest, 'v' | 'host'> & { host: string })
   | (Omit<ListRequest, 'v'>)
   | (Omit<StatusRequest, 'v'>)
   | (Omit<VersionRequest, 'v'>)
@@ -405,8 +410,8 @@ function optionalPort(o: Record<string, unknown>): number | undefined {
 
 /**
  * Parse and strictly check one request line (with or without its '\n').
- * Returns a normalized request: host in canonical form, port omitted when
- * absent or null. Duration is checked for syntax only (positive integer);
+ * Returns a normalized request: host parsed once (a Host: canonical text,
+ * family, bytes; the layers behind trust it), port omitted when absent or null. Duration is checked for syntax only (positive integer);
  * the daemon applies its configured maximum.
  */
 export function parseRequest(line: string): Request {
@@ -429,7 +434,7 @@ export function parseRequest(line: string): Request {
         engid: validateEngid(o.engid, 'engid'),
         sniffIf: validateIfname(o.sniffIf, 'sniffIf'),
         resetIf: validateIfname(o.resetIf, 'resetIf'),
-        host: validateHost(o.host, 'host').canonical,
+        host: validateHost(o.host, 'host'),
         duration: validateDuration(o.duration, Number.MAX_SAFE_INTEGER, 'duration'),
       };
       const port = optionalPort(o);
@@ -467,7 +472,7 @@ export function parseRequest(line: string): Request {
         op,
         engid: validateEngid(o.engid, 'engid'),
         sniffIf: validateIfname(o.sniffIf, 'sniffIf'),
-        host: validateHost(o.host, 'host').canonical,
+        host: validateHost(o.host, 'host'),
       };
       const port = optionalPort(o);
       if (port !== undefined) req.port = port;

@@ -20,6 +20,17 @@ export interface ParsedIp {
   canonical: string;
 }
 
+declare const PARSED_HOST: unique symbol;
+
+/**
+ * A reset target's host as parseHost made it: one unicast address,
+ * IPv4-mapped IPv6 turned into IPv4, canonical text. The brand says it was
+ * parsed and checked once at a boundary (the protocol's parseRequest, the
+ * CLI, a saved job's restore): the layers inside (job manager, Enforcer,
+ * protect list) use its fields as they are and parse nothing again.
+ */
+export type Host = ParsedIp & { readonly [PARSED_HOST]: true };
+
 export interface ParsedCidr {
   family: Family;
   /** The network address (host bits zero), 4 or 16 bytes. */
@@ -220,11 +231,22 @@ export function isUnicastHost(ip: ParsedIp | Uint8Array): boolean {
  * A reset target as the daemon and CLI take it: strictly parsed, mapped
  * IPv4 turned into IPv4, refused unless a unicast host.
  */
-export function parseHost(text: string, field = 'host'): ParsedIp {
+export function parseHost(text: string, field = 'host'): Host {
   const ip = unmapV4(parseIp(text, field));
   const why = classify(ip);
   if (why !== null) throw new ValidationError(field, text, why);
-  return ip;
+  return ip as Host;
+}
+
+/**
+ * A Host again from the parts a table kept of one (the job manager keeps
+ * its canonical text and bytes in columns, not the object): no parse and
+ * no check, so only for parts that came out of parseHost. Throws
+ * RangeError when the bytes do not fit the family (a caller's bug).
+ */
+export function keptHost(family: Family, bytes: Uint8Array, canonical: string): Host {
+  if (bytes.length !== (family === 4 ? 4 : 16)) throw new RangeError(`host ${canonical}: ${bytes.length} address bytes for IPv${family}`);
+  return { family, bytes, canonical } as Host;
 }
 
 /**

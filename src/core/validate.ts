@@ -9,7 +9,7 @@
  * substitutes is either exactly meant or refused.
  */
 import { ValidationError } from './errors.js';
-import { parseHost, type ParsedIp } from './addr.js';
+import { parseHost, type Host } from './addr.js';
 
 export const ENGID_MAX_CHARS = 64;
 export const DEFAULT_MAX_DURATION_S = 86400;
@@ -49,7 +49,7 @@ export function validateEngid(value: unknown, field = 'engid'): string {
  * broadcast. An IPv4-mapped IPv6 address stands for its IPv4 address.
  * Returns the parsed address; `.canonical` is the job's identity form.
  */
-export function validateHost(value: unknown, field = 'host'): ParsedIp {
+export function validateHost(value: unknown, field = 'host'): Host {
   if (typeof value !== 'string') throw new ValidationError(field, value, 'must be a string holding an IP address');
   return parseHost(value, field);
 }

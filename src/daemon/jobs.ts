@@ -22,7 +22,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { TcpresetError, ValidationError } from '../core/errors.js';
-import { parseHost } from '../core/addr.js';
+import { keptHost, parseHost, type Host } from '../core/addr.js';
 import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
@@ -45,7 +45,8 @@ export interface JobCreateArgs {
   engid: string;
   sniffIf: string;
   resetIf: string;
-  host: string;
+  /** Parsed once by the protocol (parseRequest): used as it is here. */
+  host: Host;
   /** Remote port; null/undefined/0 = every port of the host. */
   port?: number | null;
   /** Seconds. */
@@ -90,9 +91,9 @@ export interface ProtectHit {
 
 export interface JobChecks {
   /** Returns the protecting entry, or null when the host may be reset. */
-  protectedBy(host: string): ProtectHit | null;
+  protectedBy(host: Host): ProtectHit | null;
   /** Throws E_IFACE when the sniff or reset interface is unusable for this host and mode. */
-  interfaces(q: { sniffIf: string; resetIf: string; host: string; family: Family; mode: InjectMode }): void;
+  interfaces(q: { sniffIf: string; resetIf: string; host: Host; family: Family; mode: InjectMode }): void;
 }
 
 export interface JobManagerOptions {
@@ -126,14 +127,8 @@ export interface JobCreateResult {
 
 const zeroCounters = (): JobCounters<EpochMs> => ({ matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null });
 
-/**
- * The host's canonical text and family; IPv4-mapped IPv6 becomes IPv4, so
- * one host has one identity. Refuses what is not one unicast host.
- */
-export function canonicalHost(text: string): { canonical: string; family: Family } {
-  const host = parseHost(text, 'host');
-  return { canonical: host.canonical, family: host.family };
-}
+/** A job's key as cancel names it: the host parsed by the protocol, as JobCreateArgs'. */
+export type JobLookup = Omit<JobKey, 'host'> & { host: Host };
 
 function normPort(port: number | null | undefined): number | null {
   return port === undefined || port === null || port === 0 ? null : port;
@@ -164,6 +159,8 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 const MODES: readonly InjectMode[] = ['l3', 'l2'];
 /** No slot / no target. Target ids from the backend are positive. */
 const NONE = -1;
+/** addrCol bytes per slot: an IPv6 address (IPv4 uses the first 4). */
+const ADDR_BYTES = 16;
 
 /**
  * Strings many jobs repeat (interface names, ENGIDs) are kept once: each
@@ -215,6 +212,8 @@ export class JobManager {
   private heapPos = new Int32Array(0);
   private ids: (string | undefined)[] = [];
   private hosts: (string | undefined)[] = [];
+  /** The host's address bytes as parsed, ADDR_BYTES per slot (IPv4: the first 4): the Enforcer's orders are made from them, not from the text. */
+  private addrCol = new Uint8Array(0);
   private engids: (string | undefined)[] = [];
   private sniffIfs: (string | undefined)[] = [];
   private resetIfs: (string | undefined)[] = [];
@@ -260,11 +259,12 @@ export class JobManager {
     if (args.duration > this.opts.maxDurationSec) {
       throw new ValidationError('duration', args.duration, `exceeds the maximum of ${this.opts.maxDurationSec} s (config maxDurationSec)`);
     }
-    const { canonical: host, family } = canonicalHost(args.host);
+    // Parsed by the protocol: canonical (one host, one identity), unicast. Policy only from here.
+    const { canonical: host, family } = args.host;
     const port = normPort(args.port);
     const mode = args.mode ?? this.opts.defaultMode;
 
-    const hit = this.opts.checks.protectedBy(host);
+    const hit = this.opts.checks.protectedBy(args.host);
     if (hit) {
       throw new TcpresetError(
         'E_PROTECTED',
@@ -272,7 +272,7 @@ export class JobManager {
         { details: { host, address: hit.address, entry: hit.entry, source: hit.source } },
       );
     }
-    this.opts.checks.interfaces({ sniffIf: args.sniffIf, resetIf: args.resetIf, host, family, mode });
+    this.opts.checks.interfaces({ sniffIf: args.sniffIf, resetIf: args.resetIf, host: args.host, family, mode });
 
     const expiresAt = now + args.duration * 1000;
     const existing = this.findIdentity(args.engid, args.sniffIf, host, port);
@@ -298,8 +298,8 @@ export class JobManager {
       createdAt: now, expiresAt, counters: zeroCounters(),
     };
     // Add the target before the job exists: a failure leaves nothing behind.
-    const targetId = this.backend().add(this.spec(rec)).id;
-    const slot = this.insert(rec, targetId);
+    const targetId = this.backend().add(this.spec(rec, args.host)).id;
+    const slot = this.insert(rec, targetId, args.host);
     this.opts.log.info({ job: this.logFields(slot), durationSec: args.duration }, 'job created');
     this.changed({ op: 'put', rec });
     return { action: 'created', job: this.view(slot) };
@@ -314,7 +314,7 @@ export class JobManager {
       // The newest order names the reset interface/mode; add the new target
       // before removing the old one so enforcement has no gap.
       const next = { ...this.record(slot, zeroCounters()), resetIf, mode, expiresAt: newEnd };
-      const added = this.backend().add(this.spec(next));
+      const added = this.backend().add(this.spec(next, this.hostAt(slot)));
       this.dropTarget(slot);
       this.resetIfs[slot] = this.strings.intern(resetIf);
       this.modeCol[slot] = MODES.indexOf(mode);
@@ -343,9 +343,9 @@ export class JobManager {
   }
 
   /** End the job with this key (cancel by ENGID). Throws E_NOT_FOUND naming the key when there is none. */
-  cancelByIdentity(who: JobKey): Job {
+  cancelByIdentity(who: JobLookup): Job {
     this.assertOpen();
-    const { canonical } = canonicalHost(who.host);
+    const { canonical } = who.host;
     const port = normPort(who.port);
     const slot = this.findIdentity(who.engid, who.sniffIf, canonical, port);
     if (slot === NONE) {
@@ -445,15 +445,17 @@ export class JobManager {
         this.opts.log.info({ job: { id: rec.id, engid: rec.engid, host: rec.host, port: rec.port }, expiresAt: iso(rec.expiresAt) }, 'saved job already expired: not restored');
         continue;
       }
-      let host: string;
+      // The one parse of a saved job's host (the state file is a boundary: it may have been edited by hand).
+      let parsed: Host;
       try {
-        host = canonicalHost(rec.host).canonical;
+        parsed = parseHost(rec.host, 'host');
       } catch (err) {
         dropped++;
         this.opts.log.error({ job: rec, err }, 'saved job has an invalid host: dropped');
         continue;
       }
-      const hit = this.opts.checks.protectedBy(host);
+      const host = parsed.canonical;
+      const hit = this.opts.checks.protectedBy(parsed);
       if (hit) {
         dropped++;
         this.opts.log.error({ job: { id: rec.id, engid: rec.engid, host }, protectedBy: hit }, 'saved job targets a protected address: dropped');
@@ -464,7 +466,7 @@ export class JobManager {
         this.opts.log.error({ job: { id: rec.id } }, 'saved job duplicates another: dropped');
         continue;
       }
-      const slot = this.insert({ ...rec, host }, NONE);
+      const slot = this.insert({ ...rec, host }, NONE, parsed);
       if (!isZero(rec.counters)) this.base.set(slot, { ...rec.counters });
       if (this.tryEnforce(slot)) restored++;
       else faulty++;
@@ -520,9 +522,10 @@ export class JobManager {
     };
   }
 
-  private spec(rec: JobRecord): TargetSpec {
+  /** The Enforcer's order for `rec`, whose host is `host` (parsed: the Enforcer trusts it). */
+  private spec(rec: JobRecord, host: Host): TargetSpec {
     return {
-      sniffIf: rec.sniffIf, resetIf: rec.resetIf, host: rec.host, port: rec.port ?? 0, mode: rec.mode,
+      sniffIf: rec.sniffIf, resetIf: rec.resetIf, host, port: rec.port ?? 0, mode: rec.mode,
       expiresAt: rec.expiresAt, label: `${rec.engid}/${rec.id}`,
       // A restore's flow memory is as new as the daemon: nothing to sweep, and a scan per job would delay READY.
       ...(this.restoring ? { sweep: false } : {}),
@@ -531,7 +534,7 @@ export class JobManager {
 
   private tryEnforce(slot: number): boolean {
     try {
-      const info = this.backend().add(this.spec(this.record(slot, zeroCounters())));
+      const info = this.backend().add(this.spec(this.record(slot, zeroCounters()), this.hostAt(slot)));
       this.setTarget(slot, info.id);
       if (this.faults.has(slot)) this.opts.log.info({ job: this.logFields(slot) }, 'job enforced again');
       this.faults.delete(slot);
@@ -573,6 +576,9 @@ export class JobManager {
     const mode = new Uint8Array(cap);
     mode.set(this.modeCol);
     this.modeCol = mode;
+    const addr = new Uint8Array(cap * ADDR_BYTES);
+    addr.set(this.addrCol);
+    this.addrCol = addr;
     const heap = new Int32Array(cap);
     heap.set(this.heap);
     this.heap = heap;
@@ -580,9 +586,20 @@ export class JobManager {
     this.cap = cap;
   }
 
-  private insert(r: JobRecord, targetId: number): number {
+  /** A job's host as it was parsed (its text and bytes kept in the columns). */
+  private hostAt(slot: number): Host {
+    const text = this.hosts[slot]!;
+    const family: Family = text.includes(':') ? 6 : 4;
+    const at = slot * ADDR_BYTES;
+    return keptHost(family, this.addrCol.slice(at, at + (family === 4 ? 4 : 16)), text);
+  }
+
+  /** `host`: `r.host` parsed (its bytes are kept). */
+  private insert(r: JobRecord, targetId: number, host: Host): number {
+    if (host.canonical !== r.host) throw new TcpresetError('E_INTERNAL', `job ${r.id}: host ${r.host} inserted with the bytes of ${host.canonical}`);
     if (this.free.length === 0) this.grow();
     const slot = this.free.pop()!;
+    this.addrCol.set(host.bytes, slot * ADDR_BYTES);
     this.ids[slot] = r.id;
     this.engids[slot] = this.strings.intern(r.engid);
     this.sniffIfs[slot] = this.strings.intern(r.sniffIf);

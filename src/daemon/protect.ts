@@ -5,7 +5,7 @@
  * the strict parser and IPv4-mapped unmapping of src/core/addr.ts, so
  * "::ffff:10.0.0.1" cannot dodge a protected 10.0.0.0/8.
  */
-import { cidrContains, parseCidr, parseIp, type ParsedCidr } from '../core/addr.js';
+import { cidrContains, parseCidr, parseIp, type ParsedCidr, type ParsedIp } from '../core/addr.js';
 import { allLocalAddresses } from '../net/ifaces.js';
 import type { ProtectHit } from './jobs.js';
 
@@ -44,9 +44,14 @@ export class ProtectList {
     this.locals = locals;
   }
 
-  /** The entry protecting `host` (any spelling of one address), or null. */
-  check(host: string): ProtectHit | null {
-    const ip = parseIp(host, 'host');
+  /**
+   * The entry protecting `host`, or null. A parsed host (a create's, from
+   * parseRequest) is used as it is; text (a job's kept canonical text at a
+   * reload) is parsed, any spelling of one address.
+   */
+  check(hostOrText: string | ParsedIp): ProtectHit | null {
+    const ip = typeof hostOrText === 'string' ? parseIp(hostOrText, 'host') : hostOrText;
+    const host = typeof hostOrText === 'string' ? hostOrText : hostOrText.canonical;
     for (const e of this.entries) {
       if (cidrContains(e.cidr, ip)) return { address: host, entry: e.text === e.cidr.canonical ? e.text : `${e.text} (${e.cidr.canonical})`, source: 'config' };
     }

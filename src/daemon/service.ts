@@ -106,14 +106,15 @@ export class Daemon {
       backend: () => this.dataPlaneHealth.backend(() => this.openEnforcer()),
       checks: {
         protectedBy: (host) => protect.check(host),
-        interfaces: ({ sniffIf, resetIf, host, family, mode }) => {
+        interfaces: ({ sniffIf, resetIf, host: parsed, family, mode }) => {
+          const host = parsed.canonical;
           ifaceChecked(`sniff/${sniffIf}`, () => checkSniffInterface(sniffIf));
           // Only a link-local IPv6 host changes what the reset interface needs.
           const linkLocal = family === 6 && /^fe[89ab]/i.test(host);
           ifaceChecked(`reset/${resetIf}/${family}/${mode}/${linkLocal ? host : ''}`, () => checkResetInterface(resetIf, family, { mode, host }));
           // Per host, on the interface's addresses as recently read: its network or broadcast address is no host.
           if (family === 4 && mode === 'l3') {
-            const edge = subnetEdgeProblem(host, resetAddrs(resetIf));
+            const edge = subnetEdgeProblem(parsed, resetAddrs(resetIf));
             if (edge) throw new TcpresetError('E_IFACE', `reset interface "${resetIf}" ${edge}`, { details: { ifname: resetIf, role: 'reset', host } });
           }
         },
@@ -389,7 +390,7 @@ export class Daemon {
         }
         const warnings = await this.persisted();
         if (r.job.mode === 'l3') {
-          const w = this.enforcer?.hostRouteWarning(r.job.resetIf, r.job.host);
+          const w = this.enforcer?.hostRouteWarning(r.job.resetIf, req.host);
           if (w) warnings.push(`${w} (the job is in force; RSTs to ${r.job.host} are counted as undeliverable until then)`);
         }
         return warnings.length ? { ...r, warnings } : r;

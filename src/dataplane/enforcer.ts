@@ -20,6 +20,10 @@
  *
  * An event is charged to every live target of its slot, and each distinct
  * reset sender fires once.
+ *
+ * Trust inside: the daemon's job manager hands add() a Host (core/addr.ts),
+ * parsed once by the protocol; the Enforcer checks invariants and parses
+ * nothing. Text hosts (tests, the enforcer agent) are parsed here.
  */
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
@@ -39,7 +43,7 @@ import {
 import { TcpresetError, ValidationError } from '../core/errors.js';
 import { BpfObject, numPossibleCpus, type BpfMap } from '../bpf/object.js';
 import { FlowMemoryView } from './flow-memory.js';
-import { formatIp, parseIp, unmapV4 } from '../core/addr.js';
+import { formatIp, parseIp, unmapV4, type Host, type ParsedIp } from '../core/addr.js';
 import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
 import { HIT, HIT_BYTES, type EventReport } from './event-wire.js';
@@ -167,7 +171,7 @@ export class Enforcer extends EventEmitter {
 
   add(spec: TargetSpec): TargetInfo {
     this.assertOpen();
-    const host = parseTargetHost(spec.host);
+    const host = targetHost(spec.host);
     const port = spec.port ?? 0;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError('port', spec.port, 'must be an integer 0..65535');
     if (!Number.isFinite(spec.expiresAt)) throw new ValidationError('expiresAt', spec.expiresAt, 'must be epoch milliseconds');
@@ -192,9 +196,9 @@ export class Enforcer extends EventEmitter {
     let target: Target;
     try {
       slot = this.slots.join(keyBytes, spec.sniffIf);
-      // The caller's strings when they are already canonical (the job manager's are): one copy per job, not two.
+      // The Host's own canonical string (the job manager's): one copy per job, not two.
       target = new Target(
-        id, spec.sniffIf, spec.resetIf, host.canonical === spec.host ? spec.host : host.canonical, port, mode, host.family,
+        id, spec.sniffIf, spec.resetIf, host.canonical, port, mode, host.family,
         spec.expiresAt, spec.label ?? `target-${id}`, slot, senderKey,
       );
       slot.targets.push(target);
@@ -381,12 +385,12 @@ export class Enforcer extends EventEmitter {
    * route through RESET_IF. The job is still created: its peers are only
    * known later, and a route may be added meanwhile. undefined when fine.
    */
-  hostRouteWarning(resetIf: string, host: string): string | undefined {
+  hostRouteWarning(resetIf: string, host: Host | string): string | undefined {
     // The l3 sender's sockets know the interface's index (kept current by health.ts): reading
     // it from sysfs was four file reads per create.
     const ifindex = this.senders.get(`${resetIf}/l3`)?.sockets?.ifindex ?? readInterface(resetIf)?.ifindex;
     if (ifindex === undefined) return undefined; // the interface checks at receipt report this
-    return this.undeliverable.routeProblem(resetIf, ifindex, parseTargetHost(host).bytes) ?? undefined;
+    return this.undeliverable.routeProblem(resetIf, ifindex, targetHost(host).bytes) ?? undefined;
   }
 
   /**
@@ -425,8 +429,17 @@ export class Enforcer extends EventEmitter {
   }
 }
 
-function parseTargetHost(text: string): { family: Family; bytes: Uint8Array; canonical: string } {
-  const parsed = parseIp(text, 'host');
+/**
+ * A target's host: a Host as it is (parsed at the daemon's boundary; its
+ * bytes must fit its family, a cheap check, not a parse), text parsed
+ * strictly (callers outside the daemon). Throws ValidationError.
+ */
+function targetHost(host: Host | string): ParsedIp {
+  if (typeof host !== 'string') {
+    if (host.bytes.length !== (host.family === 4 ? 4 : 16)) throw new ValidationError('host', host.canonical, `has ${host.bytes.length} address bytes for IPv${host.family}`);
+    return host;
+  }
+  const parsed = parseIp(host, 'host');
   return unmapV4(parsed) ?? parsed;
 }
 

@@ -6,12 +6,18 @@
 import type { Counters } from '../bpf/contract.js';
 import type { SniffTraffic, TunnelPorts } from './tunnels.js';
 import type { InjectMode, Family, IfaceRole, LogSink, JobCounters, EpochMs } from '../core/model.js';
+import type { Host } from '../core/addr.js';
 
 export interface TargetSpec {
   sniffIf: string;
   resetIf: string;
-  /** IPv4 or IPv6 text, parsed strictly; an IPv4-mapped IPv6 address becomes its IPv4 form. */
-  host: string;
+  /**
+   * A Host (core/addr.ts), parsed once at the daemon's boundary: trusted,
+   * nothing parsed again. Text (callers outside the daemon: tests, the
+   * enforcer agent) is parsed strictly here; an IPv4-mapped IPv6 address
+   * becomes its IPv4 form.
+   */
+  host: Host | string;
   /** Remote TCP port; absent or 0 = the whole host. */
   port?: number;
   mode?: InjectMode;

@@ -25,7 +25,7 @@
 import os from 'node:os';
 import { readFileSync, readdirSync } from 'node:fs';
 import { TcpresetError } from '../core/errors.js';
-import { formatIp, parseIp } from '../core/addr.js';
+import { formatIp, parseIp, type ParsedIp } from '../core/addr.js';
 import { validateIfname } from '../core/validate.js';
 import type { Family, IfaceRole, InjectMode } from '../core/model.js';
 
@@ -247,8 +247,9 @@ export function allLocalAddresses(): LocalAddress[] {
  * every address check (only the interface knows its networks); RSTs to them
  * would go to every host of the segment, or nowhere.
  */
-export function subnetEdgeProblem(host: string, addrs: readonly IfaceAddress[]): string | null {
-  const h = parseIp(host, 'host').bytes;
+export function subnetEdgeProblem(hostOrText: string | ParsedIp, addrs: readonly IfaceAddress[]): string | null {
+  // A parsed host (the daemon's create, core/addr.ts Host) is used as it is; text is parsed.
+  const { bytes: h, canonical: host } = typeof hostOrText === 'string' ? { bytes: parseIp(hostOrText, 'host').bytes, canonical: hostOrText } : hostOrText;
   if (h.length !== 4) return null;
   for (const a of addrs) {
     if (a.family !== 4 || a.prefixLen > 30) continue;

@@ -6,6 +6,7 @@
 import { ManualClock } from '../../src/daemon/clock.js';
 import { JobManager, type JobChecks, type TargetBackend } from '../../src/daemon/jobs.js';
 import { TcpresetError } from '../../src/core/errors.js';
+import { parseHost } from '../../src/core/addr.js';
 import type { TargetInfo, TargetSpec } from '../../src/dataplane/types.js';
 import type { LogSink } from '../../src/core/model.js';
 
@@ -26,9 +27,10 @@ export class TargetTable implements TargetBackend {
   add(spec: TargetSpec): TargetInfo {
     if (this.failAdd) throw this.failAdd;
     this.adds++;
+    const host = typeof spec.host === 'string' ? spec.host : spec.host.canonical;
     const info: TargetInfo = {
-      id: this.next++, sniffIf: spec.sniffIf, resetIf: spec.resetIf, host: spec.host, port: spec.port ?? 0,
-      mode: spec.mode ?? 'l3', expiresAt: spec.expiresAt, label: spec.label ?? '', family: spec.host.includes(':') ? 6 : 4,
+      id: this.next++, sniffIf: spec.sniffIf, resetIf: spec.resetIf, host, port: spec.port ?? 0,
+      mode: spec.mode ?? 'l3', expiresAt: spec.expiresAt, label: spec.label ?? '', family: host.includes(':') ? 6 : 4,
       counters: { matched: 0, rstsSent: 0, flows: 0, firstHitAt: null, lastHitAt: null },
     };
     this.targets.set(info.id, info);
@@ -71,4 +73,5 @@ export function setup(over: Partial<ConstructorParameters<typeof JobManager>[0]>
   return { clock, table, log, jobs, changes: () => changes };
 }
 
-export const base = { engid: 'ENG1', sniffIf: 'sniff0', resetIf: 'reset0', host: '198.51.100.7', duration: 60 };
+/** A create as parseRequest returns it (the host parsed). */
+export const base = { engid: 'ENG1', sniffIf: 'sniff0', resetIf: 'reset0', host: parseHost('198.51.100.7'), duration: 60 };

@@ -203,6 +203,7 @@ for (const fam of ['v4', 'v6'] as const) {
     const add = await agent.add(targetSpec(ctx, fam, { durationMs }));
     // A SYN draws one RST, toward its destination: the connecting end has the real SYN-ACK first, so
     // its handshake completes and the connection is reset right after (ECONNRESET), never refused.
+    // (Whether its request, sent at connect, got an echo first is the quiet-daemon race: logged.)
     const [out, inb] = await Promise.all([
       connectOnce(lab, lab.ns.client, lab.hosts.server[fam], ECHO_PORT, { holdMs: 500 }),
       connectOnce(lab, lab.ns.server, lab.hosts.client[fam], CLIENT_LISTEN_PORT, { holdMs: 500 }),

@@ -251,16 +251,18 @@ export async function connectOnce(
  * test may claim: 'works' (the echo came back and the connection lasted its
  * hold), 'refused' (the handshake was refused: a RST in SYN-SENT is
  * ECONNREFUSED, RFC 793 §3.4), 'reset' (the handshake completed, then the
- * connection was reset before its echo: ECONNRESET, which Linux gives only
- * to a synchronized connection; Node may not have reported the connect yet
- * when the RST follows the SYN-ACK by microseconds), 'echoed, then reset' (a
- * byte crossed both ways first). Anything else (a timeout, an unreachable
- * host, a lab that is not there) is 'other' with what happened: never a
- * verdict about tcpreset.
+ * connection was reset: ECONNRESET, which Linux gives only to a
+ * synchronized connection; Node may not have reported the connect yet when
+ * the RST follows the SYN-ACK by microseconds). Whether the request's echo
+ * got back before the RST is `r.echoed`, a separate claim (the request goes
+ * at once here: a quiet daemon can lose that race; the "no byte crossed"
+ * claim is tested with the request 0.5 ms after connect). Anything else (a
+ * timeout, an unreachable host, a lab that is not there) is 'other' with
+ * what happened: never a verdict about tcpreset.
  */
-export function connectOutcome(r: PeerEvent): 'works' | 'refused' | 'reset' | 'echoed, then reset' | `other: ${string}` {
+export function connectOutcome(r: PeerEvent): 'works' | 'refused' | 'reset' | `other: ${string}` {
   if (r.ok === true) return 'works';
   if (r.connected === false && r.code === 'ECONNREFUSED') return 'refused';
-  if (r.code === 'ECONNRESET') return r.echoed ? 'echoed, then reset' : 'reset';
+  if (r.code === 'ECONNRESET') return 'reset';
   return `other: connected ${String(r.connected)}, echoed ${String(r.echoed)}, ${r.code ?? 'no error code'}`;
 }

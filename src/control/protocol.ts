@@ -185,6 +185,13 @@ export interface RingStatus {
   perThread?: number[];
   /** Times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy. */
   fifoDemotions?: number;
+  /**
+   * l2 RSTs not built because they would have gone to the reset interface's
+   * own MAC: answers to the sensor's own frames (its probes, spoofed from one
+   * end) seen again through the mirror. Not a failure: the end gets its RSTs
+   * from its own segments.
+   */
+  selfAddressed?: number;
 }
 /** The saved jobs, STATE_DIR/jobs.json (daemon/state.ts). */
 export interface StateStatus {

@@ -77,7 +77,7 @@ export class Enforcer extends EventEmitter {
   private readonly mptcp: MptcpResets;
   private readonly parseWatch: ParseWatch;
   /** Per event thread, as each last reported. */
-  private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number; fifoDemotions: number }[];
+  private readonly threadStats: { records: number; wakeups: number; stale: number; errors: number; fifoDemotions: number; selfAddressed: number }[];
   private readonly log: LogSink;
   private readonly ncpu: number;
   private readonly targets = new Map<number, Target>();
@@ -103,7 +103,7 @@ export class Enforcer extends EventEmitter {
       const rings = obj.map(MAP_EVENT_RINGS);
       for (let i = 0; i < RING_SLOTS; i++) rings.update(u32(i), u32(ringFds[i % threads]));
     }
-    this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0, fifoDemotions: 0 }));
+    this.threadStats = ringFds.map(() => ({ records: 0, wakeups: 0, stale: 0, errors: 0, fifoDemotions: 0, selfAddressed: 0 }));
     const nice = opts.eventNice;
     let rtPriority = opts.eventRtPriority ?? 0;
     if (rtPriority > 0 && threads >= availableParallelism()) {
@@ -298,7 +298,7 @@ export class Enforcer extends EventEmitter {
       ring: {
         records: sum(this.threadStats, 'records'), wakeups: sum(this.threadStats, 'wakeups'),
         stale: this.staleEvents + sum(this.threadStats, 'stale'), errors: sum(this.threadStats, 'errors'), threads: this.threadStats.length,
-        fifoDemotions: sum(this.threadStats, 'fifoDemotions'),
+        fifoDemotions: sum(this.threadStats, 'fifoDemotions'), selfAddressed: sum(this.threadStats, 'selfAddressed'),
         perThread: this.threadStats.map((s) => s.records),
       },
       targets: this.targets.size,
@@ -329,7 +329,7 @@ export class Enforcer extends EventEmitter {
     if (r.type === 'stats') {
       const st = this.threadStats[thread];
       const before = st.errors;
-      this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors, fifoDemotions: r.fifoDemotions };
+      this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors, fifoDemotions: r.fifoDemotions, selfAddressed: r.selfAddressed };
       // Bounded: a flood of bad records must not become a flood of log lines.
       if (r.errors > before && (before < 10 || Math.floor(before / 10000) !== Math.floor(r.errors / 10000))) {
         this.log.error({ err: r.lastError, recordErrors: r.errors, thread }, 'event handling failed');

@@ -106,6 +106,8 @@ export type EventReport =
       errors: number;
       /** Times a SCHED_FIFO thread went back to SCHED_OTHER for a flood (event-worker.ts FIFO_BUSY_NS). */
       fifoDemotions: number;
+      /** l2 RSTs not built: addressed to the reset interface's own MAC (the sensor's own frame seen again through the mirror; event-worker.ts). */
+      selfAddressed: number;
       /** The latest such failure's message, if any since the last report. */
       lastError?: string;
     };

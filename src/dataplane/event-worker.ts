@@ -81,6 +81,14 @@ class EventThread {
   private hits = new DataView(new ArrayBuffer(HIT_BYTES * 64));
   private hitCount = 0;
   private stale = 0;
+  /**
+   * l2 RSTs not built because the MAC they would go to is the reset
+   * interface's own: the segment was a frame of the sensor's (a probe,
+   * spoofed from one end, source MAC ours) seen again through the mirror,
+   * so its "source" end is not at that address. The end gets its RSTs from
+   * its own segments; this one would only come back to the sensor.
+   */
+  private selfAddressed = 0;
   private errors = 0;
   private lastError: string | undefined;
   private wakeups = 0;
@@ -163,6 +171,8 @@ class EventThread {
     const syn = (this.warmRing ??= RingReader.synthetic());
     this.warming = true;
     this.hitCount = 0;
+    // The keep-warm tick runs this too: the real count must survive it.
+    const selfAddressed = this.selfAddressed;
     const F = LAYOUT.tr_event.fields;
     const sources = new Set<string>();
     try {
@@ -192,6 +202,12 @@ class EventThread {
         rec.setUint8(F.saddr + 3, i & 0xff);
         rec.setUint8(F.daddr, 192);
         rec.setUint8(F.daddr + 3, i & 0x1f);
+        // Locally administered MACs, and now and then the warm l2 sender's own (all zero) as the
+        // source: the mirror copy of one of our own probes, whose RST toward its source is not built.
+        rec.setUint8(F.smac, (i & 31) === 21 ? 0 : 0x02);
+        rec.setUint8(F.smac + 5, (i & 31) === 21 ? 0 : i & 0xff);
+        rec.setUint8(F.dmac, 0x02);
+        rec.setUint8(F.dmac + 5, (i + 1) & 0xff);
         if ((i & 63) === 63) this.delivery.age(); // verdicts gone stale: the branch a job's primed HOST takes
         if ((i & 511) === 511) this.refreshDelivery(); // the idle re-check (rtnetlink): a few, at start only
         // Through drain() of a ring in ordinary memory: the same drain code the real ring runs.
@@ -208,6 +224,7 @@ class EventThread {
       }
     } finally {
       this.hitCount = 0;
+      this.selfAddressed = selfAddressed;
       this.warming = false;
       for (const s of sinks) {
         s.flush();
@@ -345,8 +362,13 @@ class EventThread {
             refused |= 1 << i;
             continue;
           }
-          if (sender.mode === 'l2') sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
-          else sender.enqueue({ family: rst.family, packet: rst.packet });
+          if (sender.mode === 'l2') {
+            if (sameMac(rst.toward === 'src' ? ev.smac : ev.dmac, sender.mac)) {
+              this.selfAddressed++;
+              continue;
+            }
+            sender.enqueue({ family: rst.family, packet: rst.packet, frame: l2Frame(rst, ev, sender.mac) });
+          } else sender.enqueue({ family: rst.family, packet: rst.packet });
         }
         this.dirty.add(sender);
       }
@@ -420,13 +442,19 @@ class EventThread {
     this.hitCount = 0;
   }
 
-  private reported = { records: -1, stale: -1, errors: -1, wakeups: -1, demotions: -1 };
+  private reported = { records: -1, stale: -1, errors: -1, wakeups: -1, demotions: -1, selfAddressed: -1 };
   /** Ring statistics, when they changed, before the thread sleeps. */
   private report(): void {
     const r = this.reported;
-    if (r.records === this.ring.records && r.stale === this.stale && r.errors === this.errors && r.wakeups === this.wakeups && r.demotions === this.demotions) return;
-    this.reported = { records: this.ring.records, stale: this.stale, errors: this.errors, wakeups: this.wakeups, demotions: this.demotions };
-    this.post({ type: 'stats', records: this.ring.records, wakeups: this.wakeups, stale: this.stale, errors: this.errors, fifoDemotions: this.demotions, lastError: this.lastError });
+    if (
+      r.records === this.ring.records && r.stale === this.stale && r.errors === this.errors && r.wakeups === this.wakeups &&
+      r.demotions === this.demotions && r.selfAddressed === this.selfAddressed
+    ) return;
+    this.reported = { records: this.ring.records, stale: this.stale, errors: this.errors, wakeups: this.wakeups, demotions: this.demotions, selfAddressed: this.selfAddressed };
+    this.post({
+      type: 'stats', records: this.ring.records, wakeups: this.wakeups, stale: this.stale, errors: this.errors,
+      fifoDemotions: this.demotions, selfAddressed: this.selfAddressed, lastError: this.lastError,
+    });
     this.lastError = undefined;
   }
 
@@ -520,6 +548,11 @@ function observeLatency(lat: Float64Array, us: number): void {
   while (b < LATENCY_BOUNDS_US.length && us > LATENCY_BOUNDS_US[b]) b++;
   lat[b]++;
   lat[LATENCY_SUM] += us;
+}
+
+/** Two MAC addresses (6 bytes each) equal? */
+function sameMac(a: Uint8Array, b: Uint8Array): boolean {
+  return a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5];
 }
 
 const senderKeys = new WeakMap<Sender, string>();

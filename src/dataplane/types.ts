@@ -162,7 +162,7 @@ export interface EnforcerStatus {
   counters: Counters;
   /** perThread: records each event thread handled. */
   /** fifoDemotions: times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy (event-worker.ts). */
-  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[]; fifoDemotions: number };
+  ring: { records: number; wakeups: number; stale: number; errors: number; threads: number; perThread: number[]; fifoDemotions: number; selfAddressed: number };
   targets: number;
   faults: InterfaceFault[];
   /** Traffic per attached sniff interface, as the XDP program counted it. */

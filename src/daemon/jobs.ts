@@ -4,7 +4,7 @@
  * detection engine (ENGID); its identity is (engid, sniffIf, host, port).
  * Each job holds exactly one Enforcer target, added on create, extended on
  * re-create, removed on cancel and at expiry. This is the one owner of
- * expiry in user space (its deadline heap, one timer); the Enforcer keeps
+ * expiry in user space (its deadline heap, expiry-heap.ts, and one timer); the Enforcer keeps
  * no timers. The backstop is the kernel: the targets map entry carries the
  * deadline and the XDP program ignores it past then, so a late timer here
  * (a blocked event loop) never extends enforcement.
@@ -26,6 +26,7 @@ import { keptHost, parseHost, type Host } from '../core/addr.js';
 import type { TargetInfo, TargetSpec } from '../dataplane/types.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_TIMER_MS } from './clock.js';
+import { ExpiryHeap } from './expiry-heap.js';
 import type { Job } from '../control/protocol.js';
 import type { EpochMs, Family, InjectMode, JobCounters, JobFields, JobKey, LogSink } from '../core/model.js';
 
@@ -200,7 +201,6 @@ export class JobManager {
   private restoring = false;
   private count = 0;
   private createdAtCol = new Float64Array(0);
-  private expiresAtCol = new Float64Array(0);
   private targetCol = new Int32Array(0);
   /** Remote port, 0 = every port. */
   private portCol = new Uint16Array(0);
@@ -208,8 +208,6 @@ export class JobManager {
   private modeCol = new Uint8Array(0);
   /** Next slot with the same host (the identity chain), or NONE. */
   private nextSameHost = new Int32Array(0);
-  /** Position in the expiry heap, or NONE for a free slot. */
-  private heapPos = new Int32Array(0);
   private ids: (string | undefined)[] = [];
   private hosts: (string | undefined)[] = [];
   /** The host's address bytes as parsed, ADDR_BYTES per slot (IPv4: the first 4): the Enforcer's orders are made from them, not from the text. */
@@ -228,9 +226,8 @@ export class JobManager {
   /** First slot of each host's identity chain. */
   private readonly byHost = new Map<string, number>();
   private readonly byTarget = new Map<number, number>();
-  // ---- the expiry heap: slots ordered by end time ----
-  private heap = new Int32Array(0);
-  private heapSize = 0;
+  /** End times, and the slots ordered by them. */
+  private readonly expiry = new ExpiryHeap();
   private readonly strings = new Interner();
   private readonly idSource = new IdSource();
   private expiryTimer: TimerHandle | undefined;
@@ -277,11 +274,11 @@ export class JobManager {
     const expiresAt = now + args.duration * 1000;
     const existing = this.findIdentity(args.engid, args.sniffIf, host, port);
     if (existing !== NONE) {
-      const was = { resetIf: this.resetIfs[existing]!, mode: MODES[this.modeCol[existing]!]!, expiresAt: this.expiresAtCol[existing]! };
+      const was = { resetIf: this.resetIfs[existing]!, mode: MODES[this.modeCol[existing]!]!, expiresAt: this.expiry.endOf(existing) };
       const slot = this.extend(existing, args.resetIf, mode, expiresAt);
       const switched = was.resetIf !== args.resetIf || was.mode !== mode;
       return {
-        action: this.expiresAtCol[slot]! > was.expiresAt ? 'extended' : 'kept',
+        action: this.expiry.endOf(slot) > was.expiresAt ? 'extended' : 'kept',
         job: this.view(slot),
         previousExpiresAt: new Date(was.expiresAt).toISOString(),
         ...(switched ? { switched: { resetIf: was.resetIf, mode: was.mode } } : {}),
@@ -306,7 +303,7 @@ export class JobManager {
   }
 
   private extend(slot: number, resetIf: string, mode: InjectMode, expiresAt: number): number {
-    const before = this.expiresAtCol[slot]!;
+    const before = this.expiry.endOf(slot);
     const newEnd = Math.max(before, expiresAt);
     const swap = resetIf !== this.resetIfs[slot] || mode !== MODES[this.modeCol[slot]!];
     const targetId = this.targetCol[slot]!;
@@ -320,10 +317,10 @@ export class JobManager {
       this.modeCol[slot] = MODES.indexOf(mode);
       this.setTarget(slot, added.id);
       this.faults.delete(slot);
-      this.setExpiry(slot, newEnd);
+      this.expiry.update(slot, newEnd);
     } else if (newEnd !== before) {
       this.backend().extend(targetId, newEnd);
-      this.setExpiry(slot, newEnd);
+      this.expiry.update(slot, newEnd);
     }
     this.opts.log.info(
       { job: this.logFields(slot), previousExpiresAt: iso(before), ...(swap ? { swapped: true } : {}) },
@@ -416,7 +413,7 @@ export class JobManager {
     for (const slot of this.byId.values()) {
       const c = this.totals(slot);
       if (isZero(c)) continue;
-      fn({ id: this.ids[slot]!, engid: this.engids[slot]!, host: this.hosts[slot]!, port: this.portCol[slot] || null, expiresAt: this.expiresAtCol[slot]! }, c);
+      fn({ id: this.ids[slot]!, engid: this.engids[slot]!, host: this.hosts[slot]!, port: this.portCol[slot] || null, expiresAt: this.expiry.endOf(slot) }, c);
     }
   }
 
@@ -518,7 +515,7 @@ export class JobManager {
   private record(slot: number, counters: JobCounters<EpochMs>): JobRecord {
     return {
       id: this.ids[slot]!, engid: this.engids[slot]!, sniffIf: this.sniffIfs[slot]!, resetIf: this.resetIfs[slot]!, host: this.hosts[slot]!,
-      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!, createdAt: this.createdAtCol[slot]!, expiresAt: this.expiresAtCol[slot]!, counters,
+      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!]!, createdAt: this.createdAtCol[slot]!, expiresAt: this.expiry.endOf(slot), counters,
     };
   }
 
@@ -566,10 +563,8 @@ export class JobManager {
       return b;
     };
     this.createdAtCol = f64(this.createdAtCol);
-    this.expiresAtCol = f64(this.expiresAtCol);
     this.targetCol = i32(this.targetCol);
     this.nextSameHost = i32(this.nextSameHost);
-    this.heapPos = i32(this.heapPos);
     const port = new Uint16Array(cap);
     port.set(this.portCol);
     this.portCol = port;
@@ -579,9 +574,7 @@ export class JobManager {
     const addr = new Uint8Array(cap * ADDR_BYTES);
     addr.set(this.addrCol);
     this.addrCol = addr;
-    const heap = new Int32Array(cap);
-    heap.set(this.heap);
-    this.heap = heap;
+    this.expiry.grow(cap);
     for (let s = cap - 1; s >= this.cap; s--) this.free.push(s);
     this.cap = cap;
   }
@@ -608,14 +601,13 @@ export class JobManager {
     this.portCol[slot] = r.port ?? 0;
     this.modeCol[slot] = MODES.indexOf(r.mode);
     this.createdAtCol[slot] = r.createdAt;
-    this.expiresAtCol[slot] = r.expiresAt;
     this.targetCol[slot] = NONE;
     this.byId.set(r.id, slot);
     this.nextSameHost[slot] = this.byHost.get(r.host) ?? NONE;
     this.byHost.set(r.host, slot);
     if (targetId !== NONE) this.setTarget(slot, targetId);
     else this.unenforced.add(slot);
-    this.heapPush(slot);
+    this.expiry.push(slot, r.expiresAt);
     this.count++;
     this.armExpiry();
     return slot;
@@ -637,7 +629,7 @@ export class JobManager {
       while (this.nextSameHost[p] !== slot) p = this.nextSameHost[p]!;
       this.nextSameHost[p] = this.nextSameHost[slot]!;
     }
-    this.heapRemove(slot);
+    this.expiry.remove(slot);
     this.base.delete(slot);
     this.faults.delete(slot);
     this.unenforced.delete(slot);
@@ -652,14 +644,11 @@ export class JobManager {
   private emptyTable(): void {
     this.cap = 0;
     this.createdAtCol = new Float64Array(0);
-    this.expiresAtCol = new Float64Array(0);
     this.targetCol = new Int32Array(0);
     this.portCol = new Uint16Array(0);
     this.modeCol = new Uint8Array(0);
     this.nextSameHost = new Int32Array(0);
-    this.heapPos = new Int32Array(0);
-    this.heap = new Int32Array(0);
-    this.heapSize = 0;
+    this.expiry.clear();
     this.ids = [];
     this.hosts = [];
     this.engids = [];
@@ -712,7 +701,7 @@ export class JobManager {
 
   private view(slot: number): Job {
     const c = this.totals(slot);
-    const expiresAt = this.expiresAtCol[slot]!;
+    const expiresAt = this.expiry.endOf(slot);
     const targetId = this.targetCol[slot]!;
     // The job's own fault first; else its RSTs that cannot leave the reset interface (delivery.ts).
     const info = targetId === NONE ? undefined : this.backendInstance?.get(targetId);
@@ -737,7 +726,7 @@ export class JobManager {
     const targetId = this.targetCol[slot]!;
     return {
       id: this.ids[slot], engid: this.engids[slot], sniffIf: this.sniffIfs[slot], resetIf: this.resetIfs[slot], host: this.hosts[slot],
-      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!], expiresAt: new Date(this.expiresAtCol[slot]!).toISOString(),
+      port: this.portCol[slot] || null, mode: MODES[this.modeCol[slot]!], expiresAt: new Date(this.expiry.endOf(slot)).toISOString(),
       ...(targetId !== NONE ? { targetId } : {}),
     };
   }
@@ -749,69 +738,10 @@ export class JobManager {
     }
   }
 
-  // ---- the expiry heap (indexed: each live slot is in it once, at heapPos) ----
-
-  private setExpiry(slot: number, at: number): void {
-    const old = this.expiresAtCol[slot]!;
-    this.expiresAtCol[slot] = at;
-    const i = this.heapPos[slot]!;
-    if (at < old) this.siftUp(i);
-    else this.siftDown(i);
-  }
-
-  private heapPush(slot: number): void {
-    const i = this.heapSize++;
-    this.heap[i] = slot;
-    this.heapPos[slot] = i;
-    this.siftUp(i);
-  }
-
-  private heapRemove(slot: number): void {
-    const i = this.heapPos[slot]!;
-    const last = this.heap[--this.heapSize]!;
-    this.heapPos[slot] = NONE;
-    if (i === this.heapSize) return;
-    this.heap[i] = last;
-    this.heapPos[last] = i;
-    this.siftUp(i);
-    this.siftDown(this.heapPos[last]!);
-  }
-
-  private siftUp(i: number): void {
-    const h = this.heap, at = this.expiresAtCol;
-    const s = h[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (at[h[p]!]! <= at[s]!) break;
-      h[i] = h[p]!;
-      this.heapPos[h[i]!] = i;
-      i = p;
-    }
-    h[i] = s;
-    this.heapPos[s] = i;
-  }
-
-  private siftDown(i: number): void {
-    const h = this.heap, at = this.expiresAtCol, n = this.heapSize;
-    const s = h[i]!;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && at[h[r]!]! < at[h[l]!]! ? r : l;
-      if (at[h[c]!]! >= at[s]!) break;
-      h[i] = h[c]!;
-      this.heapPos[h[i]!] = i;
-      i = c;
-    }
-    h[i] = s;
-    this.heapPos[s] = i;
-  }
-
   /** One timer for the earliest end time (the heap's top). */
   private armExpiry(): void {
     if (this.closed || this.expiring) return;
-    const next = this.heapSize > 0 ? this.expiresAtCol[this.heap[0]!]! : Infinity;
+    const next = this.expiry.length > 0 ? this.expiry.endOf(this.expiry.top()) : Infinity;
     if (next === this.expiryAt && this.expiryTimer) return;
     if (this.expiryTimer) this.opts.clock.clearTimer(this.expiryTimer);
     this.expiryTimer = undefined;
@@ -829,7 +759,7 @@ export class JobManager {
     const now = this.opts.clock.now();
     this.expiring = true;
     try {
-      while (this.heapSize > 0 && this.expiresAtCol[this.heap[0]!]! <= now) this.finish(this.heap[0]!, 'expired');
+      while (this.expiry.length > 0 && this.expiry.endOf(this.expiry.top()) <= now) this.finish(this.expiry.top(), 'expired');
     } finally {
       this.expiring = false;
     }

@@ -927,7 +927,10 @@ ptest('history after a restart: a saved job whose end passed while the daemon wa
   const d = await startDaemon({ dir, stateDir: state, netns: ns, config: { protected: [] } });
   t.teardown(() => d.stop());
   const mk = (host: string, duration: number) => ({ v: 1, op: 'create', engid: 'ENG-S', sniffIf: 'sniff0', resetIf: 'reset0', host, duration });
-  const [short, prot, kept] = await sendLines(d.socket, [JSON.stringify(mk('198.51.100.91', 6)), JSON.stringify(mk('203.0.113.91', 120)), JSON.stringify(mk('198.51.100.92', 120))], 30_000);
+  // The long job first: the first create loads the data plane, which on a loaded machine took
+  // seconds, and the short one must still be live when the daemon is killed.
+  const [kept] = await sendLines(d.socket, [JSON.stringify(mk('198.51.100.92', 120))], 30_000);
+  const [short, prot] = await sendLines(d.socket, [JSON.stringify(mk('198.51.100.91', 6)), JSON.stringify(mk('203.0.113.91', 120))], 30_000);
   t.true(short.ok && prot.ok && kept.ok, JSON.stringify([short, prot, kept]));
   t.is((await d.request({ v: 1, op: 'list' })).result.jobs.length, 3, 'all three live when the daemon is killed');
   t.deepEqual(await d.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });

@@ -406,12 +406,11 @@ export function planFor(
 /** --timeout in ms; without it, create --wait's bound plus the default 10 s (the daemon answers after up to --wait); else undefined (the client's default). */
 function timeoutOf(opts: ParsedOpts, wait: string | undefined): number | undefined {
   if (opts.timeout !== undefined) {
-    if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.timeout) || Number(opts.timeout) <= 0) {
-      throw new ValidationError('timeout (--timeout)', opts.timeout, 'must be a positive number of seconds');
-    }
-    // Past setTimeout's range Node fires at once (and warns on stderr): refuse instead.
-    if (Number(opts.timeout) > MAX_TIMEOUT_S) {
-      throw new ValidationError('timeout (--timeout)', opts.timeout, `must be at most ${MAX_TIMEOUT_S} seconds`);
+    // The upper bound: past setTimeout's range Node fires at once (and warns on stderr).
+    // One message for every refusal, so "1e9" (a number, but not in the plain decimal form
+    // accepted) is not told that it is not positive.
+    if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(opts.timeout) || Number(opts.timeout) <= 0 || Number(opts.timeout) > MAX_TIMEOUT_S) {
+      throw new ValidationError('timeout (--timeout)', opts.timeout, `must be seconds in plain decimal (like 10 or 2.5), above 0 and at most ${MAX_TIMEOUT_S}`);
     }
     return Math.ceil(Number(opts.timeout) * 1000);
   }

@@ -389,6 +389,8 @@ export class Daemon {
           if (o) r = { ...r, flows: { known: o.known, reset: o.reset, verified: o.verified, unverified: o.unverified } };
         }
         const warnings = await this.persisted();
+        // -p names HOST's peer's port; HOST has sessions on its own port -p instead (Sweeper.ownPort): not silent.
+        if (sweep?.warning) warnings.push(sweep.warning);
         if (r.job.mode === 'l3') {
           const w = this.enforcer?.hostRouteWarning(r.job.resetIf, req.host);
           if (w) warnings.push(`${w} (the job is in force; RSTs to ${r.job.host} are counted as undeliverable until then)`);

@@ -171,7 +171,7 @@ export class Sweeper {
       this.stop(id); // an extend's sweep replaces the create's, sent or not
       const query: FlowQuery = { ifindex: att.ifindex, family: target.family, addr: target.addr, port: target.port };
       const slots = this.d.remembered() ? this.d.flowMemory.findSlots(query) : [];
-      if (slots.length === 0) return this.empty(target, why, t0);
+      if (slots.length === 0) return this.empty(target, why, t0, target.port ? this.ownPort(query) : undefined);
       target.swept = false;
       const v = this.startVerification(target, slots.length, t0, ref.sockets.mac);
       run = { target, why, t0, query, slots, next: 0, flows: 0, rsts: 0, probes: 0, turns: 0, immediate: null, v, sender: null, sockets: null, counted: { sent: 0, errors: 0 } };
@@ -249,16 +249,43 @@ export class Sweeper {
    * no open connection remembered): no run and no verification to watch, and
    * its line at debug. Its outcome (verification()) is the settled zero one.
    */
-  private empty(target: Target, why: 'create' | 'extend', t0: number): SweepInfo {
+  private empty(target: Target, why: 'create' | 'extend', t0: number, own?: SweepInfo['ownPort']): SweepInfo {
     const id = target.id;
     this.settle(id, 'superseded');
     this.verifications.delete(id);
     target.swept = true;
-    const info: SweepInfo = { targetId: id, label: target.label, flows: 0, rsts: 0, probes: 0, ms: round2(performance.now() - t0), why };
+    const warning = own ? ownPortWarning(formatIp(target.addr), target.port, own) : undefined;
+    const info: SweepInfo = { targetId: id, label: target.label, flows: 0, rsts: 0, probes: 0, ms: round2(performance.now() - t0), why, ...(own ? { ownPort: own, warning } : {}) };
     this.last = info;
+    if (warning) this.d.log.warn({ targetId: id, label: target.label, port: target.port, ownPort: own }, warning);
     this.d.log.debug(info, 'flows reset from flow memory');
     queueMicrotask(() => this.d.emit('sweep', info));
     return info;
+  }
+
+  /**
+   * A job with -p found nothing: the host's open connections whose port
+   * on the HOST's side is that port (the user likely named a service port of
+   * the host, while -p is the peer's port; fresh-user-4 F8). undefined:
+   * none. At most 3 peers are named. One scan of the host's slots, only
+   * when the sweep found nothing, so the common create costs no more.
+   */
+  private ownPort(query: FlowQuery): SweepInfo['ownPort'] {
+    if (!this.d.remembered()) return undefined;
+    const any: FlowQuery = { ...query, port: 0 };
+    let sessions = 0;
+    const peers: string[] = [];
+    for (const slot of this.d.flowMemory.findSlots(any)) {
+      const m = this.d.flowMemory.match(slot, any);
+      if (!m) continue;
+      const k = m.key;
+      const [own, peer] = m.hostEnd === 0 ? [k.portA, k.addrB] : [k.portB, k.addrA];
+      if (own !== query.port) continue;
+      sessions++;
+      const name = formatIp(peer);
+      if (peers.length < 3 && !peers.includes(name)) peers.push(name);
+    }
+    return sessions ? { sessions, peers } : undefined;
   }
 
   /**
@@ -547,4 +574,17 @@ function round2(ms: number): number {
 
 function fmtEnd(addr: Uint8Array, port: number): string {
   return addr.length === 16 ? `[${formatIp(addr)}]:${port}` : `${formatIp(addr)}:${port}`;
+}
+
+/**
+ * The warning of a -p job that matched nothing while HOST has sessions on
+ * its own port -p (Sweeper.ownPort): -p is the remote port of HOST (the
+ * job's contract), so those sessions are not the job's.
+ */
+export function ownPortWarning(host: string, port: number | undefined, own: NonNullable<SweepInfo['ownPort']>): string {
+  const n = own.sessions;
+  const peer = own.peers.length === 1 ? own.peers[0] : '<the peer>';
+  return `-p ${port} is the remote port of HOST; ${host} has ${n} known session${n === 1 ? '' : 's'} on its own port ${port}` +
+    (own.peers.length ? ` (with ${own.peers.join(', ')}${n > own.peers.length ? ', ...' : ''})` : '') +
+    `: to cut ${n === 1 ? 'it' : 'them'} use -h ${peer} -p ${port}, or -h ${host} without -p`;
 }

@@ -105,6 +105,14 @@ export interface SweepInfo {
   pending?: boolean;
   /** Turns of the event loop the sweep took, when more than one. */
   turns?: number;
+  /**
+   * Only when a job with a port found nothing: the host's open connections
+   * whose port on the host's own side is that port (sessions), and up to 3
+   * of their peers' addresses; the create warns (Sweeper.ownPort).
+   */
+  ownPort?: { sessions: number; peers: string[] };
+  /** The create's warning for ownPort, as logged. */
+  warning?: string;
 }
 
 /**

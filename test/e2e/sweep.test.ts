@@ -147,3 +147,34 @@ ptest.serial('an interactive session (a line every 500 ms) is reset at both ends
   const swept = await daemon.waitLog((l) => l.msg === 'flows reset from flow memory', 2000, 'sweep line');
   t.is(swept.flows, 1, 'reset by the sweep, not by its next line');
 });
+
+ptest.serial("-h SERVER -p its own service port matches nothing (-p is HOST's remote port): the create warns on stderr, naming the peer, and the session survives; with the peer's port no warning and the session is reset", async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
+  t.teardown(async () => void (await daemon.stop()));
+  const server = await startServer(lab, lab.ns.server, [{ port: PORT_B, mode: 'echo' }]);
+  const ctx: Ctx = { t, lab, daemon, server };
+  const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT_B, 'interactive', { intervalMs: 600_000 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === PORT_B, 5000, 'accept');
+  const s = { client, serverConn: acc.conn! };
+  await sleep(500);
+  const host = lab.hosts.server.v4;
+  const peer = lab.hosts.client.v4;
+
+  const r1 = await cli(ctx, ['ENG-OWN', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(PORT_B), '-d', '30', '--wait', '2']);
+  t.is(r1.code, 0, r1.stderr);
+  t.is(r1.stderr, `tcpreset: warning: -p ${PORT_B} is the remote port of HOST; ${host} has 1 known session on its own port ${PORT_B} (with ${peer}): ` +
+    `to cut it use -h ${peer} -p ${PORT_B}, or -h ${host} without -p\n`);
+  const logged = await daemon.waitLog((l) => typeof l.msg === 'string' && l.msg.startsWith(`-p ${PORT_B} is the remote port of HOST`), 2000, 'warning log line');
+  t.deepEqual(logged.ownPort, { sessions: 1, peers: [peer] });
+  await sleep(1000);
+  t.true(alive(ctx, s), 'the job matches only the server\'s peer port 5003: the session on the server\'s own port 5003 survives');
+
+  // Positive control: the same session named by the peer's port (the client's ephemeral port): no warning, reset.
+  const r2 = await cli(ctx, ['ENG-PEER', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(c.lport), '-d', '30']);
+  t.is(r2.code, 0, r2.stderr);
+  t.is(r2.stderr, '', 'no warning when -p matched');
+  await expectReset(ctx, s, r2.endedAt, 'session named by the peer port');
+});

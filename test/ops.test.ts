@@ -718,7 +718,9 @@ pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sw
   const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
   t.is(series(m1, 'tcpreset_sweep_probes_sent_total')! + sweep1!, st.sweep.sent, 'probes + sweep RSTs = every packet the sweeps sent');
   t.true(series(m1, 'tcpreset_sweep_probes_sent_total')! >= 2);
-  t.is(series(m1, 'tcpreset_rsts_undeliverable_total'), 0);
+  for (const reason of ['refused', 'send_error']) {
+    t.is(m1.get(`tcpreset_rsts_undeliverable_total{ifname="${lab.sensor.resetIf}",mode="l3",reason="${reason}"}`), 0, `undeliverable ${reason}: every RST left`);
+  }
   t.deepEqual(st.senders, [], 'the reset sockets are closed: no job uses them');
 
   // The next job reopens the sender from 0: the series go on from where they were.

@@ -8,6 +8,7 @@ import test from 'ava';
 import { UndeliverableDestinations, SUMMARY_MS } from '../src/dataplane/undeliverable.js';
 import { memLog } from './helpers/job-fixtures.js';
 import { sleep } from '../testkit/time.js';
+import { noL2Reason } from '../src/dataplane/delivery.js';
 
 const noRoute = (ifname: string, dst: string): string => `no route from ${ifname} to ${dst}: add a route through your gateway on ${ifname}, or use --l2`;
 const gateway = (ifname: string, dst: string): string => `gateway 10.79.1.25 on ${ifname} does not answer address resolution: RSTs to ${dst} are dropped; check the route, or use --l2`;
@@ -23,11 +24,23 @@ test('one destination: one warning with its reason, its fault, and the recovery 
   // Re-confirmed with the same reason: no new line.
   u.verdict('r0', '10.9.9.9', noRoute('r0', '10.9.9.9'), 1500);
   t.is(log.lines.length, 1);
-  t.deepEqual(u.faults(2000), [{ ifname: 'r0', role: 'reset', kind: 'undeliverable', since: 1000, fault: noRoute('r0', '10.9.9.9') }]);
+  t.deepEqual(u.faults(2000), [{ ifname: 'r0', role: 'reset', kind: 'undeliverable', since: 1000, mode: 'l3', fault: noRoute('r0', '10.9.9.9') }]);
   u.verdict('r0', '10.9.9.9', null, 7000);
   t.deepEqual(log.lines[1], { level: 'info', obj: { ifname: 'r0', dst: '10.9.9.9' }, msg: 'RSTs from r0 to 10.9.9.9 can be delivered again' });
   t.is(u.reasonFor('r0', '10.9.9.9'), undefined);
   t.deepEqual(u.faults(7000), []);
+  u.close();
+});
+
+test('an l3 reason and an l2 one on one interface: one fault per mode, each on its own sender (status shows it on that row only)', (t) => {
+  const u = new UndeliverableDestinations(memLog());
+  u.verdict('r0', '10.9.9.9', noRoute('r0', '10.9.9.9'), 1000);
+  u.verdict('r0', '10.9.9.7', noRoute('r0', '10.9.9.7'), 1000);
+  u.verdict('r0', '10.9.9.8', noL2Reason('GRE', '10.9.9.8'), 1000);
+  t.deepEqual(u.faults(2000).map((f) => [f.mode, f.fault]), [
+    ['l3', `${noRoute('r0', '10.9.9.9')} (and 1 more undeliverable destinations)`],
+    ['l2', noL2Reason('GRE', '10.9.9.8')],
+  ]);
   u.close();
 });
 

@@ -42,7 +42,7 @@ const TRAINING_STATUS: StatusResult = {
   interfaces: [{ ifname: 'eth1', role: 'sniff', mode: 'native', up: true, watched: false, jobs: 1 }, { ifname: 'eth0', role: 'reset', mode: 'l3', up: true }],
   counters: { packets: 1 }, ring: { records: 2, wakeups: 1, stale: 0 },
   senders: [{ ifname: 'eth0', mode: 'l3', sent: 2, errors: 0 }],
-  resetTotals: [{ ifname: 'eth0', mode: 'l3', sent: 2, errors: 0, rsts: 0, probes: 0, sweepErrors: 0 }],
+  resetTotals: [{ ifname: 'eth0', mode: 'l3', sent: 2, errors: 0, rsts: 0, probes: 0, sweepErrors: 0, refused: 0 }],
   sweep: { sent: 0, errors: 0, known: 0, verified: 0 },
   flowsReset: 1,
   sniff: [{ ifname: 'eth1', ifindex: 2, packets: 1, tcp: 1, decap: 0, unparsableWindows: 0 }],

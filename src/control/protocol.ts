@@ -171,6 +171,13 @@ export interface ResetTotals {
   rsts: number;
   probes: number;
   sweepErrors: number;
+  /**
+   * RSTs not sent because the reset interface cannot deliver them: no route
+   * (l3), a next hop that fails address resolution, or no MACs (l2 of a
+   * bare-IP mirror); delivery.ts. The jobs' UNDELIVERABLE in list, summed,
+   * and kept after they end.
+   */
+  refused: number;
 }
 /** The event threads' ring buffers; only records, wakeups and stale before the data plane opens. */
 export interface RingStatus {

@@ -27,8 +27,8 @@ export interface StatusView {
   counters: Record<string, number>;
   ring: { records: number; wakeups: number };
   /** Per reset interface and mode since the daemon started (Enforcer resetTotals): never decreasing. */
-  resetTotals: { ifname: string; mode: string; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number }[];
-  interfaces: { ifname: string; role: string; mode: string; up: boolean }[];
+  resetTotals: { ifname: string; mode: string; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number; refused?: number }[];
+  interfaces: { ifname: string; role: string; mode: string; up: boolean; fault?: string }[];
   dataPlane: string;
   dataPlaneFailures: number;
   history?: { unwritten: number; writeFailures: number; lost: number };
@@ -162,8 +162,11 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
       c.inc({ ifname: x.ifname, mode: x.mode, kind: 'sweep' }, x.rsts);
     }
   });
-  counter(reg, 'tcpreset_rsts_undeliverable_total', 'RSTs the kernel refused to send (sendmmsg errors of the event threads), per reset interface and mode.', ['ifname', 'mode'], (c) => {
-    for (const x of resets()) c.inc({ ifname: x.ifname, mode: x.mode }, x.errors);
+  counter(reg, 'tcpreset_rsts_undeliverable_total', 'RSTs of the event path and the create-time sweeps that did not leave their reset interface, per interface, mode and reason: "refused" (not sent: the interface cannot deliver them, no route in l3, a next hop failing address resolution, or no MACs in l2; the jobs\' UNDELIVERABLE in tcpreset list, kept after they end) or "send_error" (the event threads\' sendmmsg failed).', ['ifname', 'mode', 'reason'], (c) => {
+    for (const x of resets()) {
+      c.inc({ ifname: x.ifname, mode: x.mode, reason: 'refused' }, x.refused ?? 0);
+      c.inc({ ifname: x.ifname, mode: x.mode, reason: 'send_error' }, x.errors);
+    }
   });
   counter(reg, 'tcpreset_sweep_probes_sent_total', 'Out-of-window ACK probes the create-time sweeps sent (first probes and re-probes), per reset interface and mode.', ['ifname', 'mode'], (c) => {
     for (const x of resets()) c.inc({ ifname: x.ifname, mode: x.mode }, x.probes);
@@ -176,8 +179,13 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   gauge(reg, 'tcpreset_xdp_attached', 'XDP program attached to a sniff interface (1), with its mode.', ['ifname', 'mode'], (g) => {
     for (const i of status().interfaces) if (i.role === 'sniff' && i.mode !== 'detached') g.set({ ifname: i.ifname, mode: i.mode }, 1);
   });
-  gauge(reg, 'tcpreset_interface_fault', 'An interface a job needs is missing or down (1) or usable (0).', ['ifname', 'role'], (g) => {
-    for (const i of status().interfaces) g.set({ ifname: i.ifname, role: i.role }, i.up ? 0 : 1);
+  gauge(reg, 'tcpreset_interface_fault', 'An interface in use has a fault (1: the FAULT tcpreset status shows on any of its rows, e.g. missing, down, RSTs undeliverable from it, traffic unreadable) or none (0).', ['ifname', 'role'], (g) => {
+    const fault = new Map<string, number>();
+    for (const i of status().interfaces) {
+      const k = `${i.role}/${i.ifname}`;
+      fault.set(k, Math.max(fault.get(k) ?? 0, i.up && i.fault === undefined ? 0 : 1));
+    }
+    for (const i of status().interfaces) g.set({ ifname: i.ifname, role: i.role }, fault.get(`${i.role}/${i.ifname}`)!);
   });
   gauge(reg, 'tcpreset_dataplane_up', 'The data plane loads (1), or its last load failed (0): see tcpreset status.', [], (g) => g.set(status().dataPlane === 'fault' ? 0 : 1));
   counter(reg, 'tcpreset_dataplane_failures_total', 'Failed loads of the BPF program and failed target changes (E_DATAPLANE).', [], (c) => c.inc(status().dataPlaneFailures));

@@ -97,7 +97,8 @@ export function interfaceRows(
   watch: readonly string[],
 ): { interfaces: InterfaceStatus[]; faultyJobs: number } {
   // What the data plane itself reports (e.g. a failed re-attach) counts even when sysfs looks fine.
-  const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [`${f.role}/${f.ifname}`, f]));
+  // A fault about one sender (mode: an undeliverable l3 destination) is shown on that sender's row only.
+  const dataPlaneFaults = new Map((e?.faults ?? []).map((f) => [f.mode ? `${f.role}/${f.ifname}/${f.mode}` : `${f.role}/${f.ifname}`, f]));
   const attached = e?.attached ?? [];
   const interfaces: InterfaceStatus[] = [];
   const seen = new Set<string>();
@@ -111,7 +112,7 @@ export function interfaceRows(
     } catch (err) {
       fault = (err as Error).message;
     }
-    const df = dataPlaneFaults.get(`${role}/${ifname}`);
+    const df = dataPlaneFaults.get(`${role}/${ifname}`) ?? dataPlaneFaults.get(`${role}/${ifname}/${mode}`);
     let up = fault === null;
     if (fault === null && df) {
       fault = df.fault;
@@ -128,7 +129,7 @@ export function interfaceRows(
   for (const g of usage.groups) {
     if (!attached.some((a) => a.ifname === g.sniffIf)) addIf(g.sniffIf, 'sniff', 'detached');
     addIf(g.resetIf, 'reset', g.mode, g.family);
-    const dpFault = dataPlaneFaults.has(`sniff/${g.sniffIf}`) || dataPlaneFaults.has(`reset/${g.resetIf}`);
+    const dpFault = dataPlaneFaults.has(`sniff/${g.sniffIf}`) || dataPlaneFaults.has(`reset/${g.resetIf}`) || dataPlaneFaults.has(`reset/${g.resetIf}/${g.mode}`);
     faultyJobs += dpFault ? g.jobs : g.faulty;
   }
   return { interfaces, faultyJobs };

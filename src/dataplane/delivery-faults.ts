@@ -23,6 +23,14 @@ export class DeliveryFaults {
   private readonly dests: UndeliverableDestinations;
   /** For the route check at job creation and the main thread's own sends (the event threads have their own). */
   private routeCheck: Delivery | null = null;
+  /**
+   * RSTs refused (not sent) since the daemon started, per "ifname/mode":
+   * the lifetime totals behind tcpreset_rsts_undeliverable_total
+   * {reason="refused"}. A job's own count ends with the job; this one
+   * never decreases. Bounded like the senders: one key per reset
+   * interface and mode a job named.
+   */
+  private readonly refusedTotals = new Map<string, { ifname: string; mode: Target['mode']; refused: number }>();
 
   /**
    * `forgetInThreads`: drop the event threads' verdicts about an interface
@@ -72,6 +80,10 @@ export class DeliveryFaults {
    */
   noteRefused(target: Target, refused: number, dsts?: readonly Uint8Array[]): void {
     target.addUndeliverable(refused);
+    const key = `${target.resetIf}/${target.mode}`;
+    const total = this.refusedTotals.get(key);
+    if (total) total.refused += refused;
+    else this.refusedTotals.set(key, { ifname: target.resetIf, mode: target.mode, refused });
     const reason = dsts
       ? dsts.map((d) => this.dests.reasonFor(target.resetIf, formatIp(d))).find((x) => x !== undefined)
       : this.dests.firstReason(target.resetIf);
@@ -116,6 +128,11 @@ export class DeliveryFaults {
   /** One fault per reset interface with undeliverable destinations: the first reason, and how many more (undeliverable.ts). */
   faults(): InterfaceFault[] {
     return this.dests.faults();
+  }
+
+  /** RSTs refused per reset interface and mode since the daemon started (noteRefused): never decreasing. */
+  refusedLifetime(): { ifname: string; mode: Target['mode']; refused: number }[] {
+    return [...this.refusedTotals.values()].map((x) => ({ ...x }));
   }
 
   /** Write the held log lines, stop their timers, close the route check. */

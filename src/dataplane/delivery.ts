@@ -23,6 +23,7 @@
 import { networkInterfaces } from 'node:os';
 import { formatIp, parseIp } from '../core/addr.js';
 import { NUD, Netlink } from '../net/netlink.js';
+import type { InjectMode } from '../core/model.js';
 
 /** A destination is undeliverable (reason; repeated at most once a second while it stays so) or deliverable again (null). */
 export type DeliveryChange = (ifname: string, dst: string, reason: string | null) => void;
@@ -274,7 +275,20 @@ export class Delivery {
   }
 }
 
+const NO_L2 = 'the mirror carries bare IP in ';
+
 /** The reason an l2 job cannot answer an event whose inner packet had no Ethernet header. */
 export function noL2Reason(encap: string, dst: string): string {
-  return `the mirror carries bare IP in ${encap} (no Ethernet header): an l2 job has no MACs to send its RST to ${dst}; use l3`;
+  return `${NO_L2}${encap} (no Ethernet header): an l2 job has no MACs to send its RST to ${dst}; use l3`;
+}
+
+/**
+ * Which sender a reason of this file is about: noL2Reason's only l2 ones,
+ * the route check's (no route, address resolution) only l3 ones. The
+ * verdicts are reported per interface, so status needs this to show an l3
+ * fault ("... or use --l2") on the l3 row only, not on an l2 sender of the
+ * same interface.
+ */
+export function reasonMode(reason: string): InjectMode {
+  return reason.startsWith(NO_L2) ? 'l2' : 'l3';
 }

@@ -48,7 +48,7 @@ import { Prefilter } from './prefilter.js';
 import { EventPool } from './event-pool.js';
 import { HIT, HIT_BYTES, type EventReport } from './event-wire.js';
 import { Attachments } from './attachments.js';
-import { ResetSenders } from './senders.js';
+import { ResetSenders, type SenderLifetime } from './senders.js';
 import { InterfaceHealth } from './health.js';
 import { SlotTable, type Slot } from './slots.js';
 import { Target, binaryKey, flowKeyOf } from './targets.js';
@@ -293,7 +293,7 @@ export class Enforcer extends EventEmitter {
       sweep: this.sweeper.status(),
       flowsReset: this.flowsReset,
       senders: this.senders.status(),
-      resetTotals: this.senders.lifetime(),
+      resetTotals: withRefused(this.senders.lifetime(), this.undeliverable.refusedLifetime()),
       counters: this.counters(),
       ring: {
         records: sum(this.threadStats, 'records'), wakeups: sum(this.threadStats, 'wakeups'),
@@ -453,4 +453,19 @@ function sum<K extends string>(rows: Record<K, number>[], k: K): number {
   let n = 0;
   for (const r of rows) n += r[k];
   return n;
+}
+
+/**
+ * The senders' lifetime totals with each row's refused RSTs (RSTs the
+ * route check kept from leaving: delivery-faults.ts) added as `refused`;
+ * a key with refusals but no sender row yet gets a row of its own.
+ */
+function withRefused(rows: SenderLifetime[], refused: { ifname: string; mode: InjectMode; refused: number }[]): EnforcerStatus['resetTotals'] {
+  const out: EnforcerStatus['resetTotals'] = rows.map((r) => ({ ...r, refused: 0 }));
+  for (const x of refused) {
+    const row = out.find((r) => r.ifname === x.ifname && r.mode === x.mode);
+    if (row) row.refused = x.refused;
+    else out.push({ ifname: x.ifname, mode: x.mode, sent: 0, errors: 0, rsts: 0, probes: 0, sweepErrors: 0, refused: x.refused });
+  }
+  return out;
 }

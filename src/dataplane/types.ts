@@ -84,6 +84,8 @@ export interface InterfaceFault {
    * 'mptcp': MPTCP connections seen on this sniff interface could only have their subflows reset (mptcp.ts).
    */
   kind?: 'parse' | 'undeliverable' | 'mptcp';
+  /** Reset interfaces: the fault is about this sender only (undeliverable: delivery.ts reasonMode); absent: every mode. */
+  mode?: InjectMode;
 }
 
 /** One create-time sweep of a target (issue 9): what the flow memory held and what was sent. */
@@ -166,7 +168,8 @@ export interface EnforcerStatus {
    * Per reset interface and mode ever used, since the daemon started (closed senders included; never
    * decreases): the event threads' RSTs sent and send errors, the sweeps' RSTs, probes and send errors.
    */
-  resetTotals: { ifname: string; mode: InjectMode; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number }[];
+  /** `refused`: RSTs the route check kept from leaving (no route, no address resolution, no MACs: delivery.ts). */
+  resetTotals: { ifname: string; mode: InjectMode; sent: number; errors: number; rsts: number; probes: number; sweepErrors: number; refused: number }[];
   counters: Counters;
   /** perThread: records each event thread handled. */
   /** fifoDemotions: times a SCHED_FIFO event thread went back to SCHED_OTHER because a flood kept it busy (event-worker.ts). */

@@ -29,7 +29,8 @@
  * job (undeliverable) and in the metrics; only the log lines are grouped.
  */
 import type { InterfaceFault } from './types.js';
-import type { LogSink } from '../core/model.js';
+import type { InjectMode, LogSink } from '../core/model.js';
+import { reasonMode } from './delivery.js';
 
 /** At most one summary line per interface and kind this often (ms). */
 export const SUMMARY_MS = 5000;
@@ -134,21 +135,31 @@ export class UndeliverableDestinations {
     this.groups.delete(ifname);
   }
 
-  /** One fault per reset interface with undeliverable destinations: the first reason, and how many more. Ages out unconfirmed ones. */
+  /**
+   * One fault per reset interface and mode (reasonMode) with undeliverable
+   * destinations: the first reason, and how many more. Ages out
+   * unconfirmed ones.
+   */
   faults(now = Date.now()): InterfaceFault[] {
     const out: InterfaceFault[] = [];
     for (const [ifname, g] of this.groups) {
-      let first: string | undefined;
+      const byMode = new Map<InjectMode, { first: string; n: number }>();
       for (const [dst, d] of g.dsts) {
-        if (now - d.seen > STALE_MS) g.dsts.delete(dst);
-        else first ??= rebuild(d.shape, dst);
+        if (now - d.seen > STALE_MS) {
+          g.dsts.delete(dst);
+          continue;
+        }
+        const mode = reasonMode(d.shape);
+        const have = byMode.get(mode);
+        if (have) have.n++;
+        else byMode.set(mode, { first: rebuild(d.shape, dst), n: 1 });
       }
-      if (first === undefined) continue;
-      const n = g.dsts.size;
-      out.push({
-        ifname, role: 'reset', kind: 'undeliverable', since: g.since,
-        fault: n === 1 ? first : `${first} (and ${n - 1} more undeliverable destinations)`,
-      });
+      for (const [mode, { first, n }] of byMode) {
+        out.push({
+          ifname, role: 'reset', kind: 'undeliverable', since: g.since, mode,
+          fault: n === 1 ? first : `${first} (and ${n - 1} more undeliverable destinations)`,
+        });
+      }
     }
     return out;
   }

@@ -45,11 +45,27 @@ ptest.serial('routed peer: l3 without a route resets the client only and says wh
   t.is(job1.fault, fix);
   const human = await cli(ctx, ['list']);
   t.regex(human.stdout, /UNDELIVERABLE/);
+  // An l2 job on the same reset interface (on the server's port 9: it matches nothing): l2 needs no route, so
+  // its row shows no fault (it showed the l3 row's "... or use --l2").
+  t.is((await cli(ctx, createArgs(ctx, 'ENG-L2-IDLE', server, 30, ['-p', '9', '--l2']))).code, 0);
   const st = await jsonCli(ctx, ['status']);
-  const reset = st.interfaces.find((i: { ifname: string; role: string }) => i.ifname === lab.sensor.resetIf && i.role === 'reset');
+  const row = (mode: string) => st.interfaces.find((i: { ifname: string; role: string; mode: string }) => i.ifname === lab.sensor.resetIf && i.role === 'reset' && i.mode === mode);
+  const reset = row('l3');
   t.is(reset.fault, fix);
   t.true(reset.up, 'the interface itself is fine');
-  t.is((await cli(ctx, ['cancel', 'ENG-L3', '-i', lab.sensor.sniffIf, '-h', client])).code, 0);
+  t.like(row('l2'), { up: true, fault: undefined }, JSON.stringify(st.interfaces));
+  t.is(st.faultyJobs, 1, 'the l3 job only');
+  t.is((await cli(ctx, ['cancel', 'ENG-L2-IDLE', '-i', lab.sensor.sniffIf, '-h', server, '-p', '9'])).code, 0);
+  // The same in the metrics a SOC alerts on: the refused RSTs (as many as the job's UNDELIVERABLE: it is the
+  // only job) and the fault of the reset interface.
+  const refusedSeries = `tcpreset_rsts_undeliverable_total{ifname="${lab.sensor.resetIf}",mode="l3",reason="refused"}`;
+  const faultSeries = `tcpreset_interface_fault{ifname="${lab.sensor.resetIf}",role="reset"}`;
+  const m1 = await metrics(ctx);
+  t.true(m1.get(refusedSeries)! >= job1.counters.undeliverable, `refused RSTs counted (${m1.get(refusedSeries)}), at least the job's UNDELIVERABLE (${job1.counters.undeliverable}) read before`);
+  t.is(m1.get(`tcpreset_rsts_undeliverable_total{ifname="${lab.sensor.resetIf}",mode="l3",reason="send_error"}`), 0, 'refused, not failed sends');
+  t.is(m1.get(faultSeries), 1, 'the status row\'s fault');
+  const undeliverable1 = (await jsonCli(ctx, ['cancel', 'ENG-L3', '-i', lab.sensor.sniffIf, '-h', client])).job.counters.undeliverable as number;
+  t.is((await metrics(ctx)).get(refusedSeries), undeliverable1, 'refused RSTs = the job\'s final UNDELIVERABLE (the only job)');
 
   // 2. --l2, still no route: frames to the router's MAC reach the server; both ends die.
   const s2 = await session(ctx, server);
@@ -72,4 +88,21 @@ ptest.serial('routed peer: l3 without a route resets the client only and says wh
   t.is(job3.counters.undeliverable, undefined, JSON.stringify(job3.counters));
   t.is(job3.fault, undefined);
   await daemon.waitLog((l) => l.msg === `RSTs from ${lab.sensor.resetIf} to ${server} can be delivered again`, 3000, 'recovery line');
+  // Positive control of the metrics: the fault is gone with the route; the refused count stays (a lifetime counter).
+  const m3 = await metrics(ctx);
+  t.is(m3.get(faultSeries), 0, 'no fault once RSTs leave');
+  t.is(m3.get(refusedSeries), undeliverable1, 'the ended job\'s refusals stay counted');
 });
+
+
+/** `tcpreset metrics`, as samples: "name{labels}" -> value. */
+async function metrics(ctx: Parameters<typeof cli>[0]): Promise<Map<string, number>> {
+  const r = await cli(ctx, ['metrics']);
+  const m = new Map<string, number>();
+  for (const line of r.stdout.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    m.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return m;
+}

@@ -950,6 +950,10 @@ ptest('history after a restart: a saved job whose end passed while the daemon wa
   t.true(Date.parse(ends[1][2] as string) > Date.parse(short.result.job.expiresAt), 'dropped at the restart');
   const human = (await cliSync(['history', '--socket', d2.socket])).stdout.split('\n').filter((l) => l.includes(prot.result.job.id)).map((l) => l.split(/\s+/)[1]);
   t.deepEqual(human, ['created', 'restart']);
+  // The metric counts the same ends under the same words (the drop was uncounted; a SIGHUP's is "protected").
+  const m = samples((await cliSync(['metrics', '--socket', d2.socket])).stdout);
+  t.deepEqual(['expired', 'restart', 'protected', 'cancelled'].map((how) => m.get(`tcpreset_jobs_ended_total{how="${how}"}`)), [1, 1, 0, 0]);
+  t.is(m.get('tcpreset_jobs_created_total'), 0, 'restored and dropped jobs are not new orders');
 });
 
 ptest('history records the re-creates of a running job as its events: extended, kept, switched (--l2), with the end before and what it switched from', async (t) => {

@@ -138,7 +138,7 @@ export class History {
    * A saved job a restarted daemon did not restore: expired (its end passed while the daemon was stopped;
    * recorded at that end) or restart. Its counters are the saved ones (as of the last save before the stop).
    */
-  notRestored(rec: JobRecord, now = Date.now()): void {
+  notRestored(rec: JobRecord, now = Date.now()): 'expired' | 'restart' {
     this.creators.delete(rec.id);
     const expired = rec.expiresAt <= now;
     const c = rec.counters;
@@ -152,6 +152,7 @@ export class History {
       uid: rec.uid ?? null,
       counters: { matched: c.matched, rstsSent: c.rstsSent, flows: c.flows, firstHitAt: iso(c.firstHitAt), lastHitAt: iso(c.lastHitAt) },
     });
+    return expired ? 'expired' : 'restart';
   }
 
   ended(job: Job, how: HistoryHow, at = Date.now()): void {

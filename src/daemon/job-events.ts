@@ -12,6 +12,8 @@ export class JobEventCounts {
   cancelled = 0;
   /** Ended by a configuration reload that protects their host. */
   protected = 0;
+  /** Saved jobs a restarted daemon dropped (their host is protected now, or the record is invalid): history's "restart". */
+  restart = 0;
   private readonly live = new Set<string>();
 
   /** Feed every JobChange; `current` is called on a whole-table change (restore). */
@@ -29,5 +31,14 @@ export class JobEventCounts {
       this.live.clear();
       for (const id of current()) this.live.add(id);
     }
+  }
+
+  /**
+   * A saved job a restarted daemon did not restore, counted under the word
+   * the history records for it (history.ts notRestored): "expired" (its end
+   * passed while the daemon was stopped) or "restart" (dropped).
+   */
+  notRestored(how: 'expired' | 'restart'): void {
+    this[how]++;
   }
 }

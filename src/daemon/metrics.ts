@@ -146,10 +146,11 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
 
   gauge(reg, 'tcpreset_jobs', 'Jobs in force.', [], (g) => g.set(status().jobs));
   counter(reg, 'tcpreset_jobs_created_total', 'Jobs created (an extension of a running job is not a new one).', [], (c) => c.inc(events.created));
-  counter(reg, 'tcpreset_jobs_ended_total', 'Jobs ended, by how: expired, cancelled, or protected (a configuration reload protected the host).', ['how'], (c) => {
+  counter(reg, 'tcpreset_jobs_ended_total', 'Jobs ended, by how, as tcpreset history words it: expired (also a saved job whose end passed while the daemon was stopped, counted at the restart), cancelled, protected (a configuration reload protected the host), or restart (a saved job the restarted daemon did not restore: its host is protected now, or its record is invalid).', ['how'], (c) => {
     c.inc({ how: 'expired' }, events.expired);
     c.inc({ how: 'cancelled' }, events.cancelled);
     c.inc({ how: 'protected' }, events.protected);
+    c.inc({ how: 'restart' }, events.restart);
   });
   for (const [key, [name, help]] of Object.entries(DATAPLANE)) {
     counter(reg, name, help, [], (c) => c.inc(Number(status().counters[key] ?? 0)));

@@ -164,7 +164,8 @@ export class Daemon {
       const r = this.jobs.restore(loaded.jobs);
       // Saved jobs not restored end here, in the history: expired while the daemon was stopped, or dropped (how "restart").
       const gone = loaded.jobs.filter((rec) => this.jobs.counters(rec.id) === undefined);
-      for (const rec of gone.sort((a, b) => a.expiresAt - b.expiresAt)) this.history.notRestored(rec); // oldest end first
+      // oldest end first; counted in tcpreset_jobs_ended_total under the history's word
+      for (const rec of gone.sort((a, b) => a.expiresAt - b.expiresAt)) this.jobEvents.notRestored(this.history.notRestored(rec));
       // READY only once restored jobs are answered: the first segment after a restart must not wait for the event thread.
       await this.dataPlaneReady();
       this.log.info({ saved: loaded.jobs.length, ...r }, 'saved jobs restored');

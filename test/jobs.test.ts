@@ -312,6 +312,21 @@ test('100,000 jobs: half expiring at the same moment and the rest cancelled take
   t.is(clock.pending, 0, 'no timer left behind');
 });
 
+test('after the table is given back (the last of more than 1,024 jobs gone), new jobs are created in a fresh one, with their own hosts', (t) => {
+  const { clock, table, jobs } = setup({ maxJobs: 5_000, log: { info() {}, warn() {}, error() {}, debug() {} } });
+  const host = (i: number): string => `198.51.${100 + (i >> 8)}.${i & 0xff}`;
+  for (let i = 0; i < 2_000; i++) jobs.create({ ...base, host: parseHost(host(i)), duration: 60 });
+  clock.advance(60_000);
+  t.is(jobs.size, 0);
+  // Before: the host-bytes column was kept at its old size when the table was emptied, and the
+  // next growth copied it into a smaller one: "offset is out of bounds" on every later create
+  // (the full-scale load stress: 50,000 refused with E_INTERNAL).
+  for (let i = 0; i < 1_500; i++) jobs.create({ ...base, host: parseHost(host(i + 7)), duration: 60 });
+  t.is(jobs.size, 1_500);
+  t.is(table.targets.size, 1_500);
+  t.deepEqual(jobs.list().map((j) => j.host).sort(), Array.from({ length: 1_500 }, (_, i) => host(i + 7)).sort());
+});
+
 test('every change notifies (persistence hook)', (t) => {
   const s = setup();
   s.jobs.create(base);

@@ -647,6 +647,7 @@ export class JobManager {
     this.targetCol = new Int32Array(0);
     this.portCol = new Uint16Array(0);
     this.modeCol = new Uint8Array(0);
+    this.addrCol = new Uint8Array(0);
     this.nextSameHost = new Int32Array(0);
     this.expiry.clear();
     this.ids = [];

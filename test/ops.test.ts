@@ -213,6 +213,9 @@ ptest('bpf() refused to the daemon (CAP_BPF/CAP_SYS_ADMIN dropped): logged at er
   // Positive control: the same daemon with its capabilities creates the job.
   const ok = await startDaemon({ netns: ns });
   t.teardown(() => ok.stop());
+  const okIdle = JSON.parse((await cliSync(['status', '--json', '--socket', ok.socket])).stdout);
+  t.is(okIdle.dataPlaneFault, undefined, 'with its capabilities: no fault at start (the bpf() start-up check passed)');
+  t.is(ok.logs.filter((l) => l.level >= 40).length, 0, JSON.stringify(ok.logs.filter((l) => l.level >= 40)));
   const made = await create(ok.socket, '198.51.100.8');
   t.is(made.status, 0, made.stderr);
   const okStatus = JSON.parse((await cliSync(['status', '--json', '--socket', ok.socket])).stdout);
@@ -223,6 +226,16 @@ ptest('bpf() refused to the daemon (CAP_BPF/CAP_SYS_ADMIN dropped): logged at er
   // The bounding set is what a root process keeps across exec: without these bpf() is refused.
   const d = await startDaemon({ netns: ns, wrapper: ['setpriv', '--bounding-set=-bpf,-sys_admin,-perfmon', '--'] });
   t.teardown(() => d.stop());
+  // Before any job: the start-up check of bpf() (one map create) was refused; the daemon says so and serves.
+  const idle = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
+  t.is(idle.dataPlane, 'fault');
+  t.is(idle.dataPlaneFault.step, 'load');
+  t.is(idle.dataPlaneFault.failures, 1);
+  t.is(idle.dataPlaneFault.message, 'the daemon cannot load its BPF program: bpf(BPF_MAP_CREATE) start-up check failed: Operation not permitted (errno 1)');
+  const atStart = d.logs.filter((l) => l.level >= 40);
+  t.is(atStart.length, 1, JSON.stringify(atStart));
+  t.is(atStart[0]!.msg, idle.dataPlaneFault.message);
+  t.true(d.logs.findIndex((l) => l === atStart[0]) < d.logs.findIndex((l) => l.msg === 'tcpresetd ready'), 'said before ready');
   const r = await create(d.socket, '198.51.100.9');
   t.is(r.status, 69, r.stderr);
   t.is(r.stdout, '');
@@ -239,16 +252,16 @@ ptest('bpf() refused to the daemon (CAP_BPF/CAP_SYS_ADMIN dropped): logged at er
   t.is(st.dataPlaneFault.failures, 2);
   t.regex(st.dataPlaneFault.message, /^the daemon cannot load its BPF program: .*Operation not permitted/);
   t.true(st.dataPlaneFault.libbpf.some((l: string) => l.startsWith('libbpf: ')), JSON.stringify(st.dataPlaneFault));
-  t.is(st.dataPlaneFailures, 2);
+  t.is(st.dataPlaneFailures, 3, 'the start-up check and the two creates');
   const human = await cliSync(['status', '--socket', d.socket]);
   t.regex(human.stdout, /^data plane: FAULT since \S+ \(2 failures\): the daemon cannot load its BPF program: /m);
 
   // spawnSync held this process's event loop: let the daemon's log lines in (both refusals were logged after their error records).
   await d.waitLog(() => d.logs.filter((x) => x.msg === 'request refused' && x.op === 'create').length >= 2);
   const errors = d.logs.filter((l) => l.level >= 50);
-  t.is(errors.length, 1, 'one error record: the repeat within a minute is at debug');
-  t.regex(errors[0].msg!, /^the daemon cannot load its BPF program: /);
-  t.true((errors[0].libbpf as string[]).length >= 1, 'libbpf\'s reasons are in the error record');
+  t.is(errors.length, 2, 'the start-up check\'s record, then one for the creates: the repeat within a minute is at debug');
+  t.regex(errors[1].msg!, /^the daemon cannot load its BPF program: load BPF object /);
+  t.true((errors[1].libbpf as string[]).length >= 1, 'libbpf\'s reasons are in the error record');
   t.false(d.stderr.includes('libbpf'), `libbpf wrote nothing to stderr (journald would store it at info): ${d.stderr}`);
   t.true(d.logs.filter((l) => JSON.stringify(l).includes('libbpf: ')).every((l) => l.level >= 40 || l.level === 20), 'libbpf lines are at warning or above (or debug repeats)');
 });

@@ -96,6 +96,16 @@ export class DataPlaneHealth {
     }
   }
 
+  /**
+   * The start-up check found bpf() refused (`err`, e.g. EPERM when started
+   * as an unprivileged user): the 'load' fault of a failed create, set
+   * before any job so status shows it and the log says it at start; the
+   * daemon still serves. The first load that works clears it (guard()).
+   */
+  refusedAtStart(err: unknown): void {
+    this.failed('load', err, []);
+  }
+
   /** A backend whose opening and target changes go through guard(). */
   backend(open: () => TargetBackend): TargetBackend {
     const b = this.guard('load', open);

@@ -174,6 +174,9 @@ export class Daemon {
     // torn tail or a corrupt file, migrates the old format.
     if (loaded.jobs.length || loaded.corruptCopy || loaded.dropped || loaded.migrated) await this.store.compact();
     await this.startWatching();
+    // Nothing above opened the data plane (no saved job, no --watch): check bpf() now, so a daemon
+    // that cannot load BPF (e.g. started as nobody) says so at start, not at the first alert's job.
+    if (!this.enforcer && !this.dataPlaneHealth.faulty) await this.probeBpf();
     this.activity.start();
 
     const listenFd = socketActivationFd();
@@ -224,6 +227,26 @@ export class Daemon {
    * be attached yet is an interface fault, retried by the data plane. The
    * daemon serves either way.
    */
+  /**
+   * The start-up check of bpf() (libbpf.ts probeBpfMapCreate: one map
+   * created and closed). Refused: the data-plane 'load' fault in status and
+   * an error record at start (DataPlaneHealth.refusedAtStart); the daemon
+   * serves anyway, and a later load that works clears the fault. It loads
+   * libbpf's binding (koffi), not the enforcer.
+   */
+  private async probeBpf(): Promise<void> {
+    try {
+      const L = await import('../native/libbpf.js');
+      const r = L.probeBpfMapCreate();
+      if (r < 0) {
+        const { lastError } = await import('../native/libc.js');
+        this.dataPlaneHealth.refusedAtStart(lastError('bpf(BPF_MAP_CREATE) start-up check', undefined, -r));
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'start-up check of bpf() could not run: a data plane problem shows at the first job');
+    }
+  }
+
   private async startWatching(): Promise<void> {
     const watch = this.o.config.watch;
     if (watch.length === 0) return;

@@ -204,6 +204,20 @@ export const bpf_prog_test_run_opts = lib.func('int bpf_prog_test_run_opts(int p
 export const bpf_map_create = lib.func(
   'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)',
 ) as (type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts: null) => number;
+/**
+ * Whether bpf() serves this process: a BPF_MAP_CREATE of a 1-entry array
+ * (4-byte key and value), closed at once. Returns 0, or the negative errno of
+ * the refusal: -EPERM without CAP_BPF/CAP_SYS_ADMIN (kernel/bpf/syscall.c,
+ * bpf_capable() and sysctl kernel.unprivileged_bpf_disabled), the same
+ * refusal the BPF object's load meets later. The daemon's start-up check
+ * (service.ts): cheaper than loading a program, and needs no BPF object.
+ */
+export function probeBpfMapCreate(): number {
+  const fd = bpf_map_create(BPF_MAP_TYPE.ARRAY, 'tr_probe', 4, 4, 1, null);
+  if (fd < 0) return fd;
+  closeFd(fd);
+  return 0;
+}
 const bpf_xdp_query_id = lib.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)') as (ifindex: number, flags: number, id: number[]) => number;
 export const bpf_prog_get_fd_by_id = lib.func('int bpf_prog_get_fd_by_id(uint32_t id)') as (id: number) => number;
 // bpf_obj_get_info_by_fd, not bpf_prog_get_info_by_fd: Debian 12's libbpf is 1.1.

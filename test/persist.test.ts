@@ -13,9 +13,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ptest } from './helpers/privileged.js';
+import { isRoot, ptest } from './helpers/privileged.js';
 import { crc32 } from 'node:zlib';
-import { StateStore, decodeState, decodeStateDetailed, encodeChange, encodeLegacyState, encodeState } from '../src/daemon/state.js';
+import { StateStore, decodeState, decodeStateDetailed, encodeChange, encodeCounters, encodeLegacyState, encodeState } from '../src/daemon/state.js';
+import { createLab } from '../testkit/lab/lab.js';
+import { connectOnce, startServer } from '../testkit/lab/peer-control.js';
 import type { JobChange, JobRecord } from '../src/daemon/jobs.js';
 import { CLI_BIN, sensorNetns, startDaemon } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
@@ -75,6 +77,25 @@ test('a journal replays to the current set: put replaces, del removes', (t) => {
   t.is(d.records, 5);
   t.is(d.snapshotJobs, 1);
   t.is(d.dropped, undefined);
+});
+
+test('a counters checkpoint (ctr) sets the counters of the live jobs it names, keeps their order, ignores ended ones; a bad one ends the replay unapplied', (t) => {
+  const a = record(1);
+  const b = record(2);
+  const moved = { matched: 9, rstsSent: 18, flows: 1, firstHitAt: Date.UTC(2025, 0, 1, 0, 2), lastHitAt: Date.UTC(2025, 0, 1, 0, 3) };
+  const text = journal([a, b], [{ op: 'del', id: b.id, why: 'cancelled' }]) +
+    encodeCounters([{ id: a.id, counters: moved }, { id: b.id, counters: moved }]) + encodeChange({ op: 'put', rec: record(3) });
+  const d = decodeStateDetailed(text);
+  t.deepEqual(d.jobs, [{ ...a, counters: moved }, record(3)], 'a keeps its place; b (ended) is not revived');
+  t.is(d.records, 5, 'the checkpoint is one record for both jobs');
+  t.is(d.dropped, undefined);
+  // Positive control: without the checkpoint, a's counters are those of its last put.
+  t.deepEqual(decodeState(journal([a, b], [])), [a, b]);
+  // A checkpoint with a bad entry is not half applied.
+  const bad = encodeCounters([{ id: a.id, counters: moved }, { id: b.id, counters: { ...moved, flows: -1 } }]);
+  const d2 = decodeStateDetailed(encodeState([a, b]) + bad); // checksum right, a field wrong
+  t.deepEqual(d2.jobs, [a, b]);
+  t.regex(d2.dropped?.reason ?? '', /line 4\.ctr\[1\]\.flows: expected a count/);
 });
 
 test('a torn last record, cut at every byte, is dropped and the jobs are those before it; a corrupt record in the middle ends the replay there', (t) => {
@@ -395,4 +416,74 @@ ptest('an unwritable state directory: the job is accepted and enforced, with a w
   const cli = spawnSync(process.execPath, [CLI_BIN, 'status', '--socket', d.socket], { encoding: 'utf8' });
   t.is(cli.status, 0, cli.stderr);
   t.regex(cli.stdout, /^saved jobs: FAULT cannot save jobs to .*will not survive a daemon restart$/m);
+});
+
+// Serial: a lab (network namespaces, 2 vCPUs).
+const pserial: typeof test.serial = isRoot || process.env.CI ? test.serial : (test.skip as unknown as typeof test.serial);
+
+type Listed = { id: string; counters: { matched: number; rstsSent: number; flows: number; firstHitAt: string | null; lastHitAt: string | null } };
+
+pserial('kill -9 keeps the counters of a job that reset a connection: the summary checkpoints them into the journal (summaryIntervalMs), and `tcpreset list --json` after the restart shows them exactly', async (t) => {
+  const lab = await createLab();
+  t.teardown(() => lab.destroy());
+  const dir = tmp('ctr');
+  const state = join(dir, 'state');
+  const cfg = { summaryIntervalMs: 300 };
+  const d1 = await startDaemon({ dir, stateDir: state, netns: lab.ns.sensor, config: cfg });
+  t.teardown(() => d1.stop());
+  await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
+  t.true((await probe()).ok, 'the lab works before any job');
+  const cli = (sock: string, args: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const c = spawn('ip', ['netns', 'exec', lab.ns.sensor, process.execPath, CLI_BIN, ...args, '--socket', sock], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.setEncoding('utf8').on('data', (x: string) => (stdout += x));
+    c.stderr!.setEncoding('utf8').on('data', (x: string) => (stderr += x));
+    c.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  const list = async (sock: string): Promise<Listed[]> => {
+    const r = await cli(sock, ['list', '--json']);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return JSON.parse(r.stdout).jobs as Listed[];
+  };
+  const c = await cli(d1.socket, ['ENG-CTR', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '120', '--json']);
+  t.is(c.code, 0, c.stderr);
+  const id = JSON.parse(c.stdout).job.id as string;
+  t.false((await probe()).ok, 'a new connection is reset');
+  // Settle: the counters stop moving once the reset connection is gone.
+  let before: Listed | undefined;
+  for (let i = 0; i < 50; i++) {
+    const now = (await list(d1.socket)).find((j) => j.id === id);
+    if (before && now && now.counters.flows > 0 && JSON.stringify(now.counters) === JSON.stringify(before.counters)) break;
+    before = now;
+    await sleep(400);
+  }
+  t.truthy(before);
+  t.is(before!.counters.flows, 1, 'positive control before the kill: the job reset one connection');
+  t.true(before!.counters.matched > 0 && before!.counters.rstsSent > 0, JSON.stringify(before));
+  t.truthy(before!.counters.firstHitAt);
+  // Wait past a checkpoint: the file replays to the listed counters (ms times).
+  const file = join(state, 'jobs.json');
+  const want = { matched: before!.counters.matched, rstsSent: before!.counters.rstsSent, flows: before!.counters.flows };
+  let onDisk: JobRecord | undefined;
+  for (let i = 0; i < 50; i++) {
+    onDisk = decodeState(readFileSync(file, 'utf8')).find((j) => j.id === id);
+    if (onDisk && onDisk.counters.matched === want.matched && onDisk.counters.rstsSent === want.rstsSent) break;
+    await sleep(100);
+  }
+  t.like(onDisk?.counters, want, 'checkpointed');
+  const text = readFileSync(file, 'utf8');
+  t.true(text.includes('{"ctr":['), 'by a ctr record');
+  // Without it the journal would restore the job as created (the loss the checkpoint fixes).
+  const withoutCtr = text.split('\n').filter((l) => !l.includes('{"ctr":[')).join('\n');
+  t.like(decodeState(withoutCtr).find((j) => j.id === id)?.counters, { matched: 0, rstsSent: 0, flows: 0 });
+
+  t.deepEqual(await d1.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
+  const d2 = await startDaemon({ dir, stateDir: state, netns: lab.ns.sensor, socket: join(dir, 'b.sock'), config: cfg });
+  t.teardown(() => d2.stop());
+  const after = (await list(d2.socket)).find((j) => j.id === id);
+  const five = (j?: Listed) => j && { matched: j.counters.matched, rstsSent: j.counters.rstsSent, flows: j.counters.flows, firstHitAt: j.counters.firstHitAt, lastHitAt: j.counters.lastHitAt };
+  t.deepEqual(five(after), five(before), 'exactly the counters (and hit times) before the kill');
+  t.false((await probe()).ok, 'and the restored job still resets');
 });

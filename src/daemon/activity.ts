@@ -26,6 +26,13 @@ export interface ActivityOptions {
   jobs: JobSource;
   intervalMs: number;
   flowLogLimit: number;
+  /**
+   * Called once per summary with the jobs whose counters moved since the
+   * last one (totals, not deltas), when there are any: the service journals
+   * them as a counters checkpoint (state.ts), so a kill -9 loses at most
+   * one period of counts.
+   */
+  onMoved?: (moved: { id: string; counters: JobCounters<EpochMs> }[]) => void;
 }
 
 interface PerJob {
@@ -125,10 +132,12 @@ export class ActivityLog {
   summarize(): number {
     let lines = 0;
     const seen = new Set<string>();
+    const movedJobs: { id: string; counters: JobCounters<EpochMs> }[] = [];
     this.o.jobs.forEachActive((job, c) => {
       seen.add(job.id);
       const e = this.entry(job.id);
       const moved = c.matched !== e.last.matched || c.rstsSent !== e.last.rstsSent || c.flows !== e.last.flows;
+      if (moved) movedJobs.push({ id: job.id, counters: { ...c } });
       if (moved || e.notLogged > 0) {
         lines++;
         this.o.log.info(
@@ -147,6 +156,7 @@ export class ActivityLog {
       e.notLogged = 0;
     });
     for (const id of this.perJob.keys()) if (!seen.has(id)) this.perJob.delete(id);
+    if (movedJobs.length) this.o.onMoved?.(movedJobs);
     return lines;
   }
 }

@@ -78,7 +78,7 @@ export const CONFIG_DOC: Record<keyof DaemonConfig, KeyDoc> = {
     type: 'integer',
     range: [100, 3_600_000],
     summary: 'period of the per-job activity lines in the log, ms',
-    text: 'Period of the per-job activity summary in the log, in milliseconds. Only jobs whose counters moved are logged.',
+    text: 'Period of the per-job activity summary in the log, in milliseconds. Only jobs whose counters moved are logged. Each summary also appends one counters checkpoint of those jobs to the state journal (jobs.json, fdatasync\'d), so a kill -9 loses at most one period of the jobs\' counters.',
   },
   flowLogLimit: {
     type: 'integer',

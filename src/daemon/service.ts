@@ -124,6 +124,8 @@ export class Daemon {
     this.store = new StateStore(opts.stateDir, opts.log, () => this.jobs.snapshot(), { uidOf: (id) => this.history.creatorOf(id) });
     this.activity = new ActivityLog({
       log: opts.log, clock, jobs: this.jobs, intervalMs: opts.config.summaryIntervalMs, flowLogLimit: opts.config.flowLogLimit,
+      // Counters move without a job change: checkpoint them each summary, or a kill -9 loses every hit since the job's last record.
+      onMoved: (moved) => this.store.recordCounters(moved),
     });
   }
 

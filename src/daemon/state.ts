@@ -9,11 +9,24 @@
  *   line 1     {"v":2,"savedAt":EPOCH_MS,"jobs":N}       the snapshot's header
  *   lines 2..  {"put":JOB}  x N                          the snapshot
  *   then       {"put":JOB} | {"del":ID,"why":"cancelled"|"expired"|"protected"}, one per change
+ *              | {"ctr":[{id, matched, rstsSent, flows, firstHitAt, lastHitAt}, ...]}   a counters checkpoint
  *
  * JOB = {id, engid, sniffIf, resetIf, host, port (null = every port), mode,
  * createdAt, expiresAt, counters: {matched, rstsSent, flows, firstHitAt,
  * lastHitAt}, uid}, times in epoch ms; uid (the creating client's, for the
  * history) is absent when unknown. A put replaces the job with that id.
+ *
+ * Counters checkpoint: a job's counters move with every packet but records
+ * are written only at job changes, so each activity summary (config
+ * summaryIntervalMs, default 10 s) appends ONE ctr record holding the
+ * current totals of every job whose counters moved since the last summary;
+ * replay sets those jobs' counters (an id not live at that point is
+ * ignored; the job keeps its place). A kill -9 thus loses at most one
+ * summary period of counts. The checkpoint goes through the same group
+ * commit as job changes, so it is fdatasync'd too (at most one extra
+ * fdatasync per period); nothing waits for it, and a failed checkpoint is
+ * reported like any failed save. It counts as one journal record for the
+ * compaction bound. Files without ctr records (older daemons) read as before.
  *
  * Durability (RELIABILITY.md, "Jobs on disk"): a change is acknowledged to
  * the client only after its record is written and fdatasync(2) returned.
@@ -108,6 +121,15 @@ export function encodeChange(change: Exclude<JobChange, { op: 'all' }>, uidOf?: 
   return change.op === 'put' ? frame(`{"put":${jobJson(change.rec, uidOf?.(change.rec.id) ?? change.rec.uid)}}`) : frame(JSON.stringify({ del: change.id, why: change.why }));
 }
 
+/** One journal line checkpointing the counters of the given jobs (totals, epoch ms). */
+export function encodeCounters(moved: readonly { id: string; counters: JobCounters<EpochMs> }[]): string {
+  let s = '';
+  for (const { id, counters: c } of moved) {
+    s += `${s ? ',' : ''}{"id":${q(id)},"matched":${c.matched},"rstsSent":${c.rstsSent},"flows":${c.flows},"firstHitAt":${c.firstHitAt ?? 'null'},"lastHitAt":${c.lastHitAt ?? 'null'}}`;
+  }
+  return frame(`{"ctr":[${s}]}`);
+}
+
 function headerLine(jobs: number, now: number): string {
   return frame(JSON.stringify({ v: STATE_VERSION, savedAt: now, jobs }));
 }
@@ -153,6 +175,16 @@ function count(v: unknown, where: string): number {
   return v;
 }
 
+function decodeCounters(c: Record<string, unknown>, where: string, legacy: boolean): JobCounters<EpochMs> {
+  return {
+    matched: count(c.matched ?? 0, `${where}.matched`),
+    rstsSent: count(c.rstsSent ?? 0, `${where}.rstsSent`),
+    flows: count(c.flows ?? 0, `${where}.flows`),
+    firstHitAt: c.firstHitAt == null ? null : time(c.firstHitAt, `${where}.firstHitAt`, legacy),
+    lastHitAt: c.lastHitAt == null ? null : time(c.lastHitAt, `${where}.lastHitAt`, legacy),
+  };
+}
+
 function decodeJob(o: unknown, where: string, legacy: boolean): JobRecord {
   if (typeof o !== 'object' || o === null || Array.isArray(o)) fail(`${where}: expected an object`);
   const j = o as Record<string, unknown>;
@@ -162,13 +194,7 @@ function decodeJob(o: unknown, where: string, legacy: boolean): JobRecord {
   if (mode !== 'l3' && mode !== 'l2') fail(`${where}.mode: expected "l3" or "l2"`);
   const c = (j.counters ?? {}) as Record<string, unknown>;
   if (typeof c !== 'object' || c === null) fail(`${where}.counters: expected an object`);
-  const counters: JobCounters<EpochMs> = {
-    matched: count(c.matched ?? 0, `${where}.counters.matched`),
-    rstsSent: count(c.rstsSent ?? 0, `${where}.counters.rstsSent`),
-    flows: count(c.flows ?? 0, `${where}.counters.flows`),
-    firstHitAt: c.firstHitAt == null ? null : time(c.firstHitAt, `${where}.counters.firstHitAt`, legacy),
-    lastHitAt: c.lastHitAt == null ? null : time(c.lastHitAt, `${where}.counters.lastHitAt`, legacy),
-  };
+  const counters = decodeCounters(c, `${where}.counters`, legacy);
   return {
     id: str(j, 'id', where), engid: str(j, 'engid', where), sniffIf: str(j, 'sniffIf', where),
     resetIf: str(j, 'resetIf', where), host: str(j, 'host', where), port: port as number | null, mode,
@@ -258,11 +284,23 @@ export function decodeStateDetailed(text: string): DecodedState {
         const rec = decodeJob(o.put, `${where}.put`, false);
         jobs.delete(rec.id); // a put moves the job to the end, as a fresh insertion
         jobs.set(rec.id, rec);
+      } else if ('ctr' in o) {
+        if (!Array.isArray(o.ctr)) fail(`${where}.ctr: expected an array`);
+        // Validate the whole record before applying any of it: a bad one ends the replay with nothing half applied.
+        const sets = o.ctr.map((e: unknown, k: number) => {
+          if (typeof e !== 'object' || e === null || Array.isArray(e)) fail(`${where}.ctr[${k}]: expected an object`);
+          const id = str(e as Record<string, unknown>, 'id', `${where}.ctr[${k}]`);
+          return { id, counters: decodeCounters(e as Record<string, unknown>, `${where}.ctr[${k}]`, false) };
+        });
+        for (const { id, counters } of sets) {
+          const rec = jobs.get(id);
+          if (rec) rec.counters = counters;
+        }
       } else if ('del' in o) {
         if (typeof o.del !== 'string') fail(`${where}.del: expected a job id`);
         jobs.delete(o.del);
       } else {
-        fail(`${where}: neither put nor del`);
+        fail(`${where}: neither put, ctr nor del`);
       }
       applied++;
     } catch (err) {
@@ -457,6 +495,15 @@ export class StateStore {
   record(change: JobChange): void {
     if (change.op === 'all') this.requestCompaction();
     else this.batch().lines.push(encodeChange(change, this.uidOf));
+  }
+
+  /**
+   * Journal a counters checkpoint: one record for all the jobs given (the
+   * activity summary's moved jobs). Written with the next batch; nobody
+   * awaits it, a failure is counted and logged like any save's.
+   */
+  recordCounters(moved: readonly { id: string; counters: JobCounters<EpochMs> }[]): void {
+    if (moved.length) this.batch().lines.push(encodeCounters(moved));
   }
 
   /** The next write rewrites the whole file (after a restore, at shutdown: current counters). */

@@ -621,6 +621,7 @@ test('tcpreset metrics prints the exposition over the control socket, also when 
   t.true(r.stdout.includes('# TYPE tcpreset_rsts_sent_total counter\n'));
   t.is(samples(r.stdout).get('tcpreset_jobs'), 0);
   t.is(samples(r.stdout).get('tcpreset_jobs_created_total'), 0);
+  t.is(samples(r.stdout).get('tcpreset_event_thread_fifo_demotions_total'), 0);
   const j = JSON.parse((await cliSync(['metrics', '--json', '--socket', d.socket])).stdout);
   // --json carries the same exposition (the values of the process metrics move between the two asks).
   t.deepEqual([...samples(j.text).keys()].filter((k) => !/_(process|nodejs)_/.test(k)), [...samples(r.stdout).keys()].filter((k) => !/_(process|nodejs)_/.test(k)));

@@ -304,6 +304,10 @@ ptest.serial('the event thread runs SCHED_FIFO 10 by default, drops to SCHED_OTH
   const ring1 = (await jsonCli(ctx, ['status'])).ring as { fifoDemotions: number };
   t.log(`during the flood: ${JSON.stringify(busy)} (policy, nice); demotions ${ring1.fifoDemotions}`);
   t.true(ring1.fifoDemotions > 0, `the flood demoted the thread: ${JSON.stringify(ring1)}`);
+  // Not silent: a warning, and the same count in the metrics (both absent before this change).
+  t.true(ctx.daemon.logs.some((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.startsWith('event thread left SCHED_FIFO')), 'a warning line');
+  const metric = (await cli(ctx, ['metrics'])).stdout.split('\n').find((l) => l.startsWith('tcpreset_event_thread_fifo_demotions_total '));
+  t.is(metric, `tcpreset_event_thread_fifo_demotions_total ${ring1.fifoDemotions}`);
   t.deepEqual(eventThreads(pid).map((e) => [e.policy, e.rtPriority]), [[1, 10]], 'FIFO again once the flood is over');
   await ctx.daemon.stop();
   const d = await startDaemon({ netns: ctx.lab.ns.sensor, config: { eventNice: -7, eventRtPriority: 0 } });

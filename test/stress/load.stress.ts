@@ -134,8 +134,11 @@ ptest.serial('100,000 concurrent targets through the control socket, ended by on
   t.true(mem.heapUsed <= idle.heapUsed + 5, `V8 heap used ${mem.heapUsed} MB after the bulk end, ${idle.heapUsed} MB at idle, ${peakMem.heapUsed} MB at the peak`);
   t.true(mem.rss <= peakMem.rss, `RSS ${mem.rss} MB after the bulk end, idle ${idle.rss} MB, peak ${peakMem.rss} MB`);
   // What the kept RSS is: pages the allocator reuses, not tables still held. A second round of half
-  // as many jobs, created and cancelled, must fit in them: RSS may grow by at most a quarter of the
-  // first round's growth (held tables would add half of it; three rounds by hand: 132, 152, 133 MB).
+  // as many jobs, created and cancelled, must fit under the first round's peak: had the first round's
+  // tables been held (RSS at the peak), the second would add half of that growth on top. Not a finer
+  // bound: RSS moves by ±20 MB between identical rounds (three by hand: 132, 152, 133 MB), and "a
+  // quarter of the first round's growth" failed in CI at 204.2 against 204 MB (195.6 alone). JS
+  // tables still held show in the V8 heap check below, which is exact.
   const round2 = await bulk(d.socket, half, CONNS, (i) => createReq(lab, bulkHost(i), 3600));
   t.is(round2.filter((r) => !r.ok).length, 0, JSON.stringify(round2.find((r) => !r.ok)?.error));
   const cancels2 = await bulk(d.socket, half, CONNS, (i) => ({ v: 1, op: 'cancel', jobId: round2[i]!.result.job.id }));
@@ -146,8 +149,8 @@ ptest.serial('100,000 concurrent targets through the control socket, ended by on
     await sleep(2000);
     mem2 = (await status()).memory;
   }
-  const rss2Bound = mem.rss + (peakMem.rss - idle.rss) / 4;
-  t.true(mem2.rss <= rss2Bound, `RSS ${mem2.rss} MB after a second round of ${half} jobs, ${mem.rss} MB after the first (bound ${rss2Bound.toFixed(0)} MB)`);
+  t.true(mem2.heapUsed <= idle.heapUsed + 5, `V8 heap used ${mem2.heapUsed} MB after the second round, ${idle.heapUsed} MB at idle`);
+  t.true(mem2.rss < peakMem.rss, `RSS ${mem2.rss} MB after a second round of ${half} jobs, ${mem.rss} MB after the first, whose peak was ${peakMem.rss} MB`);
   t.is(d.exit, null, 'the daemon lived through it');
 
   t.log(`created ${N} jobs at ${createRate.toFixed(0)}/s over ${CONNS} connections; ${half} expired at one moment (worst status ${worstStatusMs.toFixed(0)} ms); ${half} cancelled at ${(half / cSec).toFixed(0)}/s`);

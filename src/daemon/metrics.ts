@@ -177,7 +177,7 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   });
   counter(reg, 'tcpreset_ring_records_total', 'Ring buffer records the event threads read.', [], (c) => c.inc(Number(status().ring.records ?? 0)));
   counter(reg, 'tcpreset_ring_wakeups_total', 'Event thread wake-ups.', [], (c) => c.inc(Number(status().ring.wakeups ?? 0)));
-  counter(reg, 'tcpreset_event_thread_fifo_demotions_total', 'Times a SCHED_FIFO event thread went back to SCHED_OTHER (eventNice) because a flood kept it busy 2 ms, until it next slept: reactions then take milliseconds (status ring.fifoDemotions; a warning is logged). Since the data plane opened.', [], (c) => c.inc(Number(status().ring.fifoDemotions ?? 0)));
+  counter(reg, 'tcpreset_event_thread_fifo_demotions_total', 'Times a SCHED_FIFO event thread went back to SCHED_OTHER (eventNice) because a flood kept it busy (2 ms without sleeping, or over half of 10 ms), until 10 ms passed without a segment: reactions then take milliseconds (status ring.fifoDemotions; a warning is logged). Since the data plane opened.', [], (c) => c.inc(Number(status().ring.fifoDemotions ?? 0)));
   gauge(reg, 'tcpreset_xdp_attached', 'XDP program attached to a sniff interface (1), with its mode.', ['ifname', 'mode'], (g) => {
     for (const i of status().interfaces) if (i.role === 'sniff' && i.mode !== 'detached') g.set({ ifname: i.ifname, mode: i.mode }, 1);
   });

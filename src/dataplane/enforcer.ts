@@ -332,7 +332,7 @@ export class Enforcer extends EventEmitter {
       // A demotion is why reaction latency jumps under a flood (ms instead of µs): say so, once per report.
       if (r.fifoDemotions > st.fifoDemotions) {
         this.log.warn({ thread, fifoDemotions: r.fifoDemotions, demoted: r.fifoDemotions - st.fifoDemotions },
-          'event thread left SCHED_FIFO: a flood kept it busy 2 ms; it runs at eventNice until it next sleeps, so reactions may take milliseconds');
+          'event thread left SCHED_FIFO: a flood kept it busy (2 ms without sleeping, or over half of 10 ms); it runs at eventNice until 10 ms pass without a segment, so reactions may take milliseconds');
       }
       this.threadStats[thread] = { records: r.records, wakeups: r.wakeups, stale: r.stale, errors: r.errors, fifoDemotions: r.fifoDemotions, selfAddressed: r.selfAddressed };
       // Bounded: a flood of bad records must not become a flood of log lines.

@@ -14,7 +14,7 @@
  */
 import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
-import type { IfaceRole, InjectMode, IsoTime, JobCounters, JobFields } from '../core/model.js';
+import type { IfaceRole, InjectMode, IsoTime, JobCounters, JobFields, SniffTraffic } from '../core/model.js';
 import type { Host } from '../core/addr.js';
 
 export const PROTOCOL_VERSION = 1 as const;
@@ -216,19 +216,6 @@ export interface StateStatus {
   /** Set while the jobs on disk are behind the jobs in force. */
   fault?: string;
 }
-/** Traffic of one attached sniff interface as the XDP program counted it, since the program was loaded. */
-export interface SniffStatus {
-  ifname: string;
-  ifindex: number;
-  /** Packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
-  packets: number;
-  tcp: number;
-  decap: number;
-  /** Windows that ended with traffic but no parsable TCP segment. */
-  unparsableWindows: number;
-  /** Another attached interface shares its counter slot: the parse check cannot run on it. */
-  sharedSlot?: boolean;
-}
 /** The metrics exporter, when configured: its listener and textfile, and the last failure of either (error). */
 export interface MetricsStatus {
   listen?: string;
@@ -271,7 +258,7 @@ export interface StatusResult {
   /** Flows reset since start, by the event path and the sweeps (each job's connections counted once, as its counters.flows). */
   flowsReset: number;
   /** Per attached sniff interface. */
-  sniff: SniffStatus[];
+  sniff: SniffTraffic[];
   jobs: number;
   /** Targets the data plane holds (one per enforced job). */
   targets: number;

@@ -1,9 +1,9 @@
 /**
  * The terms every layer shares: the CLI, the control protocol, the daemon,
  * the data plane and the packet code all speak of address families,
- * injection modes, interface roles, a job's identity and its counters, and
- * write to a logger. Each is defined once, here; no layer re-exports
- * another's.
+ * injection modes, interface roles, a job's identity and its counters, a
+ * sniff interface's traffic, and write to a logger. Each is defined once,
+ * here; no layer re-exports another's.
  *
  * Types only (erased at run time), so any module may import it, the light
  * CLI included.
@@ -72,6 +72,25 @@ export interface JobFields extends JobKey {
   id: string;
   resetIf: string;
   mode: InjectMode;
+}
+
+/**
+ * Traffic of one attached sniff interface as the XDP program counted it
+ * (the if_counters map of bpf/encap.h, this interface's slot): what the data
+ * plane's parse watch reports (dataplane/tunnels.ts) and what `status`
+ * carries on the wire (control/protocol.ts StatusResponse.sniff).
+ */
+export interface SniffTraffic {
+  ifname: string;
+  ifindex: number;
+  /** Totals since the program was loaded: packets seen, TCP segments parsed, frames decapsulated (tunnelled mirrors). */
+  packets: number;
+  tcp: number;
+  decap: number;
+  /** Windows that ended with traffic but no parsable TCP segment. */
+  unparsableWindows: number;
+  /** Another attached interface shares this one's counter slot: the parse check cannot run on it. */
+  sharedSlot?: boolean;
 }
 
 /**

@@ -10,6 +10,7 @@
 import { ENCAP_GENEVE, ENCAP_VXLAN, MAP_IF_COUNTERS, MAP_UDP_TUNNELS, ifSlot, sumIfCounters, type IfCounters } from '../bpf/contract.js';
 import { ValidationError } from '../core/errors.js';
 import type { BpfMap, BpfObject } from '../bpf/object.js';
+import type { SniffTraffic } from '../core/model.js';
 
 /** Extra UDP ports to read as VXLAN or Geneve (4789 and 6081 always are). */
 export interface TunnelPorts {
@@ -34,20 +35,6 @@ export function setTunnelPorts(obj: BpfObject, ports: TunnelPorts): void {
       m.update(key, value);
     }
   }
-}
-
-/** One sniff interface as the watch reports it. */
-export interface SniffTraffic {
-  ifname: string;
-  ifindex: number;
-  /** Totals since the program was loaded (this interface's share). */
-  packets: number;
-  tcp: number;
-  decap: number;
-  /** Windows that ended with traffic but no parsable TCP segment. */
-  unparsableWindows: number;
-  /** Another attached interface shares this one's counter slot: the check cannot run on it. */
-  sharedSlot?: boolean;
 }
 
 /** A sniff interface whose last window had traffic and no parsable TCP. */

@@ -4,8 +4,8 @@
  * status), and the logger it writes to. Its units import them from here.
  */
 import type { Counters } from '../bpf/contract.js';
-import type { SniffTraffic, TunnelPorts } from './tunnels.js';
-import type { InjectMode, Family, IfaceRole, LogSink, JobCounters, EpochMs } from '../core/model.js';
+import type { TunnelPorts } from './tunnels.js';
+import type { InjectMode, Family, IfaceRole, LogSink, JobCounters, EpochMs, SniffTraffic } from '../core/model.js';
 import type { Host } from '../core/addr.js';
 
 export interface TargetSpec {

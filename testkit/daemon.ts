@@ -222,7 +222,16 @@ export interface Resp {
 
 export async function startDaemon(opts: StartOptions = {}): Promise<DaemonProc> {
   const d = new DaemonProc(opts);
-  if (opts.waitReady !== false) await d.ready();
+  if (opts.waitReady !== false) {
+    try {
+      await d.ready();
+    } catch (err) {
+      // The caller never gets the handle, so its teardown cannot stop it: a daemon left running
+      // holds its sockets and flows into the next tests (CI kept one alive after its test failed).
+      await d.stop('SIGKILL', 5_000);
+      throw err;
+    }
+  }
   return d;
 }
 
@@ -363,6 +372,7 @@ export class SensorDaemon {
     try {
       await proc.ready(opts.readyTimeoutMs ?? 15_000);
     } catch (err) {
+      await proc.stop('SIGKILL', 5_000);
       throw new Error(`tcpresetd did not start: ${(err as Error).message.split('\n')[0]}\n${d.logTail()}`, { cause: err });
     }
     return d;

@@ -185,6 +185,23 @@ test('--test-config: 0 and one line for a valid or empty file; 78 and one stderr
   t.false(existsSync(join(dir, 'st')), 'no state directory');
 });
 
+test('--test-config: a key written twice exits 78 naming the key and both lines and columns; the file with it once is valid', async (t) => {
+  const dir = tmp('dupcfg');
+  const side = ['--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'st')];
+  const twice = join(dir, 'twice.json');
+  writeFileSync(twice, '{\n  "protected": ["10.0.0.0/8"],\n  "eventThreads": 2,\n  "protected": []\n}\n');
+  t.deepEqual(await daemonSync(['--test-config', '--config', twice, ...side]), {
+    status: 78,
+    stdout: '',
+    stderr: `tcpresetd: config ${twice}: duplicate key protected at line 4 column 3 (first at line 2 column 3): JSON would keep only the last value; write the key once\n`,
+  });
+  // Positive control: the same file with the key once.
+  const once = join(dir, 'once.json');
+  writeFileSync(once, '{\n  "protected": ["10.0.0.0/8"],\n  "eventThreads": 2\n}\n');
+  t.deepEqual(await daemonSync(['--test-config', '--config', once, ...side]), { status: 0, stdout: `tcpresetd: config ${once}: valid\n`, stderr: '' });
+  t.false(existsSync(join(dir, 's.sock')), 'no socket');
+});
+
 test('an operand: exit 64, the error names it (commander said "too many arguments. Expected 0 arguments but got 1."); nothing started', async (t) => {
   const dir = tmp('operand');
   const side = ['--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'st'), '--config', join(dir, 'none.json')];
@@ -333,6 +350,25 @@ test.serial('SIGHUP applies limits, protected, idle timeout and log level at onc
   t.regex(still.error?.message ?? '', /exceeds the maximum of 50 s/, 'the old limit stays');
   t.is((await d.request(createReq('203.0.113.5', 10))).error?.code, 'E_PROTECTED');
   held.destroy();
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+});
+
+test.serial('SIGHUP with a key written twice is refused naming it, and the old configuration (its protected list) stays', async (t) => {
+  const d = await startDaemon({ config: { maxDurationSec: 3600, protected: ['203.0.113.0/24'] } });
+  t.teardown(() => d.stop());
+  const cfg = join(d.dir, 'config.json');
+  t.is((await d.request(createReq('203.0.113.5', 10))).error?.code, 'E_PROTECTED');
+  // JSON.parse alone would load this as protected: [] and maxDurationSec 50.
+  writeFileSync(cfg, '{"protected": ["203.0.113.0/24"], "maxDurationSec": 50, "protected": []}');
+  const refused = await hup(d);
+  t.is(refused.level, 50);
+  t.is(refused.msg, `configuration reload refused: config ${cfg}: duplicate key protected at line 1 column 57 (first at line 1 column 2): JSON would keep only the last value; write the key once; the running configuration stays`);
+  t.is((await d.request(createReq('203.0.113.5', 10))).error?.code, 'E_PROTECTED', 'still protected');
+  t.is((await d.request(createReq('198.51.100.5', 100))).error?.code, 'E_IFACE', 'the old maximum (3600 s) stays');
+  // Positive control: the same file with the key once is applied.
+  writeFileSync(cfg, '{"protected": ["203.0.113.0/24"], "maxDurationSec": 50}');
+  t.is((await hup(d)).msg, 'configuration reloaded');
+  t.regex((await d.request(createReq('198.51.100.5', 100))).error?.message ?? '', /exceeds the maximum of 50 s/);
   t.deepEqual(await d.stop(), { code: 0, signal: null });
 });
 

@@ -202,7 +202,7 @@ export function confPage(): string {
   out.push(
     '.SH DESCRIPTION',
     esc(
-      `The configuration of ${'tcpresetd'}(8): one JSON object whose keys are listed below. Every key is optional and takes its default when absent; a key starting with "//" is a comment; any other unknown key is refused, since a misspelt "protected" silently ignored would let the sensor reset a host it must not.`,
+      `The configuration of ${'tcpresetd'}(8): one JSON object whose keys are listed below. Every key is optional and takes its default when absent; a key starting with "//" is a comment; any other unknown key is refused, since a misspelt "protected" silently ignored would let the sensor reset a host it must not. A key written twice in one object (at any depth) is refused too, naming the key and the line and column of both: JSON parsers keep only the last value, so a second "protected" would drop the first list. Comment keys may repeat.`,
     ),
     '.PP',
     esc(

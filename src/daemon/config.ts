@@ -10,6 +10,7 @@ import { ConfigError, ValidationError } from '../core/errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { parseProtected, type ProtectedEntry } from './protect.js';
 import { validateIfname } from '../core/validate.js';
+import { findDuplicateKey, formatKeyPath, lineColumn } from '../core/jsonkeys.js';
 import type { InjectMode } from '../core/model.js';
 
 export interface DaemonConfig {
@@ -135,13 +136,6 @@ export interface LoadedConfig {
   source: string | null;
   /** The file holds nothing but whitespace: defaults apply (as for `{}`). */
   empty?: boolean;
-}
-
-/** "line L column C" of a character offset (JSON.parse on Node 20 names only the offset). */
-function lineColumn(text: string, pos: number): string {
-  const before = text.slice(0, pos);
-  const line = before.split('\n').length;
-  return `line ${line} column ${pos - before.lastIndexOf('\n')}`;
 }
 
 function intIn(o: Record<string, unknown>, key: keyof DaemonConfig, min: number, max: number): number {
@@ -282,6 +276,13 @@ export function loadConfig(path: string, required = false): LoadedConfig {
     const pos = /at position (\d+)/.exec(msg);
     const where = pos && !/\(line \d+/.test(msg) ? ` (${lineColumn(text, Number(pos[1]))})` : '';
     throw new ConfigError(path, `not valid JSON: ${msg}${where}`, { cause: err });
+  }
+  // JSON.parse keeps the last of two equal keys: a second "protected" would drop the first list
+  // without a word. Comment keys ("//...") may repeat: a second comment loses nothing.
+  const dup = findDuplicateKey(text, (k) => k.startsWith('//'));
+  if (dup) {
+    const key = formatKeyPath(dup.path);
+    throw new ConfigError(path, `duplicate key ${key} at ${lineColumn(text, dup.offset)} (first at ${lineColumn(text, dup.firstOffset)}): JSON would keep only the last value; write the key once`, { key });
   }
   try {
     return { ...validateConfig(raw), source: path };

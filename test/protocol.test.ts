@@ -106,6 +106,36 @@ test('every malformed request gets exactly one error response, in order, and the
   t.deepEqual(resps.at(-1), { v: 1, id: 'last', ok: true, result: { version: pkgVersion } });
 });
 
+test('a field written twice is refused E_USAGE naming the field and columns (JSON.parse kept the last silently); the same request once is served', async (t) => {
+  const create = '{"v":1,"id":"d1","op":"create","engid":"E","sniffIf":"nosuch0","resetIf":"lo","host":"198.51.100.9","duration":60';
+  const lines = [
+    // Two hosts: a log of the first would show a host other than the one acted on.
+    `${create},"host":"198.51.100.10"}`,
+    '{"v":2,"op":"list","v":1}',
+    '{"v":1,"op":"cancel","engid":"E","sniffIf":"lo","h\\u006fst":"198.51.100.9","host":"198.51.100.9"}',
+    '{"v":1,"op":"list","id":"x","id":"x"}',
+    // Positive controls: the same requests with each field once get past parsing.
+    `${create}}`,
+    '{"v":1,"op":"list"}',
+    '{"v":1,"op":"cancel","engid":"E","sniffIf":"lo","host":"198.51.100.9"}',
+  ];
+  const r = await sendLines(shared.socket, lines);
+  t.deepEqual(r[0], {
+    v: 1, id: 'd1', ok: false,
+    error: { code: 'E_USAGE', message: 'field "host" appears twice in the request (columns 79 and 115); send each field once', details: { field: 'host', column: 115 } },
+  });
+  t.deepEqual(r[1].error, { code: 'E_USAGE', message: 'field "v" appears twice in the request (columns 2 and 20); send each field once', details: { field: 'v', column: 20 } }, 'the duplicate, not version 2, is named');
+  t.is(r[2].error?.message, 'field "host" appears twice in the request (columns 49 and 76); send each field once', 'keys compare decoded');
+  t.is(r[3].error?.code, 'E_USAGE', 'even two equal values');
+  t.is(r[3].error?.details?.field, 'id');
+  t.is(r[4].error?.code, 'E_IFACE', JSON.stringify(r[4]));
+  t.is(r[4].id, 'd1');
+  t.deepEqual(r[5], { v: 1, ok: true, result: { jobs: [] } });
+  t.is(r[6].error?.code, 'E_NOT_FOUND');
+  const logged = shared.logs.filter((l) => l.msg === 'request rejected' && /appears twice/.test(String(l.message)));
+  t.is(logged.length, 4, 'each refusal is logged');
+});
+
 test('create is checked at receipt: missing or down interfaces (E_IFACE) and protected hosts (E_PROTECTED)', async (t) => {
   const create = (over: object) => ({ v: 1, op: 'create', engid: 'ENG', sniffIf: 'nosuch0', resetIf: 'lo', host: '198.51.100.9', duration: 60, ...over });
   const r1 = await shared.request(create({}));

@@ -2,13 +2,13 @@
  * The control protocol between `tcpreset` and `tcpresetd`: one JSON object
  * per '\n'-terminated UTF-8 line on a Unix stream socket, one response line
  * per request line (docs/design.md, "Control protocol"). Pure: no I/O, imports only errors and
- * validate (and the shared types of core/model.ts), so both the light CLI and the daemon use it.
+ * validate, jsonkeys (and the shared types of core/model.ts), so both the light CLI and the daemon use it.
  *
  * Error codes of parse failures:
  *  - E_PROTOCOL: the line is not a protocol message at all (too long, not
  *    JSON, not an object, wrong or missing "v").
  *  - E_USAGE: a well-formed message asks for something malformed (unknown
- *    op, missing or unknown field, a field of the wrong JSON type).
+ *    op, missing, unknown or repeated field, a field of the wrong JSON type).
  *  - E_INVALID: a field has the right type but a bad value (core/validate.ts).
  * Every message names the field.
  */
@@ -16,6 +16,7 @@ import { TcpresetError, UsageError, ValidationError, showValue, type ErrorCode, 
 import { validateDuration, validateEngid, validateHost, validateIfname, validatePort } from '../core/validate.js';
 import type { IfaceRole, InjectMode, IsoTime, JobCounters, JobFields, SniffTraffic } from '../core/model.js';
 import type { Host } from '../core/addr.js';
+import { findDuplicateKey, formatKeyPath } from '../core/jsonkeys.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 /** Longest request line, '\n' excluded. */
@@ -333,7 +334,26 @@ function protocolError(message: string, details?: ErrorDetails): TcpresetError {
   return new TcpresetError('E_PROTOCOL', message, details ? { details } : {});
 }
 
-function parseJsonObject(line: string, what: string, limit: number): Record<string, unknown> {
+/**
+ * A request with a key written twice in one object: E_USAGE, details
+ * {field: the key path, column}. JSON.parse keeps the last value, so
+ * {"host":"A",...,"host":"B"} would act on B while a log or proxy that reads
+ * the first one shows A. Requests only (the client trusts its daemon), and
+ * kept out of parseJsonObject so the CLI bundle, which parses responses only,
+ * does not carry the scanner.
+ */
+function rejectDuplicateKeys(text: string, what: string): void {
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    const field = formatKeyPath(dup.path);
+    throw new UsageError(`field "${field}" appears twice in the ${what} (columns ${dup.firstOffset + 1} and ${dup.offset + 1}); send each field once`, {
+      details: { field, column: dup.offset + 1 },
+    });
+  }
+}
+
+/** `checkText` runs on the line's text once JSON.parse has accepted it, before any field is looked at. */
+function parseJsonObject(line: string, what: string, limit: number, checkText?: (text: string, what: string) => void): Record<string, unknown> {
   if (typeof line !== 'string') throw protocolError(`${what} is not text`);
   const text = line.endsWith('\n') ? line.slice(0, -1) : line;
   const bytes = Buffer.byteLength(text, 'utf8');
@@ -345,6 +365,8 @@ function parseJsonObject(line: string, what: string, limit: number): Record<stri
   } catch (err) {
     throw new TcpresetError('E_PROTOCOL', `${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
+  // Before any field check: {"v":2,"v":1} is refused for the duplicate, not for version 2.
+  checkText?.(text, what);
   if (!isPlainObject(parsed)) throw protocolError(`${what} must be a JSON object`);
   if (!('v' in parsed)) throw protocolError(`${what} lacks the protocol version field "v"`);
   if (parsed.v !== PROTOCOL_VERSION) {
@@ -416,7 +438,7 @@ function optionalPort(o: Record<string, unknown>): number | undefined {
  * the daemon applies its configured maximum.
  */
 export function parseRequest(line: string): Request {
-  const o = parseJsonObject(line, 'request', MAX_LINE_BYTES);
+  const o = parseJsonObject(line, 'request', MAX_LINE_BYTES, rejectDuplicateKeys);
   const id = checkId(o.id);
   if (!('op' in o)) throw new UsageError('request lacks the field "op"', { details: { field: 'op' } });
   if (typeof o.op !== 'string' || !(OPS as readonly string[]).includes(o.op)) {

@@ -24,6 +24,8 @@ test('keys compare decoded (as JSON.parse does); strings holding braces, commas,
   t.is(findDuplicateKey('{"host": "a", "h\\u006fst": "b"}')?.key, 'host');
   t.is(findDuplicateKey('{"a\\"b": 1, "a\\"b": 2}')?.key, 'a"b');
   t.is(findDuplicateKey('{"a\\\\": 1, "b": "\\\\", "c": 1}'), undefined, 'an escaped backslash before the closing quote');
+  t.is(findDuplicateKey('{"a\\\\\\"": 1, "b": "\\\\\\\\", "a\\\\\\"": 2}')?.key, 'a\\"', 'odd and even runs of backslashes before a quote');
+  t.is(findDuplicateKey(`{"x": "${'a'.repeat(70000)}\\"}", "x": 1}`)?.offset, 70013, 'a long value is skipped, its escaped quote included');
   t.is(findDuplicateKey('{"a": "{\\"a\\": 1, \\"a\\": 2}", "b": "}, \\"a\\": ["}'), undefined);
   t.is(findDuplicateKey('{"a": "x", "b": "a"}'), undefined, 'a value equal to a key');
   t.is(findDuplicateKey('["a", "a", {"a": 1}]'), undefined, 'array elements are not keys');

@@ -49,33 +49,32 @@ const COMMA = 0x2c;
  * Cost: linear in the text; no allocation for text without objects.
  */
 export function findDuplicateKey(text: string, ignore?: (key: string) => boolean): DuplicateKey | undefined {
-  const n = text.length;
   const stack: Frame[] = [];
   let top: Frame | undefined;
   // In an object, right after '{' or ',': the next string is a key.
   let expectKey = false;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === QUOTE) {
+      // The closing quote is the next one after an even run of backslashes. indexOf skips a
+      // long string ~4x faster than a charCodeAt loop (65 kB value: 144 -> ~35 us); each
+      // backslash is looked at once, by the one quote it precedes.
       const start = i;
-      let escaped = false;
-      for (i++; i < n; i++) {
-        const d = text.charCodeAt(i);
-        if (d === QUOTE) break;
-        if (d === BACKSLASH) {
-          escaped = true;
-          i++;
-        }
+      for (;;) {
+        i = text.indexOf('"', i + 1);
+        if (i === -1) return undefined; // unterminated: not JSON
+        let b = i - 1;
+        while (b > start && text.charCodeAt(b) === BACKSLASH) b--;
+        if ((i - 1 - b) % 2 === 0) break;
       }
       if (!expectKey || top === undefined || top.keys === null) continue;
       expectKey = false;
-      let key: string;
-      if (!escaped) key = text.slice(start + 1, i);
-      else {
+      let key = text.slice(start + 1, i);
+      if (key.includes('\\')) {
         try {
           key = JSON.parse(text.slice(start, i + 1)) as string;
         } catch {
-          key = text.slice(start + 1, i); // not valid JSON after all: compare the raw text
+          // not valid JSON after all: compare the raw text
         }
       }
       top.at = key;

@@ -412,6 +412,7 @@ test('human output: one line per result, aligned list, status summary', async (t
     dataPlaneFailures: 0,
     memory: { rss: 80, heapUsed: 10, heapTotal: 20, external: 1, arrayBuffers: 1 },
     state: { path: '/var/lib/tcpreset/jobs.json', journalRecords: 2, snapshotJobs: 0, compactions: 0, appends: 2, saveFailures: 0, droppedAtLoad: 0 },
+    config: { file: '/etc/tcpreset/config.json', reloads: { applied: 1, refused: 0 } },
     connections: 1,
     requests: 7,
   };

@@ -372,6 +372,54 @@ test.serial('SIGHUP with a key written twice is refused naming it, and the old c
   t.deepEqual(await d.stop(), { code: 0, signal: null });
 });
 
+test.serial('a refused reload is a config FAULT in tcpreset status (text and --json) and counted in tcpreset_config_reloads_total until a reload applies', async (t) => {
+  const port = await freePort();
+  const base = { maxDurationSec: 3600, metricsListen: `127.0.0.1:${port}` };
+  const d = await startDaemon({ config: base });
+  t.teardown(() => d.stop());
+  const cfg = join(d.dir, 'config.json');
+  const status = async (): Promise<{ text: string; json: Record<string, any> }> => {
+    const text = await cliSync(['status', '--socket', d.socket]);
+    const json = await cliSync(['status', '--json', '--socket', d.socket]);
+    t.is(text.status, 0, text.stderr);
+    t.is(json.status, 0, json.stderr);
+    return { text: text.stdout, json: JSON.parse(json.stdout) };
+  };
+  const reloads = async (): Promise<[number | undefined, number | undefined]> => {
+    const m = samples((await get(`http://127.0.0.1:${port}/metrics`)).body);
+    return [m.get('tcpreset_config_reloads_total{result="applied"}'), m.get('tcpreset_config_reloads_total{result="refused"}')];
+  };
+
+  // At start: no fault, both counts 0 (the series exist before the first reload).
+  const start = await status();
+  t.deepEqual(start.json.config, { file: cfg, reloads: { applied: 0, refused: 0 } });
+  t.false(start.text.includes('config:'), start.text);
+  t.deepEqual(await reloads(), [0, 0]);
+
+  writeFileSync(cfg, JSON.stringify({ ...base, maxDurationSec: 0 }));
+  const before = Date.now();
+  const refused = await hup(d);
+  const why = `config ${cfg}: maxDurationSec 0: must be an integer 1..2592000`;
+  t.is(refused.msg, `configuration reload refused: ${why}; the running configuration stays`);
+  const bad = await status();
+  t.deepEqual(bad.json.config, { file: cfg, reloads: { applied: 0, refused: 1 }, fault: { message: why, file: cfg, at: bad.json.config.fault.at } });
+  const at = Date.parse(bad.json.config.fault.at);
+  t.true(at >= before - 1000 && at <= Date.now(), `refused at ${bad.json.config.fault.at}`);
+  t.true(bad.text.split('\n').includes(`config: FAULT reload of ${cfg} refused at ${bad.json.config.fault.at}: ${why}; the running configuration stays`), bad.text);
+  t.deepEqual(await reloads(), [0, 1]);
+  t.is((await d.request(createReq('198.51.100.5', 100))).error?.code, 'E_IFACE', 'the old maximum (3600 s) is still in force');
+
+  // Positive control: the file fixed (and a new limit in it), the next reload applies and clears the fault.
+  writeFileSync(cfg, JSON.stringify({ ...base, maxDurationSec: 50 }));
+  t.is((await hup(d)).msg, 'configuration reloaded');
+  const good = await status();
+  t.deepEqual(good.json.config, { file: cfg, reloads: { applied: 1, refused: 1 } });
+  t.false(good.text.includes('config:'), good.text);
+  t.deepEqual(await reloads(), [1, 1], 'counters keep their value after the fault clears');
+  t.regex((await d.request(createReq('198.51.100.5', 100))).error?.message ?? '', /exceeds the maximum of 50 s/);
+  t.deepEqual(await d.stop(), { code: 0, signal: null });
+});
+
 ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job whose host the new configuration protects', async (t) => {
   const ns = await sensorNetns(t);
   const d = await startDaemon({ netns: ns, config: { protected: [] } });

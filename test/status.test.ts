@@ -16,6 +16,7 @@ function sources(over: Partial<StatusSources> = {}): StatusSources {
     version: '9.9.9', pid: 77, startedAt: 1_000, now: 6_000, enforcer: undefined,
     usage: { jobs: 0, groups: [] }, watch: [], dataPlaneFault: null, dataPlaneFailures: 0,
     state: { path: '/s/jobs.json', journalRecords: 0, snapshotJobs: 0, compactions: 0, appends: 0, saveFailures: 0, droppedAtLoad: 0 },
+    config: { file: '/etc/tcpreset/config.json', reloads: { applied: 0, refused: 0 } },
     history: undefined, metrics: undefined, connections: 2, requests: 5,
     memory: { rss: 104857600, heapTotal: 52428800, heapUsed: 5242880, external: 1048576, arrayBuffers: 209716 },
     ...over,

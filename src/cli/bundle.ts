@@ -49,6 +49,7 @@ const TRAINING_STATUS: StatusResult = {
   jobs: 1, targets: 1, faultyJobs: 0, dataPlane: 'open', dataPlaneFailures: 0,
   memory: { rss: 1, heapUsed: 1, heapTotal: 1, external: 1, arrayBuffers: 1 },
   state: { path: '/var/lib/tcpreset/jobs.json', journalRecords: 1, snapshotJobs: 0, compactions: 0, appends: 1, saveFailures: 0, droppedAtLoad: 0 },
+  config: { file: '/etc/tcpreset/config.json', reloads: { applied: 0, refused: 1 }, fault: { message: 'config /etc/tcpreset/config.json: x', file: '/etc/tcpreset/config.json', at: '1970-01-01T00:00:00.000Z' } },
   connections: 1, requests: 1,
 };
 

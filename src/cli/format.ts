@@ -97,6 +97,9 @@ export function formatStatus(r: StatusResult): string {
   // Typed as this daemon sends it; a daemon of another version (or a stand-in) may send less, and what is absent is not printed.
   const st = r.state as StatusResult['state'] | undefined;
   if (st?.fault) out.push(`saved jobs: FAULT ${st.fault}; job changes are in force but will not survive a daemon restart`);
+  // Absent from a daemon of an older version.
+  const cf = (r.config as StatusResult['config'] | undefined)?.fault;
+  if (cf) out.push(`config: FAULT reload of ${cf.file} refused at ${cf.at}: ${cf.message}; the running configuration stays`);
   if (r.metrics?.error) out.push(`metrics: FAULT ${r.metrics.error}${r.metrics.textfileFailures ? ` (${r.metrics.textfileFailures} failed textfile write(s))` : ''}`);
   const h = r.history;
   if (h?.fault) out.push(`history: FAULT ${h.fault}; written when the disk takes them`);

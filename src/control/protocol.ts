@@ -227,6 +227,23 @@ export interface MetricsStatus {
   textfileFailures?: number;
   error?: string;
 }
+/**
+ * The configuration file and its reloads (SIGHUP, systemctl reload): the
+ * daemon's main.ts counts them and keeps the last refusal.
+ */
+export interface ConfigStatus {
+  /** The file the daemon reads (--config; absent: defaults apply). */
+  file: string;
+  /** Reloads since start: applied (the file validated) and refused (it did not; the running configuration stayed). */
+  reloads: { applied: number; refused: number };
+  /**
+   * Set while the running configuration is older than a file a reload
+   * refused: why (the text of the "configuration reload refused" log line),
+   * the file, and when (ISO) the last refusal was. The next applied reload
+   * clears it.
+   */
+  fault?: { message: string; file: string; at: string };
+}
 /** The job history (daemon/history.ts). */
 export interface HistoryStatus {
   path: string;
@@ -274,6 +291,7 @@ export interface StatusResult {
   /** The daemon's process.memoryUsage(), MiB with one decimal. */
   memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number };
   state: StateStatus;
+  config: ConfigStatus;
   /** Absent when historyMaxRecords is 0. */
   history?: HistoryStatus;
   /** Control connections open now. */

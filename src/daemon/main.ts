@@ -212,6 +212,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     config: loaded.config,
     protectedEntries: loaded.protectedEntries,
     log: logger,
+    configFile: flags.config,
   });
 
   const stop = (reason: string, code: number): void => {
@@ -233,6 +234,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
       next = loadConfig(flags.config, configGiven);
     } catch (err) {
       logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
+      daemon.reloadRefused((err as Error).message);
       return;
     }
     // --watch adds to the file's list on reload as at start: without it, every SIGHUP warned that "watch changed".
@@ -241,6 +243,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
         next.config.watch = validateWatch([...next.config.watch, ...flags.watch], '--watch');
       } catch (err) {
         logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
+        daemon.reloadRefused((err as Error).message);
         return;
       }
     }

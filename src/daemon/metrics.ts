@@ -33,6 +33,8 @@ export interface StatusView {
   dataPlaneFailures: number;
   history?: { unwritten: number; writeFailures: number; lost: number };
   metrics?: { textfileFailures?: number };
+  /** Configuration reloads since start (status config.reloads). */
+  config?: { reloads: { applied: number; refused: number } };
   /** Create-time sweeps since start (Enforcer): connections found open (known) and of those verified dead. */
   sweep?: { known: number; verified: number };
   /** Flows reset since start (Enforcer flowsReset). */
@@ -194,6 +196,10 @@ export function createRegistry(src: MetricsSource, events: JobEventCounts): Regi
   counter(reg, 'tcpreset_history_write_failures_total', 'Failed writes of the job history file (e.g. a full disk); its records wait in memory.', [], (c) => c.inc(status().history?.writeFailures ?? 0));
   gauge(reg, 'tcpreset_history_unwritten_records', 'Job history records waiting in memory for the disk (0 when the file takes them).', [], (g) => g.set(status().history?.unwritten ?? 0));
   counter(reg, 'tcpreset_history_records_lost_total', 'Job history records dropped because more waited for the disk than memory holds.', [], (c) => c.inc(status().history?.lost ?? 0));
+  counter(reg, 'tcpreset_config_reloads_total', 'Configuration reloads (SIGHUP, systemctl reload) since the daemon started, by result: "applied" (the file validated) or "refused" (it did not: the running configuration stays, and tcpreset status shows a config FAULT until a reload is applied).', ['result'], (c) => {
+    c.inc({ result: 'applied' }, status().config?.reloads.applied ?? 0);
+    c.inc({ result: 'refused' }, status().config?.reloads.refused ?? 0);
+  });
   counter(reg, 'tcpreset_metrics_textfile_failures_total', 'Failed writes of the metrics textfile (metricsTextfile); the last error is in tcpreset status.', [], (c) => c.inc(status().metrics?.textfileFailures ?? 0));
   const perJob = (name: string, help: string, pick: (j: Job) => number): void =>
     counter(reg, name, help, ['job_id', 'engid'], (c) => {

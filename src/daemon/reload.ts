@@ -8,7 +8,7 @@
 import type { DaemonConfig } from './config.js';
 import type { ProtectedEntry } from './protect.js';
 import type { InjectMode, LogSink } from '../core/model.js';
-import type { Job } from '../control/protocol.js';
+import type { ConfigStatus, Job } from '../control/protocol.js';
 
 /**
  * Keys a reload applies. The event thread's settings (eventThreads,
@@ -95,4 +95,36 @@ export function applyReload(t: ReloadTarget, running: DaemonConfig, next: Daemon
     }
   }
   return { applied, needRestart, ended, config };
+}
+
+/**
+ * The reloads since start and the last refusal, for status (ConfigStatus)
+ * and the metrics (tcpreset_config_reloads_total). A refused reload is
+ * otherwise one log line: the operator who ran `systemctl reload` (or sent
+ * SIGHUP) would not learn from status that the file on disk is not what
+ * runs. The fault stays until a reload is applied.
+ */
+export class ReloadRecord {
+  applied = 0;
+  refused = 0;
+  private fault: { message: string; file: string; at: string } | null = null;
+
+  /** `file`: the configuration file the daemon reads (--config). */
+  constructor(readonly file: string) {}
+
+  /** A reload refused: `message` is the reason as logged (the validation error naming file, key and value); `now` epoch ms. */
+  refuse(message: string, now = Date.now()): void {
+    this.refused++;
+    this.fault = { message, file: this.file, at: new Date(now).toISOString() };
+  }
+
+  /** A reload applied: the running configuration is the file's again. */
+  apply(): void {
+    this.applied++;
+    this.fault = null;
+  }
+
+  status(): ConfigStatus {
+    return { file: this.file, reloads: { applied: this.applied, refused: this.refused }, ...(this.fault ? { fault: { ...this.fault } } : {}) };
+  }
 }

@@ -22,7 +22,7 @@ import { ControlServer, socketActivationFd, type Peer } from './server.js';
 import { StateStore } from './state.js';
 import { StateDirLock } from './lockfile.js';
 import { DataPlaneHealth } from './dataplane-health.js';
-import { applyReload, type ReloadOutcome } from './reload.js';
+import { applyReload, ReloadRecord, type ReloadOutcome } from './reload.js';
 import type { LoadedConfig } from './config.js';
 import type { LogLevel } from './log.js';
 import { JobEventCounts } from './job-events.js';
@@ -47,6 +47,8 @@ export interface DaemonOptions {
   config: DaemonConfig;
   protectedEntries: ProtectedEntry[];
   log: LogSink;
+  /** The configuration file (--config), named in status; default "(none)". */
+  configFile?: string;
   clock?: Clock;
   /** Opens the data plane; default: Enforcer.open (loaded lazily). */
   openEnforcer?: (log: LogSink) => Enforcer;
@@ -78,9 +80,12 @@ export class Daemon {
   /** What was cut and when (history.ts). */
   readonly history: History;
   private metrics: MetricsExporter | undefined;
+  /** Reloads applied and refused, and the refusal in force (status config). */
+  readonly reloads: ReloadRecord;
 
   constructor(opts: DaemonOptions) {
     this.o = opts;
+    this.reloads = new ReloadRecord(opts.configFile ?? '(none)');
     this.log = opts.log;
     this.dataPlaneHealth = new DataPlaneHealth(opts.log);
     this.history = new History(opts.stateDir, opts.log, opts.config.historyMaxRecords);
@@ -216,10 +221,19 @@ export class Daemon {
       setActivity: (c) => this.activity.configure(c),
     }, this.o.config, loaded.config, loaded.protectedEntries);
     this.o.config = out.config;
+    this.reloads.apply();
     this.notifier?.notify('READY=1');
     this.log.info({ config: loaded.source ?? '(defaults: no file)', applied: out.applied, needRestart: out.needRestart, ended: out.ended }, 'configuration reloaded');
     if (out.applied.includes('logLevel')) setLogLevel?.(out.config.logLevel);
     return out;
+  }
+
+  /**
+   * A reload refused (the file did not validate; the caller logged why at
+   * error): counted, and a config fault in status until a reload applies.
+   */
+  reloadRefused(message: string): void {
+    if (!this.stopping) this.reloads.refuse(message);
   }
 
   /**
@@ -449,6 +463,7 @@ export class Daemon {
       dataPlaneFault: this.dataPlaneHealth.view(),
       dataPlaneFailures: this.dataPlaneHealth.failures,
       state: this.store.stats(),
+      config: this.reloads.status(),
       history: this.history.enabled ? this.history.status() : undefined,
       metrics: this.metrics?.status(),
       connections: this.server?.connections ?? 0,

@@ -12,7 +12,7 @@
  * other I/O. O(interfaces + interface groups), never O(jobs): status is
  * polled at 100,000 jobs.
  */
-import type { HistoryStatus, InterfaceStatus, MetricsStatus, StateStatus, StatusResult } from '../control/protocol.js';
+import type { ConfigStatus, HistoryStatus, InterfaceStatus, MetricsStatus, StateStatus, StatusResult } from '../control/protocol.js';
 import type { EnforcerStatus } from '../dataplane/types.js';
 import { interfaceFault } from '../net/ifaces.js';
 import { COUNTER_NAMES } from '../bpf/contract.js';
@@ -41,6 +41,8 @@ export interface StatusSources {
   dataPlaneFault: DataPlaneFaultView | null;
   dataPlaneFailures: number;
   state: StateStatus;
+  /** The configuration file's reloads and the refusal in force (reload.ts ReloadRecord). */
+  config: ConfigStatus;
   /** Undefined when the daemon keeps no history. */
   history: HistoryStatus | undefined;
   /** Undefined when no exporter is configured. */
@@ -78,6 +80,7 @@ export function buildStatus(src: StatusSources): StatusResult {
     dataPlaneFailures: src.dataPlaneFailures,
     memory: memoryMb(src.memory),
     state: src.state,
+    config: src.config,
     ...(src.history ? { history: src.history } : {}),
     connections: src.connections,
     ...(src.metrics ? { metrics: src.metrics } : {}),

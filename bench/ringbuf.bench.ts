@@ -23,26 +23,13 @@ import { RingReader, type OnRecord } from '../src/bpf/ringbuf.js';
 import { MAP_EVENTS, MAP_TARGETS, PORT_ANY, decodeEvent, encodeTargetKey, encodeTargetValue } from '../src/bpf/contract.js';
 import * as L from '../src/native/libbpf.js';
 import { median, roundSummary, summarize } from '../testkit/stats.js';
+import { ACK, PSH, tcpFrame } from '../testkit/frames.js';
 
 const HOST = [10, 9, 8, 7];
 
+/** PSH|ACK HOST:40000 -> 10.9.8.1:443 with 10 zero bytes of payload, window 0 and no TCP checksum (XDP checks neither). */
 function frame(seq: number): Uint8Array {
-  const f = new Uint8Array(14 + 20 + 20 + 10);
-  const dv = new DataView(f.buffer);
-  f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], 0);
-  dv.setUint16(12, 0x0800);
-  f[14] = 0x45;
-  dv.setUint16(16, 50);
-  f[22] = 64;
-  f[23] = 6;
-  f.set(HOST, 26);
-  f.set([10, 9, 8, 1], 30);
-  dv.setUint16(34, 40000);
-  dv.setUint16(36, 443);
-  dv.setUint32(38, seq >>> 0);
-  f[46] = 5 << 4;
-  f[47] = 0x18;
-  return f;
+  return tcpFrame({ src: Uint8Array.from(HOST), dst: '10.9.8.1', sport: 40000, dport: 443, seq, flags: PSH | ACK, window: 0, payload: new Uint8Array(10), noChecksum: true }).bytes;
 }
 
 function runFrame(progFd: number, f: Uint8Array): void {

@@ -26,12 +26,14 @@ import { Enforcer } from '../src/dataplane/enforcer.js';
 import { Sender } from '../src/net/sender.js';
 import { ownedNetnsSync } from '../testkit/lab/netns.js';
 import { median } from '../testkit/stats.js';
+import { tcpFrame } from '../testkit/frames.js';
 
 const SIZES = (process.env.SIZES ?? '1,1000,16000').split(',').map(Number);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const PEER = '192.0.2.20';
 const hostOf = (i: number): string => `192.0.2.${100 + i}`;
 const PEER_MAC = '02:00:00:00:00:20';
+const HOST_MAC = '02:00:00:00:00:10';
 
 function ip(...a: string[]): void {
   const r = spawnSync('ip', a, { encoding: 'utf8' });
@@ -58,25 +60,15 @@ if (!process.env.SWEEP_BENCH_INSIDE) {
   await inside();
 }
 
-function frame(src: number[], dst: number[], sport: number): Uint8Array {
-  const f = new Uint8Array(14 + 20 + 20);
-  const dv = new DataView(f.buffer);
-  f.set([2, 0, 0, 0, 0, 0x20, 2, 0, 0, 0, 0, 0x10], 0);
-  dv.setUint16(12, 0x0800);
-  f[14] = 0x45;
-  dv.setUint16(16, 40);
-  f[22] = 64;
-  f[23] = 6;
-  f.set(src, 26);
-  f.set(dst, 30);
-  dv.setUint16(34, sport);
-  dv.setUint16(36, 443);
-  dv.setUint32(38, (Math.random() * 2 ** 32) >>> 0);
-  dv.setUint32(42, (Math.random() * 2 ** 32) >>> 0);
-  f[46] = 0x50;
-  f[47] = 0x10;
-  dv.setUint16(48, 502);
-  return f;
+/**
+ * An ACK segment host:sport -> PEER:443 in a frame to PEER_MAC, random
+ * seq/ack, window 502, no TCP checksum (as this bench's frames always were:
+ * XDP does not check it).
+ */
+function frame(host: string, sport: number): Uint8Array {
+  const seq = (Math.random() * 2 ** 32) >>> 0;
+  const ack = (Math.random() * 2 ** 32) >>> 0;
+  return tcpFrame({ src: host, dst: PEER, sport, dport: 443, seq, ack, window: 502, noChecksum: true, smac: HOST_MAC, dmac: PEER_MAC }).bytes;
 }
 
 async function inside(): Promise<void> {
@@ -97,7 +89,7 @@ async function inside(): Promise<void> {
         const host = hostOf(hostNo++);
         const before = e.counters().fmNew;
         for (let i = 0; i < n; i++) {
-          const f = frame(host.split('.').map(Number), PEER.split('.').map(Number), 1024 + i);
+          const f = frame(host, 1024 + i);
           inject.enqueue({ family: 4, packet: f.subarray(14), frame: f });
         }
         inject.flush();

@@ -2,6 +2,7 @@ import test from 'ava';
 import { MP_CAPABLE, MP_KEY0, MP_KEY1, MP_SEEN, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpEvent } from '../src/bpf/contract.js';
 import { DEFAULT_TTL, MP_FASTCLOSE_LEN, forgeResets, l2Frame, type RstPacket } from '../src/packet/forge.js';
 import { ipv4HeaderChecksum, tcpChecksumV4, tcpChecksumV6 } from '../src/packet/checksum.js';
+import { xorshift32 } from '../testkit/rng.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, hasTshark, tsharkDecode } from '../testkit/tshark.js';
 
 const V4A = Uint8Array.from([192, 0, 2, 10]);
@@ -326,14 +327,7 @@ test('packets never share bytes, and stay intact while later ones are forged (sl
 });
 
 test('header and TCP checksums equal checksum.ts over the bytes, for random events', (t) => {
-  let x = 0x9e3779b9;
-  const rnd = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0);
-  };
+  const rnd = xorshift32(0x9e3779b9);
   const flagSets = [TCP_ACK, TCP_ACK | TCP_PSH, TCP_SYN, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK, TCP_FIN, 0];
   for (let i = 0; i < 5000; i++) {
     const family = i & 1 ? 6 : 4;

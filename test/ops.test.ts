@@ -16,9 +16,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { createLab } from '../testkit/lab/lab.js';
 import { History } from '../src/daemon/history.js';
-import { connectOnce, connectOutcome, startClient, startServer } from '../testkit/lab/peer-control.js';
+import { connectOnce, connectOutcome, startServer } from '../testkit/lab/peer-control.js';
 import { CLI_BIN, DAEMON_BIN, connect, readUntilClose, sendLines, sensorNetns, startDaemon, worldReadableBuild, type DaemonProc } from '../testkit/daemon.js';
 import { sleep } from '../testkit/time.js';
+import { idleSession, setupWatched } from './helpers/service-lab.js';
 
 const pserial: typeof test.serial = isRoot || process.env.CI ? test.serial : (test.skip as unknown as typeof test.serial);
 const tmp = (what: string): string => mkdtempSync(join(tmpdir(), `tcpresetd-ops-${what}-`));
@@ -775,15 +776,10 @@ pserial('metrics during enforcement: per-job and global counters move with real 
 
 // Serial: a lab (see above).
 pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sweep") beside the event path (kind="event"), and stay, monotonic, after the last job on the interface ends, though no scrape saw them before', async (t) => {
-  const lab = await createLab();
-  t.teardown(() => lab.destroy());
-  const d = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(() => d.stop());
-  const server = await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  const ctx = await setupWatched(t);
+  const { lab, daemon: d } = ctx;
   // An idle session the flow memory knows (--watch): the create's sweep resets it.
-  const idle = await startClient(lab, lab.ns.client, lab.hosts.server.v4, 5001, 'interactive', { intervalMs: 600_000 });
-  const con = await idle.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  await server.waitFor((e) => e.ev === 'accept' && e.rport === con.lport, 5000, 'accept');
+  await idleSession(ctx, lab.hosts.server.v4);
   const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
   const job = async (): Promise<{ id: string; flows?: { known: number } }> => {
     const r = await cliSync(['ENG-K', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', lab.hosts.client.v4, '-d', '60', '--json', '--socket', d.socket]);
@@ -835,15 +831,10 @@ pserial('metrics: RSTs per reset interface count the create-time sweep (kind="sw
 
 // Serial: a lab (see above).
 pserial('metrics: tcpreset_reaction_latency_seconds counts exactly the job\'s hits (buckets cumulative, +Inf = _count, _sum from real latencies); tcpreset_flows_verified_total and tcpreset_flows_reset_total count a verified sweep and an event-path kill, and stay after the job ends', async (t) => {
-  const lab = await createLab();
-  t.teardown(() => lab.destroy());
-  const d = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(() => d.stop());
-  const server = await startServer(lab, lab.ns.server, [{ port: 5001, mode: 'echo' }]);
+  const ctx = await setupWatched(t);
+  const { lab, daemon: d } = ctx;
   // An idle session the flow memory knows (--watch): the create's sweep resets it and its probes verify it dead.
-  const idle = await startClient(lab, lab.ns.client, lab.hosts.server.v4, 5001, 'interactive', { intervalMs: 600_000 });
-  const con = await idle.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  await server.waitFor((e) => e.ev === 'accept' && e.rport === con.lport, 5000, 'accept');
+  await idleSession(ctx, lab.hosts.server.v4);
   const probe = () => connectOnce(lab, lab.ns.client, lab.hosts.server.v4, 5001, { timeoutMs: 1500, holdMs: 300 });
   t.true((await probe()).ok, 'the lab works before any job');
   const scrape = async (): Promise<Map<string, number>> => samples((await cliSync(['metrics', '--socket', d.socket])).stdout);

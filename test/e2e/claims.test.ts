@@ -19,31 +19,18 @@
  */
 import type { ExecutionContext } from 'ava';
 import { ptest } from '../helpers/privileged.js';
-import { startDaemon } from '../../testkit/daemon.js';
-import { cli, createArgs, expectKilled, jsonCli, session, type Ctx, type Session } from '../helpers/service-lab.js';
+import { ECHO_PORT, OTHER_PORT, cli, createArgs, expectKilled, jsonCli, session, setup as labSetup, type Ctx, type Session } from '../helpers/service-lab.js';
 import { expectResetAfterHandshake, expectWorks, probe } from '../helpers/verdict.js';
-import { createLab, type LabOptions } from '../../testkit/lab/lab.js';
-import { connectOnce, connectOutcome, startServer, type PeerEvent } from '../../testkit/lab/peer-control.js';
+import type { LabOptions } from '../../testkit/lab/lab.js';
+import { connectOnce, connectOutcome, type PeerEvent } from '../../testkit/lab/peer-control.js';
 import { Capture } from '../../testkit/capture.js';
 import { sleep, wallMs } from '../../testkit/time.js';
 import { startTrafgen, tcpFrameConfig } from '../../testkit/trafgen.js';
 import { join } from 'node:path';
 
-const ECHO_PORT = 5001;
-const OTHER_PORT = 5003;
-
-async function setup(t: ExecutionContext, labOpts: LabOptions = {}): Promise<Ctx> {
-  const lab = await createLab(labOpts);
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000 } });
-  t.teardown(async () => {
-    await daemon.stop();
-  });
-  const server = await startServer(lab, lab.ns.server, [
-    { port: ECHO_PORT, mode: 'echo' },
-    { port: OTHER_PORT, mode: 'echo' },
-  ]);
-  return { t, lab, daemon, server };
+/** The shared lab with the second echo port: -p scoping needs a port the job leaves alone. */
+function setup(t: ExecutionContext, labOpts: LabOptions = {}): Promise<Ctx> {
+  return labSetup(t, labOpts, undefined, [ECHO_PORT, OTHER_PORT]);
 }
 
 /** Neither end of `s` saw an error, and its client still gets echoes 300 ms and more after `since`. */

@@ -18,43 +18,20 @@ import { join } from 'node:path';
 import { startTrafgen, tcpFrames } from '../../testkit/trafgen.js';
 import { ptest } from '../helpers/privileged.js';
 import { startDaemon } from '../../testkit/daemon.js';
-import { cli, createArgs, expectKilled, type Ctx } from '../helpers/service-lab.js';
-import { createLab, type Lab } from '../../testkit/lab/lab.js';
-import { connectionAttempts, startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
+import { ECHO_PORT, OTHER_PORT, cli, createArgs, expectKilled, jsonCli, session as labSession, setup as labSetup, type Ctx, type Session } from '../helpers/service-lab.js';
+import type { Lab } from '../../testkit/lab/lab.js';
+import { connectionAttempts } from '../../testkit/lab/peer-control.js';
 import { expectResetAfterHandshake, expectWorks, probe, type Probe } from '../helpers/verdict.js';
 import { sleep, wallMs as wall } from '../../testkit/time.js';
 
-const ECHO_PORT = 5001;
-const OTHER_PORT = 5003;
-
-async function setup(t: ExecutionContext, config: (lab: Lab) => object = () => ({})): Promise<Ctx> {
-  const lab = await createLab();
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000, ...config(lab) } });
-  t.teardown(async () => {
-    await daemon.stop();
-  });
-  const server = await startServer(lab, lab.ns.server, [
-    { port: ECHO_PORT, mode: 'echo' },
-    { port: OTHER_PORT, mode: 'echo' },
-  ]);
-  return { t, lab, daemon, server };
+/** The shared lab with the second echo port: -p makes another job, for a port the first leaves alone. */
+function setup(t: ExecutionContext, config?: (lab: Lab) => object): Promise<Ctx> {
+  return labSetup(t, {}, config, [ECHO_PORT, OTHER_PORT]);
 }
 
-async function jsonCli<T = any>(ctx: Ctx, args: string[]): Promise<T> {
-  const r = await cli(ctx, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`tcpreset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-/** An interactive session client -> server with echoes flowing; returns the client and the server's id for it. */
-async function session(ctx: Ctx, fam: 'v4' | 'v6', port = ECHO_PORT): Promise<{ client: Peer; serverConn: string }> {
-  const { lab, server } = ctx;
-  const client = await startClient(lab, lab.ns.client, lab.hosts.server[fam], port, 'interactive', { reportMs: 50 });
-  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
-  await client.waitFor((e) => e.ev === 'progress' && (e.rx ?? 0) >= 32, 5000, 'echoes');
-  return { client, serverConn: acc.conn! };
+/** An interactive session client -> server (of family `fam`) with echoes flowing. */
+function session(ctx: Ctx, fam: 'v4' | 'v6', port = ECHO_PORT): Promise<Session> {
+  return labSession(ctx, ctx.lab.hosts.server[fam], port);
 }
 
 

@@ -2,17 +2,20 @@
  * The operator's view for end-to-end tests of field cases (tunnelled
  * mirrors, routed peers): the REAL daemon in a lab's sensor namespace, the
  * REAL CLI run there, sessions between lab peers whose kernels report the
- * verdict. Shared with test/e2e/service.test.ts, which builds its lab with a second
- * server port.
+ * verdict. Shared by the e2e tests and the lab tests of ops.test.ts
+ * (setupWatched and idleSession: a --watch daemon and a session only its
+ * flow memory knows, for the create-time sweep).
  */
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { CLI_BIN, startDaemon, type DaemonProc } from '../../testkit/daemon.js';
+import { CLI_BIN, startDaemon, type DaemonProc, type StartOptions } from '../../testkit/daemon.js';
 import { createLab, type Lab, type LabOptions } from '../../testkit/lab/lab.js';
 import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 import { wallMs as wall } from '../../testkit/time.js';
 
 export const ECHO_PORT = 5001;
+/** A second echo port of the server, for jobs scoped to one port (-p) that must leave another alone. */
+export const OTHER_PORT = 5003;
 
 export interface Ctx {
   t: ExecutionContext;
@@ -21,14 +24,32 @@ export interface Ctx {
   server: Peer;
 }
 
-export async function setup(t: ExecutionContext, labOpts: LabOptions = {}, config: (lab: Lab) => object = () => ({})): Promise<Ctx> {
+/**
+ * A lab, bin/tcpresetd in its sensor namespace with `config` (activity
+ * summaries every second unless it says otherwise) and the lab's server
+ * echoing on `ports`; all removed when the test ends.
+ */
+export function setup(t: ExecutionContext, labOpts: LabOptions = {}, config: (lab: Lab) => object = () => ({}), ports: readonly number[] = [ECHO_PORT]): Promise<Ctx> {
+  return start(t, labOpts, (lab) => ({ config: { summaryIntervalMs: 1000, ...config(lab) } }), ports);
+}
+
+/**
+ * The sweep's lab: bin/tcpresetd started with --watch on the sniff
+ * interface (its flow memory on, the default configuration otherwise) and
+ * the server echoing on ECHO_PORT.
+ */
+export function setupWatched(t: ExecutionContext, labOpts: LabOptions = {}): Promise<Ctx> {
+  return start(t, labOpts, (lab) => ({ args: ['--watch', lab.sensor.sniffIf] }), [ECHO_PORT]);
+}
+
+async function start(t: ExecutionContext, labOpts: LabOptions, daemonOpts: (lab: Lab) => StartOptions, ports: readonly number[]): Promise<Ctx> {
   const lab = await createLab(labOpts);
   t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, config: { summaryIntervalMs: 1000, ...config(lab) } });
+  const daemon = await startDaemon({ netns: lab.ns.sensor, ...daemonOpts(lab) });
   t.teardown(async () => {
     await daemon.stop();
   });
-  const server = await startServer(lab, lab.ns.server, [{ port: ECHO_PORT, mode: 'echo' }]);
+  const server = await startServer(lab, lab.ns.server, ports.map((port) => ({ port, mode: 'echo' as const })));
   return { t, lab, daemon, server };
 }
 
@@ -87,6 +108,19 @@ export async function session(ctx: Ctx, dst: string, port = ECHO_PORT, clientNs 
   const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
   const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
   await client.waitFor((e) => e.ev === 'progress' && (e.rx ?? 0) >= 32, 5000, 'echoes');
+  return { client, serverConn: acc.conn! };
+}
+
+/**
+ * A session client -> dst:port that sends nothing after its handshake (a
+ * line every 10 minutes): only the flow memory of a --watch daemon knows
+ * it, so only a create-time sweep can reset it.
+ */
+export async function idleSession(ctx: Ctx, dst: string, port = ECHO_PORT): Promise<Session> {
+  const { lab, server } = ctx;
+  const client = await startClient(lab, lab.ns.client, dst, port, 'interactive', { intervalMs: 600_000 });
+  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
+  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
   return { client, serverConn: acc.conn! };
 }
 

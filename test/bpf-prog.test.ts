@@ -423,6 +423,30 @@ ptest('three VLAN tags (more than TR_MAX_VLANS): no event', (t) => {
 
 // ---------------------------------------------------------------- truncation
 
+/**
+ * `f` cut at each header boundary and at every byte inside its headers
+ * (from 14 bytes: the test run refuses shorter frames): no event, each cut
+ * counted as a packet and not as TCP; then its headers whole, without
+ * payload: one event (the lengths come from IP).
+ */
+function expectCutsSilent(t: ExecutionContext, l: Lab, name: string, f: F.Frame): void {
+  const end = F.headersEnd(f);
+  // Named boundaries first (readable failures), then every length (complete coverage).
+  for (const cut of F.headerCuts(f)) {
+    if (cut.length < 14) continue;
+    assertNoEvent(t, run(l, F.truncate(f, cut.length)), {}, `${name}: ${cut.name} (${cut.length} bytes)`);
+  }
+  let silent = 0;
+  for (let n = 14; n < end; n++) {
+    const r = run(l, F.truncate(f, n));
+    if (r.retval === XDP_PASS && r.events.length === 0 && r.delta.tcp === 0n && r.delta.packets === 1n) silent++;
+    else t.fail(`${name}: ${n} bytes gave retval ${r.retval}, ${r.events.length} events, tcp ${r.delta.tcp}`);
+  }
+  t.is(silent, end - 14, `${name}: every cut silent`);
+  const r = run(l, F.truncate(f, end));
+  t.is(r.events.length, 1, `${name}: headers complete -> event`);
+}
+
 ptest('truncated at every header boundary and every byte inside the headers: no event', (t) => {
   const l = fresh();
   addTarget(l, HOST4);
@@ -438,24 +462,7 @@ ptest('truncated at every header boundary and every byte inside the headers: no 
       tcpOptions: F.tcpOption.mss(1220), payload: F.seqBytes(20),
     })],
   ];
-  for (const [name, f] of frames) {
-    const end = F.headersEnd(f);
-    // Named boundaries first (readable failures), then every length (complete coverage).
-    for (const cut of F.headerCuts(f)) {
-      if (cut.length < 14) continue; // test run refuses frames shorter than Ethernet
-      assertNoEvent(t, run(l, F.truncate(f, cut.length)), {}, `${name}: ${cut.name} (${cut.length} bytes)`);
-    }
-    let silent = 0;
-    for (let n = 14; n < end; n++) {
-      const r = run(l, F.truncate(f, n));
-      if (r.retval === XDP_PASS && r.events.length === 0 && r.delta.tcp === 0n && r.delta.packets === 1n) silent++;
-      else t.fail(`${name}: ${n} bytes gave retval ${r.retval}, ${r.events.length} events, tcp ${r.delta.tcp}`);
-    }
-    t.is(silent, end - 14, `${name}: every cut silent`);
-    // The whole header stack without payload is a segment (lengths come from IP).
-    const r = run(l, F.truncate(f, end));
-    t.is(r.events.length, 1, `${name}: headers complete -> event`);
-  }
+  for (const [name, f] of frames) expectCutsSilent(t, l, name, f);
 });
 
 ptest('TCP data offset below 5, or beyond the frame: no event', (t) => {
@@ -923,20 +930,7 @@ ptest('tunnels: truncated at every header boundary and every byte of both header
     ['gre c+k+s', F.tunnelFrame({ kind: 'gre', inner, greCsum: true, greKey: 1, greSeq: 2 })],
   ];
   for (const [name, f] of frames) {
-    const end = F.headersEnd(f);
-    for (const cut of F.headerCuts(f)) {
-      if (cut.length < 14) continue;
-      assertNoEvent(t, run(l, F.truncate(f, cut.length)), {}, `${name}: ${cut.name} (${cut.length} bytes)`);
-    }
-    let silent = 0;
-    for (let n = 14; n < end; n++) {
-      const r = run(l, F.truncate(f, n));
-      if (r.retval === XDP_PASS && r.events.length === 0 && r.delta.tcp === 0n && r.delta.packets === 1n) silent++;
-      else t.fail(`${name}: ${n} bytes gave retval ${r.retval}, ${r.events.length} events, tcp ${r.delta.tcp}`);
-    }
-    t.is(silent, end - 14, `${name}: every cut silent`);
-    const r = run(l, F.truncate(f, end));
-    t.is(r.events.length, 1, `${name}: headers complete -> event`);
+    expectCutsSilent(t, l, name, f);
     l.flows.keys().forEach((k) => l.flows.delete(k));
   }
 });

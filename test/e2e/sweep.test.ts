@@ -10,7 +10,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { ptest } from '../helpers/privileged.js';
-import { cli, type Ctx } from '../helpers/service-lab.js';
+import { cli, idleSession as labIdleSession, setupWatched, type Ctx, type IdleSession } from '../helpers/service-lab.js';
 import { startDaemon } from '../../testkit/daemon.js';
 import { createLab } from '../../testkit/lab/lab.js';
 import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
@@ -24,12 +24,8 @@ const BOUND_MS = 200;
 
 
 /** A session client -> server:port that sends nothing after its handshake (a line every 10 minutes). */
-async function idleSession(ctx: Ctx, fam: 'v4' | 'v6', port: number): Promise<{ client: Peer; serverConn: string }> {
-  const { lab, server } = ctx;
-  const client = await startClient(lab, lab.ns.client, lab.hosts.server[fam], port, 'interactive', { intervalMs: 600_000 });
-  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
-  return { client, serverConn: acc.conn! };
+function idleSession(ctx: Ctx, fam: 'v4' | 'v6', port: number): Promise<IdleSession> {
+  return labIdleSession(ctx, ctx.lab.hosts.server[fam], port);
 }
 
 function alive(ctx: Ctx, s: { client: Peer; serverConn: string }): boolean {
@@ -107,12 +103,8 @@ ptest.serial('without --watch the flow memory starts with the first job: an idle
 
 /** One idle session, a job on its host: both ends reset from the flow memory within the bound. */
 async function idleKilledAtCreate(t: ExecutionContext, fam: 'v4' | 'v6', mode: 'l3' | 'l2', labOpts: Parameters<typeof createLab>[0] = {}): Promise<void> {
-  const lab = await createLab(labOpts);
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(async () => void (await daemon.stop()));
-  const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }]);
-  const ctx: Ctx = { t, lab, daemon, server };
+  const ctx = await setupWatched(t, labOpts, [PORT_A]);
+  const { lab } = ctx;
   const s = await idleSession(ctx, fam, PORT_A);
   await sleep(2000);
   t.true(alive(ctx, s), 'positive control: alive after 2 s idle without a job');
@@ -129,12 +121,8 @@ ptest.serial('802.1Q-tagged mirror, layer-2 injection through a VLAN access port
 ptest.serial('IPv6, layer-2 injection: an idle session is reset at creation', (t) => idleKilledAtCreate(t, 'v6', 'l2'));
 
 ptest.serial('an interactive session (a line every 500 ms) is reset at both ends at creation, before its next line is due', async (t) => {
-  const lab = await createLab();
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(async () => void (await daemon.stop()));
-  const server = await startServer(lab, lab.ns.server, [{ port: PORT_A, mode: 'echo' }]);
-  const ctx: Ctx = { t, lab, daemon, server };
+  const ctx = await setupWatched(t, {}, [PORT_A]);
+  const { lab, daemon, server } = ctx;
   const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT_A, 'interactive', { intervalMs: 500, reportMs: 50 });
   const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
   const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport, 5000, 'accept');
@@ -149,16 +137,9 @@ ptest.serial('an interactive session (a line every 500 ms) is reset at both ends
 });
 
 ptest.serial("-h SERVER -p its own service port matches nothing (-p is HOST's remote port): the create warns on stderr, naming the peer, and the session survives; with the peer's port no warning and the session is reset", async (t) => {
-  const lab = await createLab();
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(async () => void (await daemon.stop()));
-  const server = await startServer(lab, lab.ns.server, [{ port: PORT_B, mode: 'echo' }]);
-  const ctx: Ctx = { t, lab, daemon, server };
-  const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT_B, 'interactive', { intervalMs: 600_000 });
-  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === PORT_B, 5000, 'accept');
-  const s = { client, serverConn: acc.conn! };
+  const ctx = await setupWatched(t, {}, [PORT_B]);
+  const { lab, daemon } = ctx;
+  const s = await idleSession(ctx, 'v4', PORT_B);
   await sleep(500);
   const host = lab.hosts.server.v4;
   const peer = lab.hosts.client.v4;
@@ -173,7 +154,7 @@ ptest.serial("-h SERVER -p its own service port matches nothing (-p is HOST's re
   t.true(alive(ctx, s), 'the job matches only the server\'s peer port 5003: the session on the server\'s own port 5003 survives');
 
   // Positive control: the same session named by the peer's port (the client's ephemeral port): no warning, reset.
-  const r2 = await cli(ctx, ['ENG-PEER', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(c.lport), '-d', '30']);
+  const r2 = await cli(ctx, ['ENG-PEER', '-i', lab.sensor.sniffIf, '-o', lab.sensor.resetIf, '-h', host, '-p', String(s.lport), '-d', '30']);
   t.is(r2.code, 0, r2.stderr);
   t.is(r2.stderr, '', 'no warning when -p matched');
   await expectReset(ctx, s, r2.endedAt, 'session named by the peer port');

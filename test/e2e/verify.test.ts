@@ -9,35 +9,19 @@
  * keeps its socket, answers the probe with a duplicate ACK, so the flow is
  * never verified: --wait names it on stderr as a warning and exits 0 (the job stands).
  */
-import type { ExecutionContext } from 'ava';
 import { ptest } from '../helpers/privileged.js';
-import { cli, type Ctx } from '../helpers/service-lab.js';
-import { startDaemon } from '../../testkit/daemon.js';
-import { createLab, defaultVlanObjectPath } from '../../testkit/lab/lab.js';
+import { ECHO_PORT, cli, idleSession as labIdleSession, setupWatched as setup, type Ctx, type IdleSession } from '../helpers/service-lab.js';
+import { defaultVlanObjectPath } from '../../testkit/lab/lab.js';
 import { nsArgv, run } from '../../testkit/lab/netns.js';
-import { startClient, startServer, type Peer } from '../../testkit/lab/peer-control.js';
 import { sleep } from '../../testkit/time.js';
 
-const PORT = 5001;
+const PORT = ECHO_PORT;
 
 
 
-/** A session client -> server:PORT that sends nothing after its handshake; its client port. */
-async function idleSession(ctx: Ctx): Promise<{ client: Peer; serverConn: string; lport: number }> {
-  const { lab, server } = ctx;
-  const client = await startClient(lab, lab.ns.client, lab.hosts.server.v4, PORT, 'interactive', { intervalMs: 600_000 });
-  const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
-  const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === PORT, 5000, 'accept');
-  return { client, serverConn: acc.conn!, lport: c.lport as number };
-}
-
-async function setup(t: ExecutionContext, labOpts: Parameters<typeof createLab>[0] = {}): Promise<Ctx> {
-  const lab = await createLab(labOpts);
-  t.teardown(() => lab.destroy());
-  const daemon = await startDaemon({ netns: lab.ns.sensor, args: ['--watch', lab.sensor.sniffIf] });
-  t.teardown(async () => void (await daemon.stop()));
-  const server = await startServer(lab, lab.ns.server, [{ port: PORT, mode: 'echo' }]);
-  return { t, lab, daemon, server };
+/** A session client -> server:PORT that sends nothing after its handshake (lport: its client port). */
+function idleSession(ctx: Ctx): Promise<IdleSession> {
+  return labIdleSession(ctx, ctx.lab.hosts.server.v4, PORT);
 }
 
 ptest.serial('--wait: 3 idle sessions are reset at creation and all 3 confirmed dead (each end answered its probe with a RST); exit 0', async (t) => {

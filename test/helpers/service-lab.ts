@@ -36,10 +36,10 @@ export function setup(t: ExecutionContext, labOpts: LabOptions = {}, config: (la
 /**
  * The sweep's lab: bin/tcpresetd started with --watch on the sniff
  * interface (its flow memory on, the default configuration otherwise) and
- * the server echoing on ECHO_PORT.
+ * the server echoing on `ports`.
  */
-export function setupWatched(t: ExecutionContext, labOpts: LabOptions = {}): Promise<Ctx> {
-  return start(t, labOpts, (lab) => ({ args: ['--watch', lab.sensor.sniffIf] }), [ECHO_PORT]);
+export function setupWatched(t: ExecutionContext, labOpts: LabOptions = {}, ports: readonly number[] = [ECHO_PORT]): Promise<Ctx> {
+  return start(t, labOpts, (lab) => ({ args: ['--watch', lab.sensor.sniffIf] }), ports);
 }
 
 async function start(t: ExecutionContext, labOpts: LabOptions, daemonOpts: (lab: Lab) => StartOptions, ports: readonly number[]): Promise<Ctx> {
@@ -111,17 +111,22 @@ export async function session(ctx: Ctx, dst: string, port = ECHO_PORT, clientNs 
   return { client, serverConn: acc.conn! };
 }
 
+/** An idle session and its client's port. */
+export interface IdleSession extends Session {
+  lport: number;
+}
+
 /**
  * A session client -> dst:port that sends nothing after its handshake (a
  * line every 10 minutes): only the flow memory of a --watch daemon knows
  * it, so only a create-time sweep can reset it.
  */
-export async function idleSession(ctx: Ctx, dst: string, port = ECHO_PORT): Promise<Session> {
+export async function idleSession(ctx: Ctx, dst: string, port = ECHO_PORT): Promise<IdleSession> {
   const { lab, server } = ctx;
   const client = await startClient(lab, lab.ns.client, dst, port, 'interactive', { intervalMs: 600_000 });
   const c = await client.waitFor((e) => e.ev === 'connected', 5000, 'connected');
   const acc = await server.waitFor((e) => e.ev === 'accept' && e.rport === c.lport && e.lport === port, 5000, 'accept');
-  return { client, serverConn: acc.conn! };
+  return { client, serverConn: acc.conn!, lport: c.lport as number };
 }
 
 /**

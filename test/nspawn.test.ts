@@ -434,6 +434,17 @@ serial('systemctl reload (ExecReload: SIGHUP) applies a changed config in the sa
   const refused = await c.run(create, { user: 'analyst' });
   t.is(refused.code, 65, `protected after the reload: ${refused.stderr}`);
   t.deepEqual((await listJobs()).map((j) => j.engid), ['ENG-NSPAWN'], 'jobs kept');
+  // A file that does not validate fails `systemctl reload` (ExecReload checks it with --test-config
+  // before the signal, as nginx -t): the daemon is not signalled, its configuration stays.
+  await c.sh(`printf '{"maxDurationSec": 0}\\n' >/etc/tcpreset/config.json`);
+  const bad = await c.run(['systemctl', 'reload', 'tcpreset.service']);
+  t.not(bad.code, 0, 'systemctl reload fails on a bad file');
+  t.regex(bad.stderr, /control process exited with error code/);
+  t.regex(await c.ok(['journalctl', '-u', 'tcpreset.service', '-o', 'cat', '--no-pager', '-n', '30']), /maxDurationSec 0: must be an integer 1\.\.2592000/);
+  t.deepEqual(await c.show('tcpreset.service', ['MainPID', 'NRestarts']), before, 'the same process');
+  const st = JSON.parse(await c.ok(['tcpreset', 'status', '--json'], { user: 'analyst' })) as { config: { reloads: { applied: number; refused: number }; fault?: unknown } };
+  t.deepEqual(st.config.reloads, { applied: 1, refused: 0 }, 'the bad file never reached the daemon');
+  t.is((await c.run(create, { user: 'analyst' })).code, 65, 'still protected: the running configuration stays');
   await c.ok(['rm', '-f', '/etc/tcpreset/config.json']);
 });
 

@@ -30,13 +30,13 @@ function unitValues(text: string, key: string): string[] {
   return text.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1).trim());
 }
 
-/** A copy of the units whose ExecStart runs this checkout's daemon, so verify can check the command exists. */
+/** A copy of the units whose ExecStart (and ExecReload's check) run this checkout's daemon, so verify can check the command exists. */
 function unitsForVerify(): { dir: string; service: string; socket: string } {
   const dir = tmp('units');
   const text = readFileSync(SERVICE, 'utf8');
   const lines = unitValues(text, 'ExecStart');
   if (lines.length !== 1) throw new Error(`expected one ExecStart, got ${lines.length}`);
-  writeFileSync(join(dir, 'tcpreset.service'), text.replace(/^ExecStart=.*$/m, `ExecStart=${DAEMON_BIN}`));
+  writeFileSync(join(dir, 'tcpreset.service'), text.replaceAll('/usr/local/bin/tcpresetd', DAEMON_BIN));
   copyFileSync(SOCKET, join(dir, 'tcpreset.socket'));
   return { dir, service: join(dir, 'tcpreset.service'), socket: join(dir, 'tcpreset.socket') };
 }
@@ -54,7 +54,7 @@ test('systemd-analyze verify: both units clean (no warnings at all)', (t) => {
   // The check can fail: a misspelt directive is reported.
   writeFileSync(join(u.dir, 'tcpreset.service'), readFileSync(u.service, 'utf8').replace('ProtectHome=yes', 'ProtectHomes=yes'));
   t.regex(verify(u.dir, [u.service, u.socket]).output, /Unknown key .*ProtectHomes/);
-  // The shipped unit differs only by its ExecStart, which names the installed command.
+  // The shipped unit differs only by the daemon's path (ExecStart, ExecReload's check), which names the installed command.
   t.deepEqual(unitValues(readFileSync(SERVICE, 'utf8'), 'ExecStart'), ['/usr/local/bin/tcpresetd']);
 });
 
@@ -72,7 +72,8 @@ ptest('make install PREFIX=/usr: the installed units name /usr/bin/tcpresetd and
   const unitDir = join(destdir, 'usr/lib/systemd/system');
   const svc = readFileSync(join(unitDir, 'tcpreset.service'), 'utf8');
   t.deepEqual(unitValues(svc, 'ExecStart'), ['/usr/bin/tcpresetd']);
-  t.deepEqual(unitValues(svc, 'ExecReload'), ['/bin/kill -HUP $MAINPID']);
+  // The check before the signal names the same installed daemon (the same UNIT_SED rewrite).
+  t.deepEqual(unitValues(svc, 'ExecReload'), ['/usr/bin/tcpresetd --test-config', '/bin/kill -HUP $MAINPID']);
   t.notRegex(svc + readFileSync(join(unitDir, 'tcpreset.socket'), 'utf8'), /\/usr\/local\/(bin|lib)/, 'no default-PREFIX path left');
   // The command the unit names resolves inside DESTDIR to the installed launcher.
   const target = realpathSync(join(destdir, 'usr/bin/tcpresetd'));
@@ -115,8 +116,12 @@ test('unit content: notify type, unprivileged user, exactly the four capabilitie
   const svc = readFileSync(SERVICE, 'utf8');
   const sock = readFileSync(SOCKET, 'utf8');
   t.deepEqual(unitValues(svc, 'Type'), ['notify']);
-  // SIGHUP re-reads the configuration; $MAINPID is expanded by systemd.
-  t.deepEqual(unitValues(svc, 'ExecReload'), ['/bin/kill -HUP $MAINPID']);
+  // `systemctl reload` checks the file first (a bad one fails the reload: the lines run in order and
+  // the first failure stops it), then SIGHUP re-reads it; $MAINPID is expanded by systemd. The check
+  // reads the default --config, as ExecStart does; it is the command that exists:
+  t.deepEqual(unitValues(svc, 'ExecReload'), ['/usr/local/bin/tcpresetd --test-config', '/bin/kill -HUP $MAINPID']);
+  // The check is ExecStart's command line plus --test-config, so it reads the file the daemon reads.
+  t.is(unitValues(svc, 'ExecReload')[0], `${unitValues(svc, 'ExecStart')[0]} --test-config`);
   t.deepEqual(unitValues(svc, 'User'), ['tcpreset']);
   t.deepEqual(unitValues(svc, 'Group'), ['tcpreset']);
   const caps = ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_PERFMON'];

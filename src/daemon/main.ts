@@ -92,7 +92,12 @@ Signals:
                    host becomes protected are ended). Other keys are logged,
                    one warning per key, as needing a restart. A file that does
                    not validate is refused with an error log and the running
-                   configuration stays.
+                   configuration stays; tcpreset status shows a config FAULT
+                   (reason, file, time) until a reload applies, and
+                   tcpreset_config_reloads_total{result="refused"} counts it.
+                   The unit's ExecReload runs tcpresetd --test-config before
+                   the signal, so systemctl reload of a bad file fails and
+                   the daemon is not signalled.
 
 Exit status:
   0 stopped on a signal (or --test-config: valid); ${EXIT.USAGE} bad flags; ${EXIT_UNAVAILABLE} control socket or state directory in use, or unusable;

@@ -264,11 +264,15 @@ class EventThread {
     let idleTicks = 0;
     const spinNs = BigInt(Math.round(this.data.spinUs * 1000));
     let lastActive = 0n;
-    /** When the thread last came out of epoll_wait: how long it has been busy since. */
-    let busySince = process.hrtime.bigint();
+    /**
+     * When this wake first found segments (-1n: none yet): how long it has been busy with them.
+     * Segments only: a keep-warm tick or a command is no flood, and on a loaded VM either can be
+     * stretched to milliseconds by steal (a fresh user saw "flood" warnings with no traffic).
+     */
+    let drainingSince = -1n;
     const wantFifo = this.fifo;
-    /** Time spent out of epoll_wait since windowStart, while at FIFO: the duty cycle (FIFO_WINDOW_NS). */
-    let windowStart = busySince;
+    /** Time spent on segments since windowStart, while at FIFO: the duty cycle (FIFO_WINDOW_NS). */
+    let windowStart = process.hrtime.bigint();
     let windowBusy = 0n;
     while (this.running) {
       let n = 0;
@@ -280,9 +284,10 @@ class EventThread {
         this.lastError = (err as Error)?.message ?? String(err);
       }
       if (n > 0 || this.dirty.size > 0) {
+        if (drainingSince < 0n) drainingSince = process.hrtime.bigint();
         this.flush();
         lastActive = process.hrtime.bigint();
-        if (this.fifo && lastActive - busySince > FIFO_BUSY_NS) this.setFifo(false);
+        if (this.fifo && lastActive - drainingSince > FIFO_BUSY_NS) this.setFifo(false);
         continue;
       }
       // Consumed discarded records only: a commit meanwhile sent no wake-up, look again.
@@ -293,7 +298,7 @@ class EventThread {
       this.report();
       const now = process.hrtime.bigint();
       if (this.fifo) {
-        windowBusy += now - busySince;
+        if (drainingSince >= 0n) windowBusy += now - drainingSince;
         if (now - windowStart >= FIFO_WINDOW_NS) {
           if (windowBusy * 2n > now - windowStart) this.setFifo(false);
           windowStart = now;
@@ -312,7 +317,7 @@ class EventThread {
       let timeout = this.delivery.pending ? (keepWarm > 0 ? Math.min(5, keepWarm) : 5) : keepWarm;
       if (wantFifo && !this.fifo && (timeout < 0 || timeout > FIFO_QUIET_MS)) timeout = FIFO_QUIET_MS;
       const ready = epollWait(this.epfd, this.events, timeout, 'event thread');
-      busySince = process.hrtime.bigint();
+      drainingSince = -1n;
       if (ready === 0) {
         this.refreshDelivery();
         if (this.data.keepWarmMs > 0) {

@@ -421,6 +421,30 @@ test.serial('a refused reload is a config FAULT in tcpreset status (text and --j
   t.deepEqual(await d.stop(), { code: 0, signal: null });
 });
 
+test.serial('a reload that finds the config file emptied or gone is refused and protected stays; {} loads the defaults on purpose', async (t) => {
+  const d = await startDaemon({ config: { protected: ['203.0.113.0/24'] } });
+  t.teardown(() => d.stop());
+  const cfg = join(d.dir, 'config.json');
+  const protectedNow = async (): Promise<boolean> => (await d.request(createReq('203.0.113.7', 60))).error?.code === 'E_PROTECTED';
+  t.true(await protectedNow(), 'protected at start');
+  const why = (what: string): string => `config ${cfg}: the file is ${what}; a reload does not fall back to the defaults (that would drop protected networks and limits): restore the file, or write {} to load the defaults on purpose`;
+  writeFileSync(cfg, '');
+  t.is((await hup(d)).msg, `configuration reload refused: ${why('empty')}; the running configuration stays`);
+  t.true(await protectedNow(), 'still protected after a reload of an empty file');
+  // Given with --config, as here, a missing file was refused already (at the default path, the unit's,
+  // it meant "defaults" and takes the new rule's "gone" branch).
+  rmSync(cfg);
+  t.is((await hup(d)).msg, `configuration reload refused: config ${cfg}: cannot read: ENOENT: no such file or directory, open '${cfg}'; the running configuration stays`);
+  t.true(await protectedNow(), 'still protected after a reload with the file gone');
+  const st = JSON.parse((await cliSync(['status', '--json', '--socket', d.socket])).stdout);
+  t.deepEqual(st.config.reloads, { applied: 0, refused: 2 });
+  t.is(st.config.fault.message, `config ${cfg}: cannot read: ENOENT: no such file or directory, open '${cfg}'`);
+  // Positive control: an explicit {} is a reload to the defaults, and then the host can be targeted.
+  writeFileSync(cfg, '{}');
+  t.is((await hup(d)).msg, 'configuration reloaded');
+  t.is((await d.request(createReq('203.0.113.7', 60))).error?.code, 'E_IFACE', 'no longer protected: the create gets as far as the interfaces');
+});
+
 ptest('SIGHUP keeps running jobs (same end time, still enforced) and ends a job whose host the new configuration protects', async (t) => {
   const ns = await sensorNetns(t);
   const d = await startDaemon({ netns: ns, config: { protected: [] } });

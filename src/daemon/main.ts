@@ -4,7 +4,7 @@
  * Daemon and turns SIGTERM/SIGINT into an orderly stop with exit status 0.
  */
 import { Command, Option } from 'commander';
-import { EXIT, TcpresetError, showValue } from '../core/errors.js';
+import { EXIT, TcpresetError, showValue, ConfigError } from '../core/errors.js';
 import { DEFAULT_SOCKET_PATH } from '../control/protocol.js';
 import { loadConfig, validateWatch, DEFAULT_CONFIG } from './config.js';
 import { CONFIG_DOC } from './config-doc.js';
@@ -92,7 +92,10 @@ Signals:
                    host becomes protected are ended). Other keys are logged,
                    one warning per key, as needing a restart. A file that does
                    not validate is refused with an error log and the running
-                   configuration stays; tcpreset status shows a config FAULT
+                   configuration stays (so is a file found gone or empty when
+                   the running configuration came from one with content:
+                   write {} to return to the defaults on purpose); tcpreset
+                   status shows a config FAULT
                    (reason, file, time) until a reload applies, and
                    tcpreset_config_reloads_total{result="refused"} counts it.
                    The unit's ExecReload runs tcpresetd --test-config before
@@ -233,10 +236,20 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM', 0));
   process.on('SIGINT', () => stop('SIGINT', 0));
+  // Whether the running configuration came from a file with content: a reload that finds that file
+  // gone or emptied (moved aside to edit, truncated by a config tool mid-write) must not fall back to
+  // the defaults, which would drop every protected network at once (fresh-user-5 F2).
+  let runningFromContent = loaded.source !== null && loaded.empty !== true;
   process.on('SIGHUP', () => {
     let next;
     try {
       next = loadConfig(flags.config, configGiven);
+      if (runningFromContent && (next.source === null || next.empty === true)) {
+        throw new ConfigError(
+          flags.config,
+          `the file is ${next.source === null ? 'gone' : 'empty'}; a reload does not fall back to the defaults (that would drop protected networks and limits): restore the file, or write {} to load the defaults on purpose`,
+        );
+      }
     } catch (err) {
       logger.error(failureFields(err), `configuration reload refused: ${(err as Error).message}; the running configuration stays`);
       daemon.reloadRefused((err as Error).message);
@@ -254,6 +267,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     }
     // --log-level on the command line wins over the file, on reload as at start.
     daemon.reload(next, flags.logLevel ? undefined : (level) => void (logger.level = level));
+    runningFromContent = next.source !== null && next.empty !== true;
   });
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled promise rejection (daemon continues)'));
   process.on('uncaughtException', (err) => {
